@@ -1,0 +1,244 @@
+//! One backend server: where it is, whether it may take requests, what it has done, and its
+//! idle connections.
+//!
+//! The chapter's `BACKENDS` list holds `(host, port)` pairs and `http.client` opens a new
+//! connection for every request. A [`Backend`] adds the state a real balancer keeps per
+//! server: health ([`crate::health::Health`]), counters ([`crate::metrics::BackendStats`]),
+//! requests in flight (for least-connections), a draining flag (for runtime removal), and a
+//! pool of idle keep-alive connections so most requests skip the TCP handshake.
+
+use crate::config::BackendSpec;
+use crate::conn::BufConn;
+use crate::health::Health;
+use crate::metrics::BackendStats;
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Most idle connections kept per backend. nginx's `keepalive` directive has no default; its
+/// docs use 16 to 32. A balancer under heavy load needs about as many as requests in flight.
+pub const POOL_MAX_IDLE: usize = 256;
+/// How long an idle pooled connection is trusted. Shorter than the keep-alive timeouts of
+/// common servers (Apache and Node.js close idle connections after 5 s), so the balancer
+/// rarely picks a connection the backend is closing.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+/// Read buffer of an upstream connection; large enough that one read usually takes a whole
+/// small response, and that big bodies stream in few system calls.
+pub const UPSTREAM_BUFFER: usize = 32 * 1024;
+
+/// One backend and everything the balancer knows about it.
+#[derive(Debug)]
+pub struct Backend {
+    /// Stable number for the admin API (`/backends/{id}`), never reused in one run.
+    pub id: usize,
+    /// `http://HOST:PORT`, as shown in logs and metrics.
+    pub url: String,
+    /// The address connected to.
+    pub addr: SocketAddr,
+    /// Relative share of requests under `--strategy weighted`.
+    pub weight: u32,
+    /// Up or down, by passive and active checks.
+    pub health: Health,
+    /// Counters for `/metrics` and `/status`.
+    pub stats: BackendStats,
+    /// Requests in flight right now (see [`ActiveGuard`]).
+    active: AtomicUsize,
+    /// No new requests: set by the admin API before removal.
+    draining: AtomicBool,
+    /// Idle keep-alive connections, most recently used last.
+    pool: Mutex<Vec<(BufConn, Instant)>>,
+}
+
+impl Backend {
+    /// A backend from its command-line spec, up and with an empty pool.
+    pub fn new(id: usize, spec: &BackendSpec) -> Backend {
+        Backend {
+            id,
+            url: spec.url.clone(),
+            addr: spec.addr,
+            weight: spec.weight,
+            health: Health::new(),
+            stats: BackendStats::default(),
+            active: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+            pool: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// May a strategy pick this backend for a new request now? Not while draining, nor while
+    /// down (unless its `fail_timeout` has passed and it is due a trial request).
+    pub fn is_eligible(&self, now: Instant) -> bool {
+        !self.is_draining() && self.health.is_eligible(now)
+    }
+
+    /// Requests in flight on this backend.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request in flight until the returned guard is dropped, on every path.
+    pub fn start_request(self: &Arc<Self>) -> ActiveGuard {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard {
+            backend: Arc::clone(self),
+        }
+    }
+
+    /// Is the backend draining (no new requests)?
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Starts or stops draining. Draining also closes the idle pooled connections.
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Relaxed);
+        if draining {
+            self.lock_pool().clear();
+        }
+    }
+
+    /// A connection to this backend: a pooled one if a fresh-enough one is idle (`reused` is
+    /// then true), else a new one.
+    ///
+    /// # Errors
+    /// Connection refused, unreachable, or `connect_timeout` passed.
+    pub fn connect(
+        &self,
+        connect_timeout: Duration,
+        io_timeout: Duration,
+    ) -> io::Result<(BufConn, bool)> {
+        if let Some(conn) = self.pooled() {
+            return Ok((conn, true));
+        }
+        self.connect_fresh(connect_timeout, io_timeout)
+            .map(|c| (c, false))
+    }
+
+    /// A new connection, never a pooled one.
+    ///
+    /// # Errors
+    /// Connection refused, unreachable, or `connect_timeout` passed.
+    pub fn connect_fresh(
+        &self,
+        connect_timeout: Duration,
+        io_timeout: Duration,
+    ) -> io::Result<BufConn> {
+        let stream = TcpStream::connect_timeout(&self.addr, connect_timeout)?;
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(io_timeout))?;
+        let mut conn = BufConn::new(stream, UPSTREAM_BUFFER, UPSTREAM_BUFFER);
+        conn.set_read_timeout(io_timeout)?;
+        Ok(conn)
+    }
+
+    /// The most recently idled pooled connection that is still young; older ones are closed.
+    fn pooled(&self) -> Option<BufConn> {
+        let mut pool = self.lock_pool();
+        let (conn, since) = pool.pop()?;
+        if since.elapsed() < POOL_IDLE_TIMEOUT {
+            return Some(conn);
+        }
+        // The newest is too old, so all are: close them all (outside the lock).
+        let stale = std::mem::take(&mut *pool);
+        drop(pool);
+        drop(stale);
+        None
+    }
+
+    /// Returns a connection whose last response was read completely and that the backend
+    /// keeps open. Dropped instead when the pool is full or the backend is draining.
+    pub fn release(&self, conn: BufConn) {
+        if conn.data().is_empty() && !self.is_draining() {
+            let mut pool = self.lock_pool();
+            if pool.len() < POOL_MAX_IDLE {
+                pool.push((conn, Instant::now()));
+            }
+        }
+    }
+
+    /// Idle connections in the pool now.
+    pub fn pooled_count(&self) -> usize {
+        self.lock_pool().len()
+    }
+
+    fn lock_pool(&self) -> std::sync::MutexGuard<'_, Vec<(BufConn, Instant)>> {
+        // A thread that panicked while holding the lock left a valid Vec behind: keep using it.
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Keeps a backend's in-flight count up while alive; dropping it, on any path, counts the
+/// request finished. Least-connections reads that count, so no error path may leak one.
+#[derive(Debug)]
+pub struct ActiveGuard {
+    backend: Arc<Backend>,
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.backend.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The backends of a running balancer. Reads take a snapshot (`Arc` of the list), so the
+/// admin API can add and remove backends while requests run without holding any lock
+/// during I/O.
+#[derive(Debug)]
+pub struct Backends {
+    list: Mutex<Arc<Vec<Arc<Backend>>>>,
+    next_id: AtomicUsize,
+}
+
+impl Backends {
+    /// The backends of the command line, numbered from 0.
+    pub fn new(specs: &[BackendSpec]) -> Backends {
+        let list: Vec<_> = specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Arc::new(Backend::new(i, s)))
+            .collect();
+        Backends {
+            next_id: AtomicUsize::new(list.len()),
+            list: Mutex::new(Arc::new(list)),
+        }
+    }
+
+    /// The current list. Cheap: one lock for a reference-count increment.
+    pub fn snapshot(&self) -> Arc<Vec<Arc<Backend>>> {
+        Arc::clone(&self.lock())
+    }
+
+    /// Adds a backend; returns it.
+    pub fn add(&self, spec: &BackendSpec) -> Arc<Backend> {
+        let backend = Arc::new(Backend::new(
+            self.next_id.fetch_add(1, Ordering::Relaxed),
+            spec,
+        ));
+        let mut list = self.lock();
+        let mut new = Vec::clone(&list);
+        new.push(Arc::clone(&backend));
+        *list = Arc::new(new);
+        backend
+    }
+
+    /// Removes the backend with this id; returns it, or `None` if there is none.
+    pub fn remove(&self, id: usize) -> Option<Arc<Backend>> {
+        let mut list = self.lock();
+        let at = list.iter().position(|b| b.id == id)?;
+        let mut new = Vec::clone(&list);
+        let removed = new.remove(at);
+        *list = Arc::new(new);
+        Some(removed)
+    }
+
+    /// The backend with this id, if present.
+    pub fn get(&self, id: usize) -> Option<Arc<Backend>> {
+        self.snapshot().iter().find(|b| b.id == id).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Arc<Vec<Arc<Backend>>>> {
+        self.list.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

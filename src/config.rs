@@ -1,0 +1,750 @@
+//! Configuration: every default in one place, and the command-line parser.
+//!
+//! The chapter hard-codes its two backends and port 9000. Here they are the defaults, and
+//! flags change them. The parser is a table ([`FLAGS`]): one row per flag with its value
+//! name, default and help text, and one function that applies it. `--help` is printed from the
+//! same table, so the two cannot drift apart.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+/// Where the balancer listens unless `--listen` says otherwise (the chapter's port 9000).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
+/// Where the admin listener listens unless `--admin` says otherwise.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9001";
+/// Port of the first demo backend (the chapter's Red Server); the next ones count up.
+pub const DEMO_FIRST_PORT: u16 = 8001;
+/// Demo backends started when no `--backend` is given: the chapter's Red and Blue.
+pub const DEMO_DEFAULT_COUNT: usize = 2;
+/// Most demo backends `--demo` starts (one per colour in [`crate::demo::COLOURS`]).
+pub const DEMO_MAX: usize = 8;
+/// Largest `weight=` accepted for a backend (nginx has no limit; this keeps sums small).
+pub const MAX_WEIGHT: u32 = 1000;
+/// Ceiling of the default connection cap (`--max-connections`).
+pub const DEFAULT_MAX_CONNECTIONS_CEILING: usize = 16_384;
+/// File descriptors kept back from the connection cap for listeners, pooled upstream
+/// connections and health checks.
+pub const FD_RESERVE: usize = 512;
+
+/// How one run of the balancer is set up. [`Config::default`] is what `load-balancer` with
+/// no flags does (apart from the demo backends, which `main` starts).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address of the balanced listener (`--listen`).
+    pub listen: SocketAddr,
+    /// Backends to balance over (`--backend`, repeatable). Empty means "start demo backends".
+    pub backends: Vec<BackendSpec>,
+    /// How many demo backends to start (`--demo N`); `None` means "only if no `--backend`".
+    pub demo: Option<usize>,
+    /// Load-balancing strategy (`--strategy`).
+    pub strategy: StrategyKind,
+    /// No per-request log lines (`--quiet`); errors still go to stderr.
+    pub quiet: bool,
+    /// Limit on connecting to a backend (`--connect-timeout`, nginx's `proxy_connect_timeout`).
+    pub connect_timeout: Duration,
+    /// Limit on a backend's silence: no byte of the response (or of its body) for this long
+    /// gives `504` or a closed connection (`--backend-timeout`, nginx's `proxy_read_timeout`).
+    pub backend_timeout: Duration,
+    /// Limit on a client's whole request head once its first byte came (`--header-timeout`,
+    /// nginx's `client_header_timeout`): past it, `408`.
+    pub header_timeout: Duration,
+    /// Limit on a client's silence while sending a body or taking a response
+    /// (`--client-timeout`, nginx's `client_body_timeout` and `send_timeout`).
+    pub client_timeout: Duration,
+    /// How long an idle keep-alive client connection is kept (`--idle-timeout`).
+    pub idle_timeout: Duration,
+    /// Most client connections served at once (`--max-connections`); past it, `503`.
+    pub max_connections: usize,
+    /// Largest request body accepted, in bytes (`--max-body`); `None`: no limit.
+    pub max_body: Option<u64>,
+    /// Consecutive failures that take a backend out of rotation (`--max-fails`, nginx's `max_fails`).
+    pub max_fails: u32,
+    /// How long a failed backend stays out before a trial request (`--fail-timeout`).
+    pub fail_timeout: Duration,
+    /// Path for active health checks (`--health-check`); `None`: passive checks only.
+    pub health_check: Option<String>,
+    /// Time between active checks of one backend (`--health-interval`, HAProxy's `inter`).
+    pub health_interval: Duration,
+    /// Limit on one active check (`--health-timeout`).
+    pub health_timeout: Duration,
+    /// Consecutive passed checks that bring a backend back (`--rise`, HAProxy's `rise`).
+    pub rise: u32,
+    /// Consecutive failed checks that take a backend out (`--fall`, HAProxy's `fall`).
+    pub fall: u32,
+    /// Address of the admin listener (`--admin`); `None` with `--admin off`.
+    pub admin: Option<SocketAddr>,
+    /// Bearer token every admin request must carry (`--admin-token`).
+    pub admin_token: Option<String>,
+    /// How long a shutdown waits for in-flight requests (`--drain-timeout`).
+    pub drain_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .expect("the default listen address parses"),
+            backends: Vec::new(),
+            demo: None,
+            strategy: StrategyKind::RoundRobin,
+            quiet: false,
+            connect_timeout: Duration::from_secs(2),
+            backend_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            client_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: default_max_connections(),
+            max_body: None,
+            max_fails: 1,
+            fail_timeout: Duration::from_secs(10),
+            health_check: None,
+            health_interval: Duration::from_secs(2),
+            health_timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 3,
+            admin: Some(
+                DEFAULT_ADMIN
+                    .parse()
+                    .expect("the default admin address parses"),
+            ),
+            admin_token: None,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One backend as written on the command line: `http://HOST:PORT[,weight=N]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSpec {
+    /// The URL as shown in logs and metrics: `http://HOST:PORT`, as the user wrote the host.
+    pub url: String,
+    /// The address connected to (the host resolved once, at start-up).
+    pub addr: SocketAddr,
+    /// Relative share of requests under `--strategy weighted` (default 1).
+    pub weight: u32,
+}
+
+impl BackendSpec {
+    /// Parses `http://HOST:PORT` with an optional `,weight=N`.
+    ///
+    /// # Errors
+    /// A message naming what is wrong: not `http://`, a path, a missing port, a host that does
+    /// not resolve, a weight that is not 1 to [`MAX_WEIGHT`].
+    pub fn parse(text: &str) -> Result<BackendSpec, String> {
+        let (url, options) = text.split_once(',').unwrap_or((text, ""));
+        let mut weight = 1;
+        for option in options.split(',').filter(|o| !o.is_empty()) {
+            match option.split_once('=') {
+                Some(("weight", w)) => {
+                    weight = w
+                        .parse()
+                        .ok()
+                        .filter(|w| (1..=MAX_WEIGHT).contains(w))
+                        .ok_or_else(|| {
+                            format!(
+                                "weight must be a whole number from 1 to {MAX_WEIGHT}, not {w:?}"
+                            )
+                        })?;
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown backend option {option:?} (only weight=N is known)"
+                    ));
+                }
+            }
+        }
+        let hostport = match url.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
+            Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
+                return Err(
+                    "https backends are not supported: this balancer speaks plain HTTP".into(),
+                );
+            }
+            _ => return Err(format!("backend {url:?} must look like http://HOST:PORT")),
+        };
+        let hostport = hostport.strip_suffix('/').unwrap_or(hostport);
+        if hostport.contains(['/', '?', '#', '@']) || hostport.is_empty() {
+            return Err(format!(
+                "backend {url:?} must be http://HOST:PORT, without a path"
+            ));
+        }
+        let addr = resolve(hostport).map_err(|e| format!("backend {url:?}: {e}"))?;
+        Ok(BackendSpec {
+            url: format!("http://{hostport}"),
+            addr,
+            weight,
+        })
+    }
+}
+
+/// Resolves `HOST:PORT` to its first address.
+fn resolve(hostport: &str) -> Result<SocketAddr, String> {
+    let Some((_, port)) = hostport.rsplit_once(':') else {
+        return Err("needs a port, as in 127.0.0.1:8001".into());
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(format!("port {port:?} is not a number from 0 to 65535"));
+    }
+    hostport
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {hostport:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{hostport:?} resolves to no address"))
+}
+
+/// The load-balancing strategies (`--strategy`), one file each under [`crate::strategy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StrategyKind {
+    /// Each backend in turn (the chapter's `itertools.cycle`).
+    RoundRobin,
+    /// Smooth weighted round robin, as nginx does it.
+    Weighted,
+    /// The backend with the fewest requests in flight.
+    LeastConn,
+    /// The client's IP address picks the backend (rendezvous hashing).
+    IpHash,
+    /// A cookie pins a client to the backend that served it first (sticky sessions).
+    Cookie,
+}
+
+impl StrategyKind {
+    /// Every strategy with its flag name.
+    pub const ALL: [(StrategyKind, &'static str); 5] = [
+        (StrategyKind::RoundRobin, "round-robin"),
+        (StrategyKind::Weighted, "weighted"),
+        (StrategyKind::LeastConn, "least-conn"),
+        (StrategyKind::IpHash, "ip-hash"),
+        (StrategyKind::Cookie, "cookie"),
+    ];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(k, _)| *k == self)
+            .map_or("?", |(_, n)| n)
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    /// Run the balancer with this configuration.
+    Run(Box<Config>),
+    /// Print the usage and exit 0.
+    Help,
+    /// Print the version and exit 0.
+    Version,
+}
+
+/// One row of the flag table.
+pub struct Flag {
+    /// The flag, with its dashes.
+    pub name: &'static str,
+    /// Name of the value in the usage (`ADDR`), or `None` for a switch.
+    pub value: Option<&'static str>,
+    /// The default, as shown in `--help`.
+    pub default: &'static str,
+    /// One line of help.
+    pub help: &'static str,
+    apply: fn(&mut Config, &str) -> Result<(), String>,
+}
+
+/// Every flag the balancer knows (except `--help` and `--version`).
+pub const FLAGS: &[Flag] = &[
+    Flag {
+        name: "--listen",
+        value: Some("ADDR"),
+        default: DEFAULT_LISTEN,
+        help: "address of the balanced listener",
+        apply: |c, v| {
+            c.listen = resolve(v)?;
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--backend",
+        value: Some("URL"),
+        default: "the demo backends",
+        help: "a backend, http://HOST:PORT[,weight=N]; repeat for more",
+        apply: |c, v| {
+            c.backends.push(BackendSpec::parse(v)?);
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--demo",
+        value: Some("N"),
+        default: "2 without --backend",
+        help: "start N demo backends (Red, Blue, Green, ...) on ports 8001 and up",
+        apply: |c, v| {
+            c.demo = Some(parse_count(v, 1, DEMO_MAX as u32)? as usize);
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--strategy",
+        value: Some("NAME"),
+        default: "round-robin",
+        help: "round-robin, weighted, least-conn, ip-hash or cookie",
+        apply: |c, v| {
+            let found = StrategyKind::ALL.iter().find(|(_, n)| *n == v);
+            c.strategy = found.map(|(k, _)| *k).ok_or_else(|| {
+                format!(
+                    "unknown strategy {v:?} (round-robin, weighted, least-conn, ip-hash, cookie)"
+                )
+            })?;
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--quiet",
+        value: None,
+        default: "off",
+        help: "no line per request (errors still go to stderr)",
+        apply: |c, _| {
+            c.quiet = true;
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--connect-timeout",
+        value: Some("DUR"),
+        default: "2s",
+        help: "limit on connecting to a backend; then the next one",
+        apply: |c, v| {
+            c.connect_timeout = parse_duration(v)?;
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--backend-timeout",
+        value: Some("DUR"),
+        default: "30s",
+        help: "limit on a backend's silence; then 504",
+        apply: |c, v| {
+            c.backend_timeout = parse_duration(v)?;
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--header-timeout",
+        value: Some("DUR"),
+        default: "10s",
+        help: "limit on receiving a request head; then 408",
+        apply: |c, v| {
+            c.header_timeout = parse_duration(v)?;
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--client-timeout",
+        value: Some("DUR"),
+        default: "30s",
+        help: "limit on a client's silence while sending a body or reading a response",
+        apply: |c, v| {
+            c.client_timeout = parse_duration(v)?;
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--idle-timeout",
+        value: Some("DUR"),
+        default: "60s",
+        help: "how long an idle keep-alive client connection is kept",
+        apply: |c, v| {
+            c.idle_timeout = parse_duration(v)?;
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--max-connections",
+        value: Some("N"),
+        default: "open-file limit - 512, at most 16384",
+        help: "client connections served at once; past it, 503",
+        apply: |c, v| {
+            c.max_connections = parse_count(v, 1, 1_000_000)? as usize;
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--max-body",
+        value: Some("SIZE"),
+        default: "no limit",
+        help: "largest request body, e.g. 10m or 1g; past it, 413",
+        apply: |c, v| {
+            c.max_body = Some(parse_size(v)?);
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--max-fails",
+        value: Some("N"),
+        default: "1",
+        help: "consecutive failures that take a backend out of rotation",
+        apply: |c, v| {
+            c.max_fails = parse_count(v, 1, 1000)?;
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--fail-timeout",
+        value: Some("DUR"),
+        default: "10s",
+        help: "how long a failed backend stays out before a trial request",
+        apply: |c, v| {
+            c.fail_timeout = parse_duration(v)?;
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--health-check",
+        value: Some("PATH"),
+        default: "off",
+        help: "turn on active health checks: GET PATH on every backend",
+        apply: |c, v| {
+            if !v.starts_with('/') || v.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
+                return Err(format!("{v:?} must be a path such as /health"));
+            }
+            c.health_check = Some(v.to_string());
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--health-interval",
+        value: Some("DUR"),
+        default: "2s",
+        help: "time between two checks of a backend",
+        apply: |c, v| {
+            c.health_interval = parse_duration(v)?;
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--health-timeout",
+        value: Some("DUR"),
+        default: "1s",
+        help: "limit on one check",
+        apply: |c, v| {
+            c.health_timeout = parse_duration(v)?;
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--rise",
+        value: Some("N"),
+        default: "2",
+        help: "passed checks in a row that bring a backend back",
+        apply: |c, v| {
+            c.rise = parse_count(v, 1, 1000)?;
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--fall",
+        value: Some("N"),
+        default: "3",
+        help: "failed checks in a row that take a backend out",
+        apply: |c, v| {
+            c.fall = parse_count(v, 1, 1000)?;
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--admin",
+        value: Some("ADDR"),
+        default: DEFAULT_ADMIN,
+        help: "address of the admin listener (metrics, status page, backend API), or off",
+        apply: |c, v| {
+            c.admin = if v == "off" { None } else { Some(resolve(v)?) };
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--admin-token",
+        value: Some("TOKEN"),
+        default: "none",
+        help: "require Authorization: Bearer TOKEN on admin requests",
+        apply: |c, v| {
+            if v.is_empty() || v.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
+                return Err("the token must be visible ASCII characters, without spaces".into());
+            }
+            c.admin_token = Some(v.to_string());
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--drain-timeout",
+        value: Some("DUR"),
+        default: "10s",
+        help: "on SIGINT/SIGTERM, how long to wait for requests in flight",
+        apply: |c, v| {
+            c.drain_timeout = parse_duration(v)?;
+            Ok(())
+        },
+    },
+];
+
+/// The usage text: one line per flag, from [`FLAGS`].
+pub fn usage() -> String {
+    let mut out = String::from(
+        "Usage: load-balancer [FLAGS]\n\n\
+         A round-robin HTTP/1.1 load balancer. With no --backend, it starts demo backends\n\
+         (Red on 127.0.0.1:8001, Blue on 8002) and balances them on 127.0.0.1:9000.\n\
+         Durations are written 250ms, 2s, 1m or 1h (a bare number is seconds).\n\nFlags:\n",
+    );
+    for f in FLAGS {
+        let left = format!("{} {}", f.name, f.value.unwrap_or(""));
+        out.push_str(&format!(
+            "  {left:<26}{} [default: {}]\n",
+            f.help, f.default
+        ));
+    }
+    out.push_str("  --help                    print this help\n  --version                 print the version\n");
+    out
+}
+
+/// Parses the command line (without the program name).
+///
+/// Flags take their value as the next argument or after `=` (`--listen=127.0.0.1:80`).
+///
+/// # Errors
+/// A message naming the flag and what is wrong with it; `main` prints it with the usage and
+/// exits with status 2.
+pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
+    let mut config = Config::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--help" | "-h" => return Ok(Command::Help),
+            "--version" | "-V" => return Ok(Command::Version),
+            _ => {}
+        }
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        let flag = FLAGS.iter().find(|f| f.name == name).ok_or_else(|| {
+            if name.starts_with('-') {
+                format!("unknown flag {name}")
+            } else {
+                format!("unexpected argument {name:?} (flags start with --)")
+            }
+        })?;
+        let value = match (flag.value, inline) {
+            (None, None) => String::new(),
+            (None, Some(_)) => return Err(format!("{name} takes no value")),
+            (Some(_), Some(v)) => v,
+            (Some(meta), None) => args
+                .next()
+                .ok_or_else(|| format!("{name} needs a value ({meta})"))?,
+        };
+        (flag.apply)(&mut config, &value).map_err(|e| format!("{name} {value}: {e}"))?;
+    }
+    if config.health_timeout > config.health_interval {
+        return Err(format!(
+            "--health-timeout {:?} must not exceed --health-interval {:?}",
+            config.health_timeout, config.health_interval
+        ));
+    }
+    if let Some(admin) = config.admin
+        && !admin.ip().is_loopback()
+        && config.admin_token.is_none()
+    {
+        return Err(format!(
+            "--admin {admin}: a non-loopback admin address needs --admin-token"
+        ));
+    }
+    Ok(Command::Run(Box::new(config)))
+}
+
+/// Parses a duration: `250ms`, `2s`, `1m`, `1h`, or a bare number of seconds.
+///
+/// # Errors
+/// A message for anything else, for zero, and for more than a day (surely a typo).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (write 250ms, 2s, 1m or 1h)"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => {
+            return Err(format!(
+                "{text:?} has an unknown unit {unit:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    if d.is_zero() {
+        return Err("the duration must be more than zero".into());
+    }
+    if d > Duration::from_secs(86_400) {
+        return Err(format!("{text:?} is more than a day"));
+    }
+    Ok(d)
+}
+
+/// Parses a byte size: a number with an optional `k`, `m` or `g` (powers of 1024, as nginx).
+///
+/// # Errors
+/// A message for anything else, and for overflow.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let lower = text.to_ascii_lowercase();
+    let (digits, shift) = match lower.as_bytes().last() {
+        Some(b'k') => (&lower[..lower.len() - 1], 10),
+        Some(b'm') => (&lower[..lower.len() - 1], 20),
+        Some(b'g') => (&lower[..lower.len() - 1], 30),
+        _ => (lower.as_str(), 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (write 1048576, 512k, 10m or 1g)"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+fn parse_count(text: &str, min: u32, max: u32) -> Result<u32, String> {
+    text.parse()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| format!("{text:?} must be a whole number from {min} to {max}"))
+}
+
+/// The open-file limit of this process (soft), read from `/proc/self/limits`, if known.
+pub fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// The default connection cap: what the open-file limit allows (one descriptor per client,
+/// [`FD_RESERVE`] kept back), at most [`DEFAULT_MAX_CONNECTIONS_CEILING`], at least 64.
+pub fn default_max_connections() -> usize {
+    let limit = open_file_limit().unwrap_or(1024);
+    limit
+        .saturating_sub(FD_RESERVE)
+        .clamp(64, DEFAULT_MAX_CONNECTIONS_CEILING)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, String> {
+        match parse_args(args.iter().map(|s| s.to_string()))? {
+            Command::Run(c) => Ok(*c),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = run(&[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9000");
+        assert!(c.backends.is_empty());
+        assert_eq!(c.connect_timeout, Duration::from_secs(2));
+        assert_eq!(c.strategy, StrategyKind::RoundRobin);
+    }
+
+    #[test]
+    fn flags_apply() {
+        let c = run(&[
+            "--listen=127.0.0.1:0",
+            "--backend",
+            "http://127.0.0.1:8001",
+            "--backend",
+            "http://localhost:8002/,weight=5",
+            "--strategy",
+            "least-conn",
+            "--quiet",
+            "--connect-timeout",
+            "250ms",
+            "--max-body",
+            "10m",
+            "--admin",
+            "off",
+        ])
+        .unwrap();
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.backends.len(), 2);
+        assert_eq!(c.backends[1].url, "http://localhost:8002");
+        assert_eq!(c.backends[1].weight, 5);
+        assert_eq!(c.strategy, StrategyKind::LeastConn);
+        assert!(c.quiet);
+        assert_eq!(c.connect_timeout, Duration::from_millis(250));
+        assert_eq!(c.max_body, Some(10 << 20));
+        assert_eq!(c.admin, None);
+    }
+
+    #[test]
+    fn errors_name_the_flag() {
+        for (args, needle) in [
+            (&["--nope"][..], "--nope"),
+            (&["--listen"], "--listen needs a value"),
+            (&["--listen", "nowhere"], "--listen"),
+            (&["--backend", "127.0.0.1:8001"], "--backend"),
+            (&["--backend", "https://x:1"], "https"),
+            (&["--backend", "http://127.0.0.1"], "port"),
+            (&["--backend", "http://127.0.0.1:1/path"], "path"),
+            (&["--backend", "http://127.0.0.1:1,weight=0"], "weight"),
+            (&["--strategy", "random"], "--strategy"),
+            (&["--connect-timeout", "2x"], "--connect-timeout"),
+            (&["--quiet=1"], "--quiet takes no value"),
+            (&["stray"], "unexpected argument"),
+            (&["--admin", "0.0.0.0:9001"], "--admin-token"),
+            (&["--health-timeout", "5s"], "--health-timeout"),
+        ] {
+            let err = run(args).unwrap_err();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in [
+            "",
+            "s",
+            "0",
+            "0ms",
+            "-1s",
+            "1.5s",
+            "2 s",
+            "1d",
+            "99999999999999999999",
+            "25h",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("100"), Ok(100));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("10M"), Ok(10 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        for bad in ["", "k", "1.5m", "-1", "99999999999g"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn help_lists_every_flag() {
+        let u = usage();
+        for f in FLAGS {
+            assert!(u.contains(f.name), "{}", f.name);
+        }
+    }
+}

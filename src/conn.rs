@@ -1,0 +1,157 @@
+//! A TCP stream with a read buffer whose unread bytes stay visible.
+//!
+//! `std::io::BufReader` only refills an empty buffer, but a parser that got half a head needs
+//! the next bytes appended to the first half; and after a head, the bytes already read belong to
+//! the body or to the next pipelined request. [`BufConn`] keeps them: [`BufConn::data`] shows
+//! what has been read and not yet used, [`BufConn::consume`] marks bytes used, and
+//! [`BufConn::fill`] reads more behind them.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// A stream and the bytes read from it but not yet used.
+#[derive(Debug)]
+pub struct BufConn {
+    /// The socket itself, for writing and for socket options.
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    capacity: usize,
+    max: usize,
+    read_timeout: Option<Duration>,
+}
+
+impl BufConn {
+    /// Wraps `stream` with a buffer of `capacity` bytes that may grow to `max` bytes when a
+    /// head does not fit. The buffer is allocated on the first read, so an idle connection
+    /// that never sends anything holds none.
+    pub fn new(stream: TcpStream, capacity: usize, max: usize) -> BufConn {
+        let capacity = capacity.max(1);
+        BufConn {
+            stream,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            capacity,
+            max: max.max(capacity),
+            read_timeout: None,
+        }
+    }
+
+    /// Frees the buffer if nothing unread is in it; the next [`BufConn::fill`] allocates it
+    /// again. An idle keep-alive connection then costs no buffer memory.
+    pub fn release_buffer(&mut self) {
+        if self.start == self.end {
+            self.buf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// The bytes read and not yet consumed.
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Marks the first `n` bytes of [`BufConn::data`] as used.
+    ///
+    /// # Panics
+    /// If `n` is more than `data().len()`: that would be a bug in the caller.
+    pub fn consume(&mut self, n: usize) {
+        assert!(n <= self.data().len(), "consumed more than was read");
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Reads more bytes behind the unread ones; returns how many (0: the peer closed).
+    ///
+    /// # Errors
+    /// The socket's error (a timeout is `WouldBlock` or `TimedOut`), or `InvalidData` when the
+    /// unread bytes already fill the largest buffer allowed.
+    pub fn fill(&mut self) -> io::Result<usize> {
+        if self.buf.is_empty() {
+            self.buf = vec![0; self.capacity];
+        }
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else if self.buf.len() < self.max {
+                let grown = (self.buf.len() * 2).min(self.max);
+                self.buf.resize(grown, 0);
+            } else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "read buffer full",
+                ));
+            }
+        }
+        let n = self.stream.read(&mut self.buf[self.end..])?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Sets the socket's read timeout, skipping the system call when it is already set.
+    ///
+    /// # Errors
+    /// The socket's error.
+    pub fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        if self.read_timeout != Some(timeout) {
+            self.stream.set_read_timeout(Some(timeout))?;
+            self.read_timeout = Some(timeout);
+        }
+        Ok(())
+    }
+
+    /// Writes all of `bytes` to the socket.
+    ///
+    /// # Errors
+    /// The socket's error.
+    pub fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+}
+
+/// Is this error a read or write timeout? (Linux reports `WouldBlock`, others `TimedOut`.)
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn keeps_unread_bytes_and_grows() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut writer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (reader, _) = listener.accept().unwrap();
+        let mut conn = BufConn::new(reader, 4, 8);
+        assert_eq!(conn.data(), b"");
+        writer.write_all(b"abcdefghij").unwrap();
+        let mut got = 0;
+        while got < 8 {
+            got += conn.fill().unwrap();
+        }
+        assert_eq!(conn.data(), b"abcdefgh");
+        assert_eq!(conn.fill().unwrap_err().kind(), io::ErrorKind::InvalidData);
+        conn.consume(6);
+        assert_eq!(conn.data(), b"gh");
+        while conn.data().len() < 4 {
+            conn.fill().unwrap();
+        }
+        assert_eq!(conn.data(), b"ghij");
+        conn.consume(4);
+        assert_eq!(conn.data(), b"");
+    }
+}

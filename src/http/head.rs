@@ -1,0 +1,247 @@
+//! Lines and header fields: the part of RFC 9112 that requests and responses share.
+//!
+//! A head is a start line, then field lines `name: value`, then an empty line. Lines end in
+//! CRLF; like nginx and HAProxy we also accept a bare LF (RFC 9112 section 2.2 allows it), which
+//! is safe here because the balancer never forwards the client's bytes as they came: it writes a
+//! fresh head, with CRLF, from what it parsed.
+
+use super::{Error, MAX_HEAD, MAX_HEADERS, is_token};
+
+/// One header field, borrowed from the buffer it was parsed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header<'a> {
+    /// The field name, as sent (compare with [`Header::is`], names are case-insensitive).
+    pub name: &'a str,
+    /// The field value without leading or trailing whitespace. May hold bytes above 0x7F
+    /// (`obs-text`), never CR, LF, NUL or another control byte but HTAB.
+    pub value: &'a [u8],
+}
+
+impl Header<'_> {
+    /// Does this field have the given name? Field names are case-insensitive (RFC 9110 section 5.1).
+    pub fn is(&self, name: &str) -> bool {
+        self.name.eq_ignore_ascii_case(name)
+    }
+}
+
+/// Finds the next line of `buf` starting at `from`: returns the line without its line ending,
+/// and where the line after it starts. `None` if no LF has arrived yet.
+pub fn next_line(buf: &[u8], from: usize) -> Option<(&[u8], usize)> {
+    let rest = &buf[from..];
+    let lf = rest.iter().position(|&b| b == b'\n')?;
+    let line = &rest[..lf];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    Some((line, from + lf + 1))
+}
+
+/// Parses the field lines of a head, starting at `pos` (just after the start line), into
+/// `headers`. Returns where the head ends (after the empty line), or `None` if it has not
+/// fully arrived yet.
+///
+/// # Errors
+/// `431` past [`MAX_HEADERS`] fields or [`MAX_HEAD`] bytes; `400` for a malformed field
+/// (see [`parse_field`]).
+pub fn parse_fields<'a>(
+    buf: &'a [u8],
+    mut pos: usize,
+    headers: &mut Vec<Header<'a>>,
+) -> Result<Option<usize>, Error> {
+    loop {
+        let Some((line, next)) = next_line(buf, pos) else {
+            return if buf.len() > MAX_HEAD {
+                Err(too_large())
+            } else {
+                Ok(None)
+            };
+        };
+        if next > MAX_HEAD {
+            return Err(too_large());
+        }
+        if line.is_empty() {
+            return Ok(Some(next));
+        }
+        if headers.len() == MAX_HEADERS {
+            return Err(Error {
+                status: 431,
+                why: "too many header fields",
+            });
+        }
+        headers.push(parse_field(line)?);
+        pos = next;
+    }
+}
+
+fn too_large() -> Error {
+    Error {
+        status: 431,
+        why: "header section too large",
+    }
+}
+
+/// Parses one field line `name: value` (RFC 9112 section 5).
+///
+/// # Errors
+/// `400` for a line folded onto the previous one (obs-fold, section 5.2), a name that is not a
+/// token (this includes whitespace before the colon, which section 5.1 says to reject), a
+/// missing colon, or a control byte (NUL, CR, ...) in the value.
+pub fn parse_field(line: &[u8]) -> Result<Header<'_>, Error> {
+    if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
+        return Err(Error::bad("obsolete line folding in a header field"));
+    }
+    let colon = line
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or(Error::bad("header field without a colon"))?;
+    let name = &line[..colon];
+    if name.last().is_some_and(|&b| b == b' ' || b == b'\t') {
+        return Err(Error::bad("whitespace before the colon of a header field"));
+    }
+    if !is_token(name) {
+        return Err(Error::bad("invalid header field name"));
+    }
+    let value = trim_ows(&line[colon + 1..]);
+    if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(Error::bad("control character in a header field value"));
+    }
+    // A token is ASCII, so this cannot fail; the error arm only keeps the code panic-free.
+    let name = std::str::from_utf8(name).map_err(|_| Error::bad("invalid header field name"))?;
+    Ok(Header { name, value })
+}
+
+/// Removes optional whitespace (SP and HTAB, RFC 9110 section 5.6.3) from both ends.
+pub fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// The elements of a comma-separated list value (RFC 9110 section 5.6.1), trimmed, empty
+/// elements skipped: `"a, ,b"` gives `a` and `b`.
+pub fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|e| !e.is_empty())
+}
+
+/// The values of every field called `name`, in order.
+pub fn values<'h, 'a>(
+    headers: &'h [Header<'a>],
+    name: &'h str,
+) -> impl Iterator<Item = &'a [u8]> + 'h {
+    headers.iter().filter(move |h| h.is(name)).map(|h| h.value)
+}
+
+/// Does any field called `name` list `token` (case-insensitive)? For `Connection: close` and the like.
+pub fn has_token(headers: &[Header<'_>], name: &str, token: &str) -> bool {
+    values(headers, name)
+        .flat_map(list)
+        .any(|e| e.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Hop-by-hop fields: they describe one connection, so a proxy never forwards them
+/// (RFC 9110 section 7.6.1; `Proxy-Connection` is its non-standard cousin). `Transfer-Encoding`
+/// is here because the balancer re-frames every body it relays.
+pub const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Should the field `name` stay on this side of the proxy? True for the fixed [`HOP_BY_HOP`]
+/// set and for any field that a `Connection` header of the message names.
+pub fn is_hop_by_hop(headers: &[Header<'_>], name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || has_token(headers, "connection", name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_parse_and_trim() {
+        let h = parse_field(b"Content-Type: \t text/html \t").unwrap();
+        assert_eq!(h.name, "Content-Type");
+        assert_eq!(h.value, b"text/html");
+        assert!(h.is("content-type"));
+        let h = parse_field(b"X-Empty:").unwrap();
+        assert_eq!(h.value, b"");
+        let h = parse_field(b"X-Utf8: caf\xc3\xa9").unwrap();
+        assert_eq!(h.value, b"caf\xc3\xa9");
+    }
+
+    #[test]
+    fn bad_fields_are_400() {
+        for line in [
+            &b" folded"[..],
+            b"\tfolded",
+            b"Host : x",
+            b"Host\t: x",
+            b"No colon",
+            b": empty name",
+            b"Bad Name: x",
+            b"X: a\0b",
+            b"X: a\rb",
+            b"X: a\x7fb",
+            b"X(y): z",
+        ] {
+            let err = parse_field(line).unwrap_err();
+            assert_eq!(err.status, 400, "{:?}", String::from_utf8_lossy(line));
+        }
+    }
+
+    #[test]
+    fn lines_accept_crlf_and_lf() {
+        assert_eq!(next_line(b"ab\r\ncd", 0), Some((&b"ab"[..], 4)));
+        assert_eq!(next_line(b"ab\ncd", 0), Some((&b"ab"[..], 3)));
+        assert_eq!(next_line(b"ab\r", 0), None);
+    }
+
+    #[test]
+    fn lists_and_tokens() {
+        let got: Vec<_> = list(b" a , ,b,, c ").collect();
+        assert_eq!(got, [&b"a"[..], b"b", b"c"]);
+        let headers = [
+            Header {
+                name: "Connection",
+                value: b"Keep-Alive, X-Secret",
+            },
+            Header {
+                name: "connection",
+                value: b"close",
+            },
+        ];
+        assert!(has_token(&headers, "CONNECTION", "close"));
+        assert!(has_token(&headers, "connection", "keep-alive"));
+        assert!(is_hop_by_hop(&headers, "x-secret"));
+        assert!(is_hop_by_hop(&headers, "TE"));
+        assert!(!is_hop_by_hop(&headers, "Trailer"));
+        assert!(!is_hop_by_hop(&headers, "X-Other"));
+    }
+
+    #[test]
+    fn field_limits_are_431() {
+        let mut head = Vec::new();
+        for i in 0..=MAX_HEADERS {
+            head.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+        let mut headers = Vec::new();
+        assert_eq!(
+            parse_fields(&head, 0, &mut headers).unwrap_err().status,
+            431
+        );
+
+        let big = vec![b'a'; MAX_HEAD + 1];
+        let mut headers = Vec::new();
+        assert_eq!(parse_fields(&big, 0, &mut headers).unwrap_err().status, 431);
+    }
+}

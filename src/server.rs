@@ -1,0 +1,334 @@
+//! The accept loop: one thread per client connection, a cap on how many, and a clean stop.
+//!
+//! The chapter runs `HTTPServer(...).serve_forever()`: one request at a time, so one slow
+//! client stops everybody. Here every connection gets its own thread (the Rust Book's final
+//! project does the same, and warns that without a cap this is a way to exhaust the machine),
+//! so past `--max-connections` a client gets `503` and `Retry-After` instead of a thread.
+//!
+//! [`Balancer::start`] binds, starts the threads, and returns a handle with the bound address;
+//! [`Balancer::shutdown`] (or dropping the handle) stops accepting, lets requests in flight
+//! finish for up to `--drain-timeout`, closes idle keep-alive connections, and joins the threads.
+
+use crate::backend::Backends;
+use crate::config::Config;
+use crate::http::pages;
+use crate::log::{AccessLog, FLUSH_INTERVAL};
+use crate::metrics::{ServerStats, inc};
+use crate::proxy;
+use crate::strategy::{self, Strategy};
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// Stack size of a connection thread. The proxy's buffers live on the heap, so a small stack
+/// suffices; only the pages a thread touches cost memory, which keeps 10,000 idle
+/// connections within a few hundred megabytes.
+pub const THREAD_STACK: usize = 128 * 1024;
+/// How long a refused or failed connection is kept to read what the client still sends, so
+/// closing does not reset the connection before the client reads the answer (nginx's
+/// `lingering_close`).
+pub const LINGER: Duration = Duration::from_secs(2);
+/// Most refused connections lingering at once; past it they are closed at once.
+pub const LINGER_MAX: usize = 1024;
+
+/// Everything the connection threads share: configuration, backends, strategy, counters.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration this balancer was started with.
+    pub config: Config,
+    /// The backends, changeable at run time.
+    pub backends: Backends,
+    /// The load-balancing strategy.
+    pub strategy: Box<dyn Strategy>,
+    /// The access log and recent routing decisions.
+    pub log: AccessLog,
+    /// Balancer-wide counters.
+    pub stats: ServerStats,
+    /// Set when the balancer stops: no new requests on kept-alive connections.
+    pub draining: AtomicBool,
+    /// Open client connections, so a shutdown can close the idle ones.
+    pub connections: Connections,
+}
+
+impl Shared {
+    /// Shared state for `config`.
+    pub fn new(config: Config) -> Shared {
+        Shared {
+            backends: Backends::new(&config.backends),
+            strategy: strategy::build(config.strategy),
+            log: AccessLog::new(config.quiet),
+            stats: ServerStats::default(),
+            draining: AtomicBool::new(false),
+            connections: Connections::default(),
+            config,
+        }
+    }
+}
+
+/// The open client connections, each with a flag saying it waits for its next request.
+#[derive(Debug, Default)]
+pub struct Connections {
+    next_id: AtomicU64,
+    open: Mutex<HashMap<u64, (TcpStream, Arc<AtomicBool>)>>,
+}
+
+impl Connections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (TcpStream, Arc<AtomicBool>)>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a connection; returns its id and its idle flag.
+    fn add(&self, stream: &TcpStream) -> (u64, Arc<AtomicBool>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let idle = Arc::new(AtomicBool::new(false));
+        if let Ok(clone) = stream.try_clone() {
+            self.lock().insert(id, (clone, Arc::clone(&idle)));
+        }
+        (id, idle)
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// Closes every connection that waits for a request (the shutdown's "close idle
+    /// keep-alive connections"). Busy ones finish their request and then close.
+    pub fn close_idle(&self) -> usize {
+        let open = self.lock();
+        let mut closed = 0;
+        for (stream, idle) in open.values() {
+            if idle.load(Ordering::Relaxed) {
+                let _ = stream.shutdown(Shutdown::Both);
+                closed += 1;
+            }
+        }
+        closed
+    }
+}
+
+/// A running balancer.
+#[derive(Debug)]
+pub struct Balancer {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    accept: Option<JoinHandle<()>>,
+    flusher: Option<JoinHandle<()>>,
+    stopped: Arc<AtomicBool>,
+}
+
+/// What a shutdown did, for the closing summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Connections accepted over the whole run.
+    pub accepted: u64,
+    /// Connections still open when the drain timeout ran out (0 after a clean drain).
+    pub abandoned: u64,
+    /// How long the drain took.
+    pub drain: Duration,
+}
+
+impl Balancer {
+    /// Binds `config.listen` and starts serving.
+    ///
+    /// # Errors
+    /// The address cannot be bound (in use, not local, no permission); the message names it.
+    pub fn start(config: Config) -> io::Result<Balancer> {
+        let listener = TcpListener::bind(config.listen).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
+        })?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(config));
+        let stopped = Arc::new(AtomicBool::new(false));
+        let lingerer = spawn_lingerer()?;
+        let accept = {
+            let shared = Arc::clone(&shared);
+            thread::Builder::new()
+                .name("accept".into())
+                .spawn(move || accept_loop(listener, &shared, &lingerer))?
+        };
+        let flusher = {
+            let (shared, stopped) = (Arc::clone(&shared), Arc::clone(&stopped));
+            thread::Builder::new().name("log".into()).spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    thread::park_timeout(FLUSH_INTERVAL);
+                    shared.log.flush();
+                }
+            })?
+        };
+        Ok(Balancer {
+            shared,
+            addr,
+            accept: Some(accept),
+            flusher: Some(flusher),
+            stopped,
+        })
+    }
+
+    /// The address the balancer listens on (with the real port when started on port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The state shared with the connection threads (backends, counters, ...).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stops accepting, waits up to `--drain-timeout` for requests in flight, closes idle
+    /// keep-alive connections, and returns what happened.
+    pub fn shutdown(mut self) -> Summary {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Summary {
+        let started = Instant::now();
+        self.shared.draining.store(true, Ordering::SeqCst);
+        if let Some(accept) = self.accept.take() {
+            // The accept thread is blocked in accept(): a connection of our own wakes it.
+            let _ = TcpStream::connect_timeout(&wake_addr(self.addr), Duration::from_secs(1));
+            let _ = accept.join();
+        }
+        let deadline = started + self.shared.config.drain_timeout;
+        loop {
+            self.shared.connections.close_idle();
+            if self.shared.stats.open.load(Ordering::SeqCst) == 0 || Instant::now() >= deadline {
+                break;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        self.stopped.store(true, Ordering::Relaxed);
+        if let Some(flusher) = self.flusher.take() {
+            flusher.thread().unpark();
+            let _ = flusher.join();
+        }
+        self.shared.log.flush();
+        Summary {
+            accepted: self.shared.stats.accepted.load(Ordering::Relaxed),
+            abandoned: self.shared.stats.open.load(Ordering::Relaxed),
+            drain: started.elapsed(),
+        }
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        if self.accept.is_some() {
+            self.stop();
+        }
+    }
+}
+
+/// Where to connect to wake our own accept loop: the bound address, or loopback when bound
+/// to all interfaces.
+fn wake_addr(addr: SocketAddr) -> SocketAddr {
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
+}
+
+fn accept_loop(
+    listener: TcpListener,
+    shared: &Arc<Shared>,
+    lingerer: &mpsc::SyncSender<TcpStream>,
+) {
+    for stream in listener.incoming() {
+        if shared.draining.load(Ordering::SeqCst) {
+            return;
+        }
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of file descriptors, or the client gave up during the handshake: say
+                // so, pause a moment (retrying at once would spin), and go on.
+                eprintln!("[LoadBalancer] accept failed: {e}");
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        inc(&shared.stats.accepted);
+        let open = shared.stats.open.fetch_add(1, Ordering::SeqCst);
+        if open as usize >= shared.config.max_connections {
+            shared.stats.open.fetch_sub(1, Ordering::SeqCst);
+            inc(&shared.stats.rejected);
+            let page =
+                pages::error_response(503, "too many connections (--max-connections)", true, false);
+            let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+            let _ = (&stream).write_all(&page);
+            let _ = lingerer.try_send(stream);
+            continue;
+        }
+        let Ok(peer) = stream.peer_addr() else {
+            shared.stats.open.fetch_sub(1, Ordering::SeqCst);
+            continue;
+        };
+        let worker = Arc::clone(shared);
+        let spawned = thread::Builder::new()
+            .name("client".into())
+            .stack_size(THREAD_STACK)
+            .spawn(move || {
+                let (id, idle) = worker.connections.add(&stream);
+                proxy::serve(stream, peer, &worker, &idle);
+                worker.connections.remove(id);
+                worker.stats.open.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            // The closure (and the stream in it) is dropped: the client sees a close.
+            shared.stats.open.fetch_sub(1, Ordering::SeqCst);
+            eprintln!("[LoadBalancer] cannot start a thread for {peer}: {e}");
+        }
+    }
+}
+
+/// A thread that closes refused connections gently: it half-closes them and reads what the
+/// client still sends for up to [`LINGER`], so the client reads the `503` instead of a reset.
+fn spawn_lingerer() -> io::Result<mpsc::SyncSender<TcpStream>> {
+    let (tx, rx) = mpsc::sync_channel::<TcpStream>(LINGER_MAX);
+    thread::Builder::new()
+        .name("linger".into())
+        .spawn(move || {
+            let mut lingering: Vec<(TcpStream, Instant)> = Vec::new();
+            let mut scratch = [0u8; 4096];
+            loop {
+                // Wait for work without spinning when there is none.
+                let first = if lingering.is_empty() {
+                    rx.recv().ok()
+                } else {
+                    rx.recv_timeout(Duration::from_millis(20)).ok()
+                };
+                if first.is_none() && lingering.is_empty() {
+                    return; // the balancer is gone
+                }
+                for stream in first.into_iter().chain(rx.try_iter()) {
+                    let _ = stream.shutdown(Shutdown::Write);
+                    if stream.set_nonblocking(true).is_ok() && lingering.len() < LINGER_MAX {
+                        lingering.push((stream, Instant::now() + LINGER));
+                    }
+                }
+                let now = Instant::now();
+                lingering.retain_mut(|(stream, deadline)| {
+                    if now >= *deadline {
+                        return false;
+                    }
+                    loop {
+                        match stream.read(&mut scratch) {
+                            Ok(0) => return false,
+                            Ok(_) => continue,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                            Err(_) => return false,
+                        }
+                    }
+                });
+            }
+        })?;
+    Ok(tx)
+}

@@ -1,0 +1,72 @@
+//! Round robin: each backend in turn, the chapter's `itertools.cycle`.
+//!
+//! The Python original calls `next()` on a shared iterator without a lock, which is safe only
+//! because its server handles one request at a time. Here many threads pick at once, so the
+//! position lives in a `Mutex<usize>`, held for the few instructions that read and advance it.
+
+use super::{Key, Strategy};
+use crate::backend::Backend;
+use std::sync::{Arc, Mutex};
+
+/// Round robin over the usable backends.
+#[derive(Debug, Default)]
+pub struct RoundRobin {
+    next: Mutex<usize>,
+}
+
+impl Strategy for RoundRobin {
+    fn pick(
+        &self,
+        backends: &[Arc<Backend>],
+        _key: &Key<'_>,
+        usable: &dyn Fn(&Backend) -> bool,
+    ) -> Option<usize> {
+        let n = backends.len();
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        // Start where the last pick stopped; skip unusable backends, so that with B down the
+        // rotation is A C A C, not A C C A C C.
+        let found = (0..n)
+            .map(|i| (*next + i) % n)
+            .find(|&i| usable(&backends[i]))?;
+        *next = (found + 1) % n;
+        Some(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BackendSpec;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    pub(crate) fn backends(n: usize) -> Vec<Arc<Backend>> {
+        (0..n)
+            .map(|i| {
+                let spec = BackendSpec::parse(&format!("http://127.0.0.1:{}", 8001 + i)).unwrap();
+                Arc::new(Backend::new(i, &spec))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rotates_and_skips() {
+        let rr = RoundRobin::default();
+        let bs = backends(3);
+        let key = Key {
+            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            cookie: None,
+        };
+        // All usable:   A B C A B C
+        let picks: Vec<_> = (0..6)
+            .map(|_| rr.pick(&bs, &key, &|_| true).unwrap())
+            .collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+        // B unusable:   A C A C
+        let picks: Vec<_> = (0..4)
+            .map(|_| rr.pick(&bs, &key, &|b| b.id != 1).unwrap())
+            .collect();
+        assert_eq!(picks, [0, 2, 0, 2]);
+        assert_eq!(rr.pick(&bs, &key, &|_| false), None);
+        assert_eq!(rr.pick(&[], &key, &|_| true), None);
+    }
+}
