@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -48,58 +48,133 @@ pub fn page(index: usize) -> String {
     )
 }
 
+/// A drill: the state a demo backend is put in to show how the balancer copes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drill {
+    /// Normal service (`start`, `ok`).
+    Ok,
+    /// Not listening: connections are refused (`stop`).
+    Stop,
+    /// Accepts connections and reads requests, but never answers (`hang`).
+    Hang,
+    /// Answers after this delay (`slow MS`).
+    Slow(Duration),
+    /// Answers with this status (`error STATUS`).
+    Error(u16),
+}
+
+impl Drill {
+    /// Parses a drill as typed on the console or in the admin URL: `stop`, `start`, `ok`,
+    /// `hang`, `slow 500` (milliseconds), `error 500`.
+    ///
+    /// # Errors
+    /// A message saying which drills exist.
+    pub fn parse(name: &str, arg: Option<&str>) -> Result<Drill, String> {
+        let number = |what: &str| -> Result<u64, String> {
+            arg.and_then(|a| a.parse().ok())
+                .ok_or_else(|| format!("{name} needs {what}"))
+        };
+        match name {
+            "ok" | "start" => Ok(Drill::Ok),
+            "stop" => Ok(Drill::Stop),
+            "hang" => Ok(Drill::Hang),
+            "slow" => Ok(Drill::Slow(Duration::from_millis(
+                number("a delay in milliseconds, e.g. slow 500")?.min(600_000),
+            ))),
+            "error" => match number("a status from 400 to 599, e.g. error 500")? {
+                code @ 400..=599 => Ok(Drill::Error(code as u16)),
+                _ => Err("error needs a status from 400 to 599".into()),
+            },
+            _ => Err(format!(
+                "unknown drill {name:?}: use stop, start, hang, slow MS, error STATUS or ok"
+            )),
+        }
+    }
+
+    /// What the drill does, for the console.
+    pub fn describe(self) -> String {
+        match self {
+            Drill::Ok => "ok: answering normally".into(),
+            Drill::Stop => "stopped: connections are refused".into(),
+            Drill::Hang => "hanging: accepts requests, never answers".into(),
+            Drill::Slow(d) => format!("slow: answers after {} ms", d.as_millis()),
+            Drill::Error(code) => format!("failing: answers every request with {code}"),
+        }
+    }
+}
+
 /// A running demo backend. Dropping it stops it.
 #[derive(Debug)]
 pub struct DemoBackend {
     index: usize,
     addr: SocketAddr,
     shared: Arc<DemoShared>,
-    accept: Option<JoinHandle<()>>,
+    /// The accept thread and its stop flag, while listening.
+    listening: Mutex<Option<(JoinHandle<()>, Arc<AtomicBool>)>>,
 }
 
 #[derive(Debug)]
 struct DemoShared {
     page: String,
-    stopping: AtomicBool,
     /// Requests answered, for tests and the console.
     requests: AtomicU64,
     /// Open connections, closed on stop.
     open: Mutex<HashMap<u64, TcpStream>>,
     next_id: AtomicU64,
+    /// The current drill; connection threads wait on `changed` while hanging or slow.
+    drill: Mutex<Drill>,
+    changed: Condvar,
+}
+
+impl DemoShared {
+    fn drill(&self) -> Drill {
+        *self.drill.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl DemoBackend {
     /// Starts demo backend number `index` (0: Red, 1: Blue, ...) listening on `addr`
-    /// (port 0 picks a free port) and prints the chapter's start-up line.
+    /// (port 0 picks a free port).
     ///
     /// # Errors
     /// The address cannot be bound; the message names it.
     pub fn start(index: usize, addr: SocketAddr) -> io::Result<DemoBackend> {
-        let listener = TcpListener::bind(addr)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        let listener = bind(addr)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(DemoShared {
             page: page(index),
-            stopping: AtomicBool::new(false),
             requests: AtomicU64::new(0),
             open: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
+            drill: Mutex::new(Drill::Ok),
+            changed: Condvar::new(),
         });
-        let accept = {
-            let shared = Arc::clone(&shared);
-            thread::Builder::new()
-                .name(format!(
-                    "demo-{}",
-                    COLOURS[index % COLOURS.len()].0.to_lowercase()
-                ))
-                .spawn(move || demo_accept(listener, &shared))?
-        };
-        Ok(DemoBackend {
+        let demo = DemoBackend {
             index,
             addr,
             shared,
-            accept: Some(accept),
-        })
+            listening: Mutex::new(None),
+        };
+        demo.listen(listener)?;
+        Ok(demo)
+    }
+
+    fn listen(&self, listener: TcpListener) -> io::Result<()> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let accept = {
+            let (shared, stop) = (Arc::clone(&self.shared), Arc::clone(&stop));
+            thread::Builder::new()
+                .name(format!("demo-{}", self.name().to_lowercase()))
+                .spawn(move || demo_accept(listener, &shared, &stop))?
+        };
+        *self.lock_listening() = Some((accept, stop));
+        Ok(())
+    }
+
+    fn lock_listening(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<(JoinHandle<()>, Arc<AtomicBool>)>> {
+        self.listening.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The bound address.
@@ -117,6 +192,11 @@ impl DemoBackend {
         COLOURS[self.index % COLOURS.len()].0
     }
 
+    /// The CSS colour of its page.
+    pub fn colour(&self) -> &'static str {
+        COLOURS[self.index % COLOURS.len()].1
+    }
+
     /// The HTML page this backend answers with.
     pub fn page(&self) -> &str {
         &self.shared.page
@@ -127,17 +207,40 @@ impl DemoBackend {
         self.shared.requests.load(Ordering::Relaxed)
     }
 
+    /// The current drill.
+    pub fn drill(&self) -> Drill {
+        self.shared.drill()
+    }
+
+    /// Puts the backend in a drill: `Stop` closes the listener and every connection, `Ok`
+    /// listens again on the same port, the others change how requests are answered.
+    ///
+    /// # Errors
+    /// The port cannot be bound again when leaving `Stop` (another program took it).
+    pub fn set_drill(&self, drill: Drill) -> io::Result<()> {
+        if drill == Drill::Stop {
+            self.halt();
+        } else if self.lock_listening().is_none() {
+            self.listen(bind(self.addr)?)?;
+        }
+        *self.shared.drill.lock().unwrap_or_else(|e| e.into_inner()) = drill;
+        self.shared.changed.notify_all();
+        Ok(())
+    }
+
     /// Stops listening and closes every open connection.
-    pub fn stop(mut self) {
+    pub fn stop(self) {
         self.halt();
     }
 
-    fn halt(&mut self) {
-        self.shared.stopping.store(true, Ordering::SeqCst);
-        if let Some(accept) = self.accept.take() {
+    fn halt(&self) {
+        if let Some((accept, stop)) = self.lock_listening().take() {
+            stop.store(true, Ordering::SeqCst);
             let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
             let _ = accept.join();
         }
+        *self.shared.drill.lock().unwrap_or_else(|e| e.into_inner()) = Drill::Stop;
+        self.shared.changed.notify_all();
         for stream in self
             .shared
             .open
@@ -156,9 +259,14 @@ impl Drop for DemoBackend {
     }
 }
 
-fn demo_accept(listener: TcpListener, shared: &Arc<DemoShared>) {
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
+fn demo_accept(listener: TcpListener, shared: &Arc<DemoShared>, stop: &AtomicBool) {
     for stream in listener.incoming() {
-        if shared.stopping.load(Ordering::SeqCst) {
+        if stop.load(Ordering::SeqCst) {
             return;
         }
         let Ok(stream) = stream else { continue };
@@ -188,6 +296,40 @@ fn demo_accept(listener: TcpListener, shared: &Arc<DemoShared>) {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&id);
+        }
+    }
+}
+
+/// Applies the drill to a request that has been read: returns the status to answer with, or
+/// `None` to close without answering (hanging until the drill changes, or stopped).
+fn drill_status(shared: &DemoShared) -> Option<u16> {
+    let mut drill = shared.drill.lock().unwrap_or_else(|e| e.into_inner());
+    match *drill {
+        Drill::Ok => Some(200),
+        Drill::Stop => None,
+        Drill::Error(code) => Some(code),
+        Drill::Hang => {
+            while *drill == Drill::Hang {
+                drill = shared
+                    .changed
+                    .wait(drill)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            None
+        }
+        Drill::Slow(delay) => {
+            let until = std::time::Instant::now() + delay;
+            loop {
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() || !matches!(*drill, Drill::Slow(_)) {
+                    return Some(200);
+                }
+                drill = shared
+                    .changed
+                    .wait_timeout(drill, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
         }
     }
 }
@@ -243,8 +385,11 @@ fn demo_serve(stream: TcpStream, shared: &DemoShared) -> io::Result<()> {
             }
         };
         let body = read_body(&mut conn, received.body)?;
+        let Some(status) = drill_status(shared) else {
+            return Ok(());
+        };
         shared.requests.fetch_add(1, Ordering::Relaxed);
-        respond(&mut conn, &received, &body, &shared.page)?;
+        respond(&mut conn, &received, &body, &shared.page, status)?;
         if !received.keep_alive {
             return Ok(());
         }
@@ -299,9 +444,17 @@ fn read_body(conn: &mut BufConn, body: Body) -> io::Result<Vec<u8>> {
     Ok(kept)
 }
 
-fn respond(conn: &mut BufConn, r: &Received, body: &[u8], page: &str) -> io::Result<()> {
+fn respond(
+    conn: &mut BufConn,
+    r: &Received,
+    body: &[u8],
+    page: &str,
+    drill_status: u16,
+) -> io::Result<()> {
     let path = r.target.split('?').next().unwrap_or("");
-    let (status, content_type, content): (u16, &str, Vec<u8>) = if path == "/echo" {
+    let (status, content_type, content): (u16, &str, Vec<u8>) = if drill_status != 200 {
+        (drill_status, "text/html", page.as_bytes().to_vec())
+    } else if path == "/echo" {
         (200, "text/plain; charset=utf-8", echo(r, body))
     } else if let Some(n) = path
         .strip_prefix("/bytes/")
@@ -379,4 +532,104 @@ fn stream_bytes(conn: &mut BufConn, r: &Received, n: u64) -> io::Result<()> {
         left -= take as u64;
     }
     Ok(())
+}
+
+/// The demo backends of one run, by name, so drills can be switched by name from the console
+/// (`stop red`) or the admin listener (`POST /demo/red/stop`).
+#[derive(Debug, Default)]
+pub struct Fleet {
+    /// The demo backends, Red first.
+    pub backends: Vec<DemoBackend>,
+}
+
+impl Fleet {
+    /// Starts `n` demo backends on consecutive ports from `first` (port 0: any free ports).
+    ///
+    /// # Errors
+    /// A port cannot be bound; the message names it.
+    pub fn start(n: usize, host: std::net::IpAddr, first: u16) -> io::Result<Fleet> {
+        let backends = (0..n)
+            .map(|i| {
+                let port = if first == 0 { 0 } else { first + i as u16 };
+                DemoBackend::start(i, SocketAddr::new(host, port))
+            })
+            .collect::<io::Result<_>>()?;
+        Ok(Fleet { backends })
+    }
+
+    /// The demo backend called `name` (`red`, `Red`, ...).
+    pub fn find(&self, name: &str) -> Option<&DemoBackend> {
+        self.backends
+            .iter()
+            .find(|d| d.name().eq_ignore_ascii_case(name))
+    }
+
+    /// Carries out a console command such as `stop red`, `slow blue 500` or `error red 500`;
+    /// returns the line to print.
+    ///
+    /// # Errors
+    /// A message saying what is wrong with the command.
+    pub fn command(&self, line: &str) -> Result<String, String> {
+        let mut words = line.split_whitespace();
+        let (Some(drill), Some(name)) = (words.next(), words.next()) else {
+            return Err("type a drill and a backend: stop red, start red, hang red, slow red 500, error red 500, ok red".into());
+        };
+        self.apply(name, drill, words.next())
+    }
+
+    /// Puts the backend `name` in the drill `drill` (with `arg` for `slow` and `error`);
+    /// returns the line to print.
+    ///
+    /// # Errors
+    /// Unknown backend or drill, or the port could not be bound again.
+    pub fn apply(&self, name: &str, drill: &str, arg: Option<&str>) -> Result<String, String> {
+        let backend = self.find(name).ok_or_else(|| {
+            let names: Vec<_> = self
+                .backends
+                .iter()
+                .map(|d| d.name().to_lowercase())
+                .collect();
+            format!("no demo backend {name:?} (there are: {})", names.join(", "))
+        })?;
+        let drill = Drill::parse(drill, arg)?;
+        backend.set_drill(drill).map_err(|e| e.to_string())?;
+        Ok(format!(
+            "[Drill] {} Server ({}) is {}",
+            backend.name(),
+            backend.url(),
+            drill.describe()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drills_parse() {
+        assert_eq!(Drill::parse("stop", None), Ok(Drill::Stop));
+        assert_eq!(Drill::parse("start", None), Ok(Drill::Ok));
+        assert_eq!(
+            Drill::parse("slow", Some("250")),
+            Ok(Drill::Slow(Duration::from_millis(250)))
+        );
+        assert_eq!(Drill::parse("error", Some("503")), Ok(Drill::Error(503)));
+        assert!(Drill::parse("error", Some("200")).is_err());
+        assert!(Drill::parse("slow", None).is_err());
+        assert!(Drill::parse("explode", None).is_err());
+    }
+
+    #[test]
+    fn pages_follow_the_chapter() {
+        assert_eq!(page(0), "<h1 style='color:red;'>Red Server - Server 1</h1>");
+        assert_eq!(
+            page(1),
+            "<h1 style='color:blue;'>Blue Server - Server 2</h1>"
+        );
+        assert_eq!(
+            page(2),
+            "<h1 style='color:green;'>Green Server - Server 3</h1>"
+        );
+    }
 }

@@ -1,10 +1,12 @@
 //! `load-balancer`: parse the flags, start the demo backends when asked, run the balancer.
 
 use load_balancer::config::{self, BackendSpec, Command, Config};
-use load_balancer::demo::DemoBackend;
+use load_balancer::demo::Fleet;
 use load_balancer::server::Balancer;
-use std::net::SocketAddr;
+use std::io::{BufRead, IsTerminal};
+use std::net::Ipv4Addr;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 fn main() -> ExitCode {
     match config::parse_args(std::env::args().skip(1)) {
@@ -32,25 +34,24 @@ fn run(mut config: Config) -> ExitCode {
     } else {
         0
     });
-    let mut demos = Vec::new();
-    for i in 0..demo_count {
-        let addr = SocketAddr::from(([127, 0, 0, 1], config::DEMO_FIRST_PORT + i as u16));
-        match DemoBackend::start(i, addr) {
-            Ok(demo) => {
-                println!("[Backend] {} Server started at {}", demo.name(), demo.url());
-                config
-                    .backends
-                    .push(BackendSpec::parse(&demo.url()).expect("a demo URL parses"));
-                demos.push(demo);
-            }
-            Err(e) => {
-                eprintln!("error: demo backend: {e}");
-                return ExitCode::from(1);
-            }
+    let fleet = match Fleet::start(
+        demo_count,
+        Ipv4Addr::LOCALHOST.into(),
+        config::DEMO_FIRST_PORT,
+    ) {
+        Ok(fleet) => Arc::new(fleet),
+        Err(e) => {
+            eprintln!("error: demo backend: {e}");
+            return ExitCode::from(1);
         }
+    };
+    for demo in &fleet.backends {
+        println!("[Backend] {} Server started at {}", demo.name(), demo.url());
+        let spec = BackendSpec::parse(&demo.url()).expect("a demo URL parses");
+        config.backends.push(spec);
     }
     let strategy = config.strategy;
-    let balancer = match Balancer::start(config) {
+    let balancer = match Balancer::start_with_demos(config, Some(Arc::clone(&fleet))) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("error: {e}");
@@ -62,7 +63,35 @@ fn run(mut config: Config) -> ExitCode {
         balancer.addr(),
         strategy.name()
     );
+    if !fleet.backends.is_empty() && std::io::stdin().is_terminal() {
+        start_console(Arc::clone(&fleet));
+    }
     loop {
         std::thread::park();
+    }
+}
+
+/// Reads drill commands typed on the terminal (`stop red`, `start red`, `slow blue 500`, ...),
+/// for a reader who has no browser open on the status page.
+fn start_console(fleet: Arc<Fleet>) {
+    println!(
+        "[Console] Type a drill: stop red | start red | hang red | slow red 500 | error red 500 | ok red"
+    );
+    let spawned = std::thread::Builder::new()
+        .name("console".into())
+        .spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { return };
+                if line.trim().is_empty() {
+                    continue;
+                }
+                match fleet.command(&line) {
+                    Ok(done) => println!("{done}"),
+                    Err(e) => eprintln!("[Console] {e}"),
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!("[Console] cannot read commands: {e}");
     }
 }

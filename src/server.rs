@@ -11,6 +11,7 @@
 
 use crate::backend::Backends;
 use crate::config::Config;
+use crate::demo::Fleet;
 use crate::http::pages;
 use crate::log::{AccessLog, FLUSH_INTERVAL};
 use crate::metrics::{ServerStats, inc};
@@ -53,11 +54,13 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// Open client connections, so a shutdown can close the idle ones.
     pub connections: Connections,
+    /// The demo backends started with this balancer, for drills (none with `--backend` only).
+    pub demos: Option<Arc<Fleet>>,
 }
 
 impl Shared {
-    /// Shared state for `config`.
-    pub fn new(config: Config) -> Shared {
+    /// Shared state for `config`, with the demo backends (if any) for drills.
+    pub fn new(config: Config, demos: Option<Arc<Fleet>>) -> Shared {
         Shared {
             backends: Backends::new(&config.backends),
             strategy: strategy::build(config.strategy),
@@ -65,6 +68,7 @@ impl Shared {
             stats: ServerStats::default(),
             draining: AtomicBool::new(false),
             connections: Connections::default(),
+            demos,
             config,
         }
     }
@@ -138,11 +142,20 @@ impl Balancer {
     /// # Errors
     /// The address cannot be bound (in use, not local, no permission); the message names it.
     pub fn start(config: Config) -> io::Result<Balancer> {
+        Balancer::start_with_demos(config, None)
+    }
+
+    /// Like [`Balancer::start`], and keeps the demo backends, so drills can be switched
+    /// through the balancer (the admin listener's `/demo/...`).
+    ///
+    /// # Errors
+    /// The address cannot be bound (in use, not local, no permission); the message names it.
+    pub fn start_with_demos(config: Config, demos: Option<Arc<Fleet>>) -> io::Result<Balancer> {
         let listener = TcpListener::bind(config.listen).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
         })?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(config));
+        let shared = Arc::new(Shared::new(config, demos));
         let stopped = Arc::new(AtomicBool::new(false));
         let lingerer = spawn_lingerer()?;
         let accept = {

@@ -1,0 +1,146 @@
+//! Failure drills on demo backends (issue: stop, hang, slow down and restore a demo backend
+//! live, and watch the balancer cope). Each test performs what the README's "Try it" promises.
+
+mod support;
+
+use load_balancer::demo::{Drill, Fleet};
+use load_balancer::server::Balancer;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+use support::*;
+
+/// A fleet of `n` demo backends on port 0 behind a balancer configured by `tweak`.
+fn drill_setup(
+    n: usize,
+    tweak: impl FnOnce(&mut load_balancer::config::Config),
+) -> (Arc<Fleet>, Balancer) {
+    let fleet = Arc::new(Fleet::start(n, Ipv4Addr::LOCALHOST.into(), 0).unwrap());
+    let urls: Vec<String> = fleet.backends.iter().map(|d| d.url()).collect();
+    let mut c = config(&urls);
+    tweak(&mut c);
+    let lb = Balancer::start_with_demos(c, Some(Arc::clone(&fleet))).unwrap();
+    (fleet, lb)
+}
+
+fn backend_up(lb: &Balancer, url: &str) -> bool {
+    lb.shared()
+        .backends
+        .snapshot()
+        .iter()
+        .find(|b| b.url == url)
+        .unwrap()
+        .health
+        .is_up()
+}
+
+#[test]
+fn stop_fails_over_and_marks_down_then_start_brings_it_back() {
+    let (fleet, lb) = drill_setup(2, |c| {
+        c.health_check = Some("/".into());
+        c.health_interval = Duration::from_millis(100);
+        c.health_timeout = Duration::from_millis(100);
+    });
+    let red = fleet.find("red").unwrap();
+    let url = format!("http://{}/", lb.addr());
+    fleet.command("stop red").unwrap();
+    assert_eq!(red.drill(), Drill::Stop);
+    // Nobody sees the dead backend: every request is answered by Blue.
+    for _ in 0..20 {
+        let (status, body) = get(&url);
+        assert_eq!(status, 200);
+        assert!(body.contains("Blue"), "{body}");
+    }
+    assert!(!backend_up(&lb, &red.url()), "red is shown DOWN");
+
+    fleet.command("start red").unwrap();
+    // Active checks bring it back within rise x interval (plus scheduling slack).
+    wait_for(Duration::from_secs(5), "red back in rotation", || {
+        backend_up(&lb, &red.url())
+    });
+    let before = red.requests();
+    for _ in 0..4 {
+        assert_eq!(get(&url).0, 200);
+    }
+    assert!(red.requests() > before, "red serves again");
+}
+
+#[test]
+fn hang_gives_504_to_a_post_and_takes_the_backend_out() {
+    let (fleet, lb) = drill_setup(2, |c| c.backend_timeout = Duration::from_millis(300));
+    fleet.command("hang red").unwrap();
+    // Round robin sends the first request to Red, which never answers. A POST must not be
+    // sent twice, so the client gets 504.
+    let mut c = RawConn::open(lb.addr());
+    c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi");
+    let (head, _) = c.response();
+    assert!(head.starts_with("HTTP/1.1 504"), "{head}");
+    let red = fleet.find("red").unwrap();
+    assert!(
+        !backend_up(&lb, &red.url()),
+        "a timeout counts as a failure (max-fails 1)"
+    );
+    // Later requests go to Blue at once.
+    for _ in 0..4 {
+        let (status, body) = get(&format!("http://{}/", lb.addr()));
+        assert_eq!(status, 200);
+        assert!(body.contains("Blue"));
+    }
+    fleet.command("ok red").unwrap();
+}
+
+#[test]
+fn hang_retries_an_idempotent_get_elsewhere() {
+    let (fleet, lb) = drill_setup(2, |c| c.backend_timeout = Duration::from_millis(300));
+    fleet.command("hang red").unwrap();
+    let (status, body) = get(&format!("http://{}/", lb.addr()));
+    assert_eq!(
+        status, 200,
+        "the GET timed out on Red and was retried on Blue"
+    );
+    assert!(body.contains("Blue"));
+}
+
+#[test]
+fn error_status_is_relayed_and_is_not_a_failure() {
+    let (fleet, lb) = drill_setup(2, |_| {});
+    fleet.command("error red 500").unwrap();
+    let url = format!("http://{}/", lb.addr());
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(get(&url).0);
+    }
+    // Red answers 500, Blue 200, in turn: a 5xx is an answer, not a dead backend
+    // (nginx's default proxy_next_upstream does not retry on it either).
+    assert_eq!(statuses, [500, 200, 500, 200]);
+    assert!(backend_up(&lb, &fleet.find("red").unwrap().url()));
+}
+
+#[test]
+fn console_commands_are_checked() {
+    let (fleet, _lb) = drill_setup(2, |_| {});
+    assert!(
+        fleet
+            .command("stop mauve")
+            .unwrap_err()
+            .contains("red, blue")
+    );
+    assert!(
+        fleet
+            .command("explode red")
+            .unwrap_err()
+            .contains("unknown drill")
+    );
+    assert!(
+        fleet
+            .command("slow red")
+            .unwrap_err()
+            .contains("milliseconds")
+    );
+    assert!(
+        fleet
+            .command("slow red 50")
+            .unwrap()
+            .contains("answers after 50 ms")
+    );
+}
