@@ -10,6 +10,7 @@
 //! finish for up to `--drain-timeout`, closes idle keep-alive connections, and joins the threads.
 
 use crate::backend::Backends;
+use crate::checker::Checker;
 use crate::config::Config;
 use crate::http::pages;
 use crate::log::{AccessLog, FLUSH_INTERVAL};
@@ -118,6 +119,8 @@ pub struct Balancer {
     addr: SocketAddr,
     accept: Option<JoinHandle<()>>,
     flusher: Option<JoinHandle<()>>,
+    /// The active health checker, with `--health-check`.
+    checker: Option<Checker>,
     stopped: Arc<AtomicBool>,
 }
 
@@ -145,6 +148,7 @@ impl Balancer {
         let shared = Arc::new(Shared::new(config));
         let stopped = Arc::new(AtomicBool::new(false));
         let lingerer = spawn_lingerer()?;
+        let checker = Checker::start(&shared)?;
         let accept = {
             let shared = Arc::clone(&shared);
             thread::Builder::new()
@@ -165,6 +169,7 @@ impl Balancer {
             addr,
             accept: Some(accept),
             flusher: Some(flusher),
+            checker,
             stopped,
         })
     }
@@ -200,6 +205,9 @@ impl Balancer {
                 break;
             }
             thread::sleep(Duration::from_millis(10));
+        }
+        if let Some(checker) = self.checker.take() {
+            checker.stop();
         }
         self.stopped.store(true, Ordering::Relaxed);
         if let Some(flusher) = self.flusher.take() {
