@@ -22,7 +22,8 @@
 //!    relay the response; failover when a backend fails.
 //! 4. [`http`]: the HTTP/1.1 syntax, parsed by hand from bytes (no sockets in there).
 //! 5. [`strategy`]: which backend is next (round robin and the chapter's "Related Concepts").
-//! 6. [`backend`] and [`health`]: one backend's state, its idle connections, up or down.
+//! 6. [`backend`], [`health`] and [`checker`]: one backend's state, its idle connections,
+//!    up or down, and the thread that probes it.
 //! 7. [`demo`]: the Red and Blue servers.
 //! 8. [`log`], [`metrics`]: what the console and the counters say.
 //!
@@ -43,6 +44,7 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod checker;
 pub mod config;
 pub mod conn;
 pub mod demo;

@@ -10,6 +10,7 @@
 //! finish for up to `--drain-timeout`, closes idle keep-alive connections, and joins the threads.
 
 use crate::backend::Backends;
+use crate::checker::Checker;
 use crate::config::Config;
 use crate::demo::Fleet;
 use crate::http::pages;
@@ -122,6 +123,8 @@ pub struct Balancer {
     addr: SocketAddr,
     accept: Option<JoinHandle<()>>,
     flusher: Option<JoinHandle<()>>,
+    /// The active health checker, with `--health-check`.
+    checker: Option<Checker>,
     stopped: Arc<AtomicBool>,
 }
 
@@ -158,6 +161,7 @@ impl Balancer {
         let shared = Arc::new(Shared::new(config, demos));
         let stopped = Arc::new(AtomicBool::new(false));
         let lingerer = spawn_lingerer()?;
+        let checker = Checker::start(&shared)?;
         let accept = {
             let shared = Arc::clone(&shared);
             thread::Builder::new()
@@ -178,6 +182,7 @@ impl Balancer {
             addr,
             accept: Some(accept),
             flusher: Some(flusher),
+            checker,
             stopped,
         })
     }
@@ -213,6 +218,9 @@ impl Balancer {
                 break;
             }
             thread::sleep(Duration::from_millis(10));
+        }
+        if let Some(checker) = self.checker.take() {
+            checker.stop();
         }
         self.stopped.store(true, Ordering::Relaxed);
         if let Some(flusher) = self.flusher.take() {

@@ -1,7 +1,8 @@
 //! Which backend takes the next request: one small trait, one file per algorithm.
 //!
 //! The chapter's algorithm is `next(itertools.cycle(BACKENDS))`; its "Related Concepts" name
-//! three more. In the style of Pingora's load-balancing crate, a strategy only answers "which
+//! three more, and each has its file: [`round_robin`], [`weighted`], [`least_conn`],
+//! [`ip_hash`] and [`cookie`]. In the style of Pingora's load-balancing crate, a strategy only answers "which
 //! one?" ([`Strategy::pick`]); the proxy asks again, with the failed backend excluded, when a
 //! backend fails, so each backend is tried at most once per request.
 
@@ -10,7 +11,11 @@ use crate::config::StrategyKind;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+pub mod cookie;
+pub mod ip_hash;
+pub mod least_conn;
 pub mod round_robin;
+pub mod weighted;
 
 /// What a strategy may look at besides the backends.
 #[derive(Debug, Clone, Copy)]
@@ -38,8 +43,10 @@ pub trait Strategy: Send + Sync + std::fmt::Debug {
 pub fn build(kind: StrategyKind) -> Box<dyn Strategy> {
     match kind {
         StrategyKind::RoundRobin => Box::new(round_robin::RoundRobin::default()),
-        // Filled in by the availability work: until then, everything rotates.
-        _ => Box::new(round_robin::RoundRobin::default()),
+        StrategyKind::Weighted => Box::new(weighted::Weighted::default()),
+        StrategyKind::LeastConn => Box::new(least_conn::LeastConn::default()),
+        StrategyKind::IpHash => Box::new(ip_hash::IpHash),
+        StrategyKind::Cookie => Box::new(cookie::Cookie::default()),
     }
 }
 
@@ -78,6 +85,48 @@ pub fn hash64(bytes: &[u8]) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     h ^ (h >> 33)
+}
+
+/// Helpers for the strategies' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Key, Strategy};
+    use crate::backend::Backend;
+    use crate::config::BackendSpec;
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::sync::Arc;
+
+    /// Backends `http://127.0.0.1:8001`, `8002`, ... with ids 0, 1, ... and these weights.
+    pub(crate) fn backends(weights: &[u32]) -> Vec<Arc<Backend>> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let url = format!("http://127.0.0.1:{},weight={w}", 8001 + i);
+                Arc::new(Backend::new(i, &BackendSpec::parse(&url).unwrap()))
+            })
+            .collect()
+    }
+
+    /// A request from 127.0.0.1 without a cookie.
+    pub(crate) fn key() -> Key<'static> {
+        Key {
+            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            cookie: None,
+        }
+    }
+
+    /// `n` picks in a row with [`key`].
+    pub(crate) fn picks(
+        s: &dyn Strategy,
+        bs: &[Arc<Backend>],
+        n: usize,
+        usable: &dyn Fn(&Backend) -> bool,
+    ) -> Vec<usize> {
+        (0..n)
+            .map(|_| s.pick(bs, &key(), usable).unwrap())
+            .collect()
+    }
 }
 
 #[cfg(test)]

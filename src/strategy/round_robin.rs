@@ -36,37 +36,17 @@ impl Strategy for RoundRobin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::BackendSpec;
-    use std::net::{IpAddr, Ipv4Addr};
-
-    pub(crate) fn backends(n: usize) -> Vec<Arc<Backend>> {
-        (0..n)
-            .map(|i| {
-                let spec = BackendSpec::parse(&format!("http://127.0.0.1:{}", 8001 + i)).unwrap();
-                Arc::new(Backend::new(i, &spec))
-            })
-            .collect()
-    }
+    use crate::strategy::testing::{backends, key, picks};
 
     #[test]
     fn rotates_and_skips() {
         let rr = RoundRobin::default();
-        let bs = backends(3);
-        let key = Key {
-            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            cookie: None,
-        };
+        let bs = backends(&[1, 1, 1]);
         // All usable:   A B C A B C
-        let picks: Vec<_> = (0..6)
-            .map(|_| rr.pick(&bs, &key, &|_| true).unwrap())
-            .collect();
-        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+        assert_eq!(picks(&rr, &bs, 6, &|_| true), [0, 1, 2, 0, 1, 2]);
         // B unusable:   A C A C
-        let picks: Vec<_> = (0..4)
-            .map(|_| rr.pick(&bs, &key, &|b| b.id != 1).unwrap())
-            .collect();
-        assert_eq!(picks, [0, 2, 0, 2]);
-        assert_eq!(rr.pick(&bs, &key, &|_| false), None);
-        assert_eq!(rr.pick(&[], &key, &|_| true), None);
+        assert_eq!(picks(&rr, &bs, 4, &|b| b.id != 1), [0, 2, 0, 2]);
+        assert_eq!(rr.pick(&bs, &key(), &|_| false), None);
+        assert_eq!(rr.pick(&[], &key(), &|_| true), None);
     }
 }

@@ -1,0 +1,190 @@
+//! The active health checker: a thread that asks every backend "are you well?" on a timer,
+//! the chapter's "Health Checks" from "Production Considerations".
+//!
+//! Passive checks ([`crate::health`]) only learn about a backend from real requests: a dead
+//! backend costs a client a retry before it is taken out, and a backend that is out comes back
+//! only when a trial request happens to go there. With `--health-check PATH`, this thread
+//! sends `GET PATH` to every backend each `--health-interval`; any `2xx` or `3xx` answer within
+//! `--health-timeout` passes (HAProxy's `option httpchk` rule), anything else fails. `--fall`
+//! failures in a row take the backend out, `--rise` passes bring it back, even with no client
+//! traffic at all (HAProxy's `inter 2s rise 2 fall 3`).
+//!
+//! One thread for all backends, which each round probes every backend of the current list in
+//! parallel, one short scoped thread per probe: a backend that hangs costs its own probe the
+//! timeout, not the others their turn, and backends added at run time (the admin API's
+//! [`crate::backend::Backends::add`]) are in the next round because each round reads the list
+//! anew. Between rounds the thread waits on a condition variable, so a shutdown wakes it at
+//! once; a round in progress finishes first, which takes at most `--health-timeout`.
+
+use crate::backend::Backend;
+use crate::health;
+use crate::http::{MAX_HEAD, Parse, response};
+use crate::server::Shared;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// The `User-Agent` of health checks, so backend logs can tell them from client requests.
+pub const USER_AGENT: &str = "load-balancer-health-check";
+
+/// A running checker. [`Checker::stop`] (or dropping it) stops and joins its thread.
+#[derive(Debug)]
+pub struct Checker {
+    stop: Arc<Stop>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The stop flag, with a condition variable to wake the waiting thread.
+#[derive(Debug, Default)]
+struct Stop {
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Stop {
+    /// Waits until `deadline` or a stop, whichever comes first; true if stopped.
+    fn wait_until(&self, deadline: Instant) -> bool {
+        let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if *stopped || left.is_zero() {
+                return *stopped;
+            }
+            stopped = self
+                .wake
+                .wait_timeout(stopped, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+impl Checker {
+    /// Starts checking when the configuration has `--health-check`; `Ok(None)` otherwise.
+    ///
+    /// # Errors
+    /// The thread could not be started.
+    pub fn start(shared: &Arc<Shared>) -> io::Result<Option<Checker>> {
+        let Some(path) = shared.config.health_check.clone() else {
+            return Ok(None);
+        };
+        let stop = Arc::new(Stop::default());
+        let thread = {
+            let (shared, stop) = (Arc::clone(shared), Arc::clone(&stop));
+            thread::Builder::new()
+                .name("health".into())
+                .spawn(move || run(&shared, &path, &stop))?
+        };
+        Ok(Some(Checker {
+            stop,
+            thread: Some(thread),
+        }))
+    }
+
+    /// Stops the checker and waits for its thread (at most one round's `--health-timeout`).
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        *self.stop.stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.stop.wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Checker {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// One round per `--health-interval`, measured from the start of each round, until stopped.
+fn run(shared: &Shared, path: &str, stop: &Stop) {
+    let cfg = &shared.config;
+    loop {
+        let started = Instant::now();
+        let backends = shared.backends.snapshot();
+        thread::scope(|scope| {
+            for backend in backends.iter() {
+                let check = move || check(backend, path, cfg.health_timeout, cfg.rise, cfg.fall);
+                let spawned = thread::Builder::new()
+                    .name("health-probe".into())
+                    .stack_size(crate::server::THREAD_STACK)
+                    .spawn_scoped(scope, check);
+                if spawned.is_err() {
+                    // No thread to spare: probe on this one rather than skip the backend.
+                    check();
+                }
+            }
+        });
+        if stop.wait_until(started + cfg.health_interval) {
+            return;
+        }
+    }
+}
+
+/// Probes one backend, counts the result, and prints a change of state.
+fn check(backend: &Backend, path: &str, timeout: Duration, rise: u32, fall: u32) {
+    let result = probe(backend, path, timeout);
+    if let Some(change) = backend.health.record_check(result, rise, fall) {
+        health::announce(&backend.url, &change);
+    }
+}
+
+/// One health check: `GET path` on a new connection, within `timeout` in all.
+///
+/// # Errors
+/// Why the check failed, in words for the console: "connection refused", "status 500", ...
+pub fn probe(backend: &Backend, path: &str, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let late = || format!("no answer within {timeout:?} (--health-timeout)");
+    let mut stream =
+        TcpStream::connect_timeout(&backend.addr, timeout).map_err(|e| match e.kind() {
+            io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => late(),
+            _ => format!("cannot connect: {e}"),
+        })?;
+    // Time left before the deadline; `None` once it has passed.
+    let left = || Some(deadline.saturating_duration_since(Instant::now())).filter(|d| !d.is_zero());
+    let host = backend.url.strip_prefix("http://").unwrap_or(&backend.url);
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\nConnection: close\r\n\r\n"
+    );
+    let Some(send_within) = left() else {
+        return Err(late());
+    };
+    stream
+        .set_write_timeout(Some(send_within))
+        .and_then(|()| stream.write_all(request.as_bytes()))
+        .map_err(|e| format!("cannot send the check: {e}"))?;
+    // Only the head matters: read until it is complete, and never more than a head may be.
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        match response::parse(&buf).map_err(|e| e.why.to_string())? {
+            Parse::Complete { head, .. } if (200..400).contains(&head.status) => return Ok(()),
+            Parse::Complete { head, .. } => return Err(format!("status {}", head.status)),
+            Parse::Partial if buf.len() > MAX_HEAD => {
+                return Err("response head too large".into());
+            }
+            Parse::Partial => {}
+        }
+        let Some(left) = left() else {
+            return Err(late());
+        };
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(|e| e.to_string())?;
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err("connection closed before a response".into()),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if crate::conn::is_timeout(&e) => return Err(late()),
+            Err(e) => return Err(format!("reading the answer failed: {e}")),
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Least connections: the backend with the fewest requests in flight, one of the chapter's
+//! "Related Concepts".
+//!
+//! Round robin assumes every request costs the same. When some take long (a report, a large
+//! download), the backends serving them pile up work while round robin keeps sending them
+//! their share. Least connections looks at what each backend is doing right now:
+//! [`Backend::active`], a count kept by the guard of [`Backend::start_request`], which
+//! decrements on drop, so no error path leaves a request counted forever.
+//!
+//! Weights count as in nginx's `least_conn` and HAProxy's `leastconn`: the backend with the
+//! lowest `active / weight` wins, so a backend of weight 2 may carry twice the requests.
+//! Ties (all idle, the usual case at low load) are broken round robin, from where the last
+//! pick stopped; without that, the first backend would take every request of a quiet site.
+
+use super::{Key, Strategy};
+use crate::backend::Backend;
+use std::sync::{Arc, Mutex};
+
+/// Fewest requests in flight (relative to weight), ties in turn.
+#[derive(Debug, Default)]
+pub struct LeastConn {
+    /// Where the next tie-breaking scan starts.
+    next: Mutex<usize>,
+}
+
+impl Strategy for LeastConn {
+    fn pick(
+        &self,
+        backends: &[Arc<Backend>],
+        _key: &Key<'_>,
+        usable: &dyn Fn(&Backend) -> bool,
+    ) -> Option<usize> {
+        let n = backends.len();
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let mut best: Option<(usize, u64, u64)> = None;
+        for i in (0..n).map(|k| (*next + k) % n) {
+            let b = &backends[i];
+            if !usable(b) {
+                continue;
+            }
+            let (active, weight) = (b.active() as u64, u64::from(b.weight.max(1)));
+            // active/weight < best_active/best_weight, without division. Strictly less: on a
+            // tie the earlier one in this scan (the round-robin order) stays.
+            if best.is_none_or(|(_, ba, bw)| active * bw < ba * weight) {
+                best = Some((i, active, weight));
+            }
+        }
+        let (found, _, _) = best?;
+        *next = (found + 1) % n;
+        Some(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::strategy::testing::{backends, key, picks};
+
+    #[test]
+    fn idle_backends_take_turns() {
+        let s = LeastConn::default();
+        let bs = backends(&[1, 1, 1]);
+        // Nothing in flight: a b c a b c
+        assert_eq!(picks(&s, &bs, 6, &|_| true), [0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn busy_backends_are_avoided() {
+        let s = LeastConn::default();
+        let bs = backends(&[1, 1, 1]);
+        // a has 2 in flight, b 1, c 0:
+        //   active  a=2 b=1 c=0  ->  c
+        //   (c now holds 1)  a=2 b=1 c=1  ->  b (the scan goes a b c: b before c)
+        //   (b now 2)        a=2 b=2 c=1  ->  c
+        let a1 = bs[0].start_request();
+        let _a2 = bs[0].start_request();
+        let _b = bs[1].start_request();
+        let first = s.pick(&bs, &key(), &|_| true).unwrap();
+        assert_eq!(first, 2);
+        let _c = bs[first].start_request();
+        let second = s.pick(&bs, &key(), &|_| true).unwrap();
+        assert_eq!(second, 1);
+        let _b2 = bs[second].start_request();
+        assert_eq!(s.pick(&bs, &key(), &|_| true), Some(2));
+        // A guard dropped is a request finished: a=1 b=2 c=1.
+        drop(a1);
+        assert_eq!(bs[0].active(), 1);
+        //  the scan starts after c: a=1, b=2, c=1 (a tie: a stays)  ->  a
+        assert_eq!(s.pick(&bs, &key(), &|_| true), Some(0));
+    }
+
+    #[test]
+    fn weight_scales_the_count() {
+        let s = LeastConn::default();
+        let bs = backends(&[2, 1]);
+        // a (weight 2) with 1 in flight counts as 1/2, b with 0 as 0: b.
+        let _a = bs[0].start_request();
+        assert_eq!(s.pick(&bs, &key(), &|_| true), Some(1));
+        // b with 1 counts as 1/1, more than a's 1/2: a.
+        let _b = bs[1].start_request();
+        assert_eq!(s.pick(&bs, &key(), &|_| true), Some(0));
+    }
+
+    #[test]
+    fn skips_unusable_backends() {
+        let s = LeastConn::default();
+        let bs = backends(&[1, 1, 1]);
+        // a is busy and the idle b unusable: c c
+        let _busy = bs[0].start_request();
+        assert_eq!(picks(&s, &bs, 2, &|b| b.id != 1), [2, 2]);
+        assert_eq!(s.pick(&bs, &key(), &|_| false), None);
+        assert_eq!(s.pick(&[], &key(), &|_| true), None);
+    }
+}
