@@ -144,3 +144,28 @@ fn console_commands_are_checked() {
             .contains("answers after 50 ms")
     );
 }
+
+#[test]
+fn slow_backend_loses_traffic_under_least_conn() {
+    let (fleet, lb) = drill_setup(3, |c| {
+        c.strategy = load_balancer::config::StrategyKind::LeastConn
+    });
+    fleet.command("slow red 200").unwrap();
+    let url = format!("http://{}/", lb.addr());
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || (0..8).all(|_| get(&url).0 == 200))
+        })
+        .collect();
+    for c in clients {
+        assert!(c.join().unwrap(), "every request answered");
+    }
+    let [red, blue, green] = [0, 1, 2].map(|i| fleet.backends[i].requests());
+    // 48 requests; round robin would give Red 16. Least-conn sends new requests elsewhere
+    // while Red holds one in flight.
+    assert!(
+        red * 2 < blue && red * 2 < green,
+        "red {red}, blue {blue}, green {green}"
+    );
+}
