@@ -25,6 +25,8 @@
 //! 6. [`backend`] and [`health`]: one backend's state, its idle connections, up or down.
 //! 7. [`demo`]: the Red and Blue servers.
 //! 8. [`log`], [`metrics`]: what the console and the counters say.
+//! 9. [`admin`]: the admin listener: `/metrics`, the `/status` page, the backend API.
+//! 10. [`signal`]: Ctrl-C and `SIGTERM` become a graceful drain.
 //!
 //! ```no_run
 //! use load_balancer::{config::{BackendSpec, Config}, demo::DemoBackend, server::Balancer};
@@ -42,6 +44,7 @@
 
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod backend;
 pub mod config;
 pub mod conn;
@@ -52,5 +55,6 @@ pub mod log;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
+pub mod signal;
 pub mod strategy;
 pub mod time;

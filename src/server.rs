@@ -9,6 +9,7 @@
 //! [`Balancer::shutdown`] (or dropping the handle) stops accepting, lets requests in flight
 //! finish for up to `--drain-timeout`, closes idle keep-alive connections, and joins the threads.
 
+use crate::admin::Admin;
 use crate::backend::Backends;
 use crate::config::Config;
 use crate::http::pages;
@@ -119,11 +120,14 @@ pub struct Balancer {
     accept: Option<JoinHandle<()>>,
     flusher: Option<JoinHandle<()>>,
     stopped: Arc<AtomicBool>,
+    admin: Option<Admin>,
 }
 
 /// What a shutdown did, for the closing summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
+    /// Requests answered over the whole run.
+    pub requests: u64,
     /// Connections accepted over the whole run.
     pub accepted: u64,
     /// Connections still open when the drain timeout ran out (0 after a clean drain).
@@ -143,6 +147,11 @@ impl Balancer {
         })?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(config));
+        // The admin listener is bound before any thread starts, so a bad --admin fails start-up.
+        let admin = match shared.config.admin {
+            Some(addr) => Some(Admin::start(addr, Arc::clone(&shared))?),
+            None => None,
+        };
         let stopped = Arc::new(AtomicBool::new(false));
         let lingerer = spawn_lingerer()?;
         let accept = {
@@ -166,12 +175,18 @@ impl Balancer {
             accept: Some(accept),
             flusher: Some(flusher),
             stopped,
+            admin,
         })
     }
 
     /// The address the balancer listens on (with the real port when started on port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the admin listener, when `--admin` is not `off`.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(Admin::addr)
     }
 
     /// The state shared with the connection threads (backends, counters, ...).
@@ -207,7 +222,12 @@ impl Balancer {
             let _ = flusher.join();
         }
         self.shared.log.flush();
+        // The admin listener stays up during the drain, so it can be watched.
+        if let Some(admin) = self.admin.take() {
+            admin.stop();
+        }
         Summary {
+            requests: self.shared.stats.requests.load(Ordering::Relaxed),
             accepted: self.shared.stats.accepted.load(Ordering::Relaxed),
             abandoned: self.shared.stats.open.load(Ordering::Relaxed),
             drain: started.elapsed(),
@@ -225,7 +245,7 @@ impl Drop for Balancer {
 
 /// Where to connect to wake our own accept loop: the bound address, or loopback when bound
 /// to all interfaces.
-fn wake_addr(addr: SocketAddr) -> SocketAddr {
+pub(crate) fn wake_addr(addr: SocketAddr) -> SocketAddr {
     let mut addr = addr;
     if addr.ip().is_unspecified() {
         addr.set_ip(match addr {
