@@ -156,7 +156,9 @@ fn slow_request_survives(signal: &str) {
     let status = lb.exit_within(Duration::from_secs(5));
     assert_eq!(status.code(), Some(0), "{signal}");
     let summary = lb.line_with("[LoadBalancer] Stopped:");
-    assert!(summary.contains("1 requests on 1 connections"), "{summary}");
+    // One request; the connections are the client's and, when a probe above got in before
+    // the drain began, that probe's.
+    assert!(summary.contains("Stopped: 1 requests on "), "{summary}");
 }
 
 #[test]
