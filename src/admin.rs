@@ -142,7 +142,7 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<AdminShared>, stop: &AtomicB
         if shared.open.fetch_add(1, Ordering::SeqCst) >= MAX_ADMIN_CONNECTIONS {
             shared.open.fetch_sub(1, Ordering::SeqCst);
             let page = pages::error_response(503, "too many admin connections", true, false);
-            let _ = (&stream).write_all_and_close(&page);
+            answer_and_close(&stream, &page);
             continue;
         }
         let worker = Arc::clone(shared);
@@ -159,23 +159,18 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<AdminShared>, stop: &AtomicB
     }
 }
 
-/// Writing an answer and closing the connection without losing the answer.
-trait AnswerAndClose {
-    fn write_all_and_close(self, bytes: &[u8]) -> io::Result<()>;
-}
-
-impl AnswerAndClose for &TcpStream {
-    /// Writes `bytes`, half-closes, and reads what the client still sends until it closes
-    /// (bounded by the read timeout): closing with unread input would reset the connection
-    /// and could destroy the answer before the client reads it.
-    fn write_all_and_close(mut self, bytes: &[u8]) -> io::Result<()> {
-        io::Write::write_all(&mut self, bytes)?;
-        self.shutdown(Shutdown::Write)?;
-        self.set_read_timeout(Some(Duration::from_secs(1)))?;
-        let mut scratch = [0u8; 1024];
-        while matches!(self.read(&mut scratch), Ok(n) if n > 0) {}
-        Ok(())
+/// Writes `bytes`, half-closes, and reads what the client still sends until it closes (for
+/// at most a second): closing with unread input would reset the connection and could destroy
+/// the answer before the client reads it (nginx's `lingering_close`).
+fn answer_and_close(mut stream: &TcpStream, bytes: &[u8]) {
+    if io::Write::write_all(&mut stream, bytes).is_err()
+        || stream.shutdown(Shutdown::Write).is_err()
+    {
+        return;
     }
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut scratch = [0u8; 1024];
+    while matches!(stream.read(&mut scratch), Ok(n) if n > 0) {}
 }
 
 /// One admin request, read whole.
@@ -195,7 +190,7 @@ fn serve(stream: TcpStream, shared: &AdminShared) {
         Ok(req) => handle(&req, shared),
         Err(answer) => render(answer, false),
     };
-    let _ = (&conn.stream).write_all_and_close(&answer);
+    answer_and_close(&conn.stream, &answer);
 }
 
 /// Reads a request head and its body (`Content-Length` only), checking the token between
