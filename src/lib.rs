@@ -26,6 +26,8 @@
 //!    up or down, and the thread that probes it.
 //! 7. [`demo`]: the Red and Blue servers.
 //! 8. [`log`], [`metrics`]: what the console and the counters say.
+//! 9. [`admin`]: the admin listener: `/metrics`, the `/status` page, the backend API.
+//! 10. [`signal`]: Ctrl-C and `SIGTERM` become a graceful drain.
 //!
 //! ```no_run
 //! use load_balancer::{config::{BackendSpec, Config}, demo::DemoBackend, server::Balancer};
@@ -43,6 +45,7 @@
 
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod backend;
 pub mod checker;
 pub mod config;
@@ -54,5 +57,6 @@ pub mod log;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
+pub mod signal;
 pub mod strategy;
 pub mod time;

@@ -3,10 +3,13 @@
 use load_balancer::config::{self, BackendSpec, Command, Config};
 use load_balancer::demo::Fleet;
 use load_balancer::server::Balancer;
-use std::io::{BufRead, IsTerminal};
+use load_balancer::signal;
+use std::io::{BufRead, IsTerminal, Write};
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
 
 fn main() -> ExitCode {
     match config::parse_args(std::env::args().skip(1)) {
@@ -63,12 +66,68 @@ fn run(mut config: Config) -> ExitCode {
         balancer.addr(),
         strategy.name()
     );
+    if let Some(admin) = balancer.admin_addr() {
+        println!("[Admin] Status page at http://{admin}/status");
+    }
     if !fleet.backends.is_empty() && std::io::stdin().is_terminal() {
         start_console(Arc::clone(&fleet));
     }
-    loop {
-        std::thread::park();
+    if let Err(e) = signal::install() {
+        eprintln!("warning: cannot handle Ctrl-C gracefully: {e}");
     }
+    wait_and_drain(balancer)
+}
+
+/// How often the main thread looks at the signal counter. A signal is noticed within this
+/// time; the cost is a wake-up ten times a second of an otherwise idle thread.
+const SIGNAL_POLL: Duration = Duration::from_millis(100);
+
+/// Waits for SIGINT or SIGTERM, then drains: the balancer stops accepting, requests in flight
+/// finish (up to --drain-timeout), idle connections close, a summary is printed, exit 0.
+/// A second signal during the drain exits at once with 128 + the signal's number.
+fn wait_and_drain(balancer: Balancer) -> ExitCode {
+    while signal::received() == 0 {
+        thread::park_timeout(SIGNAL_POLL);
+    }
+    let first = signal::last().unwrap_or(signal::SIGTERM);
+    println!(
+        "[LoadBalancer] {}: draining (up to {:?}; send it again to stop now)",
+        signal::name(first),
+        balancer.shared().config.drain_timeout
+    );
+    let _ = std::io::stdout().flush();
+    let drain = match thread::Builder::new()
+        .name("drain".into())
+        .spawn(move || balancer.shutdown())
+    {
+        Ok(handle) => handle,
+        Err(e) => {
+            eprintln!("error: cannot start the drain: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    while !drain.is_finished() {
+        if signal::received() >= 2 {
+            let again = signal::last().unwrap_or(first);
+            eprintln!("[LoadBalancer] {} again: stopping now", signal::name(again));
+            std::process::exit(128 + again);
+        }
+        thread::park_timeout(SIGNAL_POLL / 10);
+    }
+    let Ok(summary) = drain.join() else {
+        return ExitCode::from(1);
+    };
+    println!(
+        "[LoadBalancer] Stopped: {} requests on {} connections; drain took {:.3}s{}",
+        summary.requests,
+        summary.accepted,
+        summary.drain.as_secs_f64(),
+        match summary.abandoned {
+            0 => String::new(),
+            n => format!(", {n} connections cut at --drain-timeout"),
+        }
+    );
+    ExitCode::SUCCESS
 }
 
 /// Reads drill commands typed on the terminal (`stop red`, `start red`, `slow blue 500`, ...),

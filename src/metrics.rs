@@ -6,6 +6,8 @@
 //! HAProxy's per-server statistics that a small balancer has (requests, responses by status
 //! class, connection errors, retries, bytes, active requests, time per request).
 
+pub mod prometheus;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -98,6 +100,8 @@ pub struct ServerStats {
     pub rejected: AtomicU64,
     /// Client connections open now.
     pub open: AtomicU64,
+    /// Requests answered, by a backend or by the balancer itself (one per access-log line).
+    pub requests: AtomicU64,
     /// Requests answered by the balancer itself (error pages), by no backend.
     pub local_responses: AtomicU64,
 }

@@ -184,6 +184,7 @@ fn log(
     status: u16,
     outcome: Option<&Outcome>,
 ) {
+    inc(&shared.stats.requests);
     shared.log.record(&Record {
         client: client.ip,
         time,
@@ -594,7 +595,7 @@ fn attempt(
         reused = false;
     }
     let reply = loop {
-        let result = send_request(client, plan, &mut up, shared, progress, replayable)
+        let result = send_request(client, plan, &mut up, backend, shared, progress, replayable)
             .and_then(|()| read_reply(&mut up, plan, backend, shared));
         match result {
             Ok(reply) => break reply,
@@ -653,6 +654,7 @@ fn send_request(
     client: &mut Client,
     plan: &Plan,
     up: &mut BufConn,
+    backend: &Backend,
     shared: &Shared,
     progress: &mut Progress,
     replayable: bool,
@@ -680,7 +682,10 @@ fn send_request(
         let mut message = Vec::with_capacity(plan.upstream_head.len() + body.len());
         message.extend_from_slice(&plan.upstream_head);
         message.extend_from_slice(body);
-        return up.write_all(&message).map_err(|e| backend_err(e, false));
+        up.write_all(&message).map_err(|e| backend_err(e, false))?;
+        let sent = body.len() as u64;
+        backend.stats.bytes_in.fetch_add(sent, Ordering::Relaxed);
+        return Ok(());
     }
     up.write_all(&plan.upstream_head)
         .map_err(|e| backend_err(e, false))?;
@@ -706,6 +711,7 @@ fn send_request(
         ),
         Body::Empty | Body::UntilClose => Ok(()),
     };
+    backend.stats.bytes_in.fetch_add(sent, Ordering::Relaxed);
     progress.body_done = result.is_ok();
     result.map_err(|e| match e {
         CopyError::Dest(e) => backend_err(e, true),

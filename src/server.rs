@@ -9,6 +9,7 @@
 //! [`Balancer::shutdown`] (or dropping the handle) stops accepting, lets requests in flight
 //! finish for up to `--drain-timeout`, closes idle keep-alive connections, and joins the threads.
 
+use crate::admin::Admin;
 use crate::backend::Backends;
 use crate::checker::Checker;
 use crate::config::Config;
@@ -126,11 +127,14 @@ pub struct Balancer {
     /// The active health checker, with `--health-check`.
     checker: Option<Checker>,
     stopped: Arc<AtomicBool>,
+    admin: Option<Admin>,
 }
 
 /// What a shutdown did, for the closing summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
+    /// Requests answered over the whole run.
+    pub requests: u64,
     /// Connections accepted over the whole run.
     pub accepted: u64,
     /// Connections still open when the drain timeout ran out (0 after a clean drain).
@@ -159,6 +163,11 @@ impl Balancer {
         })?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(config, demos));
+        // The admin listener is bound before any thread starts, so a bad --admin fails start-up.
+        let admin = match shared.config.admin {
+            Some(addr) => Some(Admin::start(addr, Arc::clone(&shared))?),
+            None => None,
+        };
         let stopped = Arc::new(AtomicBool::new(false));
         let lingerer = spawn_lingerer()?;
         let checker = Checker::start(&shared)?;
@@ -184,12 +193,18 @@ impl Balancer {
             flusher: Some(flusher),
             checker,
             stopped,
+            admin,
         })
     }
 
     /// The address the balancer listens on (with the real port when started on port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the admin listener, when `--admin` is not `off`.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(Admin::addr)
     }
 
     /// The state shared with the connection threads (backends, counters, ...).
@@ -228,7 +243,12 @@ impl Balancer {
             let _ = flusher.join();
         }
         self.shared.log.flush();
+        // The admin listener stays up during the drain, so it can be watched.
+        if let Some(admin) = self.admin.take() {
+            admin.stop();
+        }
         Summary {
+            requests: self.shared.stats.requests.load(Ordering::Relaxed),
             accepted: self.shared.stats.accepted.load(Ordering::Relaxed),
             abandoned: self.shared.stats.open.load(Ordering::Relaxed),
             drain: started.elapsed(),
@@ -246,7 +266,7 @@ impl Drop for Balancer {
 
 /// Where to connect to wake our own accept loop: the bound address, or loopback when bound
 /// to all interfaces.
-fn wake_addr(addr: SocketAddr) -> SocketAddr {
+pub(crate) fn wake_addr(addr: SocketAddr) -> SocketAddr {
     let mut addr = addr;
     if addr.ip().is_unspecified() {
         addr.set_ip(match addr {

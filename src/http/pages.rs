@@ -20,10 +20,14 @@ pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         200 => "OK",
+        201 => "Created",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
         413 => "Content Too Large",
         414 => "URI Too Long",
         431 => "Request Header Fields Too Large",
@@ -43,6 +47,25 @@ pub fn reason(status: u16) -> &'static str {
 /// For a `HEAD` request (`head_only`) the body is left out but `Content-Length` still gives
 /// its size, as RFC 9110 section 9.3.2 allows. A `503` carries `Retry-After`, a `405` `Allow`.
 pub fn error_response(status: u16, why: &str, close: bool, head_only: bool) -> Vec<u8> {
+    let retry_after = RETRY_AFTER_SECS.to_string();
+    let fields: &[(&str, &str)] = match status {
+        503 => &[("Retry-After", &retry_after)],
+        405 => &[("Allow", ALLOWED_METHODS)],
+        _ => &[],
+    };
+    error_response_with(status, why, close, head_only, fields)
+}
+
+/// [`error_response`] with the given header `fields` instead of the automatic `Retry-After`
+/// and `Allow` (the admin listener allows other methods, and its `401` needs
+/// `WWW-Authenticate`).
+pub fn error_response_with(
+    status: u16,
+    why: &str,
+    close: bool,
+    head_only: bool,
+    fields: &[(&str, &str)],
+) -> Vec<u8> {
     let title = format!("{status} {}", reason(status));
     let body = format!(
         "<!DOCTYPE html>\n<html><head><title>{title}</title></head><body>\n\
@@ -54,11 +77,8 @@ pub fn error_response(status: u16, why: &str, close: bool, head_only: bool) -> V
         body.len(),
         time::http_date(std::time::SystemTime::now())
     );
-    if status == 503 {
-        out.push_str(&format!("Retry-After: {RETRY_AFTER_SECS}\r\n"));
-    }
-    if status == 405 {
-        out.push_str(&format!("Allow: {ALLOWED_METHODS}\r\n"));
+    for (name, value) in fields {
+        out.push_str(&format!("{name}: {value}\r\n"));
     }
     if close {
         out.push_str("Connection: close\r\n");
@@ -93,7 +113,9 @@ mod tests {
 
     #[test]
     fn pages_are_well_framed() {
-        for status in [400, 405, 408, 413, 414, 431, 501, 502, 503, 504, 505] {
+        for status in [
+            400, 401, 404, 405, 408, 409, 411, 413, 414, 431, 501, 502, 503, 504, 505,
+        ] {
             let raw = error_response(status, "why <b>", true, false);
             let Ok(Parse::Complete { head, len }) = response::parse(&raw) else {
                 panic!("{status}")
@@ -123,5 +145,8 @@ mod tests {
         assert!(
             String::from_utf8_lossy(&error_response(405, "", true, false)).contains("Allow: GET")
         );
+        let own = error_response_with(405, "", true, false, &[("Allow", "POST")]);
+        let own = String::from_utf8_lossy(&own);
+        assert!(own.contains("\r\nAllow: POST\r\n") && !own.contains("Allow: GET"));
     }
 }

@@ -1,0 +1,640 @@
+//! The admin listener: metrics, the status page, and the backend API, on a port of its own.
+//!
+//! The chapter's "Monitoring" and "Production Considerations" (metrics, auto-scaling
+//! integration) made real. A second `TcpListener` (`--admin`, default `127.0.0.1:9001`)
+//! serves, one short-lived thread per connection, one request per connection:
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /metrics` | Prometheus text ([`crate::metrics::prometheus`]) |
+//! | `GET /status`, `GET /` | the HTML status page ([`status`]), reloading every second |
+//! | `GET /status.json` | the same data as JSON |
+//! | `GET /backends`, `GET /backends/{id}` | the backends as JSON |
+//! | `POST /backends` | add one: body `url=http://HOST:PORT&weight=N` or a bare URL → `201` |
+//! | `POST /backends/{id}/drain` | no new requests to it; requests in flight finish |
+//! | `POST /backends/{id}/enable` | undo a drain |
+//! | `DELETE /backends/{id}` | remove a drained backend with no request in flight |
+//!
+//! The balanced port never answers these paths: they are only on this listener. With
+//! `--admin-token`, every request needs `Authorization: Bearer TOKEN` (RFC 6750), else `401`.
+//!
+//! Removal follows HAProxy's runtime API (`del server`): a backend must be put out of
+//! rotation first (its `set server ... state drain`, here `POST .../drain`), and the removal
+//! is refused while requests are still in flight on it (`409`, try again). So a `200` to
+//! `DELETE` means the server behind it can be switched off without cutting a request.
+
+pub mod status;
+
+use crate::backend::Backend;
+use crate::config::BackendSpec;
+use crate::conn::{BufConn, is_timeout};
+use crate::http::framing::{self, Body};
+use crate::http::{Error, MAX_HEAD, Parse, head, pages, request};
+use crate::metrics::prometheus;
+use crate::server::Shared;
+use crate::time;
+use status::{Row, Status};
+use std::io::{self, Read};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// Limit on reading one admin request and on writing its answer. Admin clients are scripts
+/// and browsers on the operator's side: a few seconds is plenty.
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest admin request body: the API takes one URL and a weight.
+pub const MAX_ADMIN_BODY: u64 = 4 * 1024;
+/// Most admin connections served at once; past it, `503`. The admin port must not become a
+/// way to exhaust the balancer's threads.
+pub const MAX_ADMIN_CONNECTIONS: usize = 32;
+/// The realm in `WWW-Authenticate` (RFC 6750 section 3).
+const REALM: &str = "Bearer realm=\"load-balancer admin\"";
+
+/// A running admin listener. Dropping it stops it.
+#[derive(Debug)]
+pub struct Admin {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+}
+
+/// What the connection threads of the admin listener share.
+#[derive(Debug)]
+struct AdminShared {
+    balancer: Arc<Shared>,
+    /// Admin connections open now (for [`MAX_ADMIN_CONNECTIONS`]).
+    open: AtomicUsize,
+    /// Taken by every change to the backend list, so that two `POST /backends` with the
+    /// same URL cannot both pass the duplicate check.
+    changes: Mutex<()>,
+}
+
+impl Admin {
+    /// Binds `addr` and serves the admin API for `balancer`.
+    ///
+    /// # Errors
+    /// The address cannot be bound; the message names it.
+    pub fn start(addr: SocketAddr, balancer: Arc<Shared>) -> io::Result<Admin> {
+        let listener = TcpListener::bind(addr).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot listen on {addr} (--admin): {e}"))
+        })?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(AdminShared {
+            balancer,
+            open: AtomicUsize::new(0),
+            changes: Mutex::new(()),
+        });
+        let accept = {
+            let stop = Arc::clone(&stop);
+            thread::Builder::new()
+                .name("admin".into())
+                .spawn(move || accept_loop(&listener, &shared, &stop))?
+        };
+        Ok(Admin {
+            addr,
+            stop,
+            accept: Some(accept),
+        })
+    }
+
+    /// The bound address (with the real port when started on port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting admin connections; requests being answered finish on their own.
+    pub fn stop(mut self) {
+        self.shut();
+    }
+
+    fn shut(&mut self) {
+        if let Some(accept) = self.accept.take() {
+            self.stop.store(true, Ordering::SeqCst);
+            let _ = TcpStream::connect_timeout(
+                &crate::server::wake_addr(self.addr),
+                Duration::from_secs(1),
+            );
+            let _ = accept.join();
+        }
+    }
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        self.shut();
+    }
+}
+
+fn accept_loop(listener: &TcpListener, shared: &Arc<AdminShared>, stop: &AtomicBool) {
+    for stream in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(stream) = stream else {
+            // Out of descriptors or an aborted handshake: pause instead of spinning.
+            thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        let _ = stream.set_write_timeout(Some(ADMIN_TIMEOUT));
+        if shared.open.fetch_add(1, Ordering::SeqCst) >= MAX_ADMIN_CONNECTIONS {
+            shared.open.fetch_sub(1, Ordering::SeqCst);
+            let page = pages::error_response(503, "too many admin connections", true, false);
+            answer_and_close(&stream, &page);
+            continue;
+        }
+        let worker = Arc::clone(shared);
+        let spawned = thread::Builder::new()
+            .name("admin-conn".into())
+            .stack_size(crate::server::THREAD_STACK)
+            .spawn(move || {
+                serve(stream, &worker);
+                worker.open.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            shared.open.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Writes `bytes`, half-closes, and reads what the client still sends until it closes (for
+/// at most a second): closing with unread input would reset the connection and could destroy
+/// the answer before the client reads it (nginx's `lingering_close`).
+fn answer_and_close(mut stream: &TcpStream, bytes: &[u8]) {
+    if io::Write::write_all(&mut stream, bytes).is_err()
+        || stream.shutdown(Shutdown::Write).is_err()
+    {
+        return;
+    }
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut scratch = [0u8; 1024];
+    while matches!(stream.read(&mut scratch), Ok(n) if n > 0) {}
+}
+
+/// One admin request, read whole.
+struct AdminRequest {
+    method: String,
+    /// The path, without the query.
+    path: String,
+    /// The `Authorization` field value, if sent.
+    authorization: Option<Vec<u8>>,
+    body: Vec<u8>,
+}
+
+fn serve(stream: TcpStream, shared: &AdminShared) {
+    let _ = stream.set_nodelay(true);
+    let mut conn = BufConn::new(stream, 4096, MAX_HEAD + 4096);
+    let answer = match read_request(&mut conn, shared) {
+        Ok(req) => handle(&req, shared),
+        Err(answer) => render(answer, false),
+    };
+    answer_and_close(&conn.stream, &answer);
+}
+
+/// Reads a request head and its body (`Content-Length` only), checking the token between
+/// the two so that an unauthorised client cannot make the balancer read a body.
+fn read_request(conn: &mut BufConn, shared: &AdminShared) -> Result<AdminRequest, Answer> {
+    let deadline = Instant::now() + ADMIN_TIMEOUT;
+    let timed_out = Answer::page(408, "the admin request took too long");
+    let fill = |conn: &mut BufConn| -> Result<(), Answer> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || conn.set_read_timeout(left).is_err() {
+            return Err(timed_out.clone());
+        }
+        match conn.fill() {
+            Ok(0) => Err(Answer::page(400, "the connection closed mid-request")),
+            Ok(_) => Ok(()),
+            Err(e) if is_timeout(&e) => Err(timed_out.clone()),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                Err(Answer::page(431, "header section too large"))
+            }
+            Err(_) => Err(Answer::page(400, "reading the request failed")),
+        }
+    };
+    let (mut req, body, head_len) = loop {
+        if let Parse::Complete { head, len } = request::parse(conn.data()).map_err(Answer::from)? {
+            let body = framing::request_body(&head).map_err(Answer::from)?;
+            let path = head.target.split('?').next().unwrap_or("").to_string();
+            let authorization = head::values(&head.headers, "authorization")
+                .next()
+                .map(<[u8]>::to_vec);
+            let req = AdminRequest {
+                method: head.method.to_string(),
+                path,
+                authorization,
+                body: Vec::new(),
+            };
+            break (req, body, len);
+        }
+        fill(conn)?;
+    };
+    conn.consume(head_len);
+    authorize(&req, shared.balancer.config.admin_token.as_deref())?;
+    let length = match body {
+        Body::Empty => 0,
+        Body::Length(n) if n > MAX_ADMIN_BODY => {
+            return Err(Answer::page(413, "admin request bodies are at most 4 KiB"));
+        }
+        Body::Length(n) => n as usize,
+        Body::Chunked | Body::UntilClose => {
+            return Err(Answer::page(411, "send the body with a Content-Length"));
+        }
+    };
+    while conn.data().len() < length {
+        fill(conn)?;
+    }
+    req.body = conn.data()[..length].to_vec();
+    conn.consume(length);
+    Ok(req)
+}
+
+/// Checks the bearer token when one is configured.
+///
+/// # Errors
+/// `401` with `WWW-Authenticate` when the token is missing or wrong.
+fn authorize(req: &AdminRequest, token: Option<&str>) -> Result<(), Answer> {
+    let Some(token) = token else { return Ok(()) };
+    let presented = req.authorization.as_deref().and_then(|v| {
+        // The scheme is case-insensitive (RFC 9110 section 11.1), then one or more spaces.
+        let (scheme, rest) = v.split_at(v.iter().position(|&b| b == b' ')?);
+        scheme
+            .eq_ignore_ascii_case(b"bearer")
+            .then(|| head::trim_ows(rest))
+    });
+    match presented {
+        Some(p) if same_secret(p, token.as_bytes()) => Ok(()),
+        _ => Err(Answer {
+            status: 401,
+            body: Err(
+                "this admin listener needs Authorization: Bearer TOKEN (--admin-token)".into(),
+            ),
+            fields: vec![("WWW-Authenticate", REALM.to_string())],
+        }),
+    }
+}
+
+/// Compares a presented secret with the expected one in time that depends only on the
+/// expected one's length, so response times do not reveal how many leading bytes matched.
+fn same_secret(presented: &[u8], expected: &[u8]) -> bool {
+    let mut diff = u8::from(presented.len() != expected.len());
+    for (i, &e) in expected.iter().enumerate() {
+        diff |= e ^ presented.get(i).copied().unwrap_or(!e);
+    }
+    diff == 0
+}
+
+/// An answer before it is written: a status, a body (`Ok`: content type and content;
+/// `Err`: the reason for an error page), and extra header fields.
+#[derive(Clone)]
+struct Answer {
+    status: u16,
+    body: Result<(&'static str, String), String>,
+    fields: Vec<(&'static str, String)>,
+}
+
+impl Answer {
+    fn page(status: u16, why: impl Into<String>) -> Answer {
+        Answer {
+            status,
+            body: Err(why.into()),
+            fields: Vec::new(),
+        }
+    }
+
+    fn json(status: u16, json: String) -> Answer {
+        Answer {
+            status,
+            body: Ok(("application/json", json)),
+            fields: Vec::new(),
+        }
+    }
+
+    fn with(mut self, name: &'static str, value: String) -> Answer {
+        self.fields.push((name, value));
+        self
+    }
+}
+
+impl From<Error> for Answer {
+    fn from(e: Error) -> Answer {
+        Answer::page(e.status, e.why)
+    }
+}
+
+/// Routes a request and writes the whole response.
+fn handle(req: &AdminRequest, shared: &AdminShared) -> Vec<u8> {
+    let head_only = req.method == "HEAD";
+    let method = if head_only {
+        "GET"
+    } else {
+        req.method.as_str()
+    };
+    render(route(method, &req.path, &req.body, shared), head_only)
+}
+
+/// The bytes of an answer: an error page in the balancer's style, or the content.
+fn render(answer: Answer, head_only: bool) -> Vec<u8> {
+    let fields: Vec<(&str, &str)> = answer
+        .fields
+        .iter()
+        .map(|(n, v)| (*n, v.as_str()))
+        .collect();
+    match answer.body {
+        Err(why) => pages::error_response_with(answer.status, &why, true, head_only, &fields),
+        Ok((content_type, body)) => {
+            let mut out = format!(
+                "HTTP/1.1 {} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+                 Date: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
+                answer.status,
+                pages::reason(answer.status),
+                body.len(),
+                time::http_date(std::time::SystemTime::now())
+            );
+            for (name, value) in fields {
+                out.push_str(&format!("{name}: {value}\r\n"));
+            }
+            out.push_str("\r\n");
+            if !head_only {
+                out.push_str(&body);
+            }
+            out.into_bytes()
+        }
+    }
+}
+
+/// Which handler answers `method path`; `405` with `Allow` for a known path and another method.
+fn route(method: &str, path: &str, body: &[u8], shared: &AdminShared) -> Answer {
+    let lb = &shared.balancer;
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (allow, answer): (&str, Option<Answer>) = match segments.as_slice() {
+        ["metrics"] => ("GET, HEAD", (method == "GET").then(|| metrics(lb))),
+        [""] | ["status"] => (
+            "GET, HEAD",
+            (method == "GET").then(|| Answer {
+                status: 200,
+                body: Ok(("text/html; charset=utf-8", Status::collect(lb).html())),
+                fields: Vec::new(),
+            }),
+        ),
+        ["status.json"] => (
+            "GET, HEAD",
+            (method == "GET").then(|| Answer::json(200, Status::collect(lb).json())),
+        ),
+        ["backends"] => match method {
+            "GET" => ("", Some(list(lb))),
+            "POST" => ("", Some(add(body, shared))),
+            _ => ("GET, HEAD, POST", None),
+        },
+        ["backends", id] => match method {
+            "GET" => (
+                "",
+                Some(with_backend(lb, id, |b| {
+                    Answer::json(200, Row::of(b).json())
+                })),
+            ),
+            "DELETE" => ("", Some(remove(id, shared))),
+            _ => ("GET, HEAD, DELETE", None),
+        },
+        ["backends", id, action @ ("drain" | "enable")] => match method {
+            "POST" => ("", Some(set_draining(lb, id, *action == "drain"))),
+            _ => ("POST", None),
+        },
+        _ => return Answer::page(404, "no such admin path: see /status, /metrics, /backends"),
+    };
+    answer.unwrap_or_else(|| {
+        Answer::page(405, "method not allowed on this admin path").with("Allow", allow.into())
+    })
+}
+
+fn metrics(lb: &Shared) -> Answer {
+    let backends = lb.backends.snapshot();
+    let samples: Vec<_> = backends
+        .iter()
+        .map(|b| prometheus::BackendSample {
+            url: &b.url,
+            up: b.health.is_up(),
+            draining: b.is_draining(),
+            weight: b.weight,
+            active: b.active(),
+            stats: &b.stats,
+        })
+        .collect();
+    Answer {
+        status: 200,
+        body: Ok((
+            prometheus::CONTENT_TYPE,
+            prometheus::render(&samples, &lb.stats),
+        )),
+        fields: Vec::new(),
+    }
+}
+
+fn list(lb: &Shared) -> Answer {
+    let rows: Vec<String> = lb
+        .backends
+        .snapshot()
+        .iter()
+        .map(|b| Row::of(b).json())
+        .collect();
+    Answer::json(200, format!("[{}]", rows.join(",")))
+}
+
+/// Runs `f` on the backend with id `id`; `404` when there is none.
+fn with_backend(lb: &Shared, id: &str, f: impl FnOnce(&Arc<Backend>) -> Answer) -> Answer {
+    match id.parse().ok().and_then(|id| lb.backends.get(id)) {
+        Some(b) => f(&b),
+        None => Answer::page(404, "no backend with this id (GET /backends lists them)"),
+    }
+}
+
+fn set_draining(lb: &Shared, id: &str, draining: bool) -> Answer {
+    with_backend(lb, id, |b| {
+        if b.is_draining() != draining {
+            b.set_draining(draining);
+            let what = if draining { "draining" } else { "enabled" };
+            println!("[Admin] Backend {} {} {what}", b.id, b.url);
+        }
+        Answer::json(200, Row::of(b).json())
+    })
+}
+
+fn add(body: &[u8], shared: &AdminShared) -> Answer {
+    let spec = match parse_new_backend(body) {
+        Ok(spec) => spec,
+        Err(why) => return Answer::page(400, why),
+    };
+    let lb = &shared.balancer;
+    let _changing = shared.changes.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(existing) = lb.backends.snapshot().iter().find(|b| b.addr == spec.addr) {
+        return Answer::page(409, "this address is already a backend")
+            .with("Location", format!("/backends/{}", existing.id));
+    }
+    let backend = lb.backends.add(&spec);
+    println!(
+        "[Admin] Backend {} {} added (weight {})",
+        backend.id, backend.url, backend.weight
+    );
+    Answer::json(201, Row::of(&backend).json())
+        .with("Location", format!("/backends/{}", backend.id))
+}
+
+fn remove(id: &str, shared: &AdminShared) -> Answer {
+    let lb = &shared.balancer;
+    let _changing = shared.changes.lock().unwrap_or_else(|e| e.into_inner());
+    with_backend(lb, id, |b| {
+        if !b.is_draining() {
+            return Answer::page(409, "drain the backend first: POST /backends/ID/drain");
+        }
+        if b.active() > 0 {
+            return Answer::page(
+                409,
+                "requests are still in flight on this backend: try again",
+            )
+            .with("Retry-After", pages::RETRY_AFTER_SECS.to_string());
+        }
+        lb.backends.remove(b.id);
+        println!("[Admin] Backend {} {} removed", b.id, b.url);
+        Answer::json(200, Row::of(b).json())
+    })
+}
+
+/// The body of `POST /backends`: form fields `url` and optional `weight`
+/// (`application/x-www-form-urlencoded`, as `curl -d` sends), or a bare
+/// `http://HOST:PORT[,weight=N]` as on the command line.
+///
+/// # Errors
+/// A message saying what is wrong, for the `400` answer.
+pub fn parse_new_backend(body: &[u8]) -> Result<BackendSpec, String> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| "the body is not UTF-8".to_string())?
+        .trim();
+    if text.is_empty() {
+        return Err("send url=http://HOST:PORT (and &weight=N) in the body".into());
+    }
+    let bare = text
+        .find("://")
+        .is_some_and(|scheme| !text[..scheme].contains('='));
+    if bare {
+        return BackendSpec::parse(text);
+    }
+    let (mut url, mut weight) = (None, None);
+    for pair in text.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value)?;
+        match name {
+            "url" => url = Some(value),
+            "weight" => weight = Some(value),
+            _ => return Err(format!("unknown field {name:?} (url and weight are known)")),
+        }
+    }
+    let url = url.ok_or("the url field is missing")?;
+    if url.contains(',') {
+        return Err("give the weight as its own field: url=...&weight=N".into());
+    }
+    match weight {
+        Some(w) => BackendSpec::parse(&format!("{url},weight={w}")),
+        None => BackendSpec::parse(&url),
+    }
+}
+
+/// Decodes `%XX` escapes and `+` (a space in form encoding).
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("bad percent escape in {s:?}"))?;
+                out.push(hex);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{s:?} is not UTF-8 once decoded"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_backend_bodies() {
+        for body in [
+            "url=http://127.0.0.1:8003&weight=2",
+            "url=http%3A%2F%2F127.0.0.1%3A8003&weight=2",
+            "weight=2&url=http://127.0.0.1:8003\n",
+            "http://127.0.0.1:8003,weight=2",
+        ] {
+            let spec = parse_new_backend(body.as_bytes()).unwrap();
+            assert_eq!(spec.url, "http://127.0.0.1:8003", "{body}");
+            assert_eq!(spec.weight, 2, "{body}");
+        }
+        assert_eq!(
+            parse_new_backend(b"http://127.0.0.1:8003").unwrap().weight,
+            1
+        );
+        for (body, needle) in [
+            ("", "url="),
+            ("weight=2", "url field"),
+            ("url=http://127.0.0.1:8003&colour=red", "unknown field"),
+            ("url=http://127.0.0.1:8003,weight=3", "own field"),
+            ("url=http://127.0.0.1:8003&weight=0", "weight"),
+            ("url=http%3", "percent"),
+            ("url=ftp://x:1", "http://"),
+        ] {
+            let e = parse_new_backend(body.as_bytes()).unwrap_err();
+            assert!(e.contains(needle), "{body:?}: {e}");
+        }
+        assert!(parse_new_backend(&[0xff]).is_err());
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"s3cret", b"s3cret"));
+        assert!(!same_secret(b"s3cre", b"s3cret"));
+        assert!(!same_secret(b"s3cretX", b"s3cret"));
+        assert!(!same_secret(b"S3cret", b"s3cret"));
+        assert!(!same_secret(b"", b"s3cret"));
+    }
+
+    #[test]
+    fn bearer_scheme() {
+        let req = |auth: Option<&str>| AdminRequest {
+            method: "GET".into(),
+            path: "/".into(),
+            authorization: auth.map(|a| a.as_bytes().to_vec()),
+            body: Vec::new(),
+        };
+        assert!(authorize(&req(None), None).is_ok());
+        assert!(authorize(&req(Some("Bearer t0k")), Some("t0k")).is_ok());
+        assert!(authorize(&req(Some("bearer   t0k")), Some("t0k")).is_ok());
+        for bad in [
+            None,
+            Some("Bearer t0x"),
+            Some("Basic t0k"),
+            Some("t0k"),
+            Some("Bearer"),
+        ] {
+            let Err(answer) = authorize(&req(bad), Some("t0k")) else {
+                panic!("{bad:?} passed")
+            };
+            assert_eq!(answer.status, 401);
+            assert_eq!(answer.fields[0].0, "WWW-Authenticate");
+        }
+    }
+}

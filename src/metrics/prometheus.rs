@@ -1,0 +1,322 @@
+//! The counters as Prometheus text (exposition format 0.0.4), for the admin listener's
+//! `/metrics`.
+//!
+//! The chapter's "Production Considerations" ask for metrics and monitoring; Prometheus'
+//! text format is what monitoring systems scrape today, and it is simple enough to write by
+//! hand: per metric family a `# HELP` and a `# TYPE` line, then one `name{labels} value` line
+//! per sample. Names follow HAProxy's exporter (`haproxy_server_bytes_in_total`, ...) with an
+//! `lb_` prefix. Rendering is a pure function of the counters, so it is tested here without
+//! sockets.
+
+use super::{BackendStats, DURATION_BUCKETS, ServerStats};
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+/// The `Content-Type` of the text exposition format, version 0.0.4.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// What `/metrics` shows of one backend.
+#[derive(Debug, Clone, Copy)]
+pub struct BackendSample<'a> {
+    /// The backend's URL, used as the `backend` label.
+    pub url: &'a str,
+    /// Is it in rotation (health)?
+    pub up: bool,
+    /// Is it draining (taken out by the admin API)?
+    pub draining: bool,
+    /// Its weight.
+    pub weight: u32,
+    /// Requests in flight now.
+    pub active: usize,
+    /// Its counters.
+    pub stats: &'a BackendStats,
+}
+
+/// Which kind of family a metric is (the `# TYPE` line).
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        }
+    }
+}
+
+/// Renders every metric: one family per counter, one sample per backend, then the
+/// balancer-wide counters. Families appear even without backends, so a dashboard finds them.
+pub fn render(backends: &[BackendSample<'_>], server: &ServerStats) -> String {
+    let mut out = String::with_capacity(2048 + backends.len() * 2048);
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+
+    // One family per row: name, help, type, value of a backend.
+    type Value = fn(&BackendSample<'_>) -> u64;
+    let per_backend: [(&str, &str, Kind, Value); 10] = [
+        (
+            "lb_backend_requests_total",
+            "Requests sent to the backend (each attempt counts).",
+            Kind::Counter,
+            |b| b.stats.requests.load(Ordering::Relaxed),
+        ),
+        (
+            "lb_backend_connect_errors_total",
+            "Connections to the backend that could not be made.",
+            Kind::Counter,
+            |b| b.stats.connect_errors.load(Ordering::Relaxed),
+        ),
+        (
+            "lb_backend_response_errors_total",
+            "Requests that failed after being sent (broken or missing response).",
+            Kind::Counter,
+            |b| b.stats.response_errors.load(Ordering::Relaxed),
+        ),
+        (
+            "lb_backend_retries_total",
+            "Attempts repeated on another backend after failing on this one.",
+            Kind::Counter,
+            |b| b.stats.retries.load(Ordering::Relaxed),
+        ),
+        (
+            "lb_backend_bytes_in_total",
+            "Request body bytes sent to the backend.",
+            Kind::Counter,
+            |b| b.stats.bytes_in.load(Ordering::Relaxed),
+        ),
+        (
+            "lb_backend_bytes_out_total",
+            "Response body bytes relayed from the backend to clients.",
+            Kind::Counter,
+            |b| b.stats.bytes_out.load(Ordering::Relaxed),
+        ),
+        (
+            "lb_backend_active_requests",
+            "Requests in flight on the backend now.",
+            Kind::Gauge,
+            |b| b.active as u64,
+        ),
+        (
+            "lb_backend_up",
+            "1 if the backend is in rotation by its health, 0 if it is down.",
+            Kind::Gauge,
+            |b| u64::from(b.up),
+        ),
+        (
+            "lb_backend_draining",
+            "1 if the backend is draining (no new requests), else 0.",
+            Kind::Gauge,
+            |b| u64::from(b.draining),
+        ),
+        (
+            "lb_backend_weight",
+            "The backend's weight.",
+            Kind::Gauge,
+            |b| u64::from(b.weight),
+        ),
+    ];
+    for (name, help, kind, value) in per_backend {
+        family(&mut out, name, help, kind);
+        for b in backends {
+            let _ = writeln!(out, "{name}{{backend=\"{}\"}} {}", label(b.url), value(b));
+        }
+    }
+
+    let name = "lb_backend_responses_total";
+    family(
+        &mut out,
+        name,
+        "Responses relayed, by status class.",
+        Kind::Counter,
+    );
+    for b in backends {
+        for (i, count) in b.stats.responses.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}{{backend=\"{}\",code=\"{}xx\"}} {}",
+                label(b.url),
+                i + 1,
+                load(count)
+            );
+        }
+    }
+
+    let name = "lb_backend_request_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time from the request head to the end of the response.\n# TYPE {name} histogram"
+    );
+    for b in backends {
+        let url = label(b.url);
+        let h = &b.stats.duration;
+        // The buckets are read once and `_count` derived from them, so that `+Inf` and
+        // `_count` agree even while requests are counted concurrently.
+        let mut cumulative = 0;
+        for (bound, count) in DURATION_BUCKETS.iter().zip(&h.buckets) {
+            cumulative += load(count);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{backend=\"{url}\",le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        cumulative += load(&h.overflow);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{backend=\"{url}\",le=\"+Inf\"}} {cumulative}"
+        );
+        let sum = load(&h.sum_micros) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{backend=\"{url}\"}} {sum}");
+        let _ = writeln!(out, "{name}_count{{backend=\"{url}\"}} {cumulative}");
+    }
+
+    let process: [(&str, &str, Kind, u64); 5] = [
+        (
+            "lb_client_connections_open",
+            "Client connections open now.",
+            Kind::Gauge,
+            load(&server.open),
+        ),
+        (
+            "lb_client_connections_accepted_total",
+            "Client connections accepted since start.",
+            Kind::Counter,
+            load(&server.accepted),
+        ),
+        (
+            "lb_client_connections_rejected_total",
+            "Client connections refused with 503 at --max-connections.",
+            Kind::Counter,
+            load(&server.rejected),
+        ),
+        (
+            "lb_requests_total",
+            "Requests answered, by a backend or by the balancer itself.",
+            Kind::Counter,
+            load(&server.requests),
+        ),
+        (
+            "lb_local_responses_total",
+            "Requests the balancer answered itself with an error page.",
+            Kind::Counter,
+            load(&server.local_responses),
+        ),
+    ];
+    for (name, help, kind, value) in process {
+        family(&mut out, name, help, kind);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    out
+}
+
+fn family(out: &mut String, name: &str, help: &str, kind: Kind) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {}", kind.as_str());
+}
+
+/// Escapes a label value: backslash, double quote and line feed get a backslash (the format's
+/// only escapes inside quotes).
+pub fn label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::inc;
+    use std::time::Duration;
+
+    fn sample<'a>(url: &'a str, stats: &'a BackendStats) -> BackendSample<'a> {
+        BackendSample {
+            url,
+            up: true,
+            draining: false,
+            weight: 2,
+            active: 3,
+            stats,
+        }
+    }
+
+    #[test]
+    fn counters_and_histogram() {
+        let stats = BackendStats::default();
+        for _ in 0..4 {
+            inc(&stats.requests);
+        }
+        stats.count_response(200);
+        stats.count_response(503);
+        stats.bytes_in.fetch_add(10, Ordering::Relaxed);
+        stats.duration.observe(Duration::from_micros(300)); // le 0.0005
+        stats.duration.observe(Duration::from_millis(30)); // le 0.05
+        stats.duration.observe(Duration::from_secs(7)); // over the last bound
+        let server = ServerStats::default();
+        inc(&server.accepted);
+        let text = render(&[sample("http://127.0.0.1:8001", &stats)], &server);
+        let lines: Vec<&str> = text.lines().collect();
+        for expected in [
+            "# TYPE lb_backend_requests_total counter",
+            "lb_backend_requests_total{backend=\"http://127.0.0.1:8001\"} 4",
+            "lb_backend_responses_total{backend=\"http://127.0.0.1:8001\",code=\"2xx\"} 1",
+            "lb_backend_responses_total{backend=\"http://127.0.0.1:8001\",code=\"5xx\"} 1",
+            "lb_backend_responses_total{backend=\"http://127.0.0.1:8001\",code=\"4xx\"} 0",
+            "lb_backend_bytes_in_total{backend=\"http://127.0.0.1:8001\"} 10",
+            "lb_backend_active_requests{backend=\"http://127.0.0.1:8001\"} 3",
+            "lb_backend_up{backend=\"http://127.0.0.1:8001\"} 1",
+            "lb_backend_weight{backend=\"http://127.0.0.1:8001\"} 2",
+            "# TYPE lb_backend_request_duration_seconds histogram",
+            "lb_backend_request_duration_seconds_bucket{backend=\"http://127.0.0.1:8001\",le=\"0.0005\"} 1",
+            "lb_backend_request_duration_seconds_bucket{backend=\"http://127.0.0.1:8001\",le=\"0.025\"} 1",
+            "lb_backend_request_duration_seconds_bucket{backend=\"http://127.0.0.1:8001\",le=\"0.05\"} 2",
+            "lb_backend_request_duration_seconds_bucket{backend=\"http://127.0.0.1:8001\",le=\"5\"} 2",
+            "lb_backend_request_duration_seconds_bucket{backend=\"http://127.0.0.1:8001\",le=\"+Inf\"} 3",
+            "lb_backend_request_duration_seconds_sum{backend=\"http://127.0.0.1:8001\"} 7.0303",
+            "lb_backend_request_duration_seconds_count{backend=\"http://127.0.0.1:8001\"} 3",
+            "# TYPE lb_client_connections_accepted_total counter",
+            "lb_client_connections_accepted_total 1",
+            "lb_client_connections_open 0",
+        ] {
+            assert!(lines.contains(&expected), "missing {expected:?} in\n{text}");
+        }
+        // Every sample belongs to a family announced with HELP and TYPE before it.
+        let mut announced = Vec::new();
+        for line in &lines {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                announced.push(rest.split(' ').next().unwrap().to_string());
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert!(
+                    announced.iter().any(|f| name == f
+                        || name
+                            .strip_prefix(f.as_str())
+                            .is_some_and(|s| { ["_bucket", "_sum", "_count"].contains(&s) })),
+                    "{line} has no TYPE"
+                );
+            }
+        }
+        assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn families_without_backends() {
+        let text = render(&[], &ServerStats::default());
+        assert!(text.contains("# HELP lb_backend_up "));
+        assert!(!text.contains("backend=\""));
+        assert!(text.contains("\nlb_requests_total 0\n"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(label("http://h:1"), "http://h:1");
+    }
+}

@@ -1,0 +1,551 @@
+//! The admin listener (issue: operations): `/metrics` counts what happened, `/status` shows
+//! every backend, the token guards it, and backends are added, drained and removed under load
+//! without a failed request.
+
+mod support;
+
+use load_balancer::config::Config;
+use load_balancer::demo::DemoBackend;
+use load_balancer::server::Balancer;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+use support::*;
+
+/// A balancer over `n` demo backends with the admin listener on a free port.
+fn with_admin(n: usize, tweak: impl FnOnce(&mut Config)) -> Setup {
+    Setup::new(n, |c| {
+        c.admin = Some("127.0.0.1:0".parse().unwrap());
+        tweak(c);
+    })
+}
+
+fn admin(s: &Setup, path: &str) -> String {
+    format!("http://{}{}", s.lb.admin_addr().unwrap(), path)
+}
+
+/// Status, headers (lowercased names) and body of a response.
+struct Reply {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+fn call(method: &str, url: &str, body: &str, token: Option<&str>) -> Reply {
+    let mut req = ureq::http::Request::builder().method(method).uri(url);
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
+    let mut resp = agent().run(req.body(body.to_string()).unwrap()).unwrap();
+    Reply {
+        status: resp.status().as_u16(),
+        headers: resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap().to_string()))
+            .collect(),
+        body: resp.body_mut().read_to_string().unwrap(),
+    }
+}
+
+/// A tiny parser of the Prometheus text format: `name{label="value",...} number` lines into
+/// a map from `name{labels}` (labels as written, unescaped) to the value. Checks on the way
+/// that every sample's family was announced with `# HELP` and `# TYPE`.
+fn parse_exposition(text: &str) -> HashMap<String, f64> {
+    let mut helped = Vec::new();
+    let mut typed = Vec::new();
+    let mut samples = HashMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            helped.push(rest.split(' ').next().unwrap().to_string());
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            let name = parts.next().unwrap().to_string();
+            let kind = parts.next().unwrap();
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            typed.push(name);
+            continue;
+        }
+        assert!(
+            !line.starts_with('#') && !line.is_empty(),
+            "stray line {line:?}"
+        );
+        let name_end = line.find(['{', ' ']).unwrap();
+        let name = &line[..name_end];
+        let mut key = name.to_string();
+        let mut rest = &line[name_end..];
+        if let Some(labels) = rest.strip_prefix('{') {
+            // label="value" pairs, values with \\ \" \n escapes.
+            let mut chars = labels.char_indices();
+            key.push('{');
+            let end = loop {
+                let (i, c) = chars.next().expect("unterminated labels");
+                match c {
+                    '}' => break i,
+                    '"' => loop {
+                        let (_, c) = chars.next().expect("unterminated value");
+                        match c {
+                            '\\' => match chars.next().unwrap().1 {
+                                'n' => key.push('\n'),
+                                e => key.push(e),
+                            },
+                            '"' => break,
+                            c => key.push(c),
+                        }
+                    },
+                    c => key.push(c),
+                }
+            };
+            key.push('}');
+            rest = &labels[end + 1..];
+        }
+        let value: f64 = rest.trim().replace("+Inf", "inf").parse().unwrap();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| typed.iter().any(|t| t == f))
+            })
+            .unwrap_or(name);
+        assert!(
+            typed.iter().any(|t| t == family) && helped.iter().any(|h| h == family),
+            "{name} has no HELP/TYPE"
+        );
+        samples.insert(key, value);
+    }
+    samples
+}
+
+fn metrics(s: &Setup) -> HashMap<String, f64> {
+    let reply = call("GET", &admin(s, "/metrics"), "", None);
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply.headers["content-type"].starts_with("text/plain; version=0.0.4"),
+        "{:?}",
+        reply.headers
+    );
+    parse_exposition(&reply.body)
+}
+
+fn sample(m: &HashMap<String, f64>, key: &str) -> f64 {
+    *m.get(key)
+        .unwrap_or_else(|| panic!("no sample {key}; have {:?}", m.keys()))
+}
+
+#[test]
+fn metrics_match_the_requests_made() {
+    let s = with_admin(2, |_| {});
+    let (red, blue) = (s.demos[0].url(), s.demos[1].url());
+    let mut bytes = [0u64; 2];
+    // Round robin: Red, Blue, Red, Blue, Red, Blue, then Red gets a 404 and Blue a POST.
+    for i in 0..6 {
+        let (status, body) = get(&s.url("/"));
+        assert_eq!(status, 200);
+        bytes[i % 2] += body.len() as u64;
+    }
+    let (status, body) = get(&s.url("/status/404"));
+    assert_eq!(status, 404);
+    bytes[0] += body.len() as u64;
+    let mut resp = agent().post(&s.url("/echo")).send("hello").unwrap();
+    assert_eq!(resp.status(), 200);
+    bytes[1] += resp.body_mut().read_to_string().unwrap().len() as u64;
+
+    let m = metrics(&s);
+    for (url, requests, ok, client_errors, sent, received) in [
+        (&red, 4.0, 3.0, 1.0, bytes[0], 0.0),
+        (&blue, 4.0, 4.0, 0.0, bytes[1], 5.0),
+    ] {
+        let b = format!("backend={url}");
+        assert_eq!(
+            sample(&m, &format!("lb_backend_requests_total{{{b}}}")),
+            requests
+        );
+        let code = |c| format!("lb_backend_responses_total{{{b},code={c}}}");
+        assert_eq!(sample(&m, &code("2xx")), ok);
+        assert_eq!(sample(&m, &code("4xx")), client_errors);
+        assert_eq!(sample(&m, &code("5xx")), 0.0);
+        assert_eq!(
+            sample(&m, &format!("lb_backend_bytes_out_total{{{b}}}")),
+            sent as f64
+        );
+        assert_eq!(
+            sample(&m, &format!("lb_backend_bytes_in_total{{{b}}}")),
+            received
+        );
+        assert_eq!(sample(&m, &format!("lb_backend_up{{{b}}}")), 1.0);
+        assert_eq!(
+            sample(&m, &format!("lb_backend_active_requests{{{b}}}")),
+            0.0
+        );
+        assert_eq!(
+            sample(&m, &format!("lb_backend_connect_errors_total{{{b}}}")),
+            0.0
+        );
+        // The histogram: cumulative buckets, +Inf equal to the count, one per request.
+        let h = "lb_backend_request_duration_seconds";
+        let count = sample(&m, &format!("{h}_count{{{b}}}"));
+        assert_eq!(count, requests);
+        assert_eq!(sample(&m, &format!("{h}_bucket{{{b},le=+Inf}}")), count);
+        let mut previous = 0.0;
+        for le in load_balancer::metrics::DURATION_BUCKETS {
+            let v = sample(&m, &format!("{h}_bucket{{{b},le={le}}}"));
+            assert!(v >= previous, "buckets must be cumulative");
+            previous = v;
+        }
+        let sum = sample(&m, &format!("{h}_sum{{{b}}}"));
+        assert!(sum > 0.0 && sum < 10.0, "{sum}");
+    }
+    assert_eq!(sample(&m, "lb_client_connections_accepted_total"), 8.0);
+    assert_eq!(sample(&m, "lb_requests_total"), 8.0);
+    assert_eq!(sample(&m, "lb_client_connections_rejected_total"), 0.0);
+    assert_eq!(sample(&m, "lb_local_responses_total"), 0.0);
+    // The clients are gone; their connection threads end and the gauge comes back to 0.
+    wait_for(Duration::from_secs(5), "open connections to drop", || {
+        sample(&metrics(&s), "lb_client_connections_open") == 0.0
+    });
+}
+
+#[test]
+fn a_dead_backend_shows_in_metrics_and_status() {
+    let demo = DemoBackend::start(0, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let dead = dead_addr();
+    let mut c = config(&[demo.url(), dead.clone()]);
+    c.admin = Some("127.0.0.1:0".parse().unwrap());
+    let s = Setup {
+        lb: Balancer::start(c).unwrap(),
+        demos: vec![demo],
+    };
+    // The first request goes to the demo, the second to the dead one and is retried.
+    for _ in 0..2 {
+        assert_eq!(get(&s.url("/")).0, 200);
+    }
+    let m = metrics(&s);
+    let b = format!("backend={dead}");
+    assert_eq!(
+        sample(&m, &format!("lb_backend_connect_errors_total{{{b}}}")),
+        1.0
+    );
+    assert_eq!(sample(&m, &format!("lb_backend_retries_total{{{b}}}")), 1.0);
+    assert_eq!(sample(&m, &format!("lb_backend_up{{{b}}}")), 0.0);
+    let live = format!("backend={}", s.demos[0].url());
+    assert_eq!(
+        sample(&m, &format!("lb_backend_requests_total{{{live}}}")),
+        2.0
+    );
+
+    let html = call("GET", &admin(&s, "/status"), "", None).body;
+    assert!(
+        html.contains(">DOWN</span> (connection refused, 1 failed request in a row)"),
+        "{html}"
+    );
+    let json = call("GET", &admin(&s, "/status.json"), "", None).body;
+    assert!(
+        json.contains(&format!(
+            "\"url\":\"{dead}\",\"state\":\"DOWN\",\"reason\":\"connection refused, "
+        )),
+        "{json}"
+    );
+}
+
+#[test]
+fn status_pages_show_every_backend_and_the_rotation() {
+    let s = with_admin(3, |_| {});
+    for _ in 0..3 {
+        assert_eq!(get(&s.url("/")).0, 200);
+    }
+    let page = call("GET", &admin(&s, "/status"), "", None);
+    assert_eq!(page.status, 200);
+    assert!(page.headers["content-type"].starts_with("text/html"));
+    let html = page.body;
+    assert!(html.contains("<meta http-equiv=\"refresh\" content=\"1\">"));
+    for (i, d) in s.demos.iter().enumerate() {
+        let colour = load_balancer::demo::COLOURS[i].1;
+        // A row in the backend's colour, and its request in the routing decisions.
+        let cell = format!("color:{colour};font-weight:bold\">&#9632; {}<", d.url());
+        assert_eq!(html.matches(&cell).count(), 2, "{cell} in {html}");
+    }
+    assert_eq!(html.matches(">UP</span>").count(), 3);
+
+    let json = call("GET", &admin(&s, "/status.json"), "", None);
+    assert_eq!(json.headers["content-type"], "application/json");
+    for d in &s.demos {
+        let row = format!("\"url\":\"{}\",\"state\":\"UP\"", d.url());
+        assert!(json.body.contains(&row), "{row} in {}", json.body);
+    }
+    assert_eq!(json.body.matches("\"requests\":1,").count(), 3);
+    // The decisions in order: the round robin, visible.
+    let order: Vec<usize> = s
+        .demos
+        .iter()
+        .map(|d| {
+            json.body
+                .find(&format!("\"backend\":\"{}\"", d.url()))
+                .unwrap()
+        })
+        .collect();
+    assert!(order[0] < order[1] && order[1] < order[2], "{}", json.body);
+
+    // The balanced port does not serve the admin paths: /metrics goes to a backend.
+    let (_, body) = get(&s.url("/metrics"));
+    assert!(!body.contains("lb_backend_requests_total"), "{body}");
+}
+
+#[test]
+fn the_token_is_required_when_set() {
+    let s = with_admin(1, |c| c.admin_token = Some("s3cret".into()));
+    for path in ["/metrics", "/status", "/status.json", "/backends"] {
+        for token in [None, Some("wrong"), Some("s3cre"), Some("s3cretX")] {
+            let reply = call("GET", &admin(&s, path), "", token);
+            assert_eq!(reply.status, 401, "{path} with {token:?}");
+            assert!(
+                reply.headers["www-authenticate"].starts_with("Bearer"),
+                "{:?}",
+                reply.headers
+            );
+        }
+        assert_eq!(
+            call("GET", &admin(&s, path), "", Some("s3cret")).status,
+            200
+        );
+    }
+    // An unauthorised change changes nothing.
+    let extra = DemoBackend::start(1, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let body = format!("url={}", extra.url());
+    assert_eq!(
+        call("POST", &admin(&s, "/backends"), &body, None).status,
+        401
+    );
+    assert_eq!(
+        call("POST", &admin(&s, "/backends/0/drain"), "", None).status,
+        401
+    );
+    assert_eq!(s.lb.shared().backends.snapshot().len(), 1);
+    assert!(!s.lb.shared().backends.get(0).unwrap().is_draining());
+    assert_eq!(
+        call("POST", &admin(&s, "/backends"), &body, Some("s3cret")).status,
+        201
+    );
+}
+
+#[test]
+fn api_answers_mistakes_clearly() {
+    let s = with_admin(1, |_| {});
+    let url = s.demos[0].url();
+    let a = |path: &str| admin(&s, path);
+    assert_eq!(call("GET", &a("/nope"), "", None).status, 404);
+    for (method, path) in [
+        ("GET", "/backends/99"),
+        ("POST", "/backends/99/drain"),
+        ("POST", "/backends/99/enable"),
+        ("DELETE", "/backends/99"),
+        ("DELETE", "/backends/abc"),
+    ] {
+        assert_eq!(
+            call(method, &a(path), "", None).status,
+            404,
+            "{method} {path}"
+        );
+    }
+    let wrong = call("PUT", &a("/metrics"), "", None);
+    assert_eq!(wrong.status, 405);
+    assert_eq!(wrong.headers["allow"], "GET, HEAD");
+    assert_eq!(call("GET", &a("/backends/0/drain"), "", None).status, 405);
+    // Bad bodies: 400 with the reason on the page.
+    for (body, why) in [
+        ("", "url="),
+        ("url=https://127.0.0.1:1", "https"),
+        ("url=http://127.0.0.1:1&weight=0", "weight"),
+        ("colour=red", "unknown field"),
+    ] {
+        let reply = call("POST", &a("/backends"), body, None);
+        assert_eq!(reply.status, 400, "{body}");
+        assert!(reply.body.contains(why), "{body}: {}", reply.body);
+    }
+    // The same address twice: 409, pointing at the existing one.
+    let dup = call("POST", &a("/backends"), &url, None);
+    assert_eq!(dup.status, 409);
+    assert_eq!(dup.headers["location"], "/backends/0");
+    // Removal needs a drain first (HAProxy's del server needs maintenance mode).
+    assert_eq!(call("DELETE", &a("/backends/0"), "", None).status, 409);
+    assert_eq!(s.lb.shared().backends.snapshot().len(), 1);
+    // A chunked body is refused with 411, a huge one with 413, without reading it.
+    let admin_addr = s.lb.admin_addr().unwrap();
+    let chunked = exchange(
+        admin_addr,
+        b"POST /backends HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    );
+    assert!(chunked.starts_with("HTTP/1.1 411 "), "{chunked}");
+    let huge = exchange(
+        admin_addr,
+        b"POST /backends HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\nurl=",
+    );
+    assert!(huge.starts_with("HTTP/1.1 413 "), "{huge}");
+    let garbage = exchange(admin_addr, b"GET / HTTP/1.1\r\nBad Header\r\n\r\n");
+    assert!(garbage.starts_with("HTTP/1.1 400 "), "{garbage}");
+    // HEAD: the head only.
+    let head = exchange(admin_addr, b"HEAD /status HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(
+        head.starts_with("HTTP/1.1 200 ") && head.ends_with("\r\n\r\n"),
+        "{head}"
+    );
+}
+
+#[test]
+fn a_taken_admin_port_fails_start_up() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut c = config(&["http://127.0.0.1:1".to_string()]);
+    c.admin = Some(taken.local_addr().unwrap());
+    let err = Balancer::start(c).unwrap_err();
+    assert!(err.to_string().contains("--admin"), "{err}");
+}
+
+/// Eight clients run without pause while a backend is added, one drained and removed, and
+/// another drained and enabled again: no request fails, and a drained backend gets nothing.
+#[test]
+fn add_drain_remove_under_load_loses_no_request() {
+    let s = with_admin(2, |_| {});
+    let extra = DemoBackend::start(2, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let pages: Vec<String> = s
+        .demos
+        .iter()
+        .chain([&extra])
+        .map(|d| d.page().to_string())
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (stop, ok, failures, pages) =
+                (stop.clone(), ok.clone(), failures.clone(), pages.clone());
+            let url = s.url("/");
+            thread::spawn(move || {
+                let agent = agent();
+                while !stop.load(Ordering::SeqCst) {
+                    match agent.get(&url).call() {
+                        Ok(mut r) => {
+                            let status = r.status().as_u16();
+                            let body = r.body_mut().read_to_string().unwrap_or_default();
+                            if status == 200 && pages.contains(&body) {
+                                ok.fetch_add(1, Ordering::SeqCst);
+                            } else {
+                                failures.lock().unwrap().push(format!("{status}: {body}"));
+                            }
+                        }
+                        Err(e) => failures.lock().unwrap().push(e.to_string()),
+                    }
+                }
+            })
+        })
+        .collect();
+    let more = |n: u64| {
+        let target = ok.load(Ordering::SeqCst) + n;
+        wait_for(Duration::from_secs(10), "more requests", || {
+            ok.load(Ordering::SeqCst) >= target
+        });
+    };
+    let idle = |id: usize| {
+        // Requests that picked the backend before the drain finish; then none is in flight.
+        wait_for(
+            Duration::from_secs(5),
+            "in-flight requests to finish",
+            || {
+                call("GET", &admin(&s, &format!("/backends/{id}")), "", None)
+                    .body
+                    .contains("\"active\":0,")
+            },
+        );
+    };
+    more(50);
+
+    // Add: the new backend starts taking requests.
+    let added = call(
+        "POST",
+        &admin(&s, "/backends"),
+        &format!("url={}&weight=2", extra.url()),
+        None,
+    );
+    assert_eq!(added.status, 201, "{}", added.body);
+    assert!(added.body.starts_with("{\"id\":2,"), "{}", added.body);
+    assert_eq!(added.headers["location"], "/backends/2");
+    wait_for(
+        Duration::from_secs(5),
+        "the new backend to get requests",
+        || extra.requests() > 0,
+    );
+
+    // Drain Red: once its last request is done, it gets no other.
+    let drained = call("POST", &admin(&s, "/backends/0/drain"), "", None);
+    assert_eq!(drained.status, 200);
+    assert!(
+        drained.body.contains("\"state\":\"DRAINING\""),
+        "{}",
+        drained.body
+    );
+    idle(0);
+    let red = s.demos[0].requests();
+    more(300);
+    assert_eq!(
+        s.demos[0].requests(),
+        red,
+        "a drained backend got a request"
+    );
+
+    // Remove Red.
+    let removed = call("DELETE", &admin(&s, "/backends/0"), "", None);
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    let list = call("GET", &admin(&s, "/backends"), "", None).body;
+    assert!(!list.contains(&s.demos[0].url()), "{list}");
+    assert_eq!(list.matches("\"id\":").count(), 2, "{list}");
+    assert_eq!(call("GET", &admin(&s, "/backends/0"), "", None).status, 404);
+
+    // Drain Blue, then enable it: it comes back.
+    assert_eq!(
+        call("POST", &admin(&s, "/backends/1/drain"), "", None).status,
+        200
+    );
+    idle(1);
+    let blue = s.demos[1].requests();
+    more(100);
+    assert_eq!(s.demos[1].requests(), blue);
+    let enabled = call("POST", &admin(&s, "/backends/1/enable"), "", None);
+    assert!(
+        enabled.body.contains("\"state\":\"UP\""),
+        "{}",
+        enabled.body
+    );
+    wait_for(
+        Duration::from_secs(5),
+        "the enabled backend to get requests",
+        || s.demos[1].requests() > blue,
+    );
+    more(50);
+
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(ok.load(Ordering::SeqCst) >= 550);
+}
+
+#[test]
+fn exposition_parser_reads_escapes() {
+    // The test's own parser must not pass what it should refuse.
+    let m = parse_exposition(
+        "# HELP x_total h\n# TYPE x_total counter\nx_total{backend=\"a\\\"b\\\\c\\nd\"} 3\n",
+    );
+    assert_eq!(m["x_total{backend=a\"b\\c\nd}"], 3.0);
+    let unannounced = std::panic::catch_unwind(|| parse_exposition("y 1\n"));
+    assert!(unannounced.is_err());
+}
