@@ -401,11 +401,47 @@ fn route(method: &str, path: &str, body: &[u8], shared: &AdminShared) -> Answer 
             "POST" => ("", Some(set_draining(lb, id, *action == "drain"))),
             _ => ("POST", None),
         },
+        ["demo", name, drill, arg @ ..] if arg.len() <= 1 => match method {
+            "POST" => (
+                "",
+                Some(demo_drill(lb, name, drill, arg.first().copied(), body)),
+            ),
+            _ => ("POST", None),
+        },
         _ => return Answer::page(404, "no such admin path: see /status, /metrics, /backends"),
     };
     answer.unwrap_or_else(|| {
         Answer::page(405, "method not allowed on this admin path").with("Allow", allow.into())
     })
+}
+
+/// `POST /demo/{name}/{drill}[/{arg}]`: puts a demo backend in a drill (`stop`, `start`, `hang`,
+/// `slow/500`, `error/500`, `ok`). Answers with the console line; the status page's buttons send
+/// `then=status` and are sent back to the page (`303 See Other`).
+fn demo_drill(lb: &Shared, name: &str, drill: &str, arg: Option<&str>, body: &[u8]) -> Answer {
+    let Some(fleet) = lb.demos.as_ref().filter(|f| !f.backends.is_empty()) else {
+        return Answer::page(
+            404,
+            "no demo backends in this run (they start without --backend, or with --demo N)",
+        );
+    };
+    match fleet.apply(name, drill, arg) {
+        Ok(line) => {
+            println!("{line}");
+            let back = body == b"then=status";
+            Answer {
+                status: if back { 303 } else { 200 },
+                body: Ok(("text/plain; charset=utf-8", format!("{line}\n"))),
+                fields: if back {
+                    vec![("Location", "/status".to_string())]
+                } else {
+                    Vec::new()
+                },
+            }
+        }
+        Err(why) if why.starts_with("no demo backend") => Answer::page(404, why),
+        Err(why) => Answer::page(400, why),
+    }
 }
 
 fn metrics(lb: &Shared) -> Answer {

@@ -169,3 +169,78 @@ fn slow_backend_loses_traffic_under_least_conn() {
         "red {red}, blue {blue}, green {green}"
     );
 }
+
+/// POSTs to the admin listener; returns status, Location and body.
+fn admin_post(lb: &Balancer, path: &str, body: &str) -> (u16, Option<String>, String) {
+    let mut c = RawConn::open(lb.admin_addr().unwrap());
+    c.send(
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let (head, body) = c.response();
+    let lower = head.to_ascii_lowercase();
+    let location = header(&lower, "location").map(str::to_string);
+    (
+        head[9..12].parse().unwrap(),
+        location,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+#[test]
+fn drills_through_the_admin_listener_and_the_status_page() {
+    let (fleet, lb) = drill_setup(2, |c| c.admin = Some("127.0.0.1:0".parse().unwrap()));
+    let admin = lb.admin_addr().unwrap();
+    let (status, page) = get(&format!("http://{admin}/status"));
+    assert_eq!(status, 200);
+    for name in ["red", "blue"] {
+        for drill in ["stop", "start", "hang", "slow/500", "error/500", "ok"] {
+            assert!(
+                page.contains(&format!("action=\"/demo/{name}/{drill}\"")),
+                "button {name} {drill}"
+            );
+        }
+    }
+    // The API answers with the console line; the page's buttons are sent back to the page.
+    let (status, _, line) = admin_post(&lb, "/demo/red/stop", "");
+    assert_eq!(status, 200);
+    assert!(
+        line.contains("Red Server") && line.contains("stopped"),
+        "{line}"
+    );
+    assert_eq!(fleet.find("red").unwrap().drill(), Drill::Stop);
+    for _ in 0..6 {
+        assert_eq!(
+            get(&format!("http://{}/", lb.addr())).0,
+            200,
+            "no client request fails"
+        );
+    }
+    let (_, json) = get(&format!("http://{admin}/status.json"));
+    assert!(
+        json.contains("\"url\":\"http://127.0.0.1:") && json.contains("\"state\":\"DOWN\""),
+        "{json}"
+    );
+    let (status, location, _) = admin_post(&lb, "/demo/red/start", "then=status");
+    assert_eq!((status, location.as_deref()), (303, Some("/status")));
+    assert_eq!(fleet.find("red").unwrap().drill(), Drill::Ok);
+    let (status, _, _) = admin_post(&lb, "/demo/red/slow/25", "");
+    assert_eq!(status, 200);
+    assert_eq!(
+        fleet.find("red").unwrap().drill(),
+        Drill::Slow(Duration::from_millis(25))
+    );
+    assert_eq!(admin_post(&lb, "/demo/mauve/stop", "").0, 404);
+    assert_eq!(admin_post(&lb, "/demo/red/explode", "").0, 400);
+    assert_eq!(admin_post(&lb, "/demo/red/error/200", "").0, 400);
+}
+
+#[test]
+fn no_demo_routes_without_demo_backends() {
+    let s = Setup::new(1, |c| c.admin = Some("127.0.0.1:0".parse().unwrap()));
+    assert_eq!(admin_post(&s.lb, "/demo/red/stop", "").0, 404);
+}

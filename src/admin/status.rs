@@ -140,7 +140,32 @@ pub struct Status {
     pub requests: u64,
     /// The strategy's name.
     pub strategy: &'static str,
+    /// The demo backends of this run, for the drill buttons.
+    pub demos: Vec<DemoRow>,
 }
+
+/// One demo backend on the status page, with its drill.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemoRow {
+    /// `Red`, `Blue`, ...
+    pub name: &'static str,
+    /// Its CSS colour.
+    pub colour: &'static str,
+    /// `http://127.0.0.1:8001`.
+    pub url: String,
+    /// What its drill does now.
+    pub drill: String,
+}
+
+/// The drill buttons next to each demo backend: label and the path after `/demo/{name}/`.
+pub const DRILL_BUTTONS: [(&str, &str); 6] = [
+    ("stop", "stop"),
+    ("start", "start"),
+    ("hang", "hang"),
+    ("slow 500 ms", "slow/500"),
+    ("error 500", "error/500"),
+    ("ok", "ok"),
+];
 
 impl Status {
     /// Reads the balancer's state now.
@@ -158,6 +183,18 @@ impl Status {
             accepted: stats.accepted.load(Ordering::Relaxed),
             requests: stats.requests.load(Ordering::Relaxed),
             strategy: shared.config.strategy.name(),
+            demos: shared.demos.as_ref().map_or_else(Vec::new, |fleet| {
+                fleet
+                    .backends
+                    .iter()
+                    .map(|d| DemoRow {
+                        name: d.name(),
+                        colour: d.colour(),
+                        url: d.url(),
+                        drill: d.drill().describe(),
+                    })
+                    .collect()
+            }),
         }
     }
 
@@ -211,7 +248,32 @@ impl Status {
                 p99 = latency(r.p99),
             );
         }
-        out.push_str("</table>\n<h2>Last routing decisions</h2>\n<table>\n");
+        out.push_str("</table>\n");
+        if !self.demos.is_empty() {
+            out.push_str("<h2>Demo backends: failure drills</h2>\n<table>\n");
+            for d in &self.demos {
+                let _ = write!(
+                    out,
+                    "<tr><td style=\"color:{};font-weight:bold\">&#9632; {} Server</td><td class=\"l\">{}</td>\
+                     <td class=\"l\">{}</td><td class=\"l\">",
+                    d.colour,
+                    d.name,
+                    escape(&d.url),
+                    escape(&d.drill)
+                );
+                for (label, path) in DRILL_BUTTONS {
+                    let _ = write!(
+                        out,
+                        "<form method=\"post\" action=\"/demo/{}/{path}\" style=\"display:inline\">\
+                         <input type=\"hidden\" name=\"then\" value=\"status\"><button>{label}</button></form> ",
+                        d.name.to_lowercase()
+                    );
+                }
+                out.push_str("</td></tr>\n");
+            }
+            out.push_str("</table>\n");
+        }
+        out.push_str("<h2>Last routing decisions</h2>\n<table>\n");
         out.push_str(
             "<tr><th>time (UTC)</th><th>request</th><th>backend</th><th>status</th></tr>\n",
         );
@@ -249,6 +311,19 @@ impl Status {
                 out.push(',');
             }
             out.push_str(&r.json());
+        }
+        out.push_str("],\"demos\":[");
+        for (i, d) in self.demos.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"name\":");
+            json_string(&mut out, d.name);
+            out.push_str(",\"url\":");
+            json_string(&mut out, &d.url);
+            out.push_str(",\"drill\":");
+            json_string(&mut out, &d.drill);
+            out.push('}');
         }
         out.push_str("],\"recent\":[");
         for (i, d) in self.recent.iter().enumerate() {
@@ -358,6 +433,12 @@ mod tests {
             accepted: 7,
             requests: 30,
             strategy: "round-robin",
+            demos: vec![DemoRow {
+                name: "Red",
+                colour: "red",
+                url: "http://127.0.0.1:8001".into(),
+                drill: "ok: answering normally".into(),
+            }],
         }
     }
 
@@ -384,6 +465,8 @@ mod tests {
              {\"id\":2,\"url\":\"http://127.0.0.1:8003\",\"state\":\"DRAINING\",\"reason\":null,\
              \"colour\":\"green\",\"weight\":1,\"active\":2,\"requests\":10,\"errors\":1,\
              \"p50_seconds\":0.0005,\"p99_seconds\":null}],\
+             \"demos\":[{\"name\":\"Red\",\"url\":\"http://127.0.0.1:8001\",\
+             \"drill\":\"ok: answering normally\"}],\
              \"recent\":[{\"time_ms\":1795606219042,\"request\":\"GET /a\\\"<b>\",\
              \"backend\":\"http://127.0.0.1:8002\",\"status\":200}]}"
         );
@@ -396,6 +479,10 @@ mod tests {
         assert!(html.contains("color:red;font-weight:bold\">&#9632; http://127.0.0.1:8001<"));
         assert!(html.contains(">DOWN</span> (connection refused &lt;x&gt;)"));
         assert!(html.contains(">DRAINING</span>"));
+        assert!(
+            html.contains("action=\"/demo/red/slow/500\""),
+            "drill buttons: {html}"
+        );
         assert!(html.contains("&le; 0.5 ms"));
         // The decision: escaped, in the colour of the backend that took it, with its time.
         assert!(html.contains("<td>11:30:19.042</td><td class=\"l\">GET /a&quot;&lt;b&gt;</td>"));

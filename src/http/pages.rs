@@ -20,6 +20,7 @@ pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         200 => "OK",
+        303 => "See Other",
         201 => "Created",
         400 => "Bad Request",
         401 => "Unauthorized",
