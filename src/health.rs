@@ -31,6 +31,9 @@ struct State {
     checks_failed: u32,
     /// Why the backend is down (for the status page).
     reason: String,
+    /// Active checks took it out: only checks bring it back, not a request that happened to
+    /// be in flight when it went down.
+    down_by_checks: bool,
 }
 
 /// A change of state worth printing.
@@ -59,6 +62,7 @@ impl Health {
                 checks_passed: 0,
                 checks_failed: 0,
                 reason: String::new(),
+                down_by_checks: false,
             }),
         }
     }
@@ -105,7 +109,7 @@ impl Health {
     pub fn record_success(&self) -> Option<Change> {
         let mut s = self.lock();
         s.fails = 0;
-        if s.up {
+        if s.up || s.down_by_checks {
             return None;
         }
         s.up = true;
@@ -139,6 +143,7 @@ impl Health {
             plural(s.fails)
         );
         s.up = false;
+        s.down_by_checks = false;
         s.retry_at = Some(Instant::now() + fail_timeout);
         s.reason = reason.clone();
         Some(Change::Down(reason))
@@ -156,6 +161,7 @@ impl Health {
                     return None;
                 }
                 s.up = true;
+                s.down_by_checks = false;
                 s.fails = 0;
                 s.retry_at = None;
                 s.reason.clear();
@@ -173,6 +179,7 @@ impl Health {
                 let reason = format!("{why}, {} checks failed in a row", s.checks_failed);
                 s.up = false;
                 // With active checks on, only checks bring it back: no trial requests.
+                s.down_by_checks = true;
                 s.retry_at = None;
                 s.reason = reason.clone();
                 Some(Change::Down(reason))
