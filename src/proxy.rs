@@ -1020,7 +1020,17 @@ fn copy_chunked(
 ) -> Result<(), CopyError> {
     let mut decoder = Decoder::new();
     loop {
-        match decoder.decode(src.data()).map_err(CopyError::Framing)? {
+        let step = match decoder.decode(src.data()) {
+            Ok(step) => step,
+            Err(e) => {
+                // What came before the fault still goes out (for a response: the head and
+                // the data so far), then the connection closes: the peer sees the same as
+                // when a sender dies mid-body, not a close with nothing at all.
+                let _ = dst.write_all(&out);
+                return Err(CopyError::Framing(e));
+            }
+        };
+        match step {
             Step::Data { start, end } => {
                 let data = &src.data()[start..end];
                 *sent += data.len() as u64;
