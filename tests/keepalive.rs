@@ -196,6 +196,67 @@ fn a_pooled_connection_closed_by_the_backend_is_retried_once_for_get() {
     );
 }
 
+#[test]
+fn a_post_never_goes_out_on_a_pooled_connection_the_backend_closed() {
+    let (backend, seen, closed) = closes_after_one();
+    let lb = Balancer::start(config(&[backend.url()])).unwrap();
+    let mut c = RawConn::open(lb.addr());
+    c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(c.response().0.starts_with("HTTP/1.1 200"));
+    let pool = Arc::clone(&lb.shared().backends.snapshot()[0]);
+    wait_for(
+        Duration::from_secs(5),
+        "the connection to be pooled",
+        || pool.pooled_count() == 1,
+    );
+    wait_for(Duration::from_secs(5), "the backend to close", || {
+        closed.load(Ordering::SeqCst)
+    });
+    // The balancer checks a pooled connection before it trusts it with a POST: it sees the
+    // backend's close and opens a fresh connection instead, so the POST is sent once.
+    c.send(b"POST /pay HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+    let (head, body) = c.response();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"first");
+    assert_eq!(seen.connections(), 2);
+    assert_eq!(seen.last().1, b"hello");
+    assert_eq!(seen.count(), 2);
+}
+
+#[test]
+fn the_retry_on_a_fresh_connection_happens_once() {
+    // A backend that answers only the very first request it ever gets, then reads each
+    // request and hangs up without a byte.
+    let seen = Arc::new(Seen::default());
+    let backend = {
+        let seen = Arc::clone(&seen);
+        ScriptedBackend::start(move |mut s| {
+            while let Some(message) = wire::read_message(&mut s) {
+                seen.record(&message);
+                if seen.count() > 1 || !wire::ok(&mut s, "first") {
+                    return;
+                }
+            }
+        })
+    };
+    let mut config = config(&[backend.url()]);
+    config.max_fails = 1000;
+    let lb = Balancer::start(config).unwrap();
+    let mut c = RawConn::open(lb.addr());
+    c.send(b"GET /warm HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(c.response().0.starts_with("HTTP/1.1 200"));
+    c.send(b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (head, _) = c.response();
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    // Once on the pooled connection, once on a fresh one: no more.
+    let again = seen
+        .heads()
+        .iter()
+        .filter(|h| h.starts_with("GET /again"))
+        .count();
+    assert_eq!(again, 2);
+}
+
 /// A backend that answers the first request on a connection and dies, without a byte of
 /// answer, holding the second one.
 fn dies_on_the_second_request() -> (ScriptedBackend, Arc<Seen>) {
