@@ -143,3 +143,38 @@ fn connect_is_refused_with_405_and_a_close() {
     }
     assert_eq!(seen.count(), 0);
 }
+
+#[test]
+fn a_tunnel_busy_in_one_direction_outlives_the_idle_timeout() {
+    // A server-push backend: after the 101 it sends a byte every 50 ms for a while, and the
+    // client never says anything. The tunnel closes only when both sides are quiet.
+    let b = ScriptedBackend::start(|mut s| {
+        if wire::read_message(&mut s).is_none() {
+            return;
+        }
+        let _ = s.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: push\r\nConnection: upgrade\r\n\r\n",
+        );
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_millis(50));
+            if s.write_all(b"x").is_err() {
+                return;
+            }
+        }
+        // Then silence, with the connection open: the idle timeout ends the tunnel.
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    });
+    let mut c = config(&[b.url()]);
+    c.idle_timeout = Duration::from_millis(300);
+    let lb = Balancer::start(c).unwrap();
+    let mut conn = connect(lb.addr());
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: push\r\n\r\n")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let text = read_to_close(&mut conn);
+    let (head, pushed) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(pushed, "x".repeat(20), "the push stream was cut");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
