@@ -854,8 +854,10 @@ fn build_reply(
             false
         } else {
             // Content-Length describes the body only when there is none by rule (HEAD, 304):
-            // then it passes as sent. Otherwise the balancer writes it from the framing.
-            !h.is("content-length") || body == Body::Empty
+            // then it passes as sent. Otherwise the balancer writes it from the framing. A
+            // 1xx or 204 never carries one (RFC 9110 section 8.6): a backend's is dropped.
+            !h.is("content-length")
+                || (body == Body::Empty && head.status != 204 && head.status >= 200)
         };
         if keep {
             push_field(&mut out, h.name, h.value);
