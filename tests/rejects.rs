@@ -211,6 +211,14 @@ fn bad_requests_get_their_status_and_a_close() {
 
 #[test]
 fn broken_backend_responses_are_a_502() {
+    let too_many = format!(
+        "HTTP/1.1 200 OK\r\n{}Content-Length: 2\r\n\r\nab",
+        "X-A: b\r\n".repeat(MAX_HEADERS + 1)
+    );
+    let huge = format!(
+        "HTTP/1.1 200 OK\r\nX-A: {}\r\nContent-Length: 2\r\n\r\nab",
+        "h".repeat(MAX_HEAD)
+    );
     let replies: &[(&str, &[u8])] = &[
         ("CL and TE", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
         ("differing CLs", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc"),
@@ -223,6 +231,8 @@ fn broken_backend_responses_are_a_502() {
         ("NUL in a value", b"HTTP/1.1 200 OK\r\nX-A: a\0b\r\nContent-Length: 2\r\n\r\nab"),
         ("unasked 101", b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"),
         ("closed without an answer", b""),
+        ("too many fields", too_many.as_bytes()),
+        ("head too large", huge.as_bytes()),
     ];
     for (name, reply) in replies {
         let reply = reply.to_vec();
