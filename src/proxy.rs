@@ -860,8 +860,10 @@ fn build_reply(
             false
         } else {
             // Content-Length describes the body only when there is none by rule (HEAD, 304):
-            // then it passes as sent. Otherwise the balancer writes it from the framing.
-            !h.is("content-length") || body == Body::Empty
+            // then it passes as sent. Otherwise the balancer writes it from the framing. A
+            // 1xx or 204 never carries one (RFC 9110 section 8.6): a backend's is dropped.
+            !h.is("content-length")
+                || (body == Body::Empty && head.status != 204 && head.status >= 200)
         };
         if keep {
             push_field(&mut out, h.name, h.value);
@@ -1026,7 +1028,17 @@ fn copy_chunked(
 ) -> Result<(), CopyError> {
     let mut decoder = Decoder::new();
     loop {
-        match decoder.decode(src.data()).map_err(CopyError::Framing)? {
+        let step = match decoder.decode(src.data()) {
+            Ok(step) => step,
+            Err(e) => {
+                // What came before the fault still goes out (for a response: the head and
+                // the data so far), then the connection closes: the peer sees the same as
+                // when a sender dies mid-body, not a close with nothing at all.
+                let _ = dst.write_all(&out);
+                return Err(CopyError::Framing(e));
+            }
+        };
+        match step {
             Step::Data { start, end } => {
                 let data = &src.data()[start..end];
                 *sent += data.len() as u64;
@@ -1121,23 +1133,58 @@ fn tunnel(client: &mut Client, mut up: BufConn, idle: Duration) {
     else {
         return;
     };
+    // A read timeout in one direction alone does not end the tunnel: a server that pushes
+    // to a silent client (or the other way round) is busy, not idle. Both directions note
+    // their last byte here, and a timeout ends the tunnel only when neither moved for `idle`
+    // (so a quiet tunnel closes after between one and two `idle` periods).
+    let activity = Arc::new(Activity::new());
     let _ = from_client.set_read_timeout(Some(idle));
     let _ = up.stream.set_read_timeout(Some(idle));
-    let upstream = std::thread::Builder::new()
-        .name("tunnel".into())
-        .stack_size(crate::server::THREAD_STACK)
-        .spawn(move || pipe(from_client, to_up));
+    let upstream = {
+        let activity = Arc::clone(&activity);
+        std::thread::Builder::new()
+            .name("tunnel".into())
+            .stack_size(crate::server::THREAD_STACK)
+            .spawn(move || pipe(from_client, to_up, &activity, idle))
+    };
     if let Ok(to_client) = client.conn.stream.try_clone() {
-        pipe(up.stream, to_client);
+        pipe(up.stream, to_client, &activity, idle);
     }
     if let Ok(handle) = upstream {
         let _ = handle.join();
     }
 }
 
-/// Copies `from` to `to` until `from` ends; then passes the end on (half-close). On an error
-/// or timeout, closes both sockets, which also ends the other direction.
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
+/// When a tunnel last carried a byte in either direction.
+struct Activity {
+    start: Instant,
+    /// Milliseconds from `start` to the last byte read.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    fn quiet_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+}
+
+/// Copies `from` to `to` until `from` ends; then passes the end on (half-close). On an error,
+/// or a timeout when the whole tunnel has been quiet for `idle`, closes both sockets, which
+/// also ends the other direction.
+fn pipe(mut from: TcpStream, mut to: TcpStream, activity: &Activity, idle: Duration) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         match from.read(&mut buf) {
@@ -1145,12 +1192,16 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
                 let _ = to.shutdown(Shutdown::Write);
                 return;
             }
-            Ok(n) if to.write_all(&buf[..n]).is_ok() => {}
-            _ => {
-                let _ = from.shutdown(Shutdown::Both);
-                let _ = to.shutdown(Shutdown::Both);
-                return;
+            Ok(n) => {
+                activity.touch();
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
             }
+            Err(e) if is_timeout(&e) && activity.quiet_for() < idle => {}
+            Err(_) => break,
         }
     }
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
 }
