@@ -11,6 +11,7 @@ use crate::config::BackendSpec;
 use crate::conn::BufConn;
 use crate::health::Health;
 use crate::metrics::BackendStats;
+use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -48,7 +49,7 @@ pub struct Backend {
     /// No new requests: set by the admin API before removal.
     draining: AtomicBool,
     /// Idle keep-alive connections, most recently used last.
-    pool: Mutex<Vec<(BufConn, Instant)>>,
+    pool: Mutex<VecDeque<(BufConn, Instant)>>,
 }
 
 impl Backend {
@@ -63,7 +64,7 @@ impl Backend {
             stats: BackendStats::default(),
             active: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
-            pool: Mutex::new(Vec::new()),
+            pool: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -133,18 +134,22 @@ impl Backend {
         Ok(conn)
     }
 
-    /// The most recently idled pooled connection that is still young; older ones are closed.
+    /// The most recently idled pooled connection that is still young. Connections idle past
+    /// [`POOL_IDLE_TIMEOUT`] sit at the front (the pool is used last-in, first-out) and are
+    /// closed here, so none lingers half-closed by its backend while traffic never pauses.
     fn pooled(&self) -> Option<BufConn> {
         let mut pool = self.lock_pool();
-        let (conn, since) = pool.pop()?;
-        if since.elapsed() < POOL_IDLE_TIMEOUT {
-            return Some(conn);
+        let mut stale = Vec::new();
+        while pool
+            .front()
+            .is_some_and(|(_, since)| since.elapsed() >= POOL_IDLE_TIMEOUT)
+        {
+            stale.extend(pool.pop_front());
         }
-        // The newest is too old, so all are: close them all (outside the lock).
-        let stale = std::mem::take(&mut *pool);
+        let conn = pool.pop_back().map(|(conn, _)| conn);
         drop(pool);
-        drop(stale);
-        None
+        drop(stale); // closed outside the lock
+        conn
     }
 
     /// Returns a connection whose last response was read completely and that the backend
@@ -153,7 +158,7 @@ impl Backend {
         if conn.data().is_empty() && !self.is_draining() {
             let mut pool = self.lock_pool();
             if pool.len() < POOL_MAX_IDLE {
-                pool.push((conn, Instant::now()));
+                pool.push_back((conn, Instant::now()));
             }
         }
     }
@@ -163,7 +168,7 @@ impl Backend {
         self.lock_pool().len()
     }
 
-    fn lock_pool(&self) -> std::sync::MutexGuard<'_, Vec<(BufConn, Instant)>> {
+    fn lock_pool(&self) -> std::sync::MutexGuard<'_, VecDeque<(BufConn, Instant)>> {
         // A thread that panicked while holding the lock left a valid Vec behind: keep using it.
         self.pool.lock().unwrap_or_else(|e| e.into_inner())
     }
