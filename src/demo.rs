@@ -10,12 +10,13 @@
 //! - `/status/NNN`: the page with status `NNN`, to see what the balancer relays;
 //! - `/bytes/N`: `N` bytes, streamed, for bandwidth measurements.
 
-use crate::conn::{BufConn, is_timeout};
+use crate::conn::BufConn;
 use crate::http::chunked::{Decoder, Step};
 use crate::http::framing::{self, Body};
 use crate::http::{Parse, Version, pages, request};
+use std::collections::HashMap;
 use std::io::{self, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
@@ -37,10 +38,6 @@ pub const COLOURS: [(&str, &str); 8] = [
 pub const ECHO_MAX_BODY: usize = 64 * 1024;
 /// Limit on a demo backend's wait for a client (it is a demo, not a target for slowloris).
 const DEMO_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often a waiting demo connection looks at its drill.
-const DRILL_POLL: Duration = Duration::from_millis(250);
-/// How long a demo backend leaving the `stop` drill keeps trying to listen on its port.
-pub const REBIND_FOR: Duration = Duration::from_secs(90);
 
 /// The page of demo backend number `index` (0 is Red, "Server 1").
 pub fn page(index: usize) -> String {
@@ -113,7 +110,7 @@ pub struct DemoBackend {
     addr: SocketAddr,
     shared: Arc<DemoShared>,
     /// The accept thread and its stop flag, while listening.
-    listening: Arc<Listening>,
+    listening: Mutex<Option<(JoinHandle<()>, Arc<AtomicBool>)>>,
 }
 
 #[derive(Debug)]
@@ -121,6 +118,9 @@ struct DemoShared {
     page: String,
     /// Requests answered, for tests and the console.
     requests: AtomicU64,
+    /// Open connections, closed on stop.
+    open: Mutex<HashMap<u64, TcpStream>>,
+    next_id: AtomicU64,
     /// The current drill; connection threads wait on `changed` while hanging or slow.
     drill: Mutex<Drill>,
     changed: Condvar,
@@ -144,6 +144,8 @@ impl DemoBackend {
         let shared = Arc::new(DemoShared {
             page: page(index),
             requests: AtomicU64::new(0),
+            open: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
             drill: Mutex::new(Drill::Ok),
             changed: Condvar::new(),
         });
@@ -151,17 +153,27 @@ impl DemoBackend {
             index,
             addr,
             shared,
-            listening: Arc::new(Mutex::new(None)),
+            listening: Mutex::new(None),
         };
         demo.listen(listener)?;
         Ok(demo)
     }
 
     fn listen(&self, listener: TcpListener) -> io::Result<()> {
-        listen(listener, self.name(), &self.shared, &self.listening)
+        let stop = Arc::new(AtomicBool::new(false));
+        let accept = {
+            let (shared, stop) = (Arc::clone(&self.shared), Arc::clone(&stop));
+            thread::Builder::new()
+                .name(format!("demo-{}", self.name().to_lowercase()))
+                .spawn(move || demo_accept(listener, &shared, &stop))?
+        };
+        *self.lock_listening() = Some((accept, stop));
+        Ok(())
     }
 
-    fn lock_listening(&self) -> std::sync::MutexGuard<'_, Option<Accepting>> {
+    fn lock_listening(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<(JoinHandle<()>, Arc<AtomicBool>)>> {
         self.listening.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -200,76 +212,43 @@ impl DemoBackend {
         self.shared.drill()
     }
 
-    /// Puts the backend in a drill: `Stop` closes the listener (new connections are refused)
-    /// and makes open connections die at their next request; `Ok` listens again on the same
-    /// port; the others change how requests are answered.
-    ///
-    /// Listening again needs the port free. The standard library cannot set `SO_REUSEADDR`,
-    /// so the port stays taken while any connection on it is open or in `TIME_WAIT`; the
-    /// demo backend therefore never closes a connection first (see [`leave`]), and the
-    /// balancer closes its idle connections to a backend that goes down. If the port is still
-    /// taken, the backend keeps trying for [`REBIND_FOR`] and says so.
+    /// Puts the backend in a drill: `Stop` closes the listener and every connection, `Ok`
+    /// listens again on the same port, the others change how requests are answered.
     ///
     /// # Errors
-    /// Only the thread that keeps trying could not be started.
+    /// The port cannot be bound again when leaving `Stop` (another program took it).
     pub fn set_drill(&self, drill: Drill) -> io::Result<()> {
         if drill == Drill::Stop {
             self.halt();
-            return Ok(());
+        } else if self.lock_listening().is_none() {
+            self.listen(bind(self.addr)?)?;
         }
         *self.shared.drill.lock().unwrap_or_else(|e| e.into_inner()) = drill;
         self.shared.changed.notify_all();
-        if self.lock_listening().is_some() {
-            return Ok(());
-        }
-        match bind(self.addr) {
-            Ok(listener) => self.listen(listener),
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-                eprintln!(
-                    "[Drill] {} Server: port {} is still held by closing connections; listening again as soon as it is free",
-                    self.name(),
-                    self.addr.port()
-                );
-                self.rebind_later()
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Retries binding the port in a thread until it is free or [`REBIND_FOR`] passed.
-    fn rebind_later(&self) -> io::Result<()> {
-        let (addr, name) = (self.addr, self.name());
-        let (shared, listening) = (Arc::clone(&self.shared), Arc::clone(&self.listening));
-        thread::Builder::new()
-            .name("demo-rebind".into())
-            .spawn(move || {
-                let deadline = std::time::Instant::now() + REBIND_FOR;
-                while std::time::Instant::now() < deadline && shared.drill() != Drill::Stop {
-                    if let Ok(listener) = bind(addr) {
-                        if listen(listener, name, &shared, &listening).is_ok() {
-                            println!("[Drill] {name} Server is listening again on {addr}");
-                        }
-                        return;
-                    }
-                    thread::sleep(DRILL_POLL);
-                }
-            })?;
         Ok(())
     }
 
-    /// Stops listening; open connections close at their next request or when the peer
-    /// closes them.
+    /// Stops listening and closes every open connection.
     pub fn stop(self) {
         self.halt();
     }
 
     fn halt(&self) {
-        *self.shared.drill.lock().unwrap_or_else(|e| e.into_inner()) = Drill::Stop;
-        self.shared.changed.notify_all();
         if let Some((accept, stop)) = self.lock_listening().take() {
             stop.store(true, Ordering::SeqCst);
             let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
             let _ = accept.join();
+        }
+        *self.shared.drill.lock().unwrap_or_else(|e| e.into_inner()) = Drill::Stop;
+        self.shared.changed.notify_all();
+        for stream in self
+            .shared
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            let _ = stream.shutdown(Shutdown::Both);
         }
     }
 }
@@ -278,29 +257,6 @@ impl Drop for DemoBackend {
     fn drop(&mut self) {
         self.halt();
     }
-}
-
-/// A listening demo backend's accept thread and its stop flag.
-type Accepting = (JoinHandle<()>, Arc<AtomicBool>);
-/// Where a demo backend keeps its [`Accepting`] while it listens.
-type Listening = Mutex<Option<Accepting>>;
-
-/// Starts the accept thread of a demo backend on `listener`.
-fn listen(
-    listener: TcpListener,
-    name: &str,
-    shared: &Arc<DemoShared>,
-    listening: &Listening,
-) -> io::Result<()> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let accept = {
-        let (shared, stop) = (Arc::clone(shared), Arc::clone(&stop));
-        thread::Builder::new()
-            .name(format!("demo-{}", name.to_lowercase()))
-            .spawn(move || demo_accept(listener, &shared, &stop))?
-    };
-    *listening.lock().unwrap_or_else(|e| e.into_inner()) = Some((accept, stop));
-    Ok(())
 }
 
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -314,64 +270,32 @@ fn demo_accept(listener: TcpListener, shared: &Arc<DemoShared>, stop: &AtomicBoo
             return;
         }
         let Ok(stream) = stream else { continue };
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Ok(clone) = stream.try_clone() {
+            shared
+                .open
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, clone);
+        }
         let worker = Arc::clone(shared);
-        // If no thread can be started, the stream is dropped with the closure: a close.
-        let _ = thread::Builder::new()
+        let spawned = thread::Builder::new()
             .name("demo-conn".into())
             .stack_size(crate::server::THREAD_STACK)
             .spawn(move || {
                 let _ = demo_serve(stream, &worker);
+                worker
+                    .open
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
             });
-    }
-}
-
-/// What the next bytes on an idle demo connection mean.
-enum Next {
-    /// A request has started arriving.
-    Request,
-    /// The peer closed the connection (or it failed, or stayed idle too long).
-    Closed,
-    /// The backend is stopped and a request arrived: drop the connection with the request
-    /// unread, which makes the kernel reset it (no `TIME_WAIT` left on the port).
-    Reset,
-}
-
-/// Waits for the next request without reading it, so a stopped backend can still refuse it.
-fn wait_for_request(stream: &TcpStream, shared: &DemoShared) -> Next {
-    let deadline = std::time::Instant::now() + DEMO_TIMEOUT;
-    loop {
-        match stream.peek(&mut [0u8; 1]) {
-            Ok(0) => return Next::Closed,
-            Ok(_) if shared.drill() == Drill::Stop => return Next::Reset,
-            Ok(_) => return Next::Request,
-            Err(e) if is_timeout(&e) && std::time::Instant::now() < deadline => {}
-            Err(_) => return Next::Closed,
-        }
-    }
-}
-
-/// Ends a connection without closing it first: waits (up to [`DEMO_TIMEOUT`]) until the
-/// peer closes it, or sends more (then the unread bytes turn the close into a reset). The side
-/// that closes a TCP connection first keeps its port in `TIME_WAIT` for a minute, and a demo
-/// backend that must listen on the same port again after a `stop` drill cannot afford that.
-fn leave(stream: &TcpStream) {
-    let deadline = std::time::Instant::now() + DEMO_TIMEOUT;
-    let mut scratch = [0u8; 1];
-    while std::time::Instant::now() < deadline {
-        match stream.peek(&mut scratch) {
-            Err(e) if is_timeout(&e) => {}
-            _ => return,
-        }
-    }
-}
-
-/// Reads more request bytes, waiting through the short drill-poll timeouts up to [`DEMO_TIMEOUT`].
-fn fill(conn: &mut BufConn) -> io::Result<usize> {
-    let deadline = std::time::Instant::now() + DEMO_TIMEOUT;
-    loop {
-        match conn.fill() {
-            Err(e) if is_timeout(&e) && std::time::Instant::now() < deadline => {}
-            other => return other,
+        if spawned.is_err() {
+            shared
+                .open
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
         }
     }
 }
@@ -422,16 +346,10 @@ struct Received {
 
 fn demo_serve(stream: TcpStream, shared: &DemoShared) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(DRILL_POLL))?;
+    stream.set_read_timeout(Some(DEMO_TIMEOUT))?;
     stream.set_write_timeout(Some(DEMO_TIMEOUT))?;
     let mut conn = BufConn::new(stream, 8 * 1024, 64 * 1024);
     loop {
-        if conn.data().is_empty() {
-            match wait_for_request(&conn.stream, shared) {
-                Next::Request => {}
-                Next::Closed | Next::Reset => return Ok(()),
-            }
-        }
         let received = loop {
             match request::parse(conn.data()) {
                 Ok(Parse::Complete { head, len }) => {
@@ -452,7 +370,7 @@ fn demo_serve(stream: TcpStream, shared: &DemoShared) -> io::Result<()> {
                     break received;
                 }
                 Ok(Parse::Partial) => {
-                    if fill(&mut conn)? == 0 {
+                    if conn.fill()? == 0 {
                         return Ok(());
                     }
                 }
@@ -463,19 +381,16 @@ fn demo_serve(stream: TcpStream, shared: &DemoShared) -> io::Result<()> {
             Ok(r) => r,
             Err(e) => {
                 conn.write_all(&pages::error_response(e.status, e.why, true, false))?;
-                leave(&conn.stream);
                 return Ok(());
             }
         };
         let body = read_body(&mut conn, received.body)?;
         let Some(status) = drill_status(shared) else {
-            leave(&conn.stream);
             return Ok(());
         };
         shared.requests.fetch_add(1, Ordering::Relaxed);
         respond(&mut conn, &received, &body, &shared.page, status)?;
         if !received.keep_alive {
-            leave(&conn.stream);
             return Ok(());
         }
     }
@@ -492,7 +407,7 @@ fn read_body(conn: &mut BufConn, body: Body) -> io::Result<Vec<u8>> {
         Body::Empty | Body::UntilClose => {}
         Body::Length(mut left) => {
             while left > 0 {
-                if conn.data().is_empty() && fill(conn)? == 0 {
+                if conn.data().is_empty() && conn.fill()? == 0 {
                     return Err(io::ErrorKind::UnexpectedEof.into());
                 }
                 let take = left.min(conn.data().len() as u64) as usize;
@@ -514,7 +429,7 @@ fn read_body(conn: &mut BufConn, body: Body) -> io::Result<Vec<u8>> {
                     }
                     Step::NeedMore => {
                         conn.consume(conn.data().len());
-                        if fill(conn)? == 0 {
+                        if conn.fill()? == 0 {
                             return Err(io::ErrorKind::UnexpectedEof.into());
                         }
                     }
