@@ -9,7 +9,7 @@
 
 use crate::config::BackendSpec;
 use crate::conn::BufConn;
-use crate::health::Health;
+use crate::health::{Change, Health};
 use crate::metrics::BackendStats;
 use std::collections::VecDeque;
 use std::io;
@@ -97,6 +97,17 @@ impl Backend {
         self.draining.store(draining, Ordering::Relaxed);
         if draining {
             self.lock_pool().clear();
+        }
+    }
+
+    /// Prints a change of health and, when the backend went down, closes its idle pooled
+    /// connections: they are suspect, and would otherwise wait in the pool (nobody checks
+    /// them out while the backend is down) holding the backend's resources.
+    pub fn health_changed(&self, change: &Change) {
+        crate::health::announce(&self.url, change);
+        if matches!(change, Change::Down(_)) {
+            let idle = std::mem::take(&mut *self.lock_pool());
+            drop(idle); // closed outside the lock
         }
     }
 

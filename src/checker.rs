@@ -17,7 +17,6 @@
 //! once; a round in progress finishes first, which takes at most `--health-timeout`.
 
 use crate::backend::Backend;
-use crate::health;
 use crate::http::{Parse, response};
 use crate::server::Shared;
 use std::io::{self, Read, Write};
@@ -132,7 +131,7 @@ fn run(shared: &Shared, path: &str, stop: &Stop) {
 fn check(backend: &Backend, path: &str, timeout: Duration, rise: u32, fall: u32) {
     let result = probe(backend, path, timeout);
     if let Some(change) = backend.health.record_check(result, rise, fall) {
-        health::announce(&backend.url, &change);
+        backend.health_changed(&change);
     }
 }
 

@@ -15,7 +15,6 @@
 
 use crate::backend::Backend;
 use crate::conn::{BufConn, is_timeout};
-use crate::health;
 use crate::http::chunked::{self, Decoder, Step};
 use crate::http::framing::{self, Body};
 use crate::http::head;
@@ -465,7 +464,7 @@ fn forward_to_backends(
         match attempt(client, plan, backend, shared, progress, replayable) {
             Ok(outcome) => {
                 if let Some(change) = backend.health.record_success() {
-                    health::announce(&backend.url, &change);
+                    backend.health_changed(&change);
                 }
                 backend.stats.count_response(outcome.status);
                 backend.stats.duration.observe(started.elapsed());
@@ -529,7 +528,7 @@ fn backend_failed(backend: &Backend, plan: &Plan, why: &str, shared: &Shared) {
         .health
         .record_failure(why, cfg.max_fails, cfg.fail_timeout)
     {
-        health::announce(&backend.url, &change);
+        backend.health_changed(&change);
     }
 }
 

@@ -244,3 +244,42 @@ fn no_demo_routes_without_demo_backends() {
     let s = Setup::new(1, |c| c.admin = Some("127.0.0.1:0".parse().unwrap()));
     assert_eq!(admin_post(&s.lb, "/demo/red/stop", "").0, 404);
 }
+
+#[test]
+fn start_after_stop_under_traffic_listens_again_at_once() {
+    // The balancer drops its pooled connections to a backend that went down, and the demo
+    // backend binds its port again at once (std sets SO_REUSEADDR on listeners).
+    let (fleet, lb) = drill_setup(2, |_| {});
+    let url = format!("http://{}/", lb.addr());
+    // Parallel clients leave several idle connections to Red in the balancer's pool.
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || (0..5).all(|_| get(&url).0 == 200))
+        })
+        .collect();
+    for c in clients {
+        assert!(c.join().unwrap());
+    }
+    let red = fleet.find("red").unwrap();
+    let pooled = || lb.shared().backends.snapshot()[0].pooled_count();
+    assert!(
+        pooled() > 1,
+        "several pooled connections to red: {}",
+        pooled()
+    );
+    fleet.command("stop red").unwrap();
+    for _ in 0..4 {
+        assert_eq!(get(&url).0, 200, "no client request fails");
+    }
+    assert!(!backend_up(&lb, &red.url()));
+    assert_eq!(
+        pooled(),
+        0,
+        "the balancer closed its idle connections to red"
+    );
+    fleet.command("start red").unwrap();
+    wait_for(Duration::from_secs(3), "red listening again", || {
+        std::net::TcpStream::connect(red.addr()).is_ok()
+    });
+}
