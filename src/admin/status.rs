@@ -216,13 +216,13 @@ impl Status {
              <title>load-balancer status</title>\n<style>\
              body{{font-family:sans-serif;margin:2em}}\
              table{{border-collapse:collapse}}\
-             td,th{{padding:.3em .8em;text-align:right;border-bottom:1px solid #ddd}}\
+             td,th{{padding:.3em .8em;text-align:right;border-bottom:1px solid #ddd;white-space:nowrap}}\
              td:first-child,th:first-child,td.l{{text-align:left}}\
              .UP{{color:green;font-weight:bold}}.DOWN{{color:#c00;font-weight:bold}}\
              .DRAINING{{color:#b60;font-weight:bold}}\
              </style></head><body>\n<h1>load-balancer</h1>\n\
              <p>{} &middot; {} requests &middot; {} connections open, {} accepted</p>\n\
-             <table>\n<tr><th>backend</th><th>id</th><th>state</th><th>weight</th><th>active</th>\
+             <table>\n<tr><th>backend</th><th>id</th><th class=\"l\">state</th><th>weight</th><th>active</th>\
              <th>requests</th><th>errors</th><th>p50</th><th>p99</th></tr>\n",
             self.strategy, self.requests, self.open, self.accepted
         );
