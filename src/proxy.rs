@@ -272,7 +272,10 @@ fn head_may_be_complete(data: &[u8], scanned: usize) -> bool {
 
 /// Checks a request head and writes the head the backend will receive.
 ///
-/// What changes on the way (RFC 9110 section 7.6): hop-by-hop fields are dropped; the
+/// What changes on the way (RFC 9110 section 7.6): hop-by-hop fields are dropped, and so
+/// are names with an underscore (nginx's `underscores_in_headers off`: CGI-style backends
+/// read `X_Forwarded_For` and `X-Forwarded-For` as the same variable, so a client could
+/// otherwise forge what the balancer sets); the
 /// target becomes origin-form; the framing is written anew; `X-Forwarded-For` gets the
 /// client's address appended, `X-Forwarded-Proto` and `X-Forwarded-Host` are set, and `Via`
 /// gets this balancer's entry. Everything else passes unchanged, in order.
@@ -311,7 +314,10 @@ fn plan(req: &Request<'_>, client_ip: IpAddr, shared: &Shared) -> Result<Plan, E
             });
         }
     }
+    // An upgrade carries no body (a WebSocket handshake is a GET): bytes after the head
+    // belong to the new protocol, so a request with a body is never upgraded.
     let upgrade = req.version == Version::Http11
+        && body == Body::Empty
         && head::has_token(&req.headers, "connection", "upgrade")
         && head::values(&req.headers, "upgrade").next().is_some();
 
@@ -329,6 +335,7 @@ fn plan(req: &Request<'_>, client_ip: IpAddr, shared: &Shared) -> Result<Plan, E
         } else if h.is("via") {
             via.push(h.value);
         } else if !(head::is_hop_by_hop(&req.headers, h.name)
+            || h.name.contains('_')
             || h.is("content-length")
             || h.is("expect")
             || h.is("x-forwarded-proto")

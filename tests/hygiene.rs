@@ -196,3 +196,20 @@ fn an_upgrade_header_alone_is_not_an_upgrade() {
     assert!(wire::fields(&head, "upgrade").is_empty(), "{head}");
     assert!(wire::fields(&head, "connection").is_empty(), "{head}");
 }
+
+#[test]
+fn field_names_with_underscores_are_dropped() {
+    // As nginx does by default: a CGI-style backend would read X_Forwarded_For as the
+    // X-Forwarded-For the balancer sets, so the client could forge it.
+    let (b, seen) = recording(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    let lb = load_balancer::server::Balancer::start(config(&[b.url()])).unwrap();
+    let mut c = RawConn::open(lb.addr());
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\nX_Forwarded_For: 6.6.6.6\r\nX-Kept: yes\r\n\r\n");
+    assert!(c.response().0.starts_with("HTTP/1.1 200"));
+    let head = &seen.heads()[0];
+    assert!(
+        !head.contains("6.6.6.6") && !head.contains("X_Forwarded_For"),
+        "{head}"
+    );
+    assert!(head.contains("X-Kept: yes"), "{head}");
+}

@@ -178,3 +178,24 @@ fn a_tunnel_busy_in_one_direction_outlives_the_idle_timeout() {
     assert_eq!(pushed, "x".repeat(20), "the push stream was cut");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[test]
+fn a_request_with_a_body_is_never_upgraded() {
+    // Bytes after an upgrade request's head belong to the new protocol; a request that also
+    // has a body would have them sent twice (as body, then as tunnel bytes). It is relayed as
+    // plain HTTP instead: the Upgrade field does not reach the backend.
+    let (b, seen) = upgrading_backend();
+    let lb = Balancer::start(config(&[b.url()])).unwrap();
+    let mut c = RawConn::open(lb.addr());
+    c.send(
+        b"POST /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\
+          Content-Length: 5\r\n\r\nhello",
+    );
+    let (head, body) = c.response();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"plain");
+    let (sent, sent_body) = seen.last();
+    assert!(wire::fields(&sent, "upgrade").is_empty(), "{sent}");
+    assert_eq!(sent_body, b"hello");
+    assert_eq!(seen.count(), 1);
+}
