@@ -43,6 +43,8 @@ pub const VIA: &str = "1.1 load-balancer";
 struct Client {
     conn: BufConn,
     ip: IpAddr,
+    /// `ip` as text, for `X-Forwarded-For`: formatted once per connection, not per request.
+    ip_text: String,
 }
 
 /// What [`plan`] learned from a request head, and the head to send to a backend.
@@ -109,6 +111,7 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared, idle: &Atomic
     let mut client = Client {
         conn: BufConn::new(stream, CLIENT_BUFFER, CLIENT_BUFFER_MAX),
         ip: peer.ip(),
+        ip_text: peer.ip().to_string(),
     };
     loop {
         let started = Instant::now();
@@ -230,7 +233,7 @@ fn read_request(
         let data = client.conn.data();
         if head_may_be_complete(data, scanned) || data.len() > MAX_REQUEST_LINE {
             if let Parse::Complete { head, len } = request::parse(data)? {
-                let plan = plan(&head, client.ip, shared)?;
+                let plan = plan(&head, &client.ip_text, shared)?;
                 client.conn.consume(len);
                 return Ok(Some(plan));
             }
@@ -281,7 +284,7 @@ fn head_may_be_complete(data: &[u8], scanned: usize) -> bool {
 /// The page to answer with: `405` for `CONNECT`, `400` for a bad target, `Host` or framing,
 /// `501` for an unknown transfer coding, `413` for a body over `--max-body`, `417` for an
 /// expectation other than `100-continue`.
-fn plan(req: &Request<'_>, client_ip: IpAddr, shared: &Shared) -> Result<Plan, Error> {
+fn plan(req: &Request<'_>, client_ip: &str, shared: &Shared) -> Result<Plan, Error> {
     if req.method == "CONNECT" {
         // A tunnel to an address of the client's choosing is an open proxy: never.
         return Err(Error {
@@ -320,7 +323,6 @@ fn plan(req: &Request<'_>, client_ip: IpAddr, shared: &Shared) -> Result<Plan, E
     out.push(b' ');
     target.write_origin_form(&mut out);
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let client_ip_text = client_ip.to_string();
     let mut forwarded_for: Vec<&[u8]> = Vec::new();
     let mut via: Vec<&[u8]> = Vec::new();
     for h in &req.headers {
@@ -346,7 +348,7 @@ fn plan(req: &Request<'_>, client_ip: IpAddr, shared: &Shared) -> Result<Plan, E
         }
         _ => host,
     };
-    forwarded_for.push(client_ip_text.as_bytes());
+    forwarded_for.push(client_ip.as_bytes());
     push_list(&mut out, "X-Forwarded-For", &forwarded_for);
     push_field(&mut out, "X-Forwarded-Proto", b"http");
     if let Some(host) = host {
