@@ -105,7 +105,7 @@ enum Fault {
 /// Serves one client connection until it closes, idles out, or the balancer drains.
 /// `idle` is set while the connection waits for its next request, so that a shutdown can
 /// close it without cutting a request short.
-pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared, idle: &AtomicBool) {
+pub fn serve(stream: Arc<TcpStream>, peer: SocketAddr, shared: &Shared, idle: &AtomicBool) {
     let cfg = &shared.config;
     if stream.set_nodelay(true).is_err()
         || stream.set_write_timeout(Some(cfg.client_timeout)).is_err()
@@ -169,13 +169,13 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared, idle: &Atomic
 /// and drop what the client still sends (the rest of a refused body) for a moment. Closing a
 /// socket with unread input resets the connection, and a reset can destroy the page before
 /// the client reads it (nginx's `lingering_close` exists for the same reason).
-fn linger_close(stream: TcpStream) {
+fn linger_close(stream: Arc<TcpStream>) {
     let _ = stream.shutdown(Shutdown::Write);
     let _ = stream.set_read_timeout(Some(crate::server::LINGER));
     let deadline = Instant::now() + crate::server::LINGER;
     let mut scratch = [0u8; 1024];
     while Instant::now() < deadline {
-        match (&stream).read(&mut scratch) {
+        match (&*stream).read(&mut scratch) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
@@ -701,10 +701,10 @@ fn send_request(
     let _ = client.conn.set_read_timeout(shared.config.client_timeout);
     let mut sent = 0;
     let result = match plan.body {
-        Body::Length(n) => copy_exact(&mut client.conn, &mut up.stream, n, Vec::new(), &mut sent),
+        Body::Length(n) => copy_exact(&mut client.conn, &up.stream, n, Vec::new(), &mut sent),
         Body::Chunked => copy_chunked(
             &mut client.conn,
-            &mut up.stream,
+            &up.stream,
             shared.config.max_body,
             Vec::new(),
             true,
@@ -911,7 +911,7 @@ fn relay_response(
 ) -> Result<Outcome, Fault> {
     let status = reply.status;
     let mut sent = 0;
-    let to = &mut client.conn.stream;
+    let mut to: &TcpStream = &client.conn.stream;
     let result = match reply.body {
         Body::Empty if reply.switching => {
             if to.write_all(&reply.head).is_ok() {
@@ -987,7 +987,7 @@ fn fill(src: &mut BufConn) -> Result<(), CopyError> {
 /// head and the first buffered bytes go out in one write.
 fn copy_exact(
     src: &mut BufConn,
-    dst: &mut TcpStream,
+    mut dst: &TcpStream,
     n: u64,
     mut prefix: Vec<u8>,
     sent: &mut u64,
@@ -1011,7 +1011,7 @@ fn copy_exact(
     while left > 0 {
         if src.data().is_empty() && !chunk.is_empty() {
             let want = left.min(chunk.len() as u64) as usize;
-            let n = match src.stream.read(&mut chunk[..want]) {
+            let n = match (&*src.stream).read(&mut chunk[..want]) {
                 Ok(0) => return Err(CopyError::SourceClosed),
                 Ok(n) => n,
                 Err(e) => return Err(CopyError::Source(e)),
@@ -1039,7 +1039,7 @@ fn copy_exact(
 /// (the connection then closes to end the body). Fails past `max` data bytes.
 fn copy_chunked(
     src: &mut BufConn,
-    dst: &mut TcpStream,
+    mut dst: &TcpStream,
     max: Option<u64>,
     mut out: Vec<u8>,
     chunk_out: bool,
@@ -1088,7 +1088,7 @@ fn copy_chunked(
 /// `chunk_out` each piece becomes a chunk, so the client connection can stay open.
 fn copy_until_close(
     src: &mut BufConn,
-    dst: &mut TcpStream,
+    mut dst: &TcpStream,
     mut out: Vec<u8>,
     chunk_out: bool,
     sent: &mut u64,
@@ -1147,9 +1147,9 @@ fn tunnel(client: &mut Client, mut up: BufConn, idle: Duration) {
     let upstream = std::thread::Builder::new()
         .name("tunnel".into())
         .stack_size(crate::server::THREAD_STACK)
-        .spawn(move || pipe(from_client, to_up));
+        .spawn(move || pipe(&from_client, &to_up));
     if let Ok(to_client) = client.conn.stream.try_clone() {
-        pipe(up.stream, to_client);
+        pipe(&up.stream, &to_client);
     }
     if let Ok(handle) = upstream {
         let _ = handle.join();
@@ -1158,7 +1158,7 @@ fn tunnel(client: &mut Client, mut up: BufConn, idle: Duration) {
 
 /// Copies `from` to `to` until `from` ends; then passes the end on (half-close). On an error
 /// or timeout, closes both sockets, which also ends the other direction.
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
+fn pipe(mut from: &TcpStream, mut to: &TcpStream) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         match from.read(&mut buf) {

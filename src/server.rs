@@ -70,25 +70,28 @@ impl Shared {
     }
 }
 
+/// An open client connection's stream, and its flag saying it waits for its next request.
+type OpenConnection = (Arc<TcpStream>, Arc<AtomicBool>);
+
 /// The open client connections, each with a flag saying it waits for its next request.
 #[derive(Debug, Default)]
 pub struct Connections {
     next_id: AtomicU64,
-    open: Mutex<HashMap<u64, (TcpStream, Arc<AtomicBool>)>>,
+    /// The stream is the connection thread's own (shared, not `dup`ed: one descriptor each).
+    open: Mutex<HashMap<u64, OpenConnection>>,
 }
 
 impl Connections {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (TcpStream, Arc<AtomicBool>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, OpenConnection>> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Registers a connection; returns its id and its idle flag.
-    fn add(&self, stream: &TcpStream) -> (u64, Arc<AtomicBool>) {
+    fn add(&self, stream: &Arc<TcpStream>) -> (u64, Arc<AtomicBool>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let idle = Arc::new(AtomicBool::new(false));
-        if let Ok(clone) = stream.try_clone() {
-            self.lock().insert(id, (clone, Arc::clone(&idle)));
-        }
+        self.lock()
+            .insert(id, (Arc::clone(stream), Arc::clone(&idle)));
         (id, idle)
     }
 
@@ -276,6 +279,7 @@ fn accept_loop(
             .name("client".into())
             .stack_size(THREAD_STACK)
             .spawn(move || {
+                let stream = Arc::new(stream);
                 let (id, idle) = worker.connections.add(&stream);
                 proxy::serve(stream, peer, &worker, &idle);
                 worker.connections.remove(id);
