@@ -52,5 +52,6 @@ pub mod log;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
+pub mod spare;
 pub mod strategy;
 pub mod time;

@@ -15,6 +15,7 @@ use crate::http::pages;
 use crate::log::{AccessLog, FLUSH_INTERVAL};
 use crate::metrics::{ServerStats, inc};
 use crate::proxy;
+use crate::spare::{Job, Spares};
 use crate::strategy::{self, Strategy};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -53,6 +54,8 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// Open client connections, so a shutdown can close the idle ones.
     pub connections: Connections,
+    /// Connection threads waiting for their next connection.
+    pub spares: Spares,
 }
 
 impl Shared {
@@ -65,6 +68,7 @@ impl Shared {
             stats: ServerStats::default(),
             draining: AtomicBool::new(false),
             connections: Connections::default(),
+            spares: Spares::default(),
             config,
         }
     }
@@ -196,6 +200,7 @@ impl Balancer {
             let _ = TcpStream::connect_timeout(&wake_addr(self.addr), Duration::from_secs(1));
             let _ = accept.join();
         }
+        self.shared.spares.close();
         let deadline = started + self.shared.config.drain_timeout;
         loop {
             self.shared.connections.close_idle();
@@ -275,15 +280,27 @@ fn accept_loop(
             continue;
         };
         let worker = Arc::clone(shared);
+        let job: Job = Box::new(move || {
+            let stream = Arc::new(stream);
+            let (id, idle) = worker.connections.add(&stream);
+            proxy::serve(stream, peer, &worker, &idle);
+            worker.connections.remove(id);
+            worker.stats.open.fetch_sub(1, Ordering::SeqCst);
+        });
+        // A parked thread takes the connection if one is free; else a new thread starts, and
+        // after its connection it parks for the next (see `spare`).
+        let Err(job) = shared.spares.hand_off(job) else {
+            continue;
+        };
+        let parker = Arc::clone(shared);
         let spawned = thread::Builder::new()
             .name("client".into())
             .stack_size(THREAD_STACK)
             .spawn(move || {
-                let stream = Arc::new(stream);
-                let (id, idle) = worker.connections.add(&stream);
-                proxy::serve(stream, peer, &worker, &idle);
-                worker.connections.remove(id);
-                worker.stats.open.fetch_sub(1, Ordering::SeqCst);
+                job();
+                while let Some(next) = parker.spares.next() {
+                    next();
+                }
             });
         if let Err(e) = spawned {
             // The closure (and the stream in it) is dropped: the client sees a close.
