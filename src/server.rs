@@ -249,11 +249,13 @@ fn accept_loop(
     shared: &Arc<Shared>,
     lingerer: &mpsc::SyncSender<TcpStream>,
 ) {
-    for stream in listener.incoming() {
+    loop {
+        // `accept` (not `incoming`) also gives the peer's address: no `getpeername` call.
+        let accepted = listener.accept();
         if shared.draining.load(Ordering::SeqCst) {
             return;
         }
-        let stream = match stream {
+        let (stream, peer) = match accepted {
             Ok(s) => s,
             Err(e) => {
                 // Out of file descriptors, or the client gave up during the handshake: say
@@ -275,10 +277,6 @@ fn accept_loop(
             let _ = lingerer.try_send(stream);
             continue;
         }
-        let Ok(peer) = stream.peer_addr() else {
-            shared.stats.open.fetch_sub(1, Ordering::SeqCst);
-            continue;
-        };
         let worker = Arc::clone(shared);
         let job: Job = Box::new(move || {
             let stream = Arc::new(stream);
