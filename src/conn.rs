@@ -8,13 +8,17 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A stream and the bytes read from it but not yet used.
 #[derive(Debug)]
 pub struct BufConn {
-    /// The socket itself, for writing and for socket options.
-    pub stream: TcpStream,
+    /// The socket itself, for writing and for socket options. Shared (`&TcpStream` reads and
+    /// writes too), so that the balancer's registry of open connections can shut an idle one
+    /// down at exit without a second file descriptor per connection (`try_clone` would `dup`
+    /// it, and 10,000 clients would then need 20,000 descriptors).
+    pub stream: Arc<TcpStream>,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -27,10 +31,10 @@ impl BufConn {
     /// Wraps `stream` with a buffer of `capacity` bytes that may grow to `max` bytes when a
     /// head does not fit. The buffer is allocated on the first read, so an idle connection
     /// that never sends anything holds none.
-    pub fn new(stream: TcpStream, capacity: usize, max: usize) -> BufConn {
+    pub fn new(stream: impl Into<Arc<TcpStream>>, capacity: usize, max: usize) -> BufConn {
         let capacity = capacity.max(1);
         BufConn {
-            stream,
+            stream: stream.into(),
             buf: Vec::new(),
             start: 0,
             end: 0,
@@ -92,7 +96,7 @@ impl BufConn {
                 ));
             }
         }
-        let n = self.stream.read(&mut self.buf[self.end..])?;
+        let n = (&*self.stream).read(&mut self.buf[self.end..])?;
         self.end += n;
         Ok(n)
     }
@@ -114,7 +118,7 @@ impl BufConn {
     /// # Errors
     /// The socket's error.
     pub fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)
+        (&*self.stream).write_all(bytes)
     }
 }
 

@@ -15,7 +15,7 @@ use crate::http::chunked::{Decoder, Step};
 use crate::http::framing::{self, Body};
 use crate::http::{Parse, Version, pages, request};
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -528,7 +528,7 @@ fn stream_bytes(conn: &mut BufConn, r: &Received, n: u64) -> io::Result<()> {
     let mut left = n;
     while left > 0 {
         let take = left.min(block.len() as u64) as usize;
-        conn.stream.write_all(&block[..take])?;
+        conn.write_all(&block[..take])?;
         left -= take as u64;
     }
     Ok(())

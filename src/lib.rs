@@ -58,5 +58,6 @@ pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod signal;
+pub mod spare;
 pub mod strategy;
 pub mod time;

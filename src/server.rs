@@ -18,6 +18,7 @@ use crate::http::pages;
 use crate::log::{AccessLog, FLUSH_INTERVAL};
 use crate::metrics::{ServerStats, inc};
 use crate::proxy;
+use crate::spare::{Job, Spares};
 use crate::strategy::{self, Strategy};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -58,6 +59,8 @@ pub struct Shared {
     pub connections: Connections,
     /// The demo backends started with this balancer, for drills (none with `--backend` only).
     pub demos: Option<Arc<Fleet>>,
+    /// Connection threads waiting for their next connection.
+    pub spares: Spares,
 }
 
 impl Shared {
@@ -71,30 +74,34 @@ impl Shared {
             draining: AtomicBool::new(false),
             connections: Connections::default(),
             demos,
+            spares: Spares::default(),
             config,
         }
     }
 }
 
+/// An open client connection's stream, and its flag saying it waits for its next request.
+type OpenConnection = (Arc<TcpStream>, Arc<AtomicBool>);
+
 /// The open client connections, each with a flag saying it waits for its next request.
 #[derive(Debug, Default)]
 pub struct Connections {
     next_id: AtomicU64,
-    open: Mutex<HashMap<u64, (TcpStream, Arc<AtomicBool>)>>,
+    /// The stream is the connection thread's own (shared, not `dup`ed: one descriptor each).
+    open: Mutex<HashMap<u64, OpenConnection>>,
 }
 
 impl Connections {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (TcpStream, Arc<AtomicBool>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, OpenConnection>> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Registers a connection; returns its id and its idle flag.
-    fn add(&self, stream: &TcpStream) -> (u64, Arc<AtomicBool>) {
+    fn add(&self, stream: &Arc<TcpStream>) -> (u64, Arc<AtomicBool>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let idle = Arc::new(AtomicBool::new(false));
-        if let Ok(clone) = stream.try_clone() {
-            self.lock().insert(id, (clone, Arc::clone(&idle)));
-        }
+        self.lock()
+            .insert(id, (Arc::clone(stream), Arc::clone(&idle)));
         (id, idle)
     }
 
@@ -226,6 +233,7 @@ impl Balancer {
             let _ = TcpStream::connect_timeout(&wake_addr(self.addr), Duration::from_secs(1));
             let _ = accept.join();
         }
+        self.shared.spares.close();
         let deadline = started + self.shared.config.drain_timeout;
         loop {
             self.shared.connections.close_idle();
@@ -282,11 +290,13 @@ fn accept_loop(
     shared: &Arc<Shared>,
     lingerer: &mpsc::SyncSender<TcpStream>,
 ) {
-    for stream in listener.incoming() {
+    loop {
+        // `accept` (not `incoming`) also gives the peer's address: no `getpeername` call.
+        let accepted = listener.accept();
         if shared.draining.load(Ordering::SeqCst) {
             return;
         }
-        let stream = match stream {
+        let (stream, peer) = match accepted {
             Ok(s) => s,
             Err(e) => {
                 // Out of file descriptors, or the client gave up during the handshake: say
@@ -308,19 +318,28 @@ fn accept_loop(
             let _ = lingerer.try_send(stream);
             continue;
         }
-        let Ok(peer) = stream.peer_addr() else {
-            shared.stats.open.fetch_sub(1, Ordering::SeqCst);
+        let worker = Arc::clone(shared);
+        let job: Job = Box::new(move || {
+            let stream = Arc::new(stream);
+            let (id, idle) = worker.connections.add(&stream);
+            proxy::serve(stream, peer, &worker, &idle);
+            worker.connections.remove(id);
+            worker.stats.open.fetch_sub(1, Ordering::SeqCst);
+        });
+        // A parked thread takes the connection if one is free; else a new thread starts, and
+        // after its connection it parks for the next (see `spare`).
+        let Err(job) = shared.spares.hand_off(job) else {
             continue;
         };
-        let worker = Arc::clone(shared);
+        let parker = Arc::clone(shared);
         let spawned = thread::Builder::new()
             .name("client".into())
             .stack_size(THREAD_STACK)
             .spawn(move || {
-                let (id, idle) = worker.connections.add(&stream);
-                proxy::serve(stream, peer, &worker, &idle);
-                worker.connections.remove(id);
-                worker.stats.open.fetch_sub(1, Ordering::SeqCst);
+                job();
+                while let Some(next) = parker.spares.next() {
+                    next();
+                }
             });
         if let Err(e) = spawned {
             // The closure (and the stream in it) is dropped: the client sees a close.

@@ -1,0 +1,71 @@
+//! The built-in benchmark runs end to end: its in-process balancer serves the load without
+//! errors, and it prints the figures the README explains.
+
+use std::process::Command;
+
+#[test]
+fn bench_binary_runs_in_process_and_reports() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(["--connections", "4", "--seconds", "500ms"])
+        .output()
+        .expect("the bench binary starts");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    let balancer = lines
+        .iter()
+        .find(|l| l.starts_with("balancer"))
+        .unwrap_or_else(|| panic!("no balancer line in {stdout}"));
+    let direct = lines
+        .iter()
+        .find(|l| l.starts_with("direct"))
+        .unwrap_or_else(|| panic!("no direct line in {stdout}"));
+    for line in [balancer, direct] {
+        assert!(line.ends_with("errors 0"), "{line}");
+        let rate: f64 = line
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .find(|w| w[1] == "req/s")
+            .and_then(|w| w[0].parse().ok())
+            .unwrap_or_else(|| panic!("no req/s figure in {line}"));
+        assert!(rate > 0.0, "{line}");
+    }
+    assert!(stdout.contains("ratio balancer/direct: "), "{stdout}");
+}
+
+#[test]
+fn bench_streams_a_body_both_ways_through_the_balancer() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(["--download", "4m", "--upload", "4m"])
+        .output()
+        .expect("the bench binary starts");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("ratio download balancer/direct: "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ratio upload balancer/direct: "),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn bench_rejects_unknown_flags() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .arg("--bogus")
+        .output()
+        .expect("the bench binary starts");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown flag \"--bogus\""));
+}
