@@ -111,8 +111,8 @@ impl Backend {
         }
     }
 
-    /// A connection to this backend: a pooled one if a fresh-enough one is idle (`reused` is
-    /// then true), else a new one.
+    /// A connection to this backend: a pooled one if a fresh-enough one is idle (with how
+    /// long it was idle), else a new one (`None`).
     ///
     /// # Errors
     /// Connection refused, unreachable, or `connect_timeout` passed.
@@ -120,12 +120,12 @@ impl Backend {
         &self,
         connect_timeout: Duration,
         io_timeout: Duration,
-    ) -> io::Result<(BufConn, bool)> {
-        if let Some(conn) = self.pooled() {
-            return Ok((conn, true));
+    ) -> io::Result<(BufConn, Option<Duration>)> {
+        if let Some((conn, idle)) = self.pooled() {
+            return Ok((conn, Some(idle)));
         }
         self.connect_fresh(connect_timeout, io_timeout)
-            .map(|c| (c, false))
+            .map(|c| (c, None))
     }
 
     /// A new connection, never a pooled one.
@@ -148,7 +148,7 @@ impl Backend {
     /// The most recently idled pooled connection that is still young. Connections idle past
     /// [`POOL_IDLE_TIMEOUT`] sit at the front (the pool is used last-in, first-out) and are
     /// closed here, so none lingers half-closed by its backend while traffic never pauses.
-    fn pooled(&self) -> Option<BufConn> {
+    fn pooled(&self) -> Option<(BufConn, Duration)> {
         let mut pool = self.lock_pool();
         let mut stale = Vec::new();
         while pool
@@ -157,7 +157,7 @@ impl Backend {
         {
             stale.extend(pool.pop_front());
         }
-        let conn = pool.pop_back().map(|(conn, _)| conn);
+        let conn = pool.pop_back().map(|(conn, since)| (conn, since.elapsed()));
         drop(pool);
         drop(stale); // closed outside the lock
         conn

@@ -39,6 +39,9 @@ pub const CLIENT_BUFFER_MAX: usize = MAX_HEAD + CLIENT_BUFFER;
 /// the connection buffers so that a big body moves in few system calls; 128 KiB matches the
 /// socket buffer Linux grows to under load, so one read rarely finds more than this.
 pub const STREAM_CHUNK: usize = 128 * 1024;
+/// A pooled connection idle longer than this is checked with a peek before use (always, for
+/// a request that must not be sent twice).
+pub const PEEK_AFTER_IDLE: Duration = Duration::from_secs(1);
 /// The `Via` entry added to forwarded requests (RFC 9110 section 7.6.3).
 pub const VIA: &str = "1.1 load-balancer";
 
@@ -93,6 +96,9 @@ enum Fault {
     /// The client sent a body the balancer refuses (`400`, `413`) or went silent (`408`);
     /// answer with the page if given, then close.
     Client(Option<Error>),
+    /// The balancer itself could not make the attempt (out of file descriptors): answer with
+    /// the page, and blame no backend.
+    Local(Error),
     /// The response had started when the backend or the client failed: close, nothing to add.
     Broken {
         status: u16,
@@ -502,6 +508,14 @@ fn forward_to_backends(
                 };
                 return answer(client, plan, shared, error, false);
             }
+            Err(Fault::Local(error)) => {
+                eprintln!(
+                    "[LoadBalancer] error: {} {}: {}",
+                    plan.method, plan.target, error.why
+                );
+                let keep = replayable || progress.body_done;
+                return answer(client, plan, shared, error, keep);
+            }
             Err(Fault::Broken {
                 status,
                 bytes,
@@ -589,6 +603,12 @@ fn attempt(
 ) -> Result<Outcome, Fault> {
     let cfg = &shared.config;
     let connect_failed = |e: io::Error| {
+        if out_of_descriptors(&e) {
+            return Fault::Local(Error {
+                status: 503,
+                why: "the balancer is out of file descriptors (raise ulimit -n)",
+            });
+        }
         inc(&backend.stats.connect_errors);
         Fault::Backend {
             error: connect_error(&e),
@@ -596,11 +616,15 @@ fn attempt(
         }
     };
     let idempotent = request::is_idempotent(&plan.method);
-    let (mut up, mut reused) = backend
+    let (mut up, idle_for) = backend
         .connect(cfg.connect_timeout, cfg.backend_timeout)
         .map_err(connect_failed)?;
-    if reused && !idempotent && !looks_alive(&up) {
-        // A request that must not be sent twice gets a connection known to be open.
+    let mut reused = idle_for.is_some();
+    // A request that must not be sent twice gets a connection known to be open; so does any
+    // request on a connection that sat idle a while, in case the backend wrote something
+    // (a 408, say) and closed it meanwhile. Busy connections skip the check: it costs three
+    // system calls.
+    if idle_for.is_some_and(|idle| !idempotent || idle > PEEK_AFTER_IDLE) && !looks_alive(&up) {
         up = backend
             .connect_fresh(cfg.connect_timeout, cfg.backend_timeout)
             .map_err(connect_failed)?;
@@ -636,6 +660,12 @@ fn attempt(
         }
     };
     relay_response(client, up, reply, backend, shared)
+}
+
+/// Did a connect fail because this process (`EMFILE`, 24) or the system (`ENFILE`, 23) ran
+/// out of file descriptors? That is no fault of the backend's.
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23 | 24))
 }
 
 fn connect_error(e: &io::Error) -> Error {
@@ -694,7 +724,17 @@ fn send_request(
         let mut message = Vec::with_capacity(plan.upstream_head.len() + body.len());
         message.extend_from_slice(&plan.upstream_head);
         message.extend_from_slice(body);
-        up.write_all(&message).map_err(|e| backend_err(e, false))?;
+        // A write that fails part-way may have delivered the head: then it was "sent", and a
+        // non-idempotent request must not go to another backend.
+        let mut written = 0;
+        while written < message.len() {
+            match (&*up.stream).write(&message[written..]) {
+                Ok(0) => return Err(backend_err(io::ErrorKind::WriteZero.into(), written > 0)),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(backend_err(e, written > 0)),
+            }
+        }
         let sent = body.len() as u64;
         backend.stats.bytes_in.fetch_add(sent, Ordering::Relaxed);
         return Ok(());

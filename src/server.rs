@@ -322,9 +322,11 @@ fn accept_loop(
         let job: Job = Box::new(move || {
             let stream = Arc::new(stream);
             let (id, idle) = worker.connections.add(&stream);
+            let _open = OpenGuard {
+                shared: &worker,
+                id,
+            };
             proxy::serve(stream, peer, &worker, &idle);
-            worker.connections.remove(id);
-            worker.stats.open.fetch_sub(1, Ordering::SeqCst);
         });
         // A parked thread takes the connection if one is free; else a new thread starts, and
         // after its connection it parks for the next (see `spare`).
@@ -346,6 +348,21 @@ fn accept_loop(
             shared.stats.open.fetch_sub(1, Ordering::SeqCst);
             eprintln!("[LoadBalancer] cannot start a thread for {peer}: {e}");
         }
+    }
+}
+
+/// Keeps a client connection counted as open, and in the registry of open connections, until
+/// it is dropped: when the connection ends, and also if its thread panics, so that a bug can
+/// never leak a slot of `--max-connections`.
+struct OpenGuard<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.shared.connections.remove(self.id);
+        self.shared.stats.open.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -351,3 +351,44 @@ fn past_max_connections_a_client_gets_503_and_a_close() {
         text.starts_with("HTTP/1.1 200")
     });
 }
+
+#[test]
+fn an_unsolicited_answer_on_an_idle_pooled_connection_is_not_relayed() {
+    // The backend answers the first request, then (idle past the balancer's peek threshold)
+    // writes a 408 nobody asked for and closes. The next request must not get that 408: a
+    // pooled connection idle that long is peeked at before use, and replaced.
+    let wrote_408 = Arc::new(AtomicBool::new(false));
+    let backend = {
+        let wrote_408 = Arc::clone(&wrote_408);
+        ScriptedBackend::start(move |mut s| {
+            while wire::read_message(&mut s).is_some() {
+                if !wire::ok(&mut s, "real") {
+                    return;
+                }
+                if !wrote_408.load(Ordering::SeqCst) {
+                    std::thread::sleep(
+                        load_balancer::proxy::PEEK_AFTER_IDLE + Duration::from_millis(200),
+                    );
+                    let _ = s.write_all(
+                        b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 7\r\n\r\ntimeout",
+                    );
+                    wrote_408.store(true, Ordering::SeqCst);
+                    return;
+                }
+            }
+        })
+    };
+    let lb = Balancer::start(config(&[backend.url()])).unwrap();
+    let mut c = RawConn::open(lb.addr());
+    c.send(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.response().1, b"real");
+    wait_for(
+        Duration::from_secs(5),
+        "the backend's unsolicited 408",
+        || wrote_408.load(Ordering::SeqCst),
+    );
+    c.send(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (head, body) = c.response();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"real");
+}
