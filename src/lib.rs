@@ -19,7 +19,8 @@
 //! 1. [`config`]: flags and defaults (the chapter's hard-coded ports, made flags).
 //! 2. [`server`]: the accept loop, a thread per client connection, the connection cap.
 //! 3. [`proxy`]: one connection, top to bottom: read the request, pick a backend, forward,
-//!    relay the response; failover when a backend fails.
+//!    relay the response; failover when a backend fails. [`rewrite`] writes the heads,
+//!    [`relay`] moves the bodies.
 //! 4. [`http`]: the HTTP/1.1 syntax, parsed by hand from bytes (no sockets in there).
 //! 5. [`strategy`]: which backend is next (round robin and the chapter's "Related Concepts").
 //! 6. [`backend`], [`health`] and [`checker`]: one backend's state, its idle connections,
@@ -56,6 +57,8 @@ pub mod http;
 pub mod log;
 pub mod metrics;
 pub mod proxy;
+pub mod relay;
+pub mod rewrite;
 pub mod server;
 pub mod signal;
 pub mod spare;

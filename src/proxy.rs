@@ -15,16 +15,16 @@
 
 use crate::backend::Backend;
 use crate::conn::{BufConn, is_timeout};
-use crate::http::chunked::{self, Decoder, Step};
-use crate::http::framing::{self, Body};
-use crate::http::head;
-use crate::http::request::{self, Request, Target};
-use crate::http::response::{self, Response};
-use crate::http::{Error, MAX_HEAD, MAX_REQUEST_LINE, Parse, Version, pages};
+use crate::http::framing::Body;
+use crate::http::request;
+use crate::http::response;
+use crate::http::{Error, MAX_HEAD, MAX_REQUEST_LINE, Parse, pages};
 use crate::log::Record;
 use crate::metrics::inc;
+use crate::relay::{CopyError, copy_chunked, copy_exact, copy_until_close, tunnel};
+use crate::rewrite::{Plan, Reply, build_reply, plan};
 use crate::server::Shared;
-use crate::strategy::{self, Key};
+use crate::strategy::Key;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -35,15 +35,9 @@ use std::time::{Duration, Instant, SystemTime};
 pub const CLIENT_BUFFER: usize = 8 * 1024;
 /// The client buffer may grow this far, so that a head up to [`MAX_HEAD`] fits.
 pub const CLIENT_BUFFER_MAX: usize = MAX_HEAD + CLIENT_BUFFER;
-/// Buffer for streaming a long `Content-Length` body, allocated for the copy only. Larger than
-/// the connection buffers so that a big body moves in few system calls; 128 KiB matches the
-/// socket buffer Linux grows to under load, so one read rarely finds more than this.
-pub const STREAM_CHUNK: usize = 128 * 1024;
 /// A pooled connection idle longer than this is checked with a peek before use (always, for
 /// a request that must not be sent twice).
 pub const PEEK_AFTER_IDLE: Duration = Duration::from_secs(1);
-/// The `Via` entry added to forwarded requests (RFC 9110 section 7.6.3).
-pub const VIA: &str = "1.1 load-balancer";
 
 /// A client connection: the socket with its read buffer, and who it is.
 struct Client {
@@ -51,30 +45,6 @@ struct Client {
     ip: IpAddr,
     /// `ip` as text, for `X-Forwarded-For`: formatted once per connection, not per request.
     ip_text: String,
-}
-
-/// What [`plan`] learned from a request head, and the head to send to a backend.
-struct Plan {
-    method: String,
-    target: String,
-    version: Version,
-    body: Body,
-    /// The client wants the connection kept open after this request.
-    keep_alive: bool,
-    /// The head for the backend, blank line included.
-    upstream_head: Vec<u8>,
-    /// The client sent `Expect: 100-continue` and waits for a `100` before its body.
-    expect_continue: bool,
-    /// The client asked to switch protocols (`Upgrade`, e.g. WebSocket).
-    upgrade: bool,
-    /// The value of the affinity cookie, for `--strategy cookie`.
-    cookie: Option<String>,
-}
-
-impl Plan {
-    fn head_only(&self) -> bool {
-        self.method == "HEAD"
-    }
 }
 
 /// How a request ended, for the log and for the connection loop.
@@ -281,144 +251,6 @@ fn read_request(
 fn head_may_be_complete(data: &[u8], scanned: usize) -> bool {
     let from = scanned.saturating_sub(3);
     data[from..].windows(2).any(|w| w == b"\n\n") || data[from..].windows(3).any(|w| w == b"\n\r\n")
-}
-
-/// Checks a request head and writes the head the backend will receive.
-///
-/// What changes on the way (RFC 9110 section 7.6): hop-by-hop fields are dropped, and so
-/// are names with an underscore (nginx's `underscores_in_headers off`: CGI-style backends
-/// read `X_Forwarded_For` and `X-Forwarded-For` as the same variable, so a client could
-/// otherwise forge what the balancer sets); the
-/// target becomes origin-form; the framing is written anew; `X-Forwarded-For` gets the
-/// client's address appended, `X-Forwarded-Proto` and `X-Forwarded-Host` are set, and `Via`
-/// gets this balancer's entry. Everything else passes unchanged, in order.
-///
-/// # Errors
-/// The page to answer with: `405` for `CONNECT`, `400` for a bad target, `Host` or framing,
-/// `501` for an unknown transfer coding, `413` for a body over `--max-body`, `417` for an
-/// expectation other than `100-continue`.
-fn plan(req: &Request<'_>, client_ip: &str, shared: &Shared) -> Result<Plan, Error> {
-    if req.method == "CONNECT" {
-        // A tunnel to an address of the client's choosing is an open proxy: never.
-        return Err(Error {
-            status: 405,
-            why: "CONNECT is not allowed: this is not a forward proxy",
-        });
-    }
-    let target = req.target()?;
-    let host = req.host()?;
-    let body = framing::request_body(req)?;
-    if let (Body::Length(n), Some(max)) = (body, shared.config.max_body)
-        && n > max
-    {
-        return Err(Error {
-            status: 413,
-            why: "the request body is larger than --max-body",
-        });
-    }
-    let mut expect_continue = false;
-    for value in head::values(&req.headers, "expect") {
-        if value.eq_ignore_ascii_case(b"100-continue") {
-            expect_continue = req.version == Version::Http11 && body != Body::Empty;
-        } else {
-            return Err(Error {
-                status: 417,
-                why: "only the 100-continue expectation is supported",
-            });
-        }
-    }
-    // An upgrade carries no body (a WebSocket handshake is a GET): bytes after the head
-    // belong to the new protocol, so a request with a body is never upgraded.
-    let upgrade = req.version == Version::Http11
-        && body == Body::Empty
-        && head::has_token(&req.headers, "connection", "upgrade")
-        && head::values(&req.headers, "upgrade").next().is_some();
-
-    let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(req.method.as_bytes());
-    out.push(b' ');
-    target.write_origin_form(&mut out);
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut forwarded_for: Vec<&[u8]> = Vec::new();
-    let mut via: Vec<&[u8]> = Vec::new();
-    for h in &req.headers {
-        if h.is("x-forwarded-for") {
-            forwarded_for.push(h.value);
-        } else if h.is("via") {
-            via.push(h.value);
-        } else if !(head::is_hop_by_hop(&req.headers, h.name)
-            || h.name.contains('_')
-            || h.is("content-length")
-            || h.is("expect")
-            || h.is("x-forwarded-proto")
-            || h.is("x-forwarded-host")
-            || (h.is("host") && matches!(target, Target::Absolute { .. })))
-        {
-            push_field(&mut out, h.name, h.value);
-        }
-    }
-    let host = match target {
-        // RFC 9112 section 3.2.2: the target's authority replaces Host.
-        Target::Absolute { authority, .. } => {
-            push_field(&mut out, "Host", authority.as_bytes());
-            Some(authority.as_bytes())
-        }
-        _ => host,
-    };
-    forwarded_for.push(client_ip.as_bytes());
-    push_list(&mut out, "X-Forwarded-For", &forwarded_for);
-    push_field(&mut out, "X-Forwarded-Proto", b"http");
-    if let Some(host) = host {
-        push_field(&mut out, "X-Forwarded-Host", host);
-    }
-    via.push(VIA.as_bytes());
-    push_list(&mut out, "Via", &via);
-    match body {
-        Body::Length(n) => push_field(&mut out, "Content-Length", n.to_string().as_bytes()),
-        Body::Chunked => push_field(&mut out, "Transfer-Encoding", b"chunked"),
-        Body::Empty | Body::UntilClose => {}
-    }
-    if upgrade {
-        for value in head::values(&req.headers, "upgrade") {
-            push_field(&mut out, "Upgrade", value);
-        }
-        push_field(&mut out, "Connection", b"upgrade");
-    }
-    out.extend_from_slice(b"\r\n");
-
-    let cookie = (shared.config.strategy == crate::config::StrategyKind::Cookie)
-        .then(|| strategy::affinity_cookie(&req.headers))
-        .flatten();
-    Ok(Plan {
-        method: req.method.to_string(),
-        target: req.target.to_string(),
-        version: req.version,
-        body,
-        keep_alive: req.keep_alive(),
-        upstream_head: out,
-        expect_continue,
-        upgrade,
-        cookie,
-    })
-}
-
-fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
-fn push_list(out: &mut Vec<u8>, name: &str, values: &[&[u8]]) {
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b": ");
-    for (i, v) in values.iter().enumerate() {
-        if i > 0 {
-            out.extend_from_slice(b", ");
-        }
-        out.extend_from_slice(v);
-    }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// What the balancer has done with the client's side of a request so far.
@@ -789,22 +621,6 @@ fn io_why(e: &io::Error, otherwise: &'static str) -> &'static str {
     }
 }
 
-/// The response head as the client will get it, and how to relay the body.
-struct Reply {
-    status: u16,
-    body: Body,
-    /// The client head, blank line included.
-    head: Vec<u8>,
-    /// Re-encode the body as chunked (length unknown, client speaks HTTP/1.1).
-    chunk_out: bool,
-    /// The backend connection can go back to the pool after the body.
-    upstream_keep: bool,
-    /// The client connection stays open after the body.
-    client_keep: bool,
-    /// `101 Switching Protocols`: after the head, bytes flow both ways untouched.
-    switching: bool,
-}
-
 /// Reads the backend's response head (skipping `1xx` interim responses other than `101`, as
 /// nginx does) and writes the head for the client.
 fn read_reply(
@@ -877,84 +693,6 @@ fn read_reply(
     }
 }
 
-/// The head the client gets: the backend's status line and fields, minus hop-by-hop fields,
-/// with framing and connection fields for this client.
-fn build_reply(
-    head: &Response<'_>,
-    plan: &Plan,
-    backend: &Backend,
-    shared: &Shared,
-) -> Result<Reply, Error> {
-    let body = framing::response_body(head, &plan.method)?;
-    let switching = head.status == 101;
-    if switching && !plan.upgrade {
-        return Err(Error {
-            status: 502,
-            why: "the backend switched protocols unasked",
-        });
-    }
-    let unknown_length = matches!(body, Body::Chunked | Body::UntilClose);
-    let chunk_out = unknown_length && plan.version == Version::Http11;
-    let client_keep = plan.keep_alive
-        && !switching
-        && (chunk_out || !unknown_length)
-        && !shared.draining.load(Ordering::Relaxed);
-    let upstream_keep = head.keep_alive() && body != Body::UntilClose && !switching;
-
-    let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(format!("HTTP/1.1 {} ", head.status).as_bytes());
-    out.extend_from_slice(head.reason);
-    out.extend_from_slice(b"\r\n");
-    for h in &head.headers {
-        let keep = if switching && h.is("upgrade") {
-            true
-        } else if head::is_hop_by_hop(&head.headers, h.name) {
-            false
-        } else {
-            // Content-Length describes the body only when there is none by rule (HEAD, 304):
-            // then it passes as sent. Otherwise the balancer writes it from the framing. A
-            // 1xx or 204 never carries one (RFC 9110 section 8.6): a backend's is dropped.
-            !h.is("content-length")
-                || (body == Body::Empty && head.status != 204 && head.status >= 200)
-        };
-        if keep {
-            push_field(&mut out, h.name, h.value);
-        }
-    }
-    match body {
-        Body::Length(n) => push_field(&mut out, "Content-Length", n.to_string().as_bytes()),
-        _ if chunk_out => push_field(&mut out, "Transfer-Encoding", b"chunked"),
-        _ => {}
-    }
-    if switching {
-        push_field(&mut out, "Connection", b"upgrade");
-    } else if !client_keep {
-        push_field(&mut out, "Connection", b"close");
-    } else if plan.version == Version::Http10 {
-        push_field(&mut out, "Connection", b"keep-alive");
-    }
-    if shared.config.strategy == crate::config::StrategyKind::Cookie {
-        let token = strategy::affinity_token(backend);
-        if plan.cookie.as_deref() != Some(token.as_str()) {
-            let cookie = format!(
-                "{}={token}; Path=/; HttpOnly; SameSite=Lax",
-                strategy::AFFINITY_COOKIE
-            );
-            push_field(&mut out, "Set-Cookie", cookie.as_bytes());
-        }
-    }
-    out.extend_from_slice(b"\r\n");
-    Ok(Reply {
-        status: head.status,
-        body,
-        head: out,
-        chunk_out,
-        upstream_keep,
-        client_keep,
-        switching,
-    })
-}
-
 /// Streams the response to the client; returns the pooled connection when it is reusable.
 fn relay_response(
     client: &mut Client,
@@ -969,7 +707,7 @@ fn relay_response(
     let result = match reply.body {
         Body::Empty if reply.switching => {
             if to.write_all(&reply.head).is_ok() {
-                tunnel(client, up, shared.config.idle_timeout);
+                tunnel(&mut client.conn, up, shared.config.idle_timeout);
             }
             return Ok(Outcome {
                 status,
@@ -1012,269 +750,4 @@ fn relay_response(
             backend_failed: Some("the response broke off"),
         }),
     }
-}
-
-/// Why a body could not be copied to its end.
-enum CopyError {
-    /// Reading the source failed (or timed out).
-    Source(io::Error),
-    /// The source closed before the body's end.
-    SourceClosed,
-    /// Writing to the destination failed.
-    Dest(io::Error),
-    /// The chunked framing was broken.
-    Framing(Error),
-    /// The body passed `--max-body`.
-    TooLarge,
-}
-
-/// Reads more into `src`'s buffer, mapping the end of the stream to an error.
-fn fill(src: &mut BufConn) -> Result<(), CopyError> {
-    match src.fill() {
-        Ok(0) => Err(CopyError::SourceClosed),
-        Ok(_) => Ok(()),
-        Err(e) => Err(CopyError::Source(e)),
-    }
-}
-
-/// Copies exactly `n` body bytes from `src` to `dst`, after writing `prefix` (a head): the
-/// head and the first buffered bytes go out in one write.
-fn copy_exact(
-    src: &mut BufConn,
-    mut dst: &TcpStream,
-    n: u64,
-    mut prefix: Vec<u8>,
-    sent: &mut u64,
-) -> Result<(), CopyError> {
-    let mut left = n;
-    let first = left.min(src.data().len() as u64) as usize;
-    if !prefix.is_empty() || first > 0 {
-        prefix.extend_from_slice(&src.data()[..first]);
-        dst.write_all(&prefix).map_err(CopyError::Dest)?;
-        src.consume(first);
-        left -= first as u64;
-        *sent += first as u64;
-    }
-    // A body longer than the connection's buffer streams through a larger buffer that lives
-    // only as long as this copy: fewer system calls (and wake-ups) per byte, and no memory
-    // kept for it after the body.
-    let mut chunk = Vec::new();
-    if left > src.data().len() as u64 + STREAM_CHUNK as u64 {
-        chunk = vec![0; STREAM_CHUNK];
-    }
-    while left > 0 {
-        if src.data().is_empty() && !chunk.is_empty() {
-            let want = left.min(chunk.len() as u64) as usize;
-            let n = match (&*src.stream).read(&mut chunk[..want]) {
-                Ok(0) => return Err(CopyError::SourceClosed),
-                Ok(n) => n,
-                Err(e) => return Err(CopyError::Source(e)),
-            };
-            dst.write_all(&chunk[..n]).map_err(CopyError::Dest)?;
-            left -= n as u64;
-            *sent += n as u64;
-            continue;
-        }
-        if src.data().is_empty() {
-            fill(src)?;
-        }
-        let take = left.min(src.data().len() as u64) as usize;
-        dst.write_all(&src.data()[..take])
-            .map_err(CopyError::Dest)?;
-        src.consume(take);
-        left -= take as u64;
-        *sent += take as u64;
-    }
-    Ok(())
-}
-
-/// Copies a chunked body from `src` to `dst` after `prefix`, decoding it and, with
-/// `chunk_out`, encoding it again (trailers included); without, the data is sent as it is
-/// (the connection then closes to end the body). Fails past `max` data bytes.
-fn copy_chunked(
-    src: &mut BufConn,
-    mut dst: &TcpStream,
-    max: Option<u64>,
-    mut out: Vec<u8>,
-    chunk_out: bool,
-    sent: &mut u64,
-) -> Result<(), CopyError> {
-    let mut decoder = Decoder::new();
-    loop {
-        let step = match decoder.decode(src.data()) {
-            Ok(step) => step,
-            Err(e) => {
-                // What came before the fault still goes out (for a response: the head and
-                // the data so far), then the connection closes: the peer sees the same as
-                // when a sender dies mid-body, not a close with nothing at all.
-                let _ = dst.write_all(&out);
-                return Err(CopyError::Framing(e));
-            }
-        };
-        match step {
-            Step::Data { start, end } => {
-                let data = &src.data()[start..end];
-                *sent += data.len() as u64;
-                if max.is_some_and(|m| *sent > m) {
-                    return Err(CopyError::TooLarge);
-                }
-                if chunk_out {
-                    chunked::write_chunk_size(&mut out, data.len());
-                    out.extend_from_slice(data);
-                    out.extend_from_slice(b"\r\n");
-                } else {
-                    out.extend_from_slice(data);
-                }
-                src.consume(end);
-            }
-            Step::NeedMore => {
-                src.consume(src.data().len());
-                if !out.is_empty() {
-                    dst.write_all(&out).map_err(CopyError::Dest)?;
-                    out.clear();
-                }
-                fill(src)?;
-            }
-            Step::Done { used } => {
-                src.consume(used);
-                if chunk_out {
-                    out.extend_from_slice(b"0\r\n");
-                    out.extend_from_slice(decoder.trailers());
-                    out.extend_from_slice(b"\r\n");
-                }
-                return dst.write_all(&out).map_err(CopyError::Dest);
-            }
-        }
-    }
-}
-
-/// Copies a body that ends when the backend closes the connection, after `prefix`; with
-/// `chunk_out` each piece becomes a chunk, so the client connection can stay open.
-fn copy_until_close(
-    src: &mut BufConn,
-    mut dst: &TcpStream,
-    mut out: Vec<u8>,
-    chunk_out: bool,
-    sent: &mut u64,
-) -> Result<(), CopyError> {
-    loop {
-        let data = src.data();
-        if !data.is_empty() {
-            *sent += data.len() as u64;
-            if chunk_out {
-                chunked::write_chunk_size(&mut out, data.len());
-                out.extend_from_slice(data);
-                out.extend_from_slice(b"\r\n");
-            } else {
-                out.extend_from_slice(data);
-            }
-            src.consume(data.len());
-        }
-        if !out.is_empty() {
-            dst.write_all(&out).map_err(CopyError::Dest)?;
-            out.clear();
-        }
-        match fill(src) {
-            Ok(()) => {}
-            Err(CopyError::SourceClosed) => {
-                return if chunk_out {
-                    dst.write_all(b"0\r\n\r\n").map_err(CopyError::Dest)
-                } else {
-                    Ok(())
-                };
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// After `101 Switching Protocols`: copies bytes both ways until either side closes or both
-/// are silent for `idle`. One direction runs on a second thread for the tunnel's lifetime.
-fn tunnel(client: &mut Client, mut up: BufConn, idle: Duration) {
-    // Bytes that arrived with the heads belong to the new protocol: pass them on first.
-    let early_client = client.conn.data().len();
-    if up.write_all(client.conn.data()).is_err() {
-        return;
-    }
-    client.conn.consume(early_client);
-    let early_up = up.data().len();
-    if client.conn.write_all(up.data()).is_err() {
-        return;
-    }
-    up.consume(early_up);
-    let (Ok(from_client), Ok(to_up)) = (client.conn.stream.try_clone(), up.stream.try_clone())
-    else {
-        return;
-    };
-    // A read timeout in one direction alone does not end the tunnel: a server that pushes
-    // to a silent client (or the other way round) is busy, not idle. Both directions note
-    // their last byte here, and a timeout ends the tunnel only when neither moved for `idle`
-    // (so a quiet tunnel closes after between one and two `idle` periods).
-    let activity = Arc::new(Activity::new());
-    let _ = from_client.set_read_timeout(Some(idle));
-    let _ = up.stream.set_read_timeout(Some(idle));
-    let upstream = {
-        let activity = Arc::clone(&activity);
-        std::thread::Builder::new()
-            .name("tunnel".into())
-            .stack_size(crate::server::THREAD_STACK)
-            .spawn(move || pipe(&from_client, &to_up, &activity, idle))
-    };
-    if let Ok(to_client) = client.conn.stream.try_clone() {
-        pipe(&up.stream, &to_client, &activity, idle);
-    }
-    if let Ok(handle) = upstream {
-        let _ = handle.join();
-    }
-}
-
-/// When a tunnel last carried a byte in either direction.
-struct Activity {
-    start: Instant,
-    /// Milliseconds from `start` to the last byte read.
-    last_ms: std::sync::atomic::AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            start: Instant::now(),
-            last_ms: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        let now = self.start.elapsed().as_millis() as u64;
-        self.last_ms.store(now, Ordering::Relaxed);
-    }
-
-    fn quiet_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.start.elapsed().saturating_sub(last)
-    }
-}
-
-/// Copies `from` to `to` until `from` ends; then passes the end on (half-close). On an error,
-/// or a timeout when the whole tunnel has been quiet for `idle`, closes both sockets, which
-/// also ends the other direction.
-fn pipe(mut from: &TcpStream, mut to: &TcpStream, activity: &Activity, idle: Duration) {
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) => {
-                let _ = to.shutdown(Shutdown::Write);
-                return;
-            }
-            Ok(n) => {
-                activity.touch();
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-            Err(e) if is_timeout(&e) && activity.quiet_for() < idle => {}
-            Err(_) => break,
-        }
-    }
-    let _ = from.shutdown(Shutdown::Both);
-    let _ = to.shutdown(Shutdown::Both);
 }

@@ -1,0 +1,277 @@
+//! The heads the balancer writes: the request head a backend gets, and the response head a
+//! client gets (RFC 9110 section 7.6, "Message Forwarding").
+//!
+//! The chapter's handler sends the backend only `GET path`, and copies every header of the
+//! answer back, `Server` and `Date` twice included. Here the client's fields are passed on,
+//! in order, minus those that describe one connection (hop-by-hop), with the framing written
+//! anew and the forwarding fields (`X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`,
+//! `Via`) added; the backend's answer comes back the same way.
+
+use crate::backend::Backend;
+use crate::http::framing::{self, Body};
+use crate::http::head;
+use crate::http::request::{Request, Target};
+use crate::http::response::Response;
+use crate::http::{Error, Version};
+use crate::server::Shared;
+use crate::strategy;
+use std::sync::atomic::Ordering;
+
+/// The `Via` entry added to forwarded requests (RFC 9110 section 7.6.3).
+pub const VIA: &str = "1.1 load-balancer";
+
+/// What [`plan`] learned from a request head, and the head to send to a backend.
+pub(crate) struct Plan {
+    pub(crate) method: String,
+    pub(crate) target: String,
+    pub(crate) version: Version,
+    pub(crate) body: Body,
+    /// The client wants the connection kept open after this request.
+    pub(crate) keep_alive: bool,
+    /// The head for the backend, blank line included.
+    pub(crate) upstream_head: Vec<u8>,
+    /// The client sent `Expect: 100-continue` and waits for a `100` before its body.
+    pub(crate) expect_continue: bool,
+    /// The client asked to switch protocols (`Upgrade`, e.g. WebSocket).
+    pub(crate) upgrade: bool,
+    /// The value of the affinity cookie, for `--strategy cookie`.
+    pub(crate) cookie: Option<String>,
+}
+
+impl Plan {
+    pub(crate) fn head_only(&self) -> bool {
+        self.method == "HEAD"
+    }
+}
+
+/// Checks a request head and writes the head the backend will receive.
+///
+/// What changes on the way (RFC 9110 section 7.6): hop-by-hop fields are dropped, and so
+/// are names with an underscore (nginx's `underscores_in_headers off`: CGI-style backends
+/// read `X_Forwarded_For` and `X-Forwarded-For` as the same variable, so a client could
+/// otherwise forge what the balancer sets); the
+/// target becomes origin-form; the framing is written anew; `X-Forwarded-For` gets the
+/// client's address appended, `X-Forwarded-Proto` and `X-Forwarded-Host` are set, and `Via`
+/// gets this balancer's entry. Everything else passes unchanged, in order.
+///
+/// # Errors
+/// The page to answer with: `405` for `CONNECT`, `400` for a bad target, `Host` or framing,
+/// `501` for an unknown transfer coding, `413` for a body over `--max-body`, `417` for an
+/// expectation other than `100-continue`.
+pub(crate) fn plan(req: &Request<'_>, client_ip: &str, shared: &Shared) -> Result<Plan, Error> {
+    if req.method == "CONNECT" {
+        // A tunnel to an address of the client's choosing is an open proxy: never.
+        return Err(Error {
+            status: 405,
+            why: "CONNECT is not allowed: this is not a forward proxy",
+        });
+    }
+    let target = req.target()?;
+    let host = req.host()?;
+    let body = framing::request_body(req)?;
+    if let (Body::Length(n), Some(max)) = (body, shared.config.max_body)
+        && n > max
+    {
+        return Err(Error {
+            status: 413,
+            why: "the request body is larger than --max-body",
+        });
+    }
+    let mut expect_continue = false;
+    for value in head::values(&req.headers, "expect") {
+        if value.eq_ignore_ascii_case(b"100-continue") {
+            expect_continue = req.version == Version::Http11 && body != Body::Empty;
+        } else {
+            return Err(Error {
+                status: 417,
+                why: "only the 100-continue expectation is supported",
+            });
+        }
+    }
+    // An upgrade carries no body (a WebSocket handshake is a GET): bytes after the head
+    // belong to the new protocol, so a request with a body is never upgraded.
+    let upgrade = req.version == Version::Http11
+        && body == Body::Empty
+        && head::has_token(&req.headers, "connection", "upgrade")
+        && head::values(&req.headers, "upgrade").next().is_some();
+
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(req.method.as_bytes());
+    out.push(b' ');
+    target.write_origin_form(&mut out);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut forwarded_for: Vec<&[u8]> = Vec::new();
+    let mut via: Vec<&[u8]> = Vec::new();
+    for h in &req.headers {
+        if h.is("x-forwarded-for") {
+            forwarded_for.push(h.value);
+        } else if h.is("via") {
+            via.push(h.value);
+        } else if !(head::is_hop_by_hop(&req.headers, h.name)
+            || h.name.contains('_')
+            || h.is("content-length")
+            || h.is("expect")
+            || h.is("x-forwarded-proto")
+            || h.is("x-forwarded-host")
+            || (h.is("host") && matches!(target, Target::Absolute { .. })))
+        {
+            push_field(&mut out, h.name, h.value);
+        }
+    }
+    let host = match target {
+        // RFC 9112 section 3.2.2: the target's authority replaces Host.
+        Target::Absolute { authority, .. } => {
+            push_field(&mut out, "Host", authority.as_bytes());
+            Some(authority.as_bytes())
+        }
+        _ => host,
+    };
+    forwarded_for.push(client_ip.as_bytes());
+    push_list(&mut out, "X-Forwarded-For", &forwarded_for);
+    push_field(&mut out, "X-Forwarded-Proto", b"http");
+    if let Some(host) = host {
+        push_field(&mut out, "X-Forwarded-Host", host);
+    }
+    via.push(VIA.as_bytes());
+    push_list(&mut out, "Via", &via);
+    match body {
+        Body::Length(n) => push_field(&mut out, "Content-Length", n.to_string().as_bytes()),
+        Body::Chunked => push_field(&mut out, "Transfer-Encoding", b"chunked"),
+        Body::Empty | Body::UntilClose => {}
+    }
+    if upgrade {
+        for value in head::values(&req.headers, "upgrade") {
+            push_field(&mut out, "Upgrade", value);
+        }
+        push_field(&mut out, "Connection", b"upgrade");
+    }
+    out.extend_from_slice(b"\r\n");
+
+    let cookie = (shared.config.strategy == crate::config::StrategyKind::Cookie)
+        .then(|| strategy::affinity_cookie(&req.headers))
+        .flatten();
+    Ok(Plan {
+        method: req.method.to_string(),
+        target: req.target.to_string(),
+        version: req.version,
+        body,
+        keep_alive: req.keep_alive(),
+        upstream_head: out,
+        expect_continue,
+        upgrade,
+        cookie,
+    })
+}
+
+fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_list(out: &mut Vec<u8>, name: &str, values: &[&[u8]]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(v);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The response head as the client will get it, and how to relay the body.
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) body: Body,
+    /// The client head, blank line included.
+    pub(crate) head: Vec<u8>,
+    /// Re-encode the body as chunked (length unknown, client speaks HTTP/1.1).
+    pub(crate) chunk_out: bool,
+    /// The backend connection can go back to the pool after the body.
+    pub(crate) upstream_keep: bool,
+    /// The client connection stays open after the body.
+    pub(crate) client_keep: bool,
+    /// `101 Switching Protocols`: after the head, bytes flow both ways untouched.
+    pub(crate) switching: bool,
+}
+
+/// The head the client gets: the backend's status line and fields, minus hop-by-hop fields,
+/// with framing and connection fields for this client.
+pub(crate) fn build_reply(
+    head: &Response<'_>,
+    plan: &Plan,
+    backend: &Backend,
+    shared: &Shared,
+) -> Result<Reply, Error> {
+    let body = framing::response_body(head, &plan.method)?;
+    let switching = head.status == 101;
+    if switching && !plan.upgrade {
+        return Err(Error {
+            status: 502,
+            why: "the backend switched protocols unasked",
+        });
+    }
+    let unknown_length = matches!(body, Body::Chunked | Body::UntilClose);
+    let chunk_out = unknown_length && plan.version == Version::Http11;
+    let client_keep = plan.keep_alive
+        && !switching
+        && (chunk_out || !unknown_length)
+        && !shared.draining.load(Ordering::Relaxed);
+    let upstream_keep = head.keep_alive() && body != Body::UntilClose && !switching;
+
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(format!("HTTP/1.1 {} ", head.status).as_bytes());
+    out.extend_from_slice(head.reason);
+    out.extend_from_slice(b"\r\n");
+    for h in &head.headers {
+        let keep = if switching && h.is("upgrade") {
+            true
+        } else if head::is_hop_by_hop(&head.headers, h.name) {
+            false
+        } else {
+            // Content-Length describes the body only when there is none by rule (HEAD, 304):
+            // then it passes as sent. Otherwise the balancer writes it from the framing. A
+            // 1xx or 204 never carries one (RFC 9110 section 8.6): a backend's is dropped.
+            !h.is("content-length")
+                || (body == Body::Empty && head.status != 204 && head.status >= 200)
+        };
+        if keep {
+            push_field(&mut out, h.name, h.value);
+        }
+    }
+    match body {
+        Body::Length(n) => push_field(&mut out, "Content-Length", n.to_string().as_bytes()),
+        _ if chunk_out => push_field(&mut out, "Transfer-Encoding", b"chunked"),
+        _ => {}
+    }
+    if switching {
+        push_field(&mut out, "Connection", b"upgrade");
+    } else if !client_keep {
+        push_field(&mut out, "Connection", b"close");
+    } else if plan.version == Version::Http10 {
+        push_field(&mut out, "Connection", b"keep-alive");
+    }
+    if shared.config.strategy == crate::config::StrategyKind::Cookie {
+        let token = strategy::affinity_token(backend);
+        if plan.cookie.as_deref() != Some(token.as_str()) {
+            let cookie = format!(
+                "{}={token}; Path=/; HttpOnly; SameSite=Lax",
+                strategy::AFFINITY_COOKIE
+            );
+            push_field(&mut out, "Set-Cookie", cookie.as_bytes());
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(Reply {
+        status: head.status,
+        body,
+        head: out,
+        chunk_out,
+        upstream_keep,
+        client_keep,
+        switching,
+    })
+}
