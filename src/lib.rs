@@ -17,7 +17,8 @@
 //! A request flows one way through the modules, and reading them in this order follows it:
 //!
 //! 1. [`config`]: flags and defaults (the chapter's hard-coded ports, made flags).
-//! 2. [`server`]: the accept loop, a thread per client connection, the connection cap.
+//! 2. [`server`]: the accept loop, a thread per client connection, the connection cap;
+//!    [`spare`]: a thread whose connection ended waits for the next one.
 //! 3. [`proxy`]: one connection, top to bottom: read the request, pick a backend, forward,
 //!    relay the response; failover when a backend fails. [`rewrite`] writes the heads,
 //!    [`relay`] moves the bodies.
