@@ -90,11 +90,6 @@ impl Decoder {
         }
     }
 
-    /// Has the whole body, trailers included, been decoded?
-    pub fn is_done(&self) -> bool {
-        self.state == State::Done
-    }
-
     /// The trailer section received after the last chunk, each field line ending in CRLF
     /// (validated like header fields). Empty when there was none.
     pub fn trailers(&self) -> &[u8] {

@@ -221,11 +221,6 @@ impl<'a> Request<'a> {
             _ => Ok(host),
         }
     }
-
-    /// Is the method idempotent (RFC 9110 section 9.2.2), so that a failed attempt may be repeated?
-    pub fn is_idempotent(&self) -> bool {
-        is_idempotent(self.method)
-    }
 }
 
 /// Is `method` idempotent (RFC 9110 section 9.2.2)? Only these may be sent again after a
