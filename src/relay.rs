@@ -126,13 +126,7 @@ pub(crate) fn copy_chunked(
                 if max.is_some_and(|m| *sent > m) {
                     return Err(CopyError::TooLarge);
                 }
-                if chunk_out {
-                    chunked::write_chunk_size(&mut out, data.len());
-                    out.extend_from_slice(data);
-                    out.extend_from_slice(b"\r\n");
-                } else {
-                    out.extend_from_slice(data);
-                }
+                push_piece(&mut out, data, chunk_out);
                 src.consume(end);
             }
             Step::NeedMore => {
@@ -156,6 +150,18 @@ pub(crate) fn copy_chunked(
     }
 }
 
+/// Appends a piece of body data to `out`: as a chunk (size line, data, CRLF) with
+/// `chunk_out`, else as it is.
+fn push_piece(out: &mut Vec<u8>, data: &[u8], chunk_out: bool) {
+    if chunk_out {
+        chunked::write_chunk_size(out, data.len());
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    } else {
+        out.extend_from_slice(data);
+    }
+}
+
 /// Copies a body that ends when the backend closes the connection, after `prefix`; with
 /// `chunk_out` each piece becomes a chunk, so the client connection can stay open.
 pub(crate) fn copy_until_close(
@@ -169,13 +175,7 @@ pub(crate) fn copy_until_close(
         let data = src.data();
         if !data.is_empty() {
             *sent += data.len() as u64;
-            if chunk_out {
-                chunked::write_chunk_size(&mut out, data.len());
-                out.extend_from_slice(data);
-                out.extend_from_slice(b"\r\n");
-            } else {
-                out.extend_from_slice(data);
-            }
+            push_piece(&mut out, data, chunk_out);
             src.consume(data.len());
         }
         if !out.is_empty() {
