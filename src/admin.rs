@@ -27,15 +27,15 @@ pub mod status;
 
 use crate::backend::Backend;
 use crate::config::BackendSpec;
-use crate::conn::{BufConn, is_timeout};
+use crate::conn::{BufConn, is_timeout, linger_close};
 use crate::http::framing::{self, Body};
 use crate::http::{Error, MAX_HEAD, Parse, head, pages, request};
 use crate::metrics::prometheus;
-use crate::server::Shared;
+use crate::server::{LINGER, Shared};
 use crate::time;
 use status::{Row, Status};
-use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -141,8 +141,9 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<AdminShared>, stop: &AtomicB
         let _ = stream.set_write_timeout(Some(ADMIN_TIMEOUT));
         if shared.open.fetch_add(1, Ordering::SeqCst) >= MAX_ADMIN_CONNECTIONS {
             shared.open.fetch_sub(1, Ordering::SeqCst);
+            // Answered from the accept thread: write and close, never wait on this client.
             let page = pages::error_response(503, "too many admin connections", true, false);
-            answer_and_close(&stream, &page);
+            let _ = io::Write::write_all(&mut &stream, &page);
             continue;
         }
         let worker = Arc::clone(shared);
@@ -159,18 +160,11 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<AdminShared>, stop: &AtomicB
     }
 }
 
-/// Writes `bytes`, half-closes, and reads what the client still sends until it closes (for
-/// at most a second): closing with unread input would reset the connection and could destroy
-/// the answer before the client reads it (nginx's `lingering_close`).
+/// Writes `bytes`, then closes gently (see [`linger_close`]), for at most [`LINGER`].
 fn answer_and_close(mut stream: &TcpStream, bytes: &[u8]) {
-    if io::Write::write_all(&mut stream, bytes).is_err()
-        || stream.shutdown(Shutdown::Write).is_err()
-    {
-        return;
+    if io::Write::write_all(&mut stream, bytes).is_ok() {
+        linger_close(stream, LINGER);
     }
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-    let mut scratch = [0u8; 1024];
-    while matches!(stream.read(&mut scratch), Ok(n) if n > 0) {}
 }
 
 /// One admin request, read whole.
@@ -180,6 +174,8 @@ struct AdminRequest {
     path: String,
     /// The `Authorization` field value, if sent.
     authorization: Option<Vec<u8>>,
+    /// A browser sent it from another site's page (see [`is_cross_site`]).
+    cross_site: bool,
     body: Vec<u8>,
 }
 
@@ -224,6 +220,7 @@ fn read_request(conn: &mut BufConn, shared: &AdminShared) -> Result<AdminRequest
                 method: head.method.to_string(),
                 path,
                 authorization,
+                cross_site: is_cross_site(&head.headers),
                 body: Vec::new(),
             };
             break (req, body, len);
@@ -232,6 +229,12 @@ fn read_request(conn: &mut BufConn, shared: &AdminShared) -> Result<AdminRequest
     };
     conn.consume(head_len);
     authorize(&req, shared.balancer.config.admin_token.as_deref())?;
+    if req.cross_site && !matches!(req.method.as_str(), "GET" | "HEAD") {
+        return Err(Answer::page(
+            403,
+            "a change from another site's page is refused (its Origin is not this listener)",
+        ));
+    }
     let length = match body {
         Body::Empty => 0,
         Body::Length(n) if n > MAX_ADMIN_BODY => {
@@ -248,6 +251,32 @@ fn read_request(conn: &mut BufConn, shared: &AdminShared) -> Result<AdminRequest
     req.body = conn.data()[..length].to_vec();
     conn.consume(length);
     Ok(req)
+}
+
+/// Did a browser send this request from a page of another site? Browsers add `Origin` to a
+/// form's POST; a page on any web site could otherwise post to `127.0.0.1:9001/backends` and
+/// add a backend of its choosing (cross-site request forgery). The status page's own buttons
+/// come from the listener itself: `Origin` is `http://` + `Host`. A `Host` that is a name
+/// other than `localhost` is refused too, so that a name made to resolve to 127.0.0.1 (DNS
+/// rebinding) does not pass. Clients such as curl send no `Origin` and are not affected.
+fn is_cross_site(headers: &[crate::http::Header<'_>]) -> bool {
+    let Some(origin) = head::values(headers, "origin").next() else {
+        return false;
+    };
+    let Some(host) = head::values(headers, "host").next() else {
+        return true;
+    };
+    let name = match host.iter().rposition(|&b| b == b':') {
+        Some(colon) if !host.ends_with(b"]") => &host[..colon],
+        _ => host,
+    };
+    let literal = name.eq_ignore_ascii_case(b"localhost")
+        || name.starts_with(b"[")
+        || name.iter().all(|&b| b.is_ascii_digit() || b == b'.');
+    let same = origin
+        .strip_prefix(b"http://")
+        .is_some_and(|o| o.eq_ignore_ascii_case(host));
+    !(literal && same)
 }
 
 /// Checks the bearer token when one is configured.
@@ -649,11 +678,40 @@ mod tests {
     }
 
     #[test]
+    fn cross_site_requests() {
+        use crate::http::Header;
+        let h = |origin: Option<&'static [u8]>, host: &'static [u8]| {
+            let mut v = vec![Header {
+                name: "Host",
+                value: host,
+            }];
+            v.extend(origin.map(|o| Header {
+                name: "Origin",
+                value: o,
+            }));
+            is_cross_site(&v)
+        };
+        assert!(!h(None, b"127.0.0.1:9001"), "curl sends no Origin");
+        assert!(
+            !h(Some(b"http://127.0.0.1:9001"), b"127.0.0.1:9001"),
+            "the status page"
+        );
+        assert!(!h(Some(b"http://localhost:9001"), b"localhost:9001"));
+        assert!(h(Some(b"http://evil.example"), b"127.0.0.1:9001"));
+        assert!(h(Some(b"null"), b"127.0.0.1:9001"));
+        assert!(
+            h(Some(b"http://rebind.example:9001"), b"rebind.example:9001"),
+            "DNS rebinding"
+        );
+    }
+
+    #[test]
     fn bearer_scheme() {
         let req = |auth: Option<&str>| AdminRequest {
             method: "GET".into(),
             path: "/".into(),
             authorization: auth.map(|a| a.as_bytes().to_vec()),
+            cross_site: false,
             body: Vec::new(),
         };
         assert!(authorize(&req(None), None).is_ok());

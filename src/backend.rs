@@ -76,12 +76,12 @@ impl Backend {
 
     /// Requests in flight on this backend.
     pub fn active(&self) -> usize {
-        self.active.load(Ordering::Relaxed)
+        self.active.load(Ordering::SeqCst)
     }
 
     /// Counts a request in flight until the returned guard is dropped, on every path.
     pub fn start_request(self: &Arc<Self>) -> ActiveGuard {
-        self.active.fetch_add(1, Ordering::Relaxed);
+        self.active.fetch_add(1, Ordering::SeqCst);
         ActiveGuard {
             backend: Arc::clone(self),
         }
@@ -89,12 +89,12 @@ impl Backend {
 
     /// Is the backend draining (no new requests)?
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// Starts or stops draining. Draining also closes the idle pooled connections.
     pub fn set_draining(&self, draining: bool) {
-        self.draining.store(draining, Ordering::Relaxed);
+        self.draining.store(draining, Ordering::SeqCst);
         if draining {
             self.lock_pool().clear();
         }

@@ -122,6 +122,27 @@ impl BufConn {
     }
 }
 
+/// Closes a connection after a final answer without losing it: half-close, then read and
+/// drop what the peer still sends (the rest of a refused body) until it closes or `limit`
+/// passes. Closing a socket with unread input resets the connection, and a reset can destroy
+/// the answer before the peer reads it (nginx's `lingering_close` exists for the same reason).
+/// The limit holds however slowly the peer trickles bytes.
+pub fn linger_close(stream: &TcpStream, limit: Duration) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let deadline = std::time::Instant::now() + limit;
+    let mut scratch = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match (&*stream).read(&mut scratch) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
 /// Is this error a read or write timeout? (Linux reports `WouldBlock`, others `TimedOut`.)
 pub fn is_timeout(e: &io::Error) -> bool {
     matches!(

@@ -24,6 +24,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// How many routing decisions the status page shows.
 pub const RECENT_DECISIONS: usize = 20;
+/// Most log text kept waiting for stdout. A pipe nobody reads would otherwise make the
+/// balancer's memory grow with every request; past this, lines are counted and dropped.
+pub const MAX_PENDING: usize = 1 << 20;
 /// Longest request target kept in a log line or decision; longer ones are cut with `...`.
 pub const MAX_LOGGED_TARGET: usize = 512;
 
@@ -73,6 +76,8 @@ pub struct AccessLog {
 #[derive(Debug, Default)]
 struct Inner {
     pending: String,
+    /// Lines dropped because stdout did not keep up (see [`MAX_PENDING`]).
+    dropped: u64,
     recent: VecDeque<Decision>,
     /// The last client address and log time written, as text: under load most lines share
     /// them, and formatting them anew was a third of the cost of a log line.
@@ -127,7 +132,11 @@ impl AccessLog {
         let mut inner = self.lock();
         let inner = &mut *inner;
         if !self.quiet {
-            write_line(&mut inner.pending, &mut inner.cache, r, &target);
+            if inner.pending.len() < MAX_PENDING {
+                write_line(&mut inner.pending, &mut inner.cache, r, &target);
+            } else {
+                inner.dropped += 1;
+            }
         }
         let mut decision = if inner.recent.len() == RECENT_DECISIONS {
             inner.recent.pop_front()
@@ -158,7 +167,18 @@ impl AccessLog {
 
     /// Writes the collected lines to stdout.
     pub fn flush(&self) {
-        let pending = std::mem::take(&mut self.lock().pending);
+        let (mut pending, dropped) = {
+            let mut inner = self.lock();
+            (
+                std::mem::take(&mut inner.pending),
+                std::mem::take(&mut inner.dropped),
+            )
+        };
+        if dropped > 0 {
+            pending.push_str(&format!(
+                "[LoadBalancer] {dropped} log lines dropped: stdout is not keeping up\n"
+            ));
+        }
         if !pending.is_empty() {
             let mut out = std::io::stdout().lock();
             // Nothing useful can be done if stdout is gone; the balancer keeps serving.

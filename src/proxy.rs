@@ -14,7 +14,7 @@
 //! Bodies are never held whole: they stream through fixed-size buffers in both directions.
 
 use crate::backend::Backend;
-use crate::conn::{BufConn, is_timeout};
+use crate::conn::{BufConn, is_timeout, linger_close};
 use crate::http::framing::Body;
 use crate::http::request;
 use crate::http::response;
@@ -25,8 +25,8 @@ use crate::relay::{CopyError, copy_chunked, copy_exact, copy_until_close, tunnel
 use crate::rewrite::{Plan, Reply, build_reply, plan};
 use crate::server::Shared;
 use crate::strategy::Key;
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -116,7 +116,7 @@ pub fn serve(stream: Arc<TcpStream>, peer: SocketAddr, shared: &Shared, idle: &A
                     error.status,
                     None,
                 );
-                linger_close(client.conn.stream);
+                linger_close(&client.conn.stream, crate::server::LINGER);
                 return;
             }
         };
@@ -133,26 +133,9 @@ pub fn serve(stream: Arc<TcpStream>, peer: SocketAddr, shared: &Shared, idle: &A
         );
         if !outcome.keep_alive || shared.draining.load(Ordering::Relaxed) {
             if !outcome.keep_alive && outcome.backend.is_none() {
-                linger_close(client.conn.stream);
+                linger_close(&client.conn.stream, crate::server::LINGER);
             }
             return;
-        }
-    }
-}
-
-/// Closes a connection after an error page without losing the page: half-close, then read
-/// and drop what the client still sends (the rest of a refused body) for a moment. Closing a
-/// socket with unread input resets the connection, and a reset can destroy the page before
-/// the client reads it (nginx's `lingering_close` exists for the same reason).
-fn linger_close(stream: Arc<TcpStream>) {
-    let _ = stream.shutdown(Shutdown::Write);
-    let _ = stream.set_read_timeout(Some(crate::server::LINGER));
-    let deadline = Instant::now() + crate::server::LINGER;
-    let mut scratch = [0u8; 1024];
-    while Instant::now() < deadline {
-        match (&*stream).read(&mut scratch) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
         }
     }
 }
@@ -211,12 +194,12 @@ fn read_request(
     let mut scanned = 0;
     loop {
         let data = client.conn.data();
-        if head_may_be_complete(data, scanned) || data.len() > MAX_REQUEST_LINE {
-            if let Parse::Complete { head, len } = request::parse(data)? {
-                let plan = plan(&head, &client.ip_text, shared)?;
-                client.conn.consume(len);
-                return Ok(Some(plan));
-            }
+        if (head_may_be_complete(data, scanned) || data.len() > MAX_REQUEST_LINE)
+            && let Parse::Complete { head, len } = request::parse(data)?
+        {
+            let plan = plan(&head, &client.ip_text, shared)?;
+            client.conn.consume(len);
+            return Ok(Some(plan));
         }
         scanned = data.len();
         let left = deadline.saturating_duration_since(Instant::now());
@@ -309,7 +292,12 @@ fn forward_to_backends(
         if !backend.health.claim(now, cfg.fail_timeout) {
             continue; // another request took this backend's trial
         }
+        // Counted in flight first, then checked again: the admin API removes a backend only
+        // once it is draining and has nothing in flight, so one of the two sees the other.
         let _in_flight = backend.start_request();
+        if backend.is_draining() {
+            continue;
+        }
         inc(&backend.stats.requests);
         let started = Instant::now();
         match attempt(client, plan, backend, shared, progress, replayable) {
@@ -354,6 +342,7 @@ fn forward_to_backends(
                 backend_failed: why,
             }) => {
                 if let Some(why) = why {
+                    inc(&backend.stats.response_errors);
                     backend_failed(backend, plan, why, shared);
                 }
                 backend.stats.count_response(status);
@@ -435,10 +424,10 @@ fn attempt(
 ) -> Result<Outcome, Fault> {
     let cfg = &shared.config;
     let connect_failed = |e: io::Error| {
-        if out_of_descriptors(&e) {
+        if local_failure(&e) {
             return Fault::Local(Error {
                 status: 503,
-                why: "the balancer is out of file descriptors (raise ulimit -n)",
+                why: "the balancer is out of local resources (file descriptors, ports or memory)",
             });
         }
         inc(&backend.stats.connect_errors);
@@ -456,7 +445,9 @@ fn attempt(
     // request on a connection that sat idle a while, in case the backend wrote something
     // (a 408, say) and closed it meanwhile. Busy connections skip the check: it costs three
     // system calls.
-    if idle_for.is_some_and(|idle| !idempotent || idle > PEEK_AFTER_IDLE) && !looks_alive(&up) {
+    if idle_for.is_some_and(|idle| !idempotent || !replayable || idle > PEEK_AFTER_IDLE)
+        && !looks_alive(&up)
+    {
         up = backend
             .connect_fresh(cfg.connect_timeout, cfg.backend_timeout)
             .map_err(connect_failed)?;
@@ -484,9 +475,9 @@ fn attempt(
                     reused = false;
                     continue;
                 }
-                if !timed_out && !answered {
-                    inc(&backend.stats.response_errors);
-                }
+                // Everything after a connection was made counts: timeouts, closes, broken
+                // heads (a stale pooled connection retried above does not).
+                inc(&backend.stats.response_errors);
                 return Err(Fault::Backend { error, retry });
             }
         }
@@ -494,10 +485,11 @@ fn attempt(
     relay_response(client, up, reply, backend, shared)
 }
 
-/// Did a connect fail because this process (`EMFILE`, 24) or the system (`ENFILE`, 23) ran
-/// out of file descriptors? That is no fault of the backend's.
-fn out_of_descriptors(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(23 | 24))
+/// Did a connect fail for a reason on this machine (out of file descriptors, memory or local
+/// ports)? That is no fault of the backend's, and must not take it out of rotation.
+fn local_failure(e: &io::Error) -> bool {
+    // ENOMEM 12, ENFILE 23, EMFILE 24, EADDRNOTAVAIL 99 (no local port left), ENOBUFS 105.
+    matches!(e.raw_os_error(), Some(12 | 23 | 24 | 99 | 105))
 }
 
 fn connect_error(e: &io::Error) -> Error {

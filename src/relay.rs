@@ -210,9 +210,8 @@ pub(crate) fn tunnel(client: &mut BufConn, mut up: BufConn, idle: Duration) {
         return;
     }
     up.consume(early_up);
-    let (Ok(from_client), Ok(to_up)) = (client.stream.try_clone(), up.stream.try_clone()) else {
-        return;
-    };
+    // Both directions share the sockets (no `dup`: a tunnel costs no extra descriptors).
+    let (from_client, to_up) = (Arc::clone(&client.stream), Arc::clone(&up.stream));
     // A read timeout in one direction alone does not end the tunnel: a server that pushes
     // to a silent client (or the other way round) is busy, not idle. Both directions note
     // their last byte here, and a timeout ends the tunnel only when neither moved for `idle`
@@ -227,9 +226,7 @@ pub(crate) fn tunnel(client: &mut BufConn, mut up: BufConn, idle: Duration) {
             .stack_size(crate::server::THREAD_STACK)
             .spawn(move || pipe(&from_client, &to_up, &activity, idle))
     };
-    if let Ok(to_client) = client.stream.try_clone() {
-        pipe(&up.stream, &to_client, &activity, idle);
-    }
+    pipe(&up.stream, &client.stream, &activity, idle);
     if let Ok(handle) = upstream {
         let _ = handle.join();
     }

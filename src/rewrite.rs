@@ -91,7 +91,7 @@ pub(crate) fn plan(req: &Request<'_>, client_ip: &str, shared: &Shared) -> Resul
     // An upgrade carries no body (a WebSocket handshake is a GET): bytes after the head
     // belong to the new protocol, so a request with a body is never upgraded.
     let upgrade = req.version == Version::Http11
-        && body == Body::Empty
+        && matches!(body, Body::Empty | Body::Length(0))
         && head::has_token(&req.headers, "connection", "upgrade")
         && head::values(&req.headers, "upgrade").next().is_some();
 

@@ -80,6 +80,14 @@ fn hang_gives_504_to_a_post_and_takes_the_backend_out() {
         !backend_up(&lb, &red.url()),
         "a timeout counts as a failure (max-fails 1)"
     );
+    let errors = lb.shared().backends.snapshot()[0]
+        .stats
+        .response_errors
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        errors, 1,
+        "the timeout shows in the errors column and in /metrics"
+    );
     // Later requests go to Blue at once.
     for _ in 0..4 {
         let (status, body) = get(&format!("http://{}/", lb.addr()));

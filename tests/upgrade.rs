@@ -201,3 +201,16 @@ fn a_request_with_a_body_is_never_upgraded() {
     assert_eq!(sent_body, b"hello");
     assert_eq!(seen.count(), 1);
 }
+
+#[test]
+fn an_upgrade_with_an_empty_content_length_is_still_an_upgrade() {
+    let (b, _seen) = upgrading_backend();
+    let lb = Balancer::start(config(&[b.url()])).unwrap();
+    let mut c = connect(lb.addr());
+    c.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\nContent-Length: 0\r\n\r\n",
+    )
+    .unwrap();
+    let head = read_exactly(&mut c, "HTTP/1.1 101".len());
+    assert_eq!(head, "HTTP/1.1 101");
+}

@@ -20,10 +20,13 @@ pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         200 => "OK",
-        303 => "See Other",
         201 => "Created",
+        204 => "No Content",
+        303 => "See Other",
+        304 => "Not Modified",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
@@ -116,7 +119,7 @@ mod tests {
     #[test]
     fn pages_are_well_framed() {
         for status in [
-            400, 401, 404, 405, 408, 409, 411, 413, 414, 431, 501, 502, 503, 504, 505,
+            400, 401, 403, 404, 405, 408, 409, 411, 413, 414, 431, 501, 502, 503, 504, 505,
         ] {
             let raw = error_response(status, "why <b>", true, false);
             let Ok(Parse::Complete { head, len }) = response::parse(&raw) else {

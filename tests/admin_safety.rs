@@ -1,0 +1,29 @@
+//! The admin listener stays safe: a page of another site cannot change backends.
+
+mod support;
+
+use support::*;
+
+fn post(s: &Setup, path: &str, extra: &str) -> String {
+    let mut c = RawConn::open(s.lb.admin_addr().unwrap());
+    c.send(
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\n{extra}Content-Length: 0\r\n\r\n",
+            s.lb.admin_addr().unwrap()
+        )
+        .as_bytes(),
+    );
+    c.response().0
+}
+
+#[test]
+fn a_post_from_another_sites_page_is_refused() {
+    let s = Setup::new(2, |c| c.admin = Some("127.0.0.1:0".parse().unwrap()));
+    let head = post(&s, "/backends/0/drain", "Origin: http://evil.example\r\n");
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert!(!s.lb.shared().backends.snapshot()[0].is_draining());
+    // The status page's own buttons (same origin) and clients without Origin still work.
+    let same = format!("Origin: http://{}\r\n", s.lb.admin_addr().unwrap());
+    assert!(post(&s, "/backends/0/drain", &same).starts_with("HTTP/1.1 200"));
+    assert!(post(&s, "/backends/0/enable", "").starts_with("HTTP/1.1 200"));
+}
