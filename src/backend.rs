@@ -180,7 +180,7 @@ impl Backend {
     }
 
     fn lock_pool(&self) -> std::sync::MutexGuard<'_, VecDeque<(BufConn, Instant)>> {
-        // A thread that panicked while holding the lock left a valid Vec behind: keep using it.
+        // A thread that panicked while holding the lock left a valid VecDeque behind: keep using it.
         self.pool.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -1,4 +1,5 @@
-//! A TCP stream with a read buffer whose unread bytes stay visible.
+//! A TCP stream with a read buffer whose unread bytes stay visible: the socket the chapter's
+//! `LoadBalancerHandler` reads from (`self.rfile`) and the one it opens to a backend.
 //!
 //! `std::io::BufReader` only refills an empty buffer, but a parser that got half a head needs
 //! the next bytes appended to the first half; and after a head, the bytes already read belong to
@@ -41,16 +42,6 @@ impl BufConn {
             capacity,
             max: max.max(capacity),
             read_timeout: None,
-        }
-    }
-
-    /// Frees the buffer if nothing unread is in it; the next [`BufConn::fill`] allocates it
-    /// again. An idle keep-alive connection then costs no buffer memory.
-    pub fn release_buffer(&mut self) {
-        if self.start == self.end {
-            self.buf = Vec::new();
-            self.start = 0;
-            self.end = 0;
         }
     }
 

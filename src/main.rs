@@ -1,4 +1,6 @@
-//! `load-balancer`: parse the flags, start the demo backends when asked, run the balancer.
+//! `load-balancer`: the chapter's "Running" (`python load_balancer.py`). Parse the flags,
+//! start the demo backends when asked (the chapter's Red and Blue servers), run the balancer
+//! until Ctrl-C or `SIGTERM`, then drain.
 
 use load_balancer::config::{self, BackendSpec, Command, Config};
 use load_balancer::demo::Fleet;

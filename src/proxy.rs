@@ -6,7 +6,8 @@
 //!
 //! 1. [`serve`]: the connection loop, one request after another (keep-alive, pipelining).
 //! 2. `read_request`: the request head, under the idle and header timeouts.
-//! 3. `plan`: check the head and write the head the backend will get.
+//! 3. `plan` (in [`crate::rewrite`]): check the head and write the head the
+//!    backend will get; `build_reply` there writes the head the client gets.
 //! 4. `forward`: pick a backend; on failure, the next one (each at most once).
 //! 5. `attempt`: one backend: send the request, read the response head.
 //! 6. `relay_response`: stream the response back, re-framed for the client.
@@ -36,7 +37,9 @@ pub const CLIENT_BUFFER: usize = 8 * 1024;
 /// The client buffer may grow this far, so that a head up to [`MAX_HEAD`] fits.
 pub const CLIENT_BUFFER_MAX: usize = MAX_HEAD + CLIENT_BUFFER;
 /// A pooled connection idle longer than this is checked with a peek before use (always, for
-/// a request that must not be sent twice).
+/// a request that must not be sent twice). Well under the keep-alive timeouts of common
+/// servers (5 s for Apache and Node.js), and far above the gaps of a busy pool, whose
+/// connections then skip the check.
 pub const PEEK_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// A client connection: the socket with its read buffer, and who it is.
@@ -73,7 +76,7 @@ enum Fault {
     Broken {
         status: u16,
         bytes: u64,
-        backend_failed: Option<&'static str>,
+        blame: Option<&'static str>,
     },
 }
 
@@ -339,9 +342,9 @@ fn forward_to_backends(
             Err(Fault::Broken {
                 status,
                 bytes,
-                backend_failed: why,
+                blame,
             }) => {
-                if let Some(why) = why {
+                if let Some(why) = blame {
                     inc(&backend.stats.response_errors);
                     backend_failed(backend, plan, why, shared);
                 }
@@ -503,9 +506,11 @@ fn connect_error(e: &io::Error) -> Error {
     Error { status: 502, why }
 }
 
-/// Is a pooled connection still open? A non-blocking peek sees the backend's FIN if it
-/// closed the connection while idle. Costs three system calls, so it is only used before
-/// sending a request that must not be sent twice.
+/// Is a pooled connection still open, with nothing unasked waiting on it? A non-blocking peek
+/// sees the backend's FIN (or a stray answer) if it closed the connection while idle. Costs
+/// three system calls, so it is used only where a failure could not be repaired by sending
+/// again (a request that must not be sent twice, or whose body cannot be replayed) and for
+/// connections idle longer than [`PEEK_AFTER_IDLE`].
 fn looks_alive(up: &BufConn) -> bool {
     if up.stream.set_nonblocking(true).is_err() {
         return false;
@@ -729,17 +734,17 @@ fn relay_response(
         Err(CopyError::Dest(_)) => Err(Fault::Broken {
             status,
             bytes: sent,
-            backend_failed: None,
+            blame: None,
         }),
         Err(CopyError::Source(e)) if is_timeout(&e) => Err(Fault::Broken {
             status,
             bytes: sent,
-            backend_failed: Some("the backend went silent mid-response"),
+            blame: Some("the backend went silent mid-response"),
         }),
         Err(_) => Err(Fault::Broken {
             status,
             bytes: sent,
-            backend_failed: Some("the response broke off"),
+            blame: Some("the response broke off"),
         }),
     }
 }

@@ -232,6 +232,9 @@ pub(crate) fn tunnel(client: &mut BufConn, mut up: BufConn, idle: Duration) {
     }
 }
 
+/// Buffer of one direction of a tunnel (WebSocket messages are mostly small).
+pub const TUNNEL_BUFFER: usize = 16 * 1024;
+
 /// When a tunnel last carried a byte in either direction.
 struct Activity {
     start: Instant,
@@ -262,7 +265,7 @@ impl Activity {
 /// or a timeout when the whole tunnel has been quiet for `idle`, closes both sockets, which
 /// also ends the other direction.
 fn pipe(mut from: &TcpStream, mut to: &TcpStream, activity: &Activity, idle: Duration) {
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut buf = vec![0u8; TUNNEL_BUFFER];
     loop {
         match from.read(&mut buf) {
             Ok(0) => {

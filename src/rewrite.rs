@@ -49,10 +49,10 @@ impl Plan {
 /// What changes on the way (RFC 9110 section 7.6): hop-by-hop fields are dropped, and so
 /// are names with an underscore (nginx's `underscores_in_headers off`: CGI-style backends
 /// read `X_Forwarded_For` and `X-Forwarded-For` as the same variable, so a client could
-/// otherwise forge what the balancer sets); the
-/// target becomes origin-form; the framing is written anew; `X-Forwarded-For` gets the
-/// client's address appended, `X-Forwarded-Proto` and `X-Forwarded-Host` are set, and `Via`
-/// gets this balancer's entry. Everything else passes unchanged, in order.
+/// otherwise forge what the balancer sets). The target becomes origin-form; the framing is
+/// written anew; `X-Forwarded-For` gets the client's address appended, `X-Forwarded-Proto`
+/// and `X-Forwarded-Host` are set, and `Via` gets this balancer's entry. Everything else
+/// passes unchanged, in order.
 ///
 /// # Errors
 /// The page to answer with: `405` for `CONNECT`, `400` for a bad target, `Host` or framing,

@@ -7,7 +7,9 @@
 //!
 //! [`Balancer::start`] binds, starts the threads, and returns a handle with the bound address;
 //! [`Balancer::shutdown`] (or dropping the handle) stops accepting, lets requests in flight
-//! finish for up to `--drain-timeout`, closes idle keep-alive connections, and joins the threads.
+//! finish for up to `--drain-timeout`, closes idle keep-alive connections, and joins its own
+//! threads (accept, log, health checker, admin); connection threads still busy when the
+//! drain timeout runs out end with the process.
 
 use crate::admin::Admin;
 use crate::backend::Backends;

@@ -1,4 +1,5 @@
-//! Wall-clock time as text, without a date library: the `Date` header and the access log.
+//! Wall-clock time as text, without a date library: the `Date` header (which the chapter's
+//! `http.server` adds, a second time, to every relayed answer) and the access log.
 //!
 //! Converting seconds since 1970 to a calendar date is a small, exact integer computation
 //! (the "days from civil" algorithm published by Howard Hinnant); no time zone is involved,

@@ -1,4 +1,5 @@
-//! A streaming decoder for the chunked transfer coding (RFC 9112 section 7.1).
+//! A streaming decoder for the chunked transfer coding (RFC 9112 section 7.1): how a body of
+//! unknown length travels, which the chapter's `resp.read()` hides by reading it all.
 //!
 //! ```text
 //! 5;ext=1\r\n      chunk size in hex, optional extensions

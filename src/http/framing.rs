@@ -1,4 +1,6 @@
-//! Where a message body ends (RFC 9112 section 6.3): the rule request smuggling attacks.
+//! Where a message body ends (RFC 9112 section 6.3): the rule request smuggling attacks. The
+//! chapter reads a backend's whole answer with `resp.read()` and never forwards a request
+//! body; a balancer that streams bodies both ways must know exactly where each one ends.
 //!
 //! If the balancer and a backend disagreed on where a request body ends, bytes the client hid
 //! inside a body would reach the backend as a second request. So every ambiguous case is

@@ -1,4 +1,6 @@
-//! Lines and header fields: the part of RFC 9112 that requests and responses share.
+//! Lines and header fields: the part of RFC 9112 that requests and responses share. The
+//! chapter's handler never sees them (`http.server` parses them, and its forwarding drops the
+//! client's); here they are read, checked, and forwarded.
 //!
 //! A head is a start line, then field lines `name: value`, then an empty line. Lines end in
 //! CRLF; like nginx and HAProxy we also accept a bare LF (RFC 9112 section 2.2 allows it), which

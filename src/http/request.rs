@@ -7,6 +7,10 @@
 use super::head::{self, Header};
 use super::{Error, MAX_REQUEST_LINE, Parse, Version, is_token};
 
+/// Bytes of empty lines tolerated before a request line (RFC 9112 section 2.2 asks servers to
+/// ignore "at least one"; some clients send a CRLF after a POST body). Four CRLFs.
+pub const MAX_LEADING_EMPTY_BYTES: usize = 8;
+
 /// A parsed request head, borrowed from the bytes it was parsed from.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Request<'a> {
@@ -80,7 +84,7 @@ pub fn parse(buf: &[u8]) -> Result<Parse<Request<'_>>, Error> {
             pos = next;
             break line;
         }
-        if next > 8 {
+        if next > MAX_LEADING_EMPTY_BYTES {
             // A few stray CRLFs after a previous body are tolerated; a stream of them is not.
             return Err(Error::bad("empty lines before the request line"));
         }

@@ -1,10 +1,12 @@
 //! Which backend takes the next request: one small trait, one file per algorithm.
 //!
-//! The chapter's algorithm is `next(itertools.cycle(BACKENDS))`; its "Related Concepts" name
-//! three more, and each has its file: [`round_robin`], [`weighted`], [`least_conn`],
-//! [`ip_hash`] and [`cookie`]. In the style of Pingora's load-balancing crate, a strategy only answers "which
-//! one?" ([`Strategy::pick`]); the proxy asks again, with the failed backend excluded, when a
-//! backend fails, so each backend is tried at most once per request.
+//! The chapter's algorithm is `next(itertools.cycle(BACKENDS))` ([`round_robin`]); its
+//! "Related Concepts" name three more: weighted round robin ([`weighted`]), least connections
+//! ([`least_conn`]) and session affinity, here two ways: by client address ([`ip_hash`]) and
+//! by cookie ([`cookie`], the chapter's "sticky sessions"). In the style of Pingora's
+//! load-balancing crate, a strategy only answers "which one?" ([`Strategy::pick`]); the proxy
+//! asks again, with the failed backend excluded, when a backend fails, so each backend is
+//! tried at most once per request.
 
 use crate::backend::Backend;
 use crate::config::StrategyKind;
