@@ -361,7 +361,7 @@ pub const FLAGS: &[Flag] = &[
     Flag {
         name: "--max-connections",
         value: Some("N"),
-        default: "open-file limit - 512, at most 16384",
+        default: "open-file limit - 512, 64 to 16384",
         help: "client connections served at once; past it, 503",
         apply: |c, v| {
             c.max_connections = parse_count(v, 1, 1_000_000)? as usize;

@@ -69,10 +69,11 @@ enum Fault {
     /// The client sent a body the balancer refuses (`400`, `413`) or went silent (`408`);
     /// answer with the page if given, then close.
     Client(Option<Error>),
-    /// The balancer itself could not make the attempt (out of file descriptors): answer with
-    /// the page, and blame no backend.
+    /// The balancer itself could not make the attempt (out of file descriptors, local ports or
+    /// memory): answer with the page, and blame no backend.
     Local(Error),
     /// The response had started when the backend or the client failed: close, nothing to add.
+    /// `blame` says why the backend is at fault, `None` when the client went away.
     Broken {
         status: u16,
         bytes: u64,
