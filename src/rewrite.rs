@@ -102,12 +102,13 @@ pub(crate) fn plan(req: &Request<'_>, client_ip: &str, shared: &Shared) -> Resul
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut forwarded_for: Vec<&[u8]> = Vec::new();
     let mut via: Vec<&[u8]> = Vec::new();
+    let hop_by_hop = head::HopByHop::new(&req.headers);
     for h in &req.headers {
         if h.is("x-forwarded-for") {
             forwarded_for.push(h.value);
         } else if h.is("via") {
             via.push(h.value);
-        } else if !(head::is_hop_by_hop(&req.headers, h.name)
+        } else if !(hop_by_hop.contains(h.name)
             || h.name.contains('_')
             || h.is("content-length")
             || h.is("expect")
@@ -226,10 +227,11 @@ pub(crate) fn build_reply(
     out.extend_from_slice(format!("HTTP/1.1 {} ", head.status).as_bytes());
     out.extend_from_slice(head.reason);
     out.extend_from_slice(b"\r\n");
+    let hop_by_hop = head::HopByHop::new(&head.headers);
     for h in &head.headers {
         let keep = if switching && h.is("upgrade") {
             true
-        } else if head::is_hop_by_hop(&head.headers, h.name) {
+        } else if hop_by_hop.contains(h.name) {
             false
         } else {
             // Content-Length describes the body only when there is none by rule (HEAD, 304):
