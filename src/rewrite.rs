@@ -136,7 +136,7 @@ pub(crate) fn plan(req: &Request<'_>, client_ip: &str, shared: &Shared) -> Resul
     via.push(VIA.as_bytes());
     push_list(&mut out, "Via", &via);
     match body {
-        Body::Length(n) => push_field(&mut out, "Content-Length", n.to_string().as_bytes()),
+        Body::Length(n) => push_length(&mut out, n),
         Body::Chunked => push_field(&mut out, "Transfer-Encoding", b"chunked"),
         Body::Empty | Body::UntilClose => {}
     }
@@ -169,6 +169,26 @@ fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
+}
+
+fn push_length(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(b"Content-Length: ");
+    push_decimal(out, n);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the decimal digits of `n`: what `n.to_string()` gives, without a String and the
+/// formatting machinery, twice per response.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let start = out.len();
+    loop {
+        out.push(b'0' + (n % 10) as u8);
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out[start..].reverse();
 }
 
 fn push_list(out: &mut Vec<u8>, name: &str, values: &[&[u8]]) {
@@ -224,7 +244,9 @@ pub(crate) fn build_reply(
     let upstream_keep = head.keep_alive() && body != Body::UntilClose && !switching;
 
     let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(format!("HTTP/1.1 {} ", head.status).as_bytes());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(&mut out, head.status.into());
+    out.push(b' ');
     out.extend_from_slice(head.reason);
     out.extend_from_slice(b"\r\n");
     let hop_by_hop = head::HopByHop::new(&head.headers);
@@ -245,7 +267,7 @@ pub(crate) fn build_reply(
         }
     }
     match body {
-        Body::Length(n) => push_field(&mut out, "Content-Length", n.to_string().as_bytes()),
+        Body::Length(n) => push_length(&mut out, n),
         _ if chunk_out => push_field(&mut out, "Transfer-Encoding", b"chunked"),
         _ => {}
     }
@@ -276,4 +298,18 @@ pub(crate) fn build_reply(
         client_keep,
         switching,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_match_to_string() {
+        for n in [0, 7, 10, 200, 1_048_576, u64::MAX] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
+    }
 }
