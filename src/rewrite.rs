@@ -100,15 +100,12 @@ pub(crate) fn plan(req: &Request<'_>, client_ip: &str, shared: &Shared) -> Resul
     out.push(b' ');
     target.write_origin_form(&mut out);
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut forwarded_for: Vec<&[u8]> = Vec::new();
-    let mut via: Vec<&[u8]> = Vec::new();
     let hop_by_hop = head::HopByHop::new(&req.headers);
     for h in &req.headers {
-        if h.is("x-forwarded-for") {
-            forwarded_for.push(h.value);
-        } else if h.is("via") {
-            via.push(h.value);
-        } else if !(hop_by_hop.contains(h.name)
+        // X-Forwarded-For and Via are written below, with this hop appended.
+        if !(h.is("x-forwarded-for")
+            || h.is("via")
+            || hop_by_hop.contains(h.name)
             || h.name.contains('_')
             || h.is("content-length")
             || h.is("expect")
@@ -127,14 +124,18 @@ pub(crate) fn plan(req: &Request<'_>, client_ip: &str, shared: &Shared) -> Resul
         }
         _ => host,
     };
-    forwarded_for.push(client_ip.as_bytes());
-    push_list(&mut out, "X-Forwarded-For", &forwarded_for);
+    let forwarded_for = head::values(&req.headers, "x-forwarded-for");
+    push_list(
+        &mut out,
+        "X-Forwarded-For",
+        forwarded_for.chain([client_ip.as_bytes()]),
+    );
     push_field(&mut out, "X-Forwarded-Proto", b"http");
     if let Some(host) = host {
         push_field(&mut out, "X-Forwarded-Host", host);
     }
-    via.push(VIA.as_bytes());
-    push_list(&mut out, "Via", &via);
+    let via = head::values(&req.headers, "via");
+    push_list(&mut out, "Via", via.chain([VIA.as_bytes()]));
     match body {
         Body::Length(n) => push_length(&mut out, n),
         Body::Chunked => push_field(&mut out, "Transfer-Encoding", b"chunked"),
@@ -191,10 +192,12 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     out[start..].reverse();
 }
 
-fn push_list(out: &mut Vec<u8>, name: &str, values: &[&[u8]]) {
+/// One field `name: a, b, c` that joins `values`, as a list field's several lines mean the
+/// same (RFC 9110 section 5.3).
+fn push_list<'v>(out: &mut Vec<u8>, name: &str, values: impl Iterator<Item = &'v [u8]>) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
-    for (i, v) in values.iter().enumerate() {
+    for (i, v) in values.enumerate() {
         if i > 0 {
             out.extend_from_slice(b", ");
         }
