@@ -236,8 +236,11 @@ fn read_request(
 /// Could `data` hold a whole head? Looks for the blank line in the bytes that arrived since
 /// `scanned`, so a head trickling in byte by byte is not parsed again for every byte.
 fn head_may_be_complete(data: &[u8], scanned: usize) -> bool {
-    let from = scanned.saturating_sub(3);
-    data[from..].windows(2).any(|w| w == b"\n\n") || data[from..].windows(3).any(|w| w == b"\n\r\n")
+    let rest = &data[scanned.saturating_sub(2)..];
+    // One pass: each LF, then is the line after it empty?
+    rest.iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && matches!(rest[i + 1..], [b'\n', ..] | [b'\r', b'\n', ..]))
 }
 
 /// What the balancer has done with the client's side of a request so far.
@@ -747,5 +750,25 @@ fn relay_response(
             bytes: sent,
             blame: Some("the response broke off"),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::head_may_be_complete;
+
+    #[test]
+    fn blank_line_found_however_the_head_arrives() {
+        for head in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"GET / HTTP/1.1\nHost: a\n\n",
+        ] {
+            // Arriving in two pieces, cut anywhere: found only once the whole head is there.
+            for cut in 0..head.len() {
+                assert!(!head_may_be_complete(&head[..cut], 0), "cut {cut}");
+                assert!(head_may_be_complete(head, cut), "cut {cut}");
+            }
+        }
+        assert!(!head_may_be_complete(b"GET / HTTP/1.1\r\nHost: a\r\n", 0));
     }
 }

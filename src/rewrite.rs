@@ -100,14 +100,12 @@ pub(crate) fn plan(req: &Request<'_>, client_ip: &str, shared: &Shared) -> Resul
     out.push(b' ');
     target.write_origin_form(&mut out);
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut forwarded_for: Vec<&[u8]> = Vec::new();
-    let mut via: Vec<&[u8]> = Vec::new();
+    let hop_by_hop = head::HopByHop::new(&req.headers);
     for h in &req.headers {
-        if h.is("x-forwarded-for") {
-            forwarded_for.push(h.value);
-        } else if h.is("via") {
-            via.push(h.value);
-        } else if !(head::is_hop_by_hop(&req.headers, h.name)
+        // X-Forwarded-For and Via are written below, with this hop appended.
+        if !(h.is("x-forwarded-for")
+            || h.is("via")
+            || hop_by_hop.contains(h.name)
             || h.name.contains('_')
             || h.is("content-length")
             || h.is("expect")
@@ -126,16 +124,20 @@ pub(crate) fn plan(req: &Request<'_>, client_ip: &str, shared: &Shared) -> Resul
         }
         _ => host,
     };
-    forwarded_for.push(client_ip.as_bytes());
-    push_list(&mut out, "X-Forwarded-For", &forwarded_for);
+    let forwarded_for = head::values(&req.headers, "x-forwarded-for");
+    push_list(
+        &mut out,
+        "X-Forwarded-For",
+        forwarded_for.chain([client_ip.as_bytes()]),
+    );
     push_field(&mut out, "X-Forwarded-Proto", b"http");
     if let Some(host) = host {
         push_field(&mut out, "X-Forwarded-Host", host);
     }
-    via.push(VIA.as_bytes());
-    push_list(&mut out, "Via", &via);
+    let via = head::values(&req.headers, "via");
+    push_list(&mut out, "Via", via.chain([VIA.as_bytes()]));
     match body {
-        Body::Length(n) => push_field(&mut out, "Content-Length", n.to_string().as_bytes()),
+        Body::Length(n) => push_length(&mut out, n),
         Body::Chunked => push_field(&mut out, "Transfer-Encoding", b"chunked"),
         Body::Empty | Body::UntilClose => {}
     }
@@ -170,10 +172,32 @@ fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn push_list(out: &mut Vec<u8>, name: &str, values: &[&[u8]]) {
+fn push_length(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(b"Content-Length: ");
+    push_decimal(out, n);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the decimal digits of `n`: what `n.to_string()` gives, without a String and the
+/// formatting machinery, twice per response.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let start = out.len();
+    loop {
+        out.push(b'0' + (n % 10) as u8);
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out[start..].reverse();
+}
+
+/// One field `name: a, b, c` that joins `values`, as a list field's several lines mean the
+/// same (RFC 9110 section 5.3).
+fn push_list<'v>(out: &mut Vec<u8>, name: &str, values: impl Iterator<Item = &'v [u8]>) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
-    for (i, v) in values.iter().enumerate() {
+    for (i, v) in values.enumerate() {
         if i > 0 {
             out.extend_from_slice(b", ");
         }
@@ -223,13 +247,16 @@ pub(crate) fn build_reply(
     let upstream_keep = head.keep_alive() && body != Body::UntilClose && !switching;
 
     let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(format!("HTTP/1.1 {} ", head.status).as_bytes());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(&mut out, head.status.into());
+    out.push(b' ');
     out.extend_from_slice(head.reason);
     out.extend_from_slice(b"\r\n");
+    let hop_by_hop = head::HopByHop::new(&head.headers);
     for h in &head.headers {
         let keep = if switching && h.is("upgrade") {
             true
-        } else if head::is_hop_by_hop(&head.headers, h.name) {
+        } else if hop_by_hop.contains(h.name) {
             false
         } else {
             // Content-Length describes the body only when there is none by rule (HEAD, 304):
@@ -243,7 +270,7 @@ pub(crate) fn build_reply(
         }
     }
     match body {
-        Body::Length(n) => push_field(&mut out, "Content-Length", n.to_string().as_bytes()),
+        Body::Length(n) => push_length(&mut out, n),
         _ if chunk_out => push_field(&mut out, "Transfer-Encoding", b"chunked"),
         _ => {}
     }
@@ -274,4 +301,18 @@ pub(crate) fn build_reply(
         client_keep,
         switching,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_match_to_string() {
+        for n in [0, 7, 10, 200, 1_048_576, u64::MAX] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
+    }
 }

@@ -164,6 +164,37 @@ pub fn is_hop_by_hop(headers: &[Header<'_>], name: &str) -> bool {
         || has_token(headers, "connection", name)
 }
 
+/// [`is_hop_by_hop`] for every field of one message, with the message's `Connection` fields
+/// read once instead of once per field. Most keep-alive messages name nothing there but
+/// `keep-alive`; for them the test is the fixed set alone.
+pub struct HopByHop<'h, 'a> {
+    headers: &'h [Header<'a>],
+    /// A `Connection` field names something beyond the fixed set (`close` included: a field
+    /// called `Close` is then hop-by-hop too).
+    names_more: bool,
+}
+
+impl<'h, 'a> HopByHop<'h, 'a> {
+    /// Reads the `Connection` fields of the message whose fields are `headers`.
+    pub fn new(headers: &'h [Header<'a>]) -> Self {
+        let names_more = values(headers, "connection").flat_map(list).any(|token| {
+            !HOP_BY_HOP
+                .iter()
+                .any(|h| token.eq_ignore_ascii_case(h.as_bytes()))
+        });
+        HopByHop {
+            headers,
+            names_more,
+        }
+    }
+
+    /// Should the field `name` of this message stay on this side of the proxy?
+    pub fn contains(&self, name: &str) -> bool {
+        HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+            || (self.names_more && has_token(self.headers, "connection", name))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +258,33 @@ mod tests {
         assert!(is_hop_by_hop(&headers, "TE"));
         assert!(!is_hop_by_hop(&headers, "Trailer"));
         assert!(!is_hop_by_hop(&headers, "X-Other"));
+    }
+
+    #[test]
+    fn hop_by_hop_of_one_message_agrees_with_the_rule() {
+        let field = |name, value| Header { name, value };
+        let messages = [
+            vec![],
+            vec![field("Connection", &b"keep-alive"[..])],
+            vec![field("Connection", b"close"), field("X-Secret", b"1")],
+            vec![
+                field("Connection", b"Keep-Alive, X-Secret"),
+                field("X-Secret", b"1"),
+            ],
+            vec![field("connection", b"te"), field("connection", b"x-other")],
+        ];
+        for headers in &messages {
+            let hop = HopByHop::new(headers);
+            for name in [
+                "X-Secret", "x-other", "TE", "Upgrade", "Trailer", "Host", "close",
+            ] {
+                assert_eq!(
+                    hop.contains(name),
+                    is_hop_by_hop(headers, name),
+                    "{name} in {headers:?}"
+                );
+            }
+        }
     }
 
     #[test]
