@@ -73,6 +73,9 @@ pub struct Config {
     pub fall: u32,
     /// Address of the admin listener (`--admin`); `None` with `--admin off`.
     pub admin: Option<SocketAddr>,
+    /// `--admin` was given: failing to bind it stops start-up. The default address is only a
+    /// convenience: if it is taken (another balancer runs), the balancer starts without it.
+    pub admin_required: bool,
     /// Bearer token every admin request must carry (`--admin-token`).
     pub admin_token: Option<String>,
     /// How long a shutdown waits for in-flight requests (`--drain-timeout`).
@@ -108,6 +111,7 @@ impl Default for Config {
                     .parse()
                     .expect("the default admin address parses"),
             ),
+            admin_required: false,
             admin_token: None,
             drain_timeout: Duration::from_secs(10),
         }
@@ -458,6 +462,7 @@ pub const FLAGS: &[Flag] = &[
         help: "address of the admin listener (metrics, status page, backend API), or off",
         apply: |c, v| {
             c.admin = if v == "off" { None } else { Some(resolve(v)?) };
+            c.admin_required = c.admin.is_some();
             Ok(())
         },
     },

@@ -173,8 +173,16 @@ impl Balancer {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(config, demos));
         // The admin listener is bound before any thread starts, so a bad --admin fails start-up.
+        // Only the default address may be skipped when taken (a second balancer on one machine).
         let admin = match shared.config.admin {
-            Some(addr) => Some(Admin::start(addr, Arc::clone(&shared))?),
+            Some(addr) => match Admin::start(addr, Arc::clone(&shared)) {
+                Ok(admin) => Some(admin),
+                Err(e) if !shared.config.admin_required && e.kind() == io::ErrorKind::AddrInUse => {
+                    eprintln!("[Admin] not started: {e} (pass --admin ADDR or --admin off)");
+                    None
+                }
+                Err(e) => return Err(e),
+            },
             None => None,
         };
         let stopped = Arc::new(AtomicBool::new(false));

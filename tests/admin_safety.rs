@@ -27,3 +27,24 @@ fn a_post_from_another_sites_page_is_refused() {
     assert!(post(&s, "/backends/0/drain", &same).starts_with("HTTP/1.1 200"));
     assert!(post(&s, "/backends/0/enable", "").starts_with("HTTP/1.1 200"));
 }
+
+#[test]
+fn a_taken_default_admin_port_is_skipped_but_an_asked_for_one_is_an_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let demos = demos(1);
+    let mut c = config(&urls(&demos));
+    c.admin = Some(taken.local_addr().unwrap());
+    // The default address, taken by another balancer: start without the admin listener.
+    let lb = load_balancer::server::Balancer::start(c.clone()).unwrap();
+    assert_eq!(lb.admin_addr(), None);
+    assert_eq!(get(&format!("http://{}/", lb.addr())).0, 200);
+    drop(lb);
+    // Asked for with --admin: start-up fails, naming the address.
+    c.admin_required = true;
+    let err = load_balancer::server::Balancer::start(c).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&taken.local_addr().unwrap().to_string()),
+        "{err}"
+    );
+}
