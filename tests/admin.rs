@@ -399,6 +399,7 @@ fn a_taken_admin_port_fails_start_up() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut c = config(&["http://127.0.0.1:1".to_string()]);
     c.admin = Some(taken.local_addr().unwrap());
+    c.admin_required = true; // as with --admin ADDR on the command line
     let err = Balancer::start(c).unwrap_err();
     assert!(err.to_string().contains("--admin"), "{err}");
 }
