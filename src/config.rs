@@ -656,7 +656,10 @@ mod tests {
         assert!(c.backends.is_empty());
         assert_eq!(c.connect_timeout, Duration::from_secs(2));
         assert_eq!(c.strategy, StrategyKind::RoundRobin);
-        assert!(!c.admin_required, "the default admin address may be skipped when taken");
+        assert!(
+            !c.admin_required,
+            "the default admin address may be skipped when taken"
+        );
         assert!(run(&["--admin", "127.0.0.1:9100"]).unwrap().admin_required);
     }
 
