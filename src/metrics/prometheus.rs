@@ -71,7 +71,7 @@ pub fn render(backends: &[BackendSample<'_>], server: &ServerStats) -> String {
         ),
         (
             "lb_backend_response_errors_total",
-            "Requests that failed after being sent (broken or missing response).",
+            "Requests that failed after being sent (timeout, broken or missing response).",
             Kind::Counter,
             |b| b.stats.response_errors.load(Ordering::Relaxed),
         ),
