@@ -36,6 +36,8 @@ pub struct Backend {
     pub id: usize,
     /// `http://HOST:PORT`, as shown in logs and metrics.
     pub url: String,
+    /// The value of the affinity cookie that names this backend (`--strategy cookie`).
+    pub affinity_token: String,
     /// The address connected to.
     pub addr: SocketAddr,
     /// Relative share of requests under `--strategy weighted`.
@@ -58,6 +60,7 @@ impl Backend {
         Backend {
             id,
             url: spec.url.clone(),
+            affinity_token: crate::strategy::token_for_url(&spec.url),
             addr: spec.addr,
             weight: spec.weight,
             health: Health::new(),

@@ -283,7 +283,7 @@ pub(crate) fn build_reply(
     }
     if shared.config.strategy == crate::config::StrategyKind::Cookie {
         let token = strategy::affinity_token(backend);
-        if plan.cookie.as_deref() != Some(token.as_str()) {
+        if plan.cookie.as_deref() != Some(token) {
             let cookie = format!(
                 "{}={token}; Path=/; HttpOnly; SameSite=Lax",
                 strategy::AFFINITY_COOKIE

@@ -190,14 +190,14 @@ fn cookie_pins_a_client_and_moves_it_with_a_new_cookie_when_its_backend_dies() {
     );
     // With A's cookie: A A A A, and no new cookie.
     for _ in 0..4 {
-        assert_eq!(request(Some(&token(0))), (0, None));
+        assert_eq!(request(Some(token(0))), (0, None));
     }
     // Without: the rotation goes on (B), and with B's cookie: B.
     assert_eq!(request(None).0, 1);
-    assert_eq!(request(Some(&token(1))), (1, None));
+    assert_eq!(request(Some(token(1))), (1, None));
     // A dies: A's cookie gets another backend, with a new cookie for it, and keeps it.
     s.demos.remove(0).stop();
-    let (moved, set) = request(Some(&token(0)));
+    let (moved, set) = request(Some(token(0)));
     assert_ne!(moved, 0);
     let set = set.expect("a new Set-Cookie");
     assert!(
@@ -205,7 +205,7 @@ fn cookie_pins_a_client_and_moves_it_with_a_new_cookie_when_its_backend_dies() {
         "{set}"
     );
     for _ in 0..3 {
-        assert_eq!(request(Some(&token(moved))), (moved, None));
+        assert_eq!(request(Some(token(moved))), (moved, None));
     }
 }
 

@@ -60,7 +60,7 @@ mod tests {
         let c = affinity_token(&bs[2]);
         // cookie for c:  c c c      no cookie: a b      bad cookie: c a
         for _ in 0..3 {
-            assert_eq!(s.pick(&bs, &with_cookie(Some(&c)), &|_| true), Some(2));
+            assert_eq!(s.pick(&bs, &with_cookie(Some(c)), &|_| true), Some(2));
         }
         assert_eq!(s.pick(&bs, &with_cookie(None), &|_| true), Some(0));
         assert_eq!(s.pick(&bs, &with_cookie(None), &|_| true), Some(1));
@@ -75,9 +75,9 @@ mod tests {
         let a = affinity_token(&bs[0]);
         // a is down: the cookie for a gets b, then c (round robin).
         let up = |b: &Backend| b.id != 0;
-        assert_eq!(s.pick(&bs, &with_cookie(Some(&a)), &up), Some(1));
-        assert_eq!(s.pick(&bs, &with_cookie(Some(&a)), &up), Some(2));
-        assert_eq!(s.pick(&bs, &with_cookie(Some(&a)), &|_| false), None);
+        assert_eq!(s.pick(&bs, &with_cookie(Some(a)), &up), Some(1));
+        assert_eq!(s.pick(&bs, &with_cookie(Some(a)), &up), Some(2));
+        assert_eq!(s.pick(&bs, &with_cookie(Some(a)), &|_| false), None);
     }
 
     #[test]

@@ -56,9 +56,15 @@ pub fn build(kind: StrategyKind) -> Box<dyn Strategy> {
 pub const AFFINITY_COOKIE: &str = "lb_backend";
 
 /// The affinity cookie's value for a backend: a hash of its URL, so the cookie names the
-/// backend without showing its address, and stays the same across restarts.
-pub fn affinity_token(backend: &Backend) -> String {
-    format!("{:016x}", hash64(backend.url.as_bytes()))
+/// backend without showing its address, and stays the same across restarts. Computed once,
+/// when the backend is created (see [`token_for_url`]).
+pub fn affinity_token(backend: &Backend) -> &str {
+    &backend.affinity_token
+}
+
+/// The affinity token of a backend URL: 16 hex digits of [`hash64`].
+pub fn token_for_url(url: &str) -> String {
+    format!("{:016x}", hash64(url.as_bytes()))
 }
 
 /// The value of the affinity cookie in a request's `Cookie` fields, if any.
