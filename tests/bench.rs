@@ -3,18 +3,24 @@
 
 use std::process::Command;
 
-#[test]
-fn bench_binary_runs_in_process_and_reports() {
+/// Runs the bench binary with `args`; checks it succeeded and returns what it printed.
+fn run_bench(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_bench"))
-        .args(["--connections", "4", "--seconds", "500ms"])
+        .args(args)
         .output()
         .expect("the bench binary starts");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "bench failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+#[test]
+fn bench_binary_runs_in_process_and_reports() {
+    let stdout = run_bench(&["--connections", "4", "--seconds", "500ms"]);
     let lines: Vec<&str> = stdout.lines().collect();
     let balancer = lines
         .iter()
@@ -40,16 +46,7 @@ fn bench_binary_runs_in_process_and_reports() {
 
 #[test]
 fn bench_streams_a_body_both_ways_through_the_balancer() {
-    let out = Command::new(env!("CARGO_BIN_EXE_bench"))
-        .args(["--download", "4m", "--upload", "4m"])
-        .output()
-        .expect("the bench binary starts");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "bench failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_bench(&["--download", "4m", "--upload", "4m"]);
     assert!(
         stdout.contains("ratio download balancer/direct: "),
         "{stdout}"

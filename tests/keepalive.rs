@@ -167,10 +167,9 @@ fn closes_after_one() -> (ScriptedBackend, Arc<Seen>, Arc<AtomicBool>) {
     (backend, seen, closed)
 }
 
-#[test]
-fn a_pooled_connection_closed_by_the_backend_is_retried_once_for_get() {
-    let (backend, seen, closed) = closes_after_one();
-    let lb = Balancer::start(config(&[backend.url()])).unwrap();
+/// One GET through `lb`, whose backend (from [`closes_after_one`]) then closes the idle
+/// connection the balancer pooled; returns the client connection, ready for a second request.
+fn pool_a_connection_the_backend_then_closes(lb: &Balancer, closed: &AtomicBool) -> RawConn {
     let mut c = RawConn::open(lb.addr());
     c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(c.response().0.starts_with("HTTP/1.1 200"));
@@ -183,6 +182,14 @@ fn a_pooled_connection_closed_by_the_backend_is_retried_once_for_get() {
     wait_for(Duration::from_secs(5), "the backend to close", || {
         closed.load(Ordering::SeqCst)
     });
+    c
+}
+
+#[test]
+fn a_pooled_connection_closed_by_the_backend_is_retried_once_for_get() {
+    let (backend, seen, closed) = closes_after_one();
+    let lb = Balancer::start(config(&[backend.url()])).unwrap();
+    let mut c = pool_a_connection_the_backend_then_closes(&lb, &closed);
     // The pooled connection is dead; the GET goes out again on a fresh one, unnoticed.
     c.send(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n");
     let (head, body) = c.response();
@@ -200,18 +207,7 @@ fn a_pooled_connection_closed_by_the_backend_is_retried_once_for_get() {
 fn a_post_never_goes_out_on_a_pooled_connection_the_backend_closed() {
     let (backend, seen, closed) = closes_after_one();
     let lb = Balancer::start(config(&[backend.url()])).unwrap();
-    let mut c = RawConn::open(lb.addr());
-    c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert!(c.response().0.starts_with("HTTP/1.1 200"));
-    let pool = Arc::clone(&lb.shared().backends.snapshot()[0]);
-    wait_for(
-        Duration::from_secs(5),
-        "the connection to be pooled",
-        || pool.pooled_count() == 1,
-    );
-    wait_for(Duration::from_secs(5), "the backend to close", || {
-        closed.load(Ordering::SeqCst)
-    });
+    let mut c = pool_a_connection_the_backend_then_closes(&lb, &closed);
     // The balancer checks a pooled connection before it trusts it with a POST: it sees the
     // backend's close and opens a fresh connection instead, so the POST is sent once.
     c.send(b"POST /pay HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
