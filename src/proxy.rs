@@ -30,17 +30,12 @@ use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 /// Read buffer of a client connection: most request heads fit in one read.
 pub const CLIENT_BUFFER: usize = 8 * 1024;
 /// The client buffer may grow this far, so that a head up to [`MAX_HEAD`] fits.
 pub const CLIENT_BUFFER_MAX: usize = MAX_HEAD + CLIENT_BUFFER;
-/// A pooled connection idle longer than this is checked with a peek before use (always, for
-/// a request that must not be sent twice). Well under the keep-alive timeouts of common
-/// servers (5 s for Apache and Node.js), and far above the gaps of a busy pool, whose
-/// connections then skip the check.
-pub const PEEK_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// A client connection: the socket with its read buffer, and who it is.
 struct Client {
@@ -448,13 +443,12 @@ fn attempt(
         .connect(cfg.connect_timeout, cfg.backend_timeout)
         .map_err(connect_failed)?;
     let mut reused = idle_for.is_some();
-    // A request that must not be sent twice gets a connection known to be open; so does any
-    // request on a connection that sat idle a while, in case the backend wrote something
-    // (a 408, say) and closed it meanwhile. Busy connections skip the check: it costs three
-    // system calls.
-    if idle_for.is_some_and(|idle| !idempotent || !replayable || idle > PEEK_AFTER_IDLE)
-        && !looks_alive(&up)
-    {
+    // A pooled connection is used only if nothing arrived on it while it sat idle: a byte
+    // there is the tail of an earlier response (a body on a HEAD, 204 or 304 answer, bytes
+    // past its Content-Length) or an answer nobody asked for (a 408), and relayed it would
+    // reach this client as its own response. A FIN means the backend closed it. Either way
+    // the connection is dropped and a fresh one made.
+    if reused && !looks_alive(&up) {
         up = backend
             .connect_fresh(cfg.connect_timeout, cfg.backend_timeout)
             .map_err(connect_failed)?;
@@ -511,10 +505,8 @@ fn connect_error(e: &io::Error) -> Error {
 }
 
 /// Is a pooled connection still open, with nothing unasked waiting on it? A non-blocking peek
-/// sees the backend's FIN (or a stray answer) if it closed the connection while idle. Costs
-/// three system calls, so it is used only where a failure could not be repaired by sending
-/// again (a request that must not be sent twice, or whose body cannot be replayed) and for
-/// connections idle longer than [`PEEK_AFTER_IDLE`].
+/// sees the backend's FIN, or stray bytes it wrote while the connection was idle. Three
+/// system calls (two `ioctl`s around a `recv` with `MSG_PEEK`), none of which sleeps.
 fn looks_alive(up: &BufConn) -> bool {
     if up.stream.set_nonblocking(true).is_err() {
         return false;

@@ -7,8 +7,8 @@ mod wire;
 
 use load_balancer::server::Balancer;
 use std::io::{Read, Write};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 use support::*;
 use wire::Seen;
@@ -348,43 +348,108 @@ fn past_max_connections_a_client_gets_503_and_a_close() {
     });
 }
 
-#[test]
-fn an_unsolicited_answer_on_an_idle_pooled_connection_is_not_relayed() {
-    // The backend answers the first request, then (idle past the balancer's peek threshold)
-    // writes a 408 nobody asked for and closes. The next request must not get that 408: a
-    // pooled connection idle that long is peeked at before use, and replaced.
-    let wrote_408 = Arc::new(AtomicBool::new(false));
+/// A backend whose first connection answers its first request with `first`, then, once the
+/// test says the client has its answer (`planted`'s receiver), writes `stray` on the same
+/// connection, as if it belonged to nobody, and then closes it if `close` (else keeps it
+/// open). Every other request, on any connection, gets `200` with body `own`.
+fn planting_backend(
+    first: &'static [u8],
+    stray: &'static [u8],
+    close: bool,
+) -> (ScriptedBackend, mpsc::SyncSender<()>, Arc<AtomicBool>) {
+    let (go_tx, go_rx) = mpsc::sync_channel::<()>(1);
+    let go_rx = Arc::new(std::sync::Mutex::new(Some(go_rx)));
+    let planted = Arc::new(AtomicBool::new(false));
     let backend = {
-        let wrote_408 = Arc::clone(&wrote_408);
+        let planted = Arc::clone(&planted);
         ScriptedBackend::start(move |mut s| {
+            let go = go_rx.lock().unwrap().take();
             while wire::read_message(&mut s).is_some() {
-                if !wire::ok(&mut s, "real") {
-                    return;
+                if let Some(go) = &go
+                    && !planted.load(Ordering::SeqCst)
+                {
+                    if s.write_all(first).is_err() || go.recv().is_err() {
+                        return;
+                    }
+                    let written = s.write_all(stray).is_ok();
+                    planted.store(true, Ordering::SeqCst);
+                    if close || !written {
+                        return;
+                    }
+                    continue;
                 }
-                if !wrote_408.load(Ordering::SeqCst) {
-                    std::thread::sleep(
-                        load_balancer::proxy::PEEK_AFTER_IDLE + Duration::from_millis(200),
-                    );
-                    let _ = s.write_all(
-                        b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 7\r\n\r\ntimeout",
-                    );
-                    wrote_408.store(true, Ordering::SeqCst);
+                if !wire::ok(&mut s, "own") {
                     return;
                 }
             }
         })
     };
-    let lb = Balancer::start(config(&[backend.url()])).unwrap();
-    let mut c = RawConn::open(lb.addr());
-    c.send(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!(c.response().1, b"real");
-    wait_for(
-        Duration::from_secs(5),
-        "the backend's unsolicited 408",
-        || wrote_408.load(Ordering::SeqCst),
-    );
-    c.send(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n");
-    let (head, body) = c.response();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert_eq!(body, b"real");
+    (backend, go_tx, planted)
+}
+
+#[test]
+fn bytes_a_backend_sends_after_its_response_never_reach_the_next_client() {
+    // Issue 11: the tail of one response must not become another client's answer. Each case
+    // is a first exchange that ends, then bytes that arrive on the idle pooled connection.
+    let planted: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nPLANTED";
+    let timeout: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 7\r\n\r\ntimeout";
+    let cases: [(&str, &[u8], &[u8], bool); 5] = [
+        // A body on a HEAD answer.
+        (
+            "HEAD",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n",
+            planted,
+            false,
+        ),
+        // A body on a 204.
+        ("GET", b"HTTP/1.1 204 No Content\r\n\r\n", planted, false),
+        // A body on a 304.
+        ("GET", b"HTTP/1.1 304 Not Modified\r\n\r\n", planted, false),
+        // Bytes past the Content-Length.
+        (
+            "GET",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst",
+            planted,
+            false,
+        ),
+        // An answer nobody asked for, then a close (what servers do when a kept-alive
+        // connection idles out).
+        (
+            "GET",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst",
+            timeout,
+            true,
+        ),
+    ];
+    for (method, first, stray, close) in cases {
+        let (backend, go, planted_flag) = planting_backend(first, stray, close);
+        let lb = Balancer::start(config(&[backend.url()])).unwrap();
+        let mut attacker = RawConn::open(lb.addr());
+        attacker.send(format!("{method} /plant HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        let (head, _) = attacker.response_to(method);
+        assert!(!head.starts_with("HTTP/1.1 5"), "{method}: {head}");
+        // The balancer has relayed the answer, so the connection is back in its pool.
+        wait_for(
+            Duration::from_secs(5),
+            "the upstream connection pooled",
+            || lb.shared().backends.snapshot()[0].pooled_count() == 1,
+        );
+        go.send(()).unwrap();
+        wait_for(Duration::from_secs(5), "the stray bytes written", || {
+            planted_flag.load(Ordering::SeqCst)
+        });
+        let mut victim = RawConn::open(lb.addr());
+        victim.send(b"GET /victim HTTP/1.1\r\nHost: x\r\n\r\n");
+        let (head, body) = victim.response();
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "{method} {first:?}: {head}"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            "own",
+            "after {method} answered {:?}",
+            String::from_utf8_lossy(first)
+        );
+    }
 }
