@@ -36,6 +36,9 @@ pub struct Config {
     pub backends: Vec<BackendSpec>,
     /// How many demo backends to start (`--demo N`); `None` means "only if no `--backend`".
     pub demo: Option<usize>,
+    /// Port of the first demo backend (`--demo-port`); the others take the next ones. `0`:
+    /// every demo backend takes any free port.
+    pub demo_port: u16,
     /// Load-balancing strategy (`--strategy`).
     pub strategy: StrategyKind,
     /// No per-request log lines (`--quiet`); errors still go to stderr.
@@ -90,6 +93,7 @@ impl Default for Config {
                 .expect("the default listen address parses"),
             backends: Vec::new(),
             demo: None,
+            demo_port: DEMO_FIRST_PORT,
             strategy: StrategyKind::RoundRobin,
             quiet: false,
             connect_timeout: Duration::from_secs(2),
@@ -284,6 +288,17 @@ pub const FLAGS: &[Flag] = &[
         help: "start N demo backends (Red, Blue, Green, ...) on ports 8001 and up",
         apply: |c, v| {
             c.demo = Some(parse_count(v, 1, DEMO_MAX as u32)? as usize);
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--demo-port",
+        value: Some("PORT"),
+        default: "8001",
+        help: "port of the first demo backend, the others count up; 0: any free ports",
+        apply: |c, v| {
+            let port = parse_count(v, 0, u32::from(u16::MAX - DEMO_MAX as u16))?;
+            c.demo_port = port as u16;
             Ok(())
         },
     },

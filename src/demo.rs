@@ -388,7 +388,9 @@ fn demo_serve(stream: TcpStream, shared: &DemoShared) -> io::Result<()> {
         let Some(status) = drill_status(shared) else {
             return Ok(());
         };
-        shared.requests.fetch_add(1, Ordering::Relaxed);
+        if received.target.split('?').next() != Some(FAVICON) {
+            shared.requests.fetch_add(1, Ordering::Relaxed);
+        }
         respond(&mut conn, &received, &body, &shared.page, status)?;
         if !received.keep_alive {
             return Ok(());
@@ -454,6 +456,16 @@ fn respond(
     let path = r.target.split('?').next().unwrap_or("");
     let (status, content_type, content): (u16, &str, Vec<u8>) = if drill_status != 200 {
         (drill_status, "text/html", page.as_bytes().to_vec())
+    } else if path == FAVICON {
+        // As the chapter's server: no icon. The 204 may be cached for a day, so a browser's
+        // reloads do not spend a turn of the rotation on the icon every time.
+        let head = "HTTP/1.1 204 No Content\r\nCache-Control: max-age=86400\r\nServer: demo\r\n";
+        let close = if r.keep_alive {
+            ""
+        } else {
+            "Connection: close\r\n"
+        };
+        return conn.write_all(format!("{head}{close}\r\n").as_bytes());
     } else if path == "/echo" {
         (200, "text/plain; charset=utf-8", echo(r, body))
     } else if let Some(n) = path
@@ -495,6 +507,10 @@ fn respond(
     }
     conn.write_all(&out)
 }
+
+/// The path browsers ask for an icon; answered `204 No Content` and not counted, as the
+/// chapter's server does.
+pub const FAVICON: &str = "/favicon.ico";
 
 /// The `/echo` page: request line, fields, blank line, body.
 fn echo(r: &Received, body: &[u8]) -> Vec<u8> {

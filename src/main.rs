@@ -39,11 +39,7 @@ fn run(mut config: Config) -> ExitCode {
     } else {
         0
     });
-    let fleet = match Fleet::start(
-        demo_count,
-        Ipv4Addr::LOCALHOST.into(),
-        config::DEMO_FIRST_PORT,
-    ) {
+    let fleet = match Fleet::start(demo_count, Ipv4Addr::LOCALHOST.into(), config.demo_port) {
         Ok(fleet) => Arc::new(fleet),
         Err(e) => {
             eprintln!("error: demo backend: {e}");
