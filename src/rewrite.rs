@@ -7,15 +7,11 @@
 //! anew and the forwarding fields (`X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`,
 //! `Via`) added; the backend's answer comes back the same way.
 
-use crate::backend::Backend;
 use crate::http::framing::{self, Body};
 use crate::http::head;
 use crate::http::request::{Request, Target};
 use crate::http::response::Response;
 use crate::http::{Error, Version};
-use crate::server::Shared;
-use crate::strategy;
-use std::sync::atomic::Ordering;
 
 /// The `Via` entry added to forwarded requests (RFC 9110 section 7.6.3).
 pub const VIA: &str = "1.1 load-balancer";
@@ -34,8 +30,6 @@ pub(crate) struct Plan {
     pub(crate) expect_continue: bool,
     /// The client asked to switch protocols (`Upgrade`, e.g. WebSocket).
     pub(crate) upgrade: bool,
-    /// The value of the affinity cookie, for `--strategy cookie`.
-    pub(crate) cookie: Option<String>,
 }
 
 impl Plan {
@@ -58,7 +52,11 @@ impl Plan {
 /// The page to answer with: `405` for `CONNECT`, `400` for a bad target, `Host` or framing,
 /// `501` for an unknown transfer coding, `413` for a body over `--max-body`, `417` for an
 /// expectation other than `100-continue`.
-pub(crate) fn plan(req: &Request<'_>, client_ip: &str, shared: &Shared) -> Result<Plan, Error> {
+pub(crate) fn plan(
+    req: &Request<'_>,
+    client_ip: &str,
+    max_body: Option<u64>,
+) -> Result<Plan, Error> {
     if req.method == "CONNECT" {
         // A tunnel to an address of the client's choosing is an open proxy: never.
         return Err(Error {
@@ -69,7 +67,7 @@ pub(crate) fn plan(req: &Request<'_>, client_ip: &str, shared: &Shared) -> Resul
     let target = req.target()?;
     let host = req.host()?;
     let body = framing::request_body(req)?;
-    if let (Body::Length(n), Some(max)) = (body, shared.config.max_body)
+    if let (Body::Length(n), Some(max)) = (body, max_body)
         && n > max
     {
         return Err(Error {
@@ -148,10 +146,6 @@ pub(crate) fn plan(req: &Request<'_>, client_ip: &str, shared: &Shared) -> Resul
         push_field(&mut out, "Connection", b"upgrade");
     }
     out.extend_from_slice(b"\r\n");
-
-    let cookie = (shared.config.strategy == crate::config::StrategyKind::Cookie)
-        .then(|| strategy::affinity_cookie(&req.headers))
-        .flatten();
     Ok(Plan {
         method: req.method.to_string(),
         target: req.target.to_string(),
@@ -161,7 +155,6 @@ pub(crate) fn plan(req: &Request<'_>, client_ip: &str, shared: &Shared) -> Resul
         upstream_head: out,
         expect_continue,
         upgrade,
-        cookie,
     })
 }
 
@@ -223,12 +216,14 @@ pub(crate) struct Reply {
 }
 
 /// The head the client gets: the backend's status line and fields, minus hop-by-hop fields,
-/// with framing and connection fields for this client.
+/// with framing and connection fields for this client, and the lines `add` writes (the
+/// strategy's, see [`crate::strategy::Strategy::on_response`]). `draining`: the balancer is
+/// stopping, so the client connection closes after this response.
 pub(crate) fn build_reply(
     head: &Response<'_>,
     plan: &Plan,
-    backend: &Backend,
-    shared: &Shared,
+    draining: bool,
+    add: impl FnOnce(&mut Vec<u8>),
 ) -> Result<Reply, Error> {
     let body = framing::response_body(head, &plan.method)?;
     let switching = head.status == 101;
@@ -240,10 +235,7 @@ pub(crate) fn build_reply(
     }
     let unknown_length = matches!(body, Body::Chunked | Body::UntilClose);
     let chunk_out = unknown_length && plan.version == Version::Http11;
-    let client_keep = plan.keep_alive
-        && !switching
-        && (chunk_out || !unknown_length)
-        && !shared.draining.load(Ordering::Relaxed);
+    let client_keep = plan.keep_alive && !switching && (chunk_out || !unknown_length) && !draining;
     let upstream_keep = head.keep_alive() && body != Body::UntilClose && !switching;
 
     let mut out = Vec::with_capacity(512);
@@ -281,16 +273,7 @@ pub(crate) fn build_reply(
     } else if plan.version == Version::Http10 {
         push_field(&mut out, "Connection", b"keep-alive");
     }
-    if shared.config.strategy == crate::config::StrategyKind::Cookie {
-        let token = strategy::affinity_token(backend);
-        if plan.cookie.as_deref() != Some(token) {
-            let cookie = format!(
-                "{}={token}; Path=/; HttpOnly; SameSite=Lax",
-                strategy::AFFINITY_COOKIE
-            );
-            push_field(&mut out, "Set-Cookie", cookie.as_bytes());
-        }
-    }
+    add(&mut out);
     out.extend_from_slice(b"\r\n");
     Ok(Reply {
         status: head.status,

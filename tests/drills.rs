@@ -19,7 +19,7 @@ fn drill_setup(
     let urls: Vec<String> = fleet.backends.iter().map(|d| d.url()).collect();
     let mut c = config(&urls);
     tweak(&mut c);
-    let lb = Balancer::start_with_demos(c, Some(Arc::clone(&fleet))).unwrap();
+    let lb = Balancer::start_with_drills(c, Arc::clone(&fleet) as _).unwrap();
     (fleet, lb)
 }
 
