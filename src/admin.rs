@@ -167,22 +167,7 @@ fn serve(accepted: Accepted<'_>, shared: &AdminShared) {
 /// the two so that an unauthorised client cannot make the balancer read a body.
 fn read_request(conn: &mut BufConn, shared: &AdminShared) -> Result<AdminRequest, Answer> {
     let deadline = Instant::now() + ADMIN_TIMEOUT;
-    let timed_out = Answer::page(408, "the admin request took too long");
-    let fill = |conn: &mut BufConn| -> Result<(), Answer> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || conn.set_read_timeout(left).is_err() {
-            return Err(timed_out.clone());
-        }
-        match conn.fill() {
-            Ok(0) => Err(Answer::page(400, "the connection closed mid-request")),
-            Ok(_) => Ok(()),
-            Err(e) if is_timeout(&e) => Err(timed_out.clone()),
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                Err(Answer::page(431, "header section too large"))
-            }
-            Err(_) => Err(Answer::page(400, "reading the request failed")),
-        }
-    };
+    let fill = |conn: &mut BufConn| fill_by(conn, deadline);
     let (mut req, body, head_len) = loop {
         if let Parse::Complete { head, len } = request::parse(conn.data()).map_err(Answer::from)? {
             let body = framing::request_body(&head).map_err(Answer::from)?;
@@ -225,6 +210,28 @@ fn read_request(conn: &mut BufConn, shared: &AdminShared) -> Result<AdminRequest
     req.body = conn.data()[..length].to_vec();
     conn.consume(length);
     Ok(req)
+}
+
+/// Reads more of an admin request, if it comes before `deadline`.
+///
+/// # Errors
+/// The answer to give: `408` past the deadline, `431` for a head too large, `400` when the
+/// connection closed or failed.
+fn fill_by(conn: &mut BufConn, deadline: Instant) -> Result<(), Answer> {
+    let timed_out = || Answer::page(408, "the admin request took too long");
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() || conn.set_read_timeout(left).is_err() {
+        return Err(timed_out());
+    }
+    match conn.fill() {
+        Ok(0) => Err(Answer::page(400, "the connection closed mid-request")),
+        Ok(_) => Ok(()),
+        Err(e) if is_timeout(&e) => Err(timed_out()),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            Err(Answer::page(431, "header section too large"))
+        }
+        Err(_) => Err(Answer::page(400, "reading the request failed")),
+    }
 }
 
 /// Did a browser send this request from a page of another site? Browsers add `Origin` to a

@@ -147,43 +147,12 @@ fn looks_alive(up: &BufConn) -> bool {
 
 /// Writes the request head and body to the backend.
 fn send_request(x: &mut Exchange<'_>, up: &mut BufConn, backend: &Backend) -> Result<(), Fault> {
-    let backend_err = |e: io::Error, partly| {
-        let why = io_why(&e, "could not send the request to the backend");
-        Fault::Backend(Failure::Send { partly }, why)
-    };
-    let plan = x.plan;
     if matches!(x.body, BodyState::None | BodyState::Whole) {
-        // The body (if any) is in the buffer: head and body in one write.
-        let body = match plan.body {
-            Body::Length(n) => &x.client.data()[..n as usize],
-            _ => &[][..],
-        };
-        if body.is_empty() {
-            return up
-                .write_all(&plan.upstream_head)
-                .map_err(|e| backend_err(e, false));
-        }
-        let mut message = Vec::with_capacity(plan.upstream_head.len() + body.len());
-        message.extend_from_slice(&plan.upstream_head);
-        message.extend_from_slice(body);
-        // A write that fails part-way may have delivered the head: then it was "sent", and a
-        // non-idempotent request must not go to another backend.
-        let mut written = 0;
-        while written < message.len() {
-            match (&*up.stream).write(&message[written..]) {
-                Ok(0) => return Err(backend_err(io::ErrorKind::WriteZero.into(), written > 0)),
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(backend_err(e, written > 0)),
-            }
-        }
-        let sent = body.len() as u64;
-        backend.stats.bytes_in.fetch_add(sent, Ordering::Relaxed);
-        return Ok(());
+        return send_whole(x, up, backend);
     }
-    up.write_all(&plan.upstream_head)
-        .map_err(|e| backend_err(e, false))?;
-    if plan.expect_continue && !x.continue_sent {
+    up.write_all(&x.plan.upstream_head)
+        .map_err(|e| send_failed(&e, false))?;
+    if x.plan.expect_continue && !x.continue_sent {
         x.client
             .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
             .map_err(|_| Fault::Client(None))?;
@@ -192,7 +161,7 @@ fn send_request(x: &mut Exchange<'_>, up: &mut BufConn, backend: &Backend) -> Re
     x.body = BodyState::Consumed;
     let _ = x.client.set_read_timeout(x.timeouts.client);
     let mut sent = 0;
-    let result = match plan.body {
+    let result = match x.plan.body {
         Body::Length(n) => copy_exact(x.client, &up.stream, n, Vec::new(), &mut sent),
         Body::Chunked => copy_chunked(
             x.client,
@@ -209,7 +178,7 @@ fn send_request(x: &mut Exchange<'_>, up: &mut BufConn, backend: &Backend) -> Re
         x.body = BodyState::Done;
     }
     result.map_err(|e| match e {
-        CopyError::Dest(e) => backend_err(e, true),
+        CopyError::Dest(e) => send_failed(&e, true),
         CopyError::Source(e) if is_timeout(&e) => Fault::Client(Some(Error {
             status: 408,
             why: "the request body took too long (--client-timeout)",
@@ -221,6 +190,42 @@ fn send_request(x: &mut Exchange<'_>, up: &mut BufConn, backend: &Backend) -> Re
             why: "the request body is larger than --max-body",
         })),
     })
+}
+
+/// Sends a request whose body (if any) is whole in the client's buffer: head and body in
+/// one write, and the buffer keeps the body for another backend.
+fn send_whole(x: &Exchange<'_>, up: &mut BufConn, backend: &Backend) -> Result<(), Fault> {
+    let head = &x.plan.upstream_head;
+    let body = match x.plan.body {
+        Body::Length(n) => &x.client.data()[..n as usize],
+        _ => &[][..],
+    };
+    if body.is_empty() {
+        return up.write_all(head).map_err(|e| send_failed(&e, false));
+    }
+    let mut message = Vec::with_capacity(head.len() + body.len());
+    message.extend_from_slice(head);
+    message.extend_from_slice(body);
+    // A write that fails part-way may have delivered the head: then it was "sent", and a
+    // non-idempotent request must not go to another backend.
+    let mut written = 0;
+    while written < message.len() {
+        match (&*up.stream).write(&message[written..]) {
+            Ok(0) => return Err(send_failed(&io::ErrorKind::WriteZero.into(), written > 0)),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(send_failed(&e, written > 0)),
+        }
+    }
+    let sent = body.len() as u64;
+    backend.stats.bytes_in.fetch_add(sent, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Writing the request failed; `partly`: some of it may have reached the backend.
+fn send_failed(e: &io::Error, partly: bool) -> Fault {
+    let why = io_why(e, "could not send the request to the backend");
+    Fault::Backend(Failure::Send { partly }, why)
 }
 
 fn io_why(e: &io::Error, otherwise: &'static str) -> &'static str {

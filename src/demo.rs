@@ -439,6 +439,17 @@ fn respond(
     } else {
         (200, "text/html", page.as_bytes().to_vec())
     };
+    write_page(conn, r, status, content_type, &content)
+}
+
+/// Writes a whole response with `content` (left out for HEAD, 204 and 304).
+fn write_page(
+    conn: &mut BufConn,
+    r: &Received,
+    status: u16,
+    content_type: &str,
+    content: &[u8],
+) -> io::Result<()> {
     let reason = if status == 200 {
         "OK"
     } else {
@@ -456,7 +467,7 @@ fn respond(
     out.push_str("\r\n");
     let mut out = out.into_bytes();
     if r.method != "HEAD" && status != 204 && status != 304 {
-        out.extend_from_slice(&content);
+        out.extend_from_slice(content);
     }
     conn.write_all(&out)
 }

@@ -244,44 +244,56 @@ where
             refuse(stream, options.refusal, &mut lingerer);
             continue;
         }
-        let job: Job = {
-            let (state, serve) = (Arc::clone(state), Arc::clone(serve));
-            Box::new(move || {
-                let stream = Arc::new(stream);
-                let (id, idle) = state.connections.add(&stream);
-                let _open = OpenGuard { state: &state, id };
-                if state.options.timeouts.accepted(&stream).is_ok() {
-                    serve(Accepted {
-                        stream,
-                        peer,
-                        flags: Flags {
-                            idle: &idle,
-                            draining: &state.draining,
-                        },
-                    });
-                }
-            })
-        };
-        // A parked thread takes the connection if one is free; else a new thread starts, and
-        // after its connection it parks for the next.
-        let Err(job) = state.spares.hand_off(job) else {
-            continue;
-        };
-        let spares = Arc::clone(&state.spares);
-        let spawned = thread::Builder::new()
-            .name(options.worker.into())
-            .stack_size(THREAD_STACK)
-            .spawn(move || {
-                job();
-                while let Some(next) = spares.next() {
-                    next();
-                }
-            });
-        if let Err(e) = spawned {
-            // The job (and the stream in it) is dropped: the client sees a close.
-            stats.open.fetch_sub(1, Ordering::SeqCst);
-            eprintln!("[{}] cannot start a thread for {peer}: {e}", options.name);
-        }
+        dispatch(state, serve, stream, peer);
+    }
+}
+
+/// Serves an accepted connection on a parked thread if one is free, else on a new thread
+/// that parks for the next connection when this one ends.
+fn dispatch<F>(state: &Arc<State>, serve: &Arc<F>, stream: TcpStream, peer: SocketAddr)
+where
+    F: Fn(Accepted<'_>) + Send + Sync + 'static,
+{
+    let job: Job = {
+        let (state, serve) = (Arc::clone(state), Arc::clone(serve));
+        Box::new(move || {
+            let stream = Arc::new(stream);
+            let (id, idle) = state.connections.add(&stream);
+            let _open = OpenGuard { state: &state, id };
+            if state.options.timeouts.accepted(&stream).is_ok() {
+                let draining = &state.draining;
+                let flags = Flags {
+                    idle: &idle,
+                    draining,
+                };
+                serve(Accepted {
+                    stream,
+                    peer,
+                    flags,
+                });
+            }
+        })
+    };
+    let Err(job) = state.spares.hand_off(job) else {
+        return;
+    };
+    let spares = Arc::clone(&state.spares);
+    let spawned = thread::Builder::new()
+        .name(state.options.worker.into())
+        .stack_size(THREAD_STACK)
+        .spawn(move || {
+            job();
+            while let Some(next) = spares.next() {
+                next();
+            }
+        });
+    if let Err(e) = spawned {
+        // The job (and the stream in it) is dropped: the client sees a close.
+        state.options.stats.open.fetch_sub(1, Ordering::SeqCst);
+        eprintln!(
+            "[{}] cannot start a thread for {peer}: {e}",
+            state.options.name
+        );
     }
 }
 

@@ -16,6 +16,7 @@
 
 use crate::attempt::{Exchange, Fault, attempt};
 use crate::backend::Backend;
+use crate::backends::Candidate;
 use crate::conn::{BufConn, LINGER, is_timeout, linger_close};
 use crate::context::Shared;
 use crate::http::framing::Body;
@@ -223,6 +224,13 @@ enum End {
     Gone,
 }
 
+/// After a failed attempt: on to the next candidate (with the answer to give if none is
+/// left), or stop here.
+enum Next {
+    Retry(Error),
+    Stop(End),
+}
+
 /// Sends the request to the backends the set offers, in turn, until one answers or the
 /// request may not go further; answers with an error page when none did.
 fn forward(
@@ -239,11 +247,6 @@ fn forward(
         Body::Length(n) if n <= client.conn.data().len() as u64 => BodyState::Whole,
         _ => BodyState::Waiting,
     };
-    let key = Key {
-        client_ip: client.ip,
-        pin,
-    };
-    let idempotent = request::is_idempotent(&plan.method);
     let mut x = Exchange {
         client: &mut client.conn,
         plan,
@@ -253,72 +256,11 @@ fn forward(
         max_body: ctx.config.max_body,
         draining: flags.draining_flag(),
     };
-    let mut end = None;
-    let mut last = NO_BACKEND;
-    for candidate in ctx.backends.candidates(key) {
-        let backend = candidate.backend();
-        let add = |out: &mut Vec<u8>| ctx.backends.on_response(backend, &key, out);
-        // Each way an attempt can end, and what the client gets for it: here, in one place.
-        let fault = match attempt(&mut x, backend, &add) {
-            Ok(done) => {
-                candidate.answered(done.status);
-                end = Some(End::Relayed(Outcome {
-                    status: done.status,
-                    bytes: done.bytes,
-                    backend: Some(Arc::clone(backend)),
-                    keep_alive: done.client_keep,
-                }));
-                break;
-            }
-            Err(fault) => fault,
-        };
-        match fault {
-            Fault::Backend(failure, why) => {
-                report(plan, Some(backend), why);
-                candidate.failed(failure, why);
-                last = Error {
-                    status: failure.status(),
-                    why,
-                };
-                if !may_retry(failure, x.body, idempotent) {
-                    break;
-                }
-                candidate.retried();
-            }
-            Fault::Broken {
-                status,
-                bytes,
-                blame,
-            } => {
-                if let Some(why) = blame {
-                    report(plan, Some(backend), why);
-                }
-                candidate.broke(status, blame);
-                end = Some(End::Relayed(Outcome {
-                    status,
-                    bytes,
-                    backend: Some(Arc::clone(backend)),
-                    keep_alive: false,
-                }));
-                break;
-            }
-            Fault::Client(Some(error)) => {
-                end = Some(End::Answer(error, false));
-                break;
-            }
-            Fault::Client(None) => {
-                end = Some(End::Gone);
-                break;
-            }
-            Fault::Local(error) => {
-                report(plan, None, error.why);
-                end = Some(End::Answer(error, x.body.read_to_end()));
-                break;
-            }
-        }
-    }
-    // Unless the body was read to its end, the next bytes on the connection are not a request.
-    let end = end.unwrap_or(End::Answer(last, x.body.read_to_end()));
+    let key = Key {
+        client_ip: client.ip,
+        pin,
+    };
+    let end = try_candidates(&mut x, ctx, key);
     if let (BodyState::Whole, Body::Length(n)) = (body, plan.body) {
         client.conn.consume(n as usize);
     }
@@ -331,6 +273,74 @@ fn forward(
             backend: None,
             keep_alive: false,
         },
+    }
+}
+
+/// The forwarding loop: each candidate once, until one answers or the request may not go on.
+fn try_candidates(x: &mut Exchange<'_>, ctx: &Shared, key: Key) -> End {
+    let mut last = NO_BACKEND;
+    for candidate in ctx.backends.candidates(key) {
+        let backend = candidate.backend();
+        let add = |out: &mut Vec<u8>| ctx.backends.on_response(backend, &key, out);
+        match attempt(x, backend, &add) {
+            Ok(done) => {
+                candidate.answered(done.status);
+                return End::Relayed(Outcome {
+                    status: done.status,
+                    bytes: done.bytes,
+                    backend: Some(Arc::clone(backend)),
+                    keep_alive: done.client_keep,
+                });
+            }
+            Err(fault) => match settle(fault, &candidate, x) {
+                Next::Retry(error) => last = error,
+                Next::Stop(end) => return end,
+            },
+        }
+    }
+    // Unless the body was read to its end, the next bytes on the connection are not a request.
+    End::Answer(last, x.body.read_to_end())
+}
+
+/// Each way an attempt can fail, and what follows for the client: here, in one place.
+fn settle(fault: Fault, candidate: &Candidate<'_>, x: &Exchange<'_>) -> Next {
+    let (plan, backend) = (x.plan, candidate.backend());
+    match fault {
+        Fault::Backend(failure, why) => {
+            report(plan, Some(backend), why);
+            candidate.failed(failure, why);
+            let error = Error {
+                status: failure.status(),
+                why,
+            };
+            if !may_retry(failure, x.body, request::is_idempotent(&plan.method)) {
+                return Next::Stop(End::Answer(error, x.body.read_to_end()));
+            }
+            candidate.retried();
+            Next::Retry(error)
+        }
+        Fault::Broken {
+            status,
+            bytes,
+            blame,
+        } => {
+            if let Some(why) = blame {
+                report(plan, Some(backend), why);
+            }
+            candidate.broke(status, blame);
+            Next::Stop(End::Relayed(Outcome {
+                status,
+                bytes,
+                backend: Some(Arc::clone(backend)),
+                keep_alive: false,
+            }))
+        }
+        Fault::Client(Some(error)) => Next::Stop(End::Answer(error, false)),
+        Fault::Client(None) => Next::Stop(End::Gone),
+        Fault::Local(error) => {
+            report(plan, None, error.why);
+            Next::Stop(End::Answer(error, x.body.read_to_end()))
+        }
     }
 }
 

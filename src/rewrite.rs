@@ -75,6 +75,31 @@ pub(crate) fn plan(
             why: "the request body is larger than --max-body",
         });
     }
+    let expect_continue = expects_continue(req, body)?;
+    // An upgrade carries no body (a WebSocket handshake is a GET): bytes after the head
+    // belong to the new protocol, so a request with a body is never upgraded.
+    let upgrade = req.version == Version::Http11
+        && matches!(body, Body::Empty | Body::Length(0))
+        && head::has_token(&req.headers, "connection", "upgrade")
+        && head::values(&req.headers, "upgrade").next().is_some();
+    let out = upstream_head(req, &target, host, client_ip, body, upgrade);
+    Ok(Plan {
+        method: req.method.to_string(),
+        target: req.target.to_string(),
+        version: req.version,
+        body,
+        keep_alive: req.keep_alive(),
+        upstream_head: out,
+        expect_continue,
+        upgrade,
+    })
+}
+
+/// Does the client wait for `100 Continue` before its body?
+///
+/// # Errors
+/// `417` for an expectation other than `100-continue` (RFC 9110 section 10.1.1).
+fn expects_continue(req: &Request<'_>, body: Body) -> Result<bool, Error> {
     let mut expect_continue = false;
     for value in head::values(&req.headers, "expect") {
         if value.eq_ignore_ascii_case(b"100-continue") {
@@ -86,21 +111,28 @@ pub(crate) fn plan(
             });
         }
     }
-    // An upgrade carries no body (a WebSocket handshake is a GET): bytes after the head
-    // belong to the new protocol, so a request with a body is never upgraded.
-    let upgrade = req.version == Version::Http11
-        && matches!(body, Body::Empty | Body::Length(0))
-        && head::has_token(&req.headers, "connection", "upgrade")
-        && head::values(&req.headers, "upgrade").next().is_some();
+    Ok(expect_continue)
+}
 
+/// The head a backend gets for `req`, blank line included (see [`plan`]).
+fn upstream_head(
+    req: &Request<'_>,
+    target: &Target<'_>,
+    host: Option<&[u8]>,
+    client_ip: &str,
+    body: Body,
+    upgrade: bool,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
     target.write_origin_form(&mut out);
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    let absolute = matches!(target, Target::Absolute { .. });
     let hop_by_hop = head::HopByHop::new(&req.headers);
     for h in &req.headers {
-        // X-Forwarded-For and Via are written below, with this hop appended.
+        // X-Forwarded-For and Via are written below, with this hop appended; the framing
+        // and the other forwarding fields are the balancer's to write.
         if !(h.is("x-forwarded-for")
             || h.is("via")
             || hop_by_hop.contains(h.name)
@@ -109,7 +141,7 @@ pub(crate) fn plan(
             || h.is("expect")
             || h.is("x-forwarded-proto")
             || h.is("x-forwarded-host")
-            || (h.is("host") && matches!(target, Target::Absolute { .. })))
+            || (absolute && h.is("host")))
         {
             push_field(&mut out, h.name, h.value);
         }
@@ -122,18 +154,7 @@ pub(crate) fn plan(
         }
         _ => host,
     };
-    let forwarded_for = head::values(&req.headers, "x-forwarded-for");
-    push_list(
-        &mut out,
-        "X-Forwarded-For",
-        forwarded_for.chain([client_ip.as_bytes()]),
-    );
-    push_field(&mut out, "X-Forwarded-Proto", b"http");
-    if let Some(host) = host {
-        push_field(&mut out, "X-Forwarded-Host", host);
-    }
-    let via = head::values(&req.headers, "via");
-    push_list(&mut out, "Via", via.chain([VIA.as_bytes()]));
+    push_forwarding(&mut out, req, host, client_ip);
     match body {
         Body::Length(n) => push_length(&mut out, n),
         Body::Chunked => push_field(&mut out, "Transfer-Encoding", b"chunked"),
@@ -146,16 +167,24 @@ pub(crate) fn plan(
         push_field(&mut out, "Connection", b"upgrade");
     }
     out.extend_from_slice(b"\r\n");
-    Ok(Plan {
-        method: req.method.to_string(),
-        target: req.target.to_string(),
-        version: req.version,
-        body,
-        keep_alive: req.keep_alive(),
-        upstream_head: out,
-        expect_continue,
-        upgrade,
-    })
+    out
+}
+
+/// The fields that say where the request came from: `X-Forwarded-For` with the client
+/// appended, `X-Forwarded-Proto`, `X-Forwarded-Host`, and `Via` with this balancer appended.
+fn push_forwarding(out: &mut Vec<u8>, req: &Request<'_>, host: Option<&[u8]>, client_ip: &str) {
+    let forwarded_for = head::values(&req.headers, "x-forwarded-for");
+    push_list(
+        out,
+        "X-Forwarded-For",
+        forwarded_for.chain([client_ip.as_bytes()]),
+    );
+    push_field(out, "X-Forwarded-Proto", b"http");
+    if let Some(host) = host {
+        push_field(out, "X-Forwarded-Host", host);
+    }
+    let via = head::values(&req.headers, "via");
+    push_list(out, "Via", via.chain([VIA.as_bytes()]));
 }
 
 fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -244,23 +273,7 @@ pub(crate) fn build_reply(
     out.push(b' ');
     out.extend_from_slice(head.reason);
     out.extend_from_slice(b"\r\n");
-    let hop_by_hop = head::HopByHop::new(&head.headers);
-    for h in &head.headers {
-        let keep = if switching && h.is("upgrade") {
-            true
-        } else if hop_by_hop.contains(h.name) {
-            false
-        } else {
-            // Content-Length describes the body only when there is none by rule (HEAD, 304):
-            // then it passes as sent. Otherwise the balancer writes it from the framing. A
-            // 1xx or 204 never carries one (RFC 9110 section 8.6): a backend's is dropped.
-            !h.is("content-length")
-                || (body == Body::Empty && head.status != 204 && head.status >= 200)
-        };
-        if keep {
-            push_field(&mut out, h.name, h.value);
-        }
-    }
+    push_relayed_fields(&mut out, head, body, switching);
     match body {
         Body::Length(n) => push_length(&mut out, n),
         _ if chunk_out => push_field(&mut out, "Transfer-Encoding", b"chunked"),
@@ -284,6 +297,28 @@ pub(crate) fn build_reply(
         client_keep,
         switching,
     })
+}
+
+/// The backend's header fields that the client gets: all but the hop-by-hop ones (the
+/// `Upgrade` of a switch passes) and a `Content-Length` the balancer writes itself.
+fn push_relayed_fields(out: &mut Vec<u8>, head: &Response<'_>, body: Body, switching: bool) {
+    let hop_by_hop = head::HopByHop::new(&head.headers);
+    for h in &head.headers {
+        let keep = if switching && h.is("upgrade") {
+            true
+        } else if hop_by_hop.contains(h.name) {
+            false
+        } else {
+            // Content-Length describes the body only when there is none by rule (HEAD, 304):
+            // then it passes as sent. Otherwise the balancer writes it from the framing. A
+            // 1xx or 204 never carries one (RFC 9110 section 8.6): a backend's is dropped.
+            !h.is("content-length")
+                || (body == Body::Empty && head.status != 204 && head.status >= 200)
+        };
+        if keep {
+            push_field(out, h.name, h.value);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -86,17 +86,8 @@ impl Balancer {
             },
             None => None,
         };
-        let checker = match &config.health_check {
-            Some(path) => {
-                let checks = Checks {
-                    path: path.clone(),
-                    interval: config.health_interval,
-                    timeout: config.health_timeout,
-                    rise: config.rise,
-                    fall: config.fall,
-                };
-                Some(Checker::start(Arc::clone(&shared.backends), checks)?)
-            }
+        let checker = match checks(config) {
+            Some(checks) => Some(Checker::start(Arc::clone(&shared.backends), checks)?),
             None => None,
         };
         let options = Options {
@@ -114,12 +105,9 @@ impl Balancer {
         let stopped = Arc::new(AtomicBool::new(false));
         let flusher = {
             let (shared, stopped) = (Arc::clone(&shared), Arc::clone(&stopped));
-            thread::Builder::new().name("log".into()).spawn(move || {
-                while !stopped.load(Ordering::Relaxed) {
-                    thread::park_timeout(FLUSH_INTERVAL);
-                    shared.log.flush();
-                }
-            })?
+            thread::Builder::new()
+                .name("log".into())
+                .spawn(move || write_log(&shared, &stopped))?
         };
         Ok(Balancer {
             shared,
@@ -183,6 +171,26 @@ impl Balancer {
             abandoned,
             drain: started.elapsed(),
         }
+    }
+}
+
+/// The active checks `--health-check` asks for, if it does.
+fn checks(config: &Config) -> Option<Checks> {
+    let path = config.health_check.clone()?;
+    Some(Checks {
+        path,
+        interval: config.health_interval,
+        timeout: config.health_timeout,
+        rise: config.rise,
+        fall: config.fall,
+    })
+}
+
+/// The access log's writer: what the connection threads collected, every [`FLUSH_INTERVAL`].
+fn write_log(shared: &Shared, stopped: &AtomicBool) {
+    while !stopped.load(Ordering::Relaxed) {
+        thread::park_timeout(FLUSH_INTERVAL);
+        shared.log.flush();
     }
 }
 
