@@ -1,14 +1,18 @@
 //! The demo backends: the chapter's "Red Server" and "Blue Server", and more colours.
 //!
 //! In the chapter these are two `http.server.HTTPServer`s in daemon threads that answer GET
-//! with one line of HTML. Here each is a small HTTP/1.1 server on its own listener thread,
-//! a thread per connection, speaking keep-alive with `Content-Length`, answering every method.
-//! Besides the page they serve:
+//! with one line of HTML. Here each is a small HTTP/1.1 server on a
+//! [`crate::listener::Listener`] (a thread per connection, like the balancer), speaking
+//! keep-alive with `Content-Length`, answering every method. Besides the page they serve:
 //!
 //! - `/echo`: what the backend received (method, target, headers, body), to see what the
 //!   balancer forwards;
 //! - `/status/NNN`: the page with status `NNN`, to see what the balancer relays;
 //! - `/bytes/N`: `N` bytes, streamed, for bandwidth measurements.
+//!
+//! The demo is a user of the library, as `main` is: the balancer's core knows nothing of it.
+//! `main` starts a [`Fleet`] and hands it to the balancer as its [`Drills`] hook, so that the
+//! admin listener and the status page can switch drills (`stop red`, `hang blue`, ...).
 
 use crate::admin::status::DemoRow;
 use crate::admin::{DrillError, Drills};
