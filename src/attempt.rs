@@ -222,10 +222,16 @@ fn send_whole(x: &Exchange<'_>, up: &mut BufConn, backend: &Backend) -> Result<(
     Ok(())
 }
 
-/// Writing the request failed; `partly`: some of it may have reached the backend.
+/// Writing the request failed; `partly`: some of it may have reached the backend. A backend
+/// that stopped reading for `--backend-timeout` timed out, as one that stopped answering.
 fn send_failed(e: &io::Error, partly: bool) -> Fault {
     let why = io_why(e, "could not send the request to the backend");
-    Fault::Backend(Failure::Send { partly }, why)
+    let failure = if is_timeout(e) {
+        Failure::TimedOut { answered: false }
+    } else {
+        Failure::Send { partly }
+    };
+    Fault::Backend(failure, why)
 }
 
 fn io_why(e: &io::Error, otherwise: &'static str) -> &'static str {

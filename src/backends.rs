@@ -7,6 +7,13 @@
 //! pick among the backends that are usable and not yet tried, each at most once (Pingora's
 //! `select_with` is the model). Each [`Candidate`] counts its request in flight, and is told
 //! how the attempt went, which is where passive health is kept.
+//!
+//! Health never empties the rotation: when no backend that health lets through is left for
+//! a request (every backend is out, by passive or active checks, or the ones in rotation
+//! already failed this request), the others are its candidates too, Envoy's "panic mode";
+//! a backend that answers a request is back at once (one the active checks took out comes back only by
+//! them, but serves in the meantime). A request gets `503` only when no backend is left to
+//! try at all: none configured, or all draining.
 
 use crate::backend::{ActiveGuard, Backend};
 use crate::config::BackendSpec;
@@ -162,10 +169,24 @@ impl<'a> Iterator for Candidates<'a> {
             let now = Instant::now();
             let tried = &self.tried;
             let usable = |b: &Backend| !tried.contains(b.id) && b.is_eligible(now);
-            let i = self.set.strategy.pick(&self.list, &self.key, &usable)?;
+            let healthy = self.set.strategy.pick(&self.list, &self.key, &usable);
+            // Panic mode (Envoy's name): when no backend the health checks let through is
+            // left, the ones they took out are tried too, rather than none. Health is an
+            // estimate; a 503 for every client because every backend failed once is worse
+            // than asking them again. One that answers is back in rotation at once.
+            let panic = healthy.is_none();
+            let i = match healthy {
+                Some(i) => i,
+                None => {
+                    let in_rotation = |b: &Backend| !tried.contains(b.id) && !b.is_draining();
+                    self.set
+                        .strategy
+                        .pick(&self.list, &self.key, &in_rotation)?
+                }
+            };
             let backend = &self.list[i];
             self.tried.push(backend.id);
-            if !backend.health.claim(now, self.set.policy.fail_timeout) {
+            if !panic && !backend.health.claim(now, self.set.policy.fail_timeout) {
                 continue; // another request took this backend's trial
             }
             // Counted in flight first, then checked again: the admin API removes a backend
@@ -326,11 +347,57 @@ mod tests {
             .unwrap()
             .failed(Failure::Connect, "refused");
         set.snapshot()[2].set_draining(true);
-        assert_eq!(ids(&set), [1]);
+        // 1 is in rotation; 0 is out, and comes only after it (panic mode, see below).
+        assert_eq!(ids(&set), [1, 0]);
         let b0 = &set.snapshot()[0];
         assert!(!b0.health.is_up());
         assert_eq!(b0.stats.connect_errors.load(Ordering::Relaxed), 1);
         assert_eq!(b0.active(), 0, "a dropped candidate is no longer in flight");
+    }
+
+    #[test]
+    fn when_every_backend_is_out_all_are_tried_again() {
+        let set = set(2);
+        for _ in 0..2 {
+            set.candidates(key())
+                .next()
+                .unwrap()
+                .failed(Failure::Connect, "refused");
+        }
+        assert!(set.snapshot().iter().all(|b| !b.health.is_up()));
+        // Panic mode: both again, in rotation order, each once.
+        let mut tried = ids(&set);
+        tried.sort_unstable();
+        assert_eq!(tried, [0, 1]);
+        // One answers: it is back, and the other stays out, tried only after it.
+        let back = {
+            let candidate = set.candidates(key()).next().unwrap();
+            candidate.answered(200);
+            candidate.backend().id
+        };
+        let up: Vec<bool> = set.snapshot().iter().map(|b| b.health.is_up()).collect();
+        assert_eq!(up.iter().filter(|u| **u).count(), 1, "{up:?}");
+        assert_eq!(ids(&set), [back, 1 - back]);
+        // Draining backends are never tried, panic or not.
+        for b in set.snapshot().iter() {
+            b.set_draining(true);
+        }
+        assert!(ids(&set).is_empty());
+    }
+
+    #[test]
+    fn a_backend_that_failed_this_request_is_not_tried_again_in_panic() {
+        let set = set(2);
+        let mut candidates = set.candidates(key());
+        let first = candidates.next().unwrap();
+        first.failed(Failure::Connect, "refused");
+        drop(first);
+        // The other is up: it comes next; after it, nothing (both tried).
+        let second = candidates.next().unwrap();
+        assert_eq!(second.backend().id, 1);
+        second.failed(Failure::Connect, "refused");
+        drop(second);
+        assert!(candidates.next().is_none());
     }
 
     #[test]

@@ -81,8 +81,14 @@ impl Failure {
 /// Never once its body cannot be sent again. A failure to connect sent nothing, and neither
 /// did a write that failed before its first byte. After that, only an idempotent method may
 /// be sent twice (a backend that died after reading a `POST` may have acted on it), and only
-/// when no byte of a response came back; a backend that went silent counts as one that broke
-/// (nginx's `proxy_next_upstream error timeout`).
+/// when no byte of a response came back.
+///
+/// A backend that went silent after the request was sent is not asked again elsewhere, for
+/// any method (HAProxy's and Envoy's default; nginx's `proxy_next_upstream timeout` would).
+/// A request that is slow everywhere (a report, a URL that hangs) would otherwise cost one
+/// `--backend-timeout` per backend before its `504`, and fail every backend in passing: one
+/// client asking for it could take the whole rotation out. So a timed-out request costs one
+/// `--backend-timeout` and one backend's failure count, and no more.
 pub fn may_retry(failure: Failure, body: BodyState, idempotent: bool) -> bool {
     if !body.replayable() {
         return false;
@@ -90,8 +96,7 @@ pub fn may_retry(failure: Failure, body: BodyState, idempotent: bool) -> bool {
     match failure {
         Failure::Connect | Failure::Send { partly: false } => true,
         Failure::Send { partly: true } | Failure::Closed => idempotent,
-        Failure::TimedOut { answered: false } => idempotent,
-        Failure::TimedOut { answered: true } | Failure::BadResponse => false,
+        Failure::TimedOut { .. } | Failure::BadResponse => false,
     }
 }
 
@@ -120,7 +125,8 @@ mod tests {
             (Closed, NoBody, true, true),
             (Closed, Whole, false, false),
             (Closed, Waiting, true, true),
-            (SILENT, NoBody, true, true),
+            (SILENT, NoBody, true, false),
+            (SILENT, Whole, true, false),
             (SILENT, NoBody, false, false),
             (HALF_HEAD, NoBody, true, false),
             (BadResponse, NoBody, true, false),
