@@ -24,7 +24,7 @@ use crate::retry::Failure;
 use crate::strategy::{Hooks, Key, Strategy};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The backends of a running balancer. Reads take a snapshot (`Arc` of the list), so the
 /// admin API can add and remove backends while requests run without holding any lock
@@ -268,11 +268,6 @@ impl Candidate<'_> {
             backend.health_changed(&change);
         }
     }
-
-    /// How long since this candidate was picked.
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
-    }
 }
 
 /// The ids of the backends a request has tried: four inline, more on the heap (a request
@@ -305,6 +300,7 @@ mod tests {
     use crate::config::StrategyKind;
     use crate::strategy;
     use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Duration;
 
     const POLICY: Policy = Policy {
         max_fails: 1,
