@@ -53,6 +53,7 @@ pub mod checker;
 pub mod config;
 pub mod conn;
 pub mod demo;
+pub mod guide;
 pub mod health;
 pub mod http;
 pub mod log;

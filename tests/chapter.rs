@@ -463,6 +463,54 @@ fn serve_test(
 }
 
 // ---------------------------------------------------------------------------------------------
+// The chapter in one file.
+
+#[test]
+fn the_chapter_file_is_small_and_standalone() {
+    let source = include_str!("../src/bin/chapter.rs");
+    let code = source
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("//"))
+        .count();
+    assert!(code <= 200, "{code} lines of code");
+    assert!(!source.contains("use load_balancer"));
+    assert!(!source.contains("unsafe"));
+}
+
+#[test]
+fn the_chapter_behaves_as_the_chapter() {
+    let mut chapter = Running::chapter(&[]);
+    let started: Vec<&String> = chapter.seen.iter().take(3).collect();
+    for line in &started[..2] {
+        assert!(
+            line.starts_with("[Backend] Server started at http://localhost:"),
+            "{line}"
+        );
+    }
+    assert!(started[2].starts_with("[LoadBalancer] Running at http://localhost:"));
+    let red = port_in(started[0]);
+    let blue = port_in(started[1]);
+    assert_eq!(get(chapter.addr, "/"), (200, RED.to_string()));
+    // The icon is answered by the balancer, and takes no turn.
+    let icon = request(chapter.addr, &get_raw("/favicon.ico")).unwrap();
+    assert_eq!((icon.status, icon.body.as_str()), (204, ""), "{icon:?}");
+    assert_eq!(get(chapter.addr, "/page"), (200, BLUE.to_string()));
+    assert_eq!(get(chapter.addr, "/"), (200, RED.to_string()));
+    chapter.line_with(&format!(
+        "[LoadBalancer] Routing path '/' to http://localhost:{red}"
+    ));
+    chapter.line_with(&format!(
+        "[LoadBalancer] Routing path '/page' to http://localhost:{blue}"
+    ));
+    assert!(
+        !chapter.seen.iter().any(|l| l.contains("favicon")),
+        "{:?}",
+        chapter.seen
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Step 1: a thread each, and a slow client.
 
 /// One client sends half a request line and goes quiet; then another asks for `/`. Returns
