@@ -21,7 +21,7 @@
 //! request per connection, GET only, no headers or body passed on, no second try when a
 //! backend is down, one fixed timeout for everything, no limit on threads, and Ctrl-C simply
 //! ends it. Each step of the guide shows one of these going wrong, and where the crate fixes
-//! it. What it must never do is panic or hang on bad input, and it does neither.
+//! it. What it must never do is panic on bad input, and it does not.
 
 // `use` is Python's `import`: it names things from the standard library (`std`).
 use std::io::{self, BufRead, BufReader, Read, Write};
