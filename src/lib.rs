@@ -60,6 +60,7 @@ pub mod config;
 pub mod conn;
 pub mod context;
 pub mod demo;
+pub mod guide;
 pub mod health;
 pub mod http;
 pub mod listener;
