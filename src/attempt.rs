@@ -325,6 +325,33 @@ fn relay_response(
             });
         }
         Body::Empty => to.write_all(&reply.head).map_err(CopyError::Dest),
+        Body::Length(n) if n <= up.data().len() as u64 => {
+            // The whole response is read (the common case for small pages): head and body go
+            // out in one write, and the backend connection goes back to the pool first, so
+            // that a request this client sends as soon as it has read the answer finds it
+            // there (nginx also releases an upstream connection when the response is read).
+            let mut message = reply.head;
+            message.extend_from_slice(&up.data()[..n as usize]);
+            up.consume(n as usize);
+            if reply.upstream_keep {
+                backend.release(up);
+            }
+            let written = to.write_all(&message);
+            sent = if written.is_ok() { n } else { 0 };
+            backend.stats.bytes_out.fetch_add(sent, Ordering::Relaxed);
+            return match written {
+                Ok(()) => Ok(Relayed {
+                    status,
+                    bytes: sent,
+                    client_keep: reply.client_keep,
+                }),
+                Err(_) => Err(Fault::Broken {
+                    status,
+                    bytes: sent,
+                    blame: None,
+                }),
+            };
+        }
         Body::Length(n) => copy_exact(&mut up, to, n, reply.head, &mut sent),
         Body::Chunked => copy_chunked(&mut up, to, None, reply.head, reply.chunk_out, &mut sent),
         Body::UntilClose => copy_until_close(&mut up, to, reply.head, reply.chunk_out, &mut sent),
