@@ -12,9 +12,13 @@
 //! - **cap** the connections open at once ([`Options::max_connections`]); a refused client
 //!   gets its `503` and a gentle close on a thread of its own ([`LINGER`], so the answer is not
 //!   lost to a reset);
-//! - **spare threads**: a thread whose connection ended parks for up to [`SPARE_IDLE`] and
-//!   takes the next connection, so short connections do not pay for a thread start each
-//!   (Apache httpd's worker MPM keeps spare threads for the same reason, `MaxSpareThreads`);
+//! - **no hand-off**: there is no accept thread. The connection threads take turns waiting in
+//!   `accept` themselves (the "leader/follower" pattern): the thread that accepts a
+//!   connection serves it, after making sure another thread waits in `accept` (starting one if
+//!   none does). So a new connection wakes one thread, not an accept thread and then a
+//!   connection thread, and no lock or condition variable sits between them. A thread whose
+//!   connection ended goes back to `accept` as a spare (Apache httpd's worker MPM keeps spare
+//!   threads for the same reason, `MaxSpareThreads`), up to [`SPARE_MAX`] of them;
 //! - **drain**: [`Listener::stop`] stops accepting, closes the connections that wait for their
 //!   next request, and lets busy ones finish, up to a deadline; [`Listener::abort`] closes
 //!   them all (a demo backend that is "switched off").
@@ -22,15 +26,15 @@
 //! What a connection is for is the caller's: [`Listener::start`] takes the function that
 //! serves one connection ([`crate::proxy::serve`] for the balancer).
 
-use crate::conn::{LINGER, Timeouts};
+use crate::conn::{LINGER, Timeouts, is_timeout};
 use crate::http::pages;
 use crate::metrics::{ServerStats, inc};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
-use std::thread::{self, JoinHandle};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak, mpsc};
+use std::thread;
 use std::time::{Duration, Instant};
 
 /// Stack size of a connection thread. The proxy's buffers live on the heap, so a small stack
@@ -39,24 +43,29 @@ use std::time::{Duration, Instant};
 pub const THREAD_STACK: usize = 128 * 1024;
 /// Most refused connections lingering at once; past it they are closed at once.
 pub const LINGER_MAX: usize = 1024;
-/// Most threads parked at once; more exit when their connection ends. Apache httpd's
-/// `MaxSpareThreads` default (worker MPM) is 250.
+/// Most threads waiting in `accept` at once; a thread whose connection ends while this many
+/// wait exits instead. Apache httpd's `MaxSpareThreads` default (worker MPM) is 250.
 pub const SPARE_MAX: usize = 250;
-/// How long a parked thread waits for a connection before it exits, so that the threads of a
-/// burst do not stay around for good.
+/// How long a thread waits in `accept` before it exits, when another thread waits too (the
+/// last one stays), so that the threads of a burst do not stay around for good. Set on the
+/// listening socket as its receive timeout, which Linux applies to `accept`; on systems that
+/// do not, spare threads stay (at most [`SPARE_MAX`]).
 pub const SPARE_IDLE: Duration = Duration::from_secs(10);
-/// Limit on writing the `503` to a refused client: the accept thread never waits longer.
+/// Limit on writing the `503` to a refused client: the refusing thread never waits longer.
 pub const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause after a failed `accept` (out of file descriptors, an aborted handshake), so that the
 /// loop does not spin while the cause lasts.
 pub const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(10);
 /// How often a drain looks whether the busy connections have finished.
 pub const DRAIN_POLL: Duration = Duration::from_millis(10);
+/// How long a stop spends waking the threads that wait in `accept` (one connection of its own
+/// each) before it gives up on the rest; they then leave at their next wake-up.
+pub const WAKE_LIMIT: Duration = Duration::from_secs(5);
 
 /// How a listener is run.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Name of the accept thread, also used in its console messages (`accept`, `admin`, ...).
+    /// Name used in the listener's console messages (`accept`, `admin`, ...).
     pub name: String,
     /// Name of the connection threads (`client`, `admin-conn`, ...).
     pub worker: &'static str,
@@ -75,17 +84,52 @@ pub struct Options {
 pub struct Listener {
     addr: SocketAddr,
     state: Arc<State>,
-    accept: Option<JoinHandle<()>>,
+    /// The listening socket. This is its only lasting owner: a thread holds it only while it
+    /// waits in `accept`, so that once a stop has woken them all, dropping this closes the
+    /// port (a demo backend "switched off" refuses connections at once).
+    socket: Option<Arc<TcpListener>>,
 }
 
-/// What the accept thread and the connection threads share.
+/// What the connection threads of one listener share.
 #[derive(Debug)]
 struct State {
     options: Options,
+    /// The listening socket, for the threads to wait on (see [`Listener::socket`]).
+    socket: Weak<TcpListener>,
     /// Set when the listener stops: no new connections, no new requests on kept-alive ones.
     draining: AtomicBool,
+    threads: Arc<Threads>,
     connections: Connections,
-    spares: Arc<Spares>,
+    /// The thread that closes refused connections gently, started at the first refusal.
+    lingerer: Mutex<Option<mpsc::SyncSender<TcpStream>>>,
+}
+
+/// Counts of a listener's connection threads, for tests and the curious.
+#[derive(Debug, Default)]
+pub struct Threads {
+    /// Threads waiting in `accept` now (or on their way there).
+    waiting: AtomicUsize,
+    /// Threads alive now, serving or waiting.
+    alive: AtomicUsize,
+    /// Threads started over the listener's life.
+    started: AtomicU64,
+}
+
+impl Threads {
+    /// Threads waiting in `accept` for the next connection.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Threads alive, serving a connection or waiting for one.
+    pub fn alive(&self) -> usize {
+        self.alive.load(Ordering::SeqCst)
+    }
+
+    /// Threads started since the listener started.
+    pub fn started(&self) -> u64 {
+        self.started.load(Ordering::SeqCst)
+    }
 }
 
 /// One accepted connection, as handed to the function that serves it.
@@ -130,28 +174,31 @@ impl Listener {
     /// Serves every connection accepted on `listener` with `serve`, on a thread of its own.
     ///
     /// # Errors
-    /// The address cannot be read or the accept thread cannot start.
+    /// The address cannot be read or the first thread cannot start.
     pub fn start<F>(listener: TcpListener, options: Options, serve: F) -> io::Result<Listener>
     where
         F: Fn(Accepted<'_>) + Send + Sync + 'static,
     {
         let addr = listener.local_addr()?;
+        let socket = Arc::new(with_accept_timeout(listener, SPARE_IDLE));
         let state = Arc::new(State {
             options,
+            socket: Arc::downgrade(&socket),
             draining: AtomicBool::new(false),
+            threads: Arc::default(),
             connections: Connections::default(),
-            spares: Arc::new(Spares::default()),
+            lingerer: Mutex::new(None),
         });
-        let accept = {
-            let (state, serve) = (Arc::clone(&state), Arc::new(serve));
-            thread::Builder::new()
-                .name(state.options.name.clone())
-                .spawn(move || accept_loop(&listener, &state, &serve))?
-        };
+        let serve = Arc::new(serve);
+        state.threads.waiting.fetch_add(1, Ordering::SeqCst);
+        if let Err(e) = spawn_worker(&state, &serve) {
+            state.threads.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(e);
+        }
         Ok(Listener {
             addr,
             state,
-            accept: Some(accept),
+            socket: Some(socket),
         })
     }
 
@@ -160,9 +207,9 @@ impl Listener {
         self.addr
     }
 
-    /// The parked connection threads, waiting for their next connection.
-    pub fn spares(&self) -> &Arc<Spares> {
-        &self.state.spares
+    /// The connection threads: how many wait for a connection, how many were started.
+    pub fn threads(&self) -> &Arc<Threads> {
+        &self.state.threads
     }
 
     /// Stops accepting, closes the connections that wait for a request, and waits up to
@@ -187,14 +234,31 @@ impl Listener {
         self.state.connections.close(true);
     }
 
+    /// Stops accepting: wakes every thread waiting in `accept` (a connection of our own
+    /// each; they see `draining` and leave), then closes the listening socket.
     fn halt(&mut self) {
         self.state.draining.store(true, Ordering::SeqCst);
-        if let Some(accept) = self.accept.take() {
-            // The accept thread is blocked in accept(): a connection of our own wakes it.
-            let _ = TcpStream::connect_timeout(&wake_addr(self.addr), REFUSAL_WRITE_TIMEOUT);
-            let _ = accept.join();
+        let Some(socket) = self.socket.take() else {
+            return;
+        };
+        let threads = &self.state.threads;
+        let wake = wake_addr(self.addr);
+        let give_up = Instant::now() + WAKE_LIMIT;
+        loop {
+            let waiting = threads.waiting();
+            if waiting == 0 || Instant::now() >= give_up {
+                break;
+            }
+            let _ = TcpStream::connect_timeout(&wake, REFUSAL_WRITE_TIMEOUT);
+            // One at a time: no more wake-up connections queue than there are threads.
+            let until = Instant::now() + DRAIN_POLL;
+            while threads.waiting() >= waiting && Instant::now() < until {
+                thread::yield_now();
+            }
         }
-        self.state.spares.close();
+        drop(socket);
+        // The lingering thread ends once nothing lingers and no sender is left.
+        self.state.lock_lingerer().take();
     }
 }
 
@@ -216,97 +280,161 @@ fn wake_addr(mut addr: SocketAddr) -> SocketAddr {
     addr
 }
 
-fn accept_loop<F>(listener: &TcpListener, state: &Arc<State>, serve: &Arc<F>)
+/// Gives the listening socket a receive timeout, which Linux also applies to `accept`: a thread
+/// waiting there wakes after `limit` with a timeout error. std has the socket-option setters on
+/// `TcpStream` only, so the descriptor moves into one for the call and back (safe conversions
+/// through `OwnedFd`; no second descriptor). Where this fails, `accept` just waits on.
+#[cfg(unix)]
+fn with_accept_timeout(listener: TcpListener, limit: Duration) -> TcpListener {
+    use std::os::fd::OwnedFd;
+    let socket = TcpStream::from(OwnedFd::from(listener));
+    let _ = socket.set_read_timeout(Some(limit));
+    TcpListener::from(OwnedFd::from(socket))
+}
+
+/// Elsewhere `accept` waits without a limit (spare threads then stay, at most [`SPARE_MAX`]).
+#[cfg(not(unix))]
+fn with_accept_timeout(listener: TcpListener, _limit: Duration) -> TcpListener {
+    listener
+}
+
+impl State {
+    fn lock_lingerer(&self) -> MutexGuard<'_, Option<mpsc::SyncSender<TcpStream>>> {
+        self.lingerer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Starts a connection thread, which begins by waiting in `accept`. The caller has counted
+/// it in [`Threads::waiting`] already (so that no other thread believes nobody waits).
+fn spawn_worker<F>(state: &Arc<State>, serve: &Arc<F>) -> io::Result<()>
 where
     F: Fn(Accepted<'_>) + Send + Sync + 'static,
 {
+    let (state, serve) = (Arc::clone(state), Arc::clone(serve));
+    thread::Builder::new()
+        .name(state.options.worker.into())
+        .stack_size(THREAD_STACK)
+        .spawn(move || work(&state, &serve))?;
+    Ok(())
+}
+
+/// Counts a thread alive while it runs, also when it panics.
+struct Alive<'a>(&'a Threads);
+
+impl Drop for Alive<'_> {
+    fn drop(&mut self) {
+        self.0.alive.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A connection thread's life: wait in `accept`, serve what it accepted (after making sure
+/// another thread waits in `accept`), and again, until it is not needed.
+fn work<F>(state: &Arc<State>, serve: &Arc<F>)
+where
+    F: Fn(Accepted<'_>) + Send + Sync + 'static,
+{
+    let threads = &state.threads;
+    threads.started.fetch_add(1, Ordering::SeqCst);
+    threads.alive.fetch_add(1, Ordering::SeqCst);
+    let _alive = Alive(threads);
     let options = &state.options;
     let stats = &options.stats;
-    let mut lingerer = None;
+    // On entry, and at the top of each turn, this thread is counted in `waiting`.
     loop {
-        // `accept` (not `incoming`) also gives the peer's address: no `getpeername` call.
-        let accepted = listener.accept();
+        let accepted = match state.socket.upgrade() {
+            Some(socket) => socket.accept(),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        };
+        let others = threads.waiting.fetch_sub(1, Ordering::SeqCst) - 1;
         if state.draining.load(Ordering::SeqCst) {
-            return;
+            return; // a wake-up connection, or a client too late: dropped
         }
-        let (stream, peer) = match accepted {
-            Ok(s) => s,
+        match accepted {
+            Ok((stream, peer)) => {
+                inc(&stats.accepted);
+                if stats.open.fetch_add(1, Ordering::SeqCst) as usize >= options.max_connections {
+                    stats.open.fetch_sub(1, Ordering::SeqCst);
+                    inc(&stats.rejected);
+                    refuse(state, stream, options.refusal);
+                } else if others == 0 && !start_waiting_thread(state, serve) {
+                    // No thread could be started to wait in `accept`: this one goes back to
+                    // it, and the client is told to come back.
+                    stats.open.fetch_sub(1, Ordering::SeqCst);
+                    inc(&stats.rejected);
+                    refuse(state, stream, "out of threads");
+                } else {
+                    serve_one(state, &**serve, stream, peer);
+                }
+            }
+            // Waited SPARE_IDLE for nothing: leave if another thread waits.
+            Err(e) if is_timeout(&e) && others > 0 => return,
+            Err(e) if is_timeout(&e) => {}
             Err(e) => {
                 eprintln!("[{}] accept failed: {e}", options.name);
                 thread::sleep(ACCEPT_RETRY_PAUSE);
-                continue;
             }
-        };
-        inc(&stats.accepted);
-        if stats.open.fetch_add(1, Ordering::SeqCst) as usize >= options.max_connections {
-            stats.open.fetch_sub(1, Ordering::SeqCst);
-            inc(&stats.rejected);
-            refuse(stream, options.refusal, &mut lingerer);
-            continue;
         }
-        dispatch(state, serve, stream, peer);
+        // Back to `accept`, unless enough threads wait there or the listener stops. (Counted
+        // before `draining` is read: a stop sets `draining` before it counts the waiting
+        // threads, so either this thread sees the stop or the stop sees this thread.)
+        if threads.waiting.fetch_add(1, Ordering::SeqCst) >= SPARE_MAX
+            || state.draining.load(Ordering::SeqCst)
+        {
+            threads.waiting.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
     }
 }
 
-/// Serves an accepted connection on a parked thread if one is free, else on a new thread
-/// that parks for the next connection when this one ends.
-fn dispatch<F>(state: &Arc<State>, serve: &Arc<F>, stream: TcpStream, peer: SocketAddr)
+/// Starts a thread to wait in `accept` in this one's place; `false` if none could start.
+fn start_waiting_thread<F>(state: &Arc<State>, serve: &Arc<F>) -> bool
 where
     F: Fn(Accepted<'_>) + Send + Sync + 'static,
 {
-    let job: Job = {
-        let (state, serve) = (Arc::clone(state), Arc::clone(serve));
-        Box::new(move || {
-            let stream = Arc::new(stream);
-            let (id, idle) = state.connections.add(&stream);
-            let _open = OpenGuard { state: &state, id };
-            if state.options.timeouts.accepted(&stream).is_ok() {
-                let draining = &state.draining;
-                let flags = Flags {
-                    idle: &idle,
-                    draining,
-                };
-                serve(Accepted {
-                    stream,
-                    peer,
-                    flags,
-                });
-            }
-        })
-    };
-    let Err(job) = state.spares.hand_off(job) else {
-        return;
-    };
-    let spares = Arc::clone(&state.spares);
-    let spawned = thread::Builder::new()
-        .name(state.options.worker.into())
-        .stack_size(THREAD_STACK)
-        .spawn(move || {
-            job();
-            while let Some(next) = spares.next() {
-                next();
-            }
-        });
-    if let Err(e) = spawned {
-        // The job (and the stream in it) is dropped: the client sees a close.
-        state.options.stats.open.fetch_sub(1, Ordering::SeqCst);
-        eprintln!(
-            "[{}] cannot start a thread for {peer}: {e}",
-            state.options.name
-        );
+    let waiting = &state.threads.waiting;
+    waiting.fetch_add(1, Ordering::SeqCst);
+    match spawn_worker(state, serve) {
+        Ok(()) => true,
+        Err(e) => {
+            waiting.fetch_sub(1, Ordering::SeqCst);
+            eprintln!("[{}] cannot start a thread: {e}", state.options.name);
+            false
+        }
     }
 }
 
-/// Answers a client past the cap with `503` from the accept thread (never waiting on it for
-/// long), then hands the socket to the lingering thread, started at the first refusal.
-fn refuse(stream: TcpStream, why: &str, lingerer: &mut Option<mpsc::SyncSender<TcpStream>>) {
+/// Serves one accepted connection on this thread, counted open (and registered for the
+/// drain) until it ends, also if `serve` panics.
+fn serve_one<F>(state: &State, serve: &F, stream: TcpStream, peer: SocketAddr)
+where
+    F: Fn(Accepted<'_>),
+{
+    let stream = Arc::new(stream);
+    let (id, idle) = state.connections.add(&stream);
+    let _open = OpenGuard { state, id };
+    if state.options.timeouts.accepted(&stream).is_ok() {
+        let flags = Flags {
+            idle: &idle,
+            draining: &state.draining,
+        };
+        serve(Accepted {
+            stream,
+            peer,
+            flags,
+        });
+    }
+}
+/// Answers a client past the cap with `503` (never waiting on it for long), then hands the
+/// socket to the lingering thread, started at the first refusal.
+fn refuse(state: &State, stream: TcpStream, why: &str) {
     let page = pages::error_response(503, why, true, false);
     let _ = stream.set_write_timeout(Some(REFUSAL_WRITE_TIMEOUT));
     let _ = (&stream).write_all(&page);
-    if lingerer.is_none() {
+    let mut lingerer = state.lock_lingerer();
+    if lingerer.is_none() && !state.draining.load(Ordering::SeqCst) {
         *lingerer = spawn_lingerer().ok();
     }
-    if let Some(lingerer) = lingerer {
+    if let Some(lingerer) = lingerer.as_ref() {
         let _ = lingerer.try_send(stream);
     }
 }
@@ -367,7 +495,7 @@ impl Connections {
 
 /// A thread that closes refused connections gently: it half-closes them and reads what the
 /// client still sends for up to [`LINGER`], so the client reads the `503` instead of a reset.
-/// It ends when the accept loop (holding the sender) has ended and nothing lingers.
+/// It ends when the listener has stopped (dropping the sender) and nothing lingers.
 fn spawn_lingerer() -> io::Result<mpsc::SyncSender<TcpStream>> {
     let (tx, rx) = mpsc::sync_channel::<TcpStream>(LINGER_MAX);
     thread::Builder::new()
@@ -410,137 +538,9 @@ fn spawn_lingerer() -> io::Result<mpsc::SyncSender<TcpStream>> {
     Ok(tx)
 }
 
-/// A connection to serve, as handed to a thread.
-pub type Job = Box<dyn FnOnce() + Send>;
-
-/// Parked threads and the connections handed to them.
-#[derive(Debug, Default)]
-pub struct Spares {
-    state: Mutex<Parked>,
-    ready: Condvar,
-}
-
-#[derive(Default)]
-struct Parked {
-    /// Jobs handed off and not yet picked up; never more than `parked`.
-    jobs: VecDeque<Job>,
-    /// Threads waiting in [`Spares::next`].
-    parked: usize,
-    /// The listener stopped: parked threads exit.
-    closed: bool,
-}
-
-impl std::fmt::Debug for Parked {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Parked")
-            .field("jobs", &self.jobs.len())
-            .field("parked", &self.parked)
-            .field("closed", &self.closed)
-            .finish()
-    }
-}
-
-impl Spares {
-    fn lock(&self) -> MutexGuard<'_, Parked> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Gives `job` to a parked thread; hands it back when none is free (the caller then starts
-    /// a thread for it).
-    ///
-    /// # Errors
-    /// The job itself, when no parked thread is free to take it.
-    pub fn hand_off(&self, job: Job) -> Result<(), Job> {
-        let mut state = self.lock();
-        // Every queued job has a parked thread of its own: a thread leaves only when no job
-        // waits (see `next`), so the job cannot be stranded.
-        if state.closed || state.parked <= state.jobs.len() {
-            return Err(job);
-        }
-        state.jobs.push_back(job);
-        drop(state);
-        self.ready.notify_one();
-        Ok(())
-    }
-
-    /// Called by a thread whose job is done: waits up to [`SPARE_IDLE`] for the next one.
-    /// `None`: the thread should exit (enough are parked already, none came, or the listener
-    /// stopped).
-    pub fn next(&self) -> Option<Job> {
-        let mut state = self.lock();
-        if state.closed || state.parked >= SPARE_MAX {
-            return None;
-        }
-        state.parked += 1;
-        let deadline = Instant::now() + SPARE_IDLE;
-        loop {
-            if let Some(job) = state.jobs.pop_front() {
-                state.parked -= 1;
-                return Some(job);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || state.closed {
-                state.parked -= 1;
-                return None;
-            }
-            state = self
-                .ready
-                .wait_timeout(state, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-    }
-
-    /// Threads parked right now.
-    pub fn parked(&self) -> usize {
-        self.lock().parked
-    }
-
-    /// Stops parking: parked threads exit (after any job already handed to them), and
-    /// [`Spares::hand_off`] takes no more.
-    pub fn close(&self) {
-        self.lock().closed = true;
-        self.ready.notify_all();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_parked_thread_takes_the_next_job_and_close_ends_it() {
-        let spares = Arc::new(Spares::default());
-        let none_parked: Job = Box::new(|| {});
-        assert!(
-            spares.hand_off(none_parked).is_err(),
-            "nobody is parked yet"
-        );
-
-        let (done_tx, done_rx) = mpsc::channel();
-        let thread = {
-            let spares = Arc::clone(&spares);
-            std::thread::spawn(move || {
-                let mut served = 0;
-                while let Some(job) = spares.next() {
-                    job();
-                    served += 1;
-                }
-                served
-            })
-        };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while spares.parked() == 0 {
-            assert!(Instant::now() < deadline, "the thread never parked");
-            std::thread::yield_now();
-        }
-        let job: Job = Box::new(move || done_tx.send("served").unwrap());
-        assert!(spares.hand_off(job).is_ok());
-        assert_eq!(done_rx.recv_timeout(Duration::from_secs(5)), Ok("served"));
-        spares.close();
-        assert_eq!(thread.join().unwrap(), 1);
-        assert!(spares.hand_off(Box::new(|| {})).is_err(), "closed");
-    }
 
     #[test]
     fn past_the_cap_a_client_gets_503_and_stop_closes_idle_connections() {
@@ -580,5 +580,51 @@ mod tests {
             "the idle one closed"
         );
         drop(first);
+    }
+
+    #[test]
+    fn the_thread_that_accepts_serves_and_one_more_waits() {
+        let stats = Arc::new(ServerStats::default());
+        let options = Options {
+            name: "test-accept".into(),
+            worker: "test-conn",
+            max_connections: 8,
+            refusal: "full",
+            timeouts: Timeouts::uniform(Duration::from_secs(5)),
+            stats: Arc::clone(&stats),
+        };
+        let listener =
+            Listener::start(TcpListener::bind("127.0.0.1:0").unwrap(), options, |conn| {
+                let _ = (&*conn.stream).write_all(b"hello");
+            })
+            .unwrap();
+        let threads = Arc::clone(listener.threads());
+        let addr = listener.addr();
+        let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !done() {
+                assert!(Instant::now() < deadline, "{what}");
+                thread::yield_now();
+            }
+        };
+        for i in 0..3 {
+            let mut client = TcpStream::connect(addr).unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut answer = String::new();
+            client.read_to_string(&mut answer).unwrap();
+            assert_eq!(answer, "hello", "connection {i}");
+            // The thread that served it waits in `accept` again, beside the one it started
+            // when it took the connection: two threads for one client at a time, however
+            // many connections it makes one after the other.
+            wait_for("two threads waiting", &|| threads.waiting() == 2);
+        }
+        assert_eq!(threads.started(), 2);
+        assert_eq!(stats.accepted.load(Ordering::SeqCst), 3);
+        assert_eq!(listener.stop(Duration::from_secs(5)), 0);
+        wait_for("every thread gone", &|| threads.alive() == 0);
+        // Stopped means the port is closed: a new connection is refused, not queued.
+        assert!(TcpStream::connect(addr).is_err(), "still listening");
     }
 }

@@ -13,7 +13,7 @@ use crate::admin::{Admin, Drills};
 use crate::checker::{Checker, Checks};
 use crate::config::Config;
 pub use crate::context::Shared;
-use crate::listener::{Listener, Options, Spares};
+use crate::listener::{Listener, Options, Threads};
 use crate::log::FLUSH_INTERVAL;
 use crate::proxy;
 use std::io;
@@ -135,9 +135,9 @@ impl Balancer {
         &self.shared
     }
 
-    /// The connection threads parked for their next connection.
-    pub fn spares(&self) -> Option<Arc<Spares>> {
-        self.listener.as_ref().map(|l| Arc::clone(l.spares()))
+    /// The connection threads: how many wait for a connection, how many were started.
+    pub fn threads(&self) -> Option<Arc<Threads>> {
+        self.listener.as_ref().map(|l| Arc::clone(l.threads()))
     }
 
     /// Stops accepting, waits up to `--drain-timeout` for requests in flight, closes idle

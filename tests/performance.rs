@@ -1,5 +1,5 @@
 //! Behaviour the performance work relies on: connection threads are reused, and a shutdown
-//! lets parked threads go.
+//! lets waiting threads go.
 
 mod support;
 
@@ -14,24 +14,26 @@ const CLOSE: &[u8] = b"GET / HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n";
 fn a_finished_connection_thread_serves_the_next_connection() {
     let setup = Setup::new(2, |_| {});
     let shared = Arc::clone(setup.lb.shared());
-    let spares = setup.lb.spares().expect("running");
+    let threads = setup.lb.threads().expect("running");
     for i in 0..3 {
         let response = exchange(setup.addr(), CLOSE);
         assert!(
             response.starts_with("HTTP/1.1 200 OK\r\n"),
             "request {i}: {response}"
         );
-        // The thread that served it parks, and the next connection goes to it: never more
-        // than one parked thread for one client at a time.
+        // The thread that served it waits in `accept` again, beside the one it started when
+        // it took the connection: one client's connections, one after the other, never need
+        // a third thread.
         wait_for(
             Duration::from_secs(5),
-            "the connection thread to park",
-            || spares.parked() == 1,
+            "the connection thread to wait for the next connection",
+            || threads.waiting() == 2,
         );
     }
+    assert_eq!(threads.started(), 2);
     assert_eq!(shared.stats.accepted.load(Ordering::Relaxed), 3);
     setup.lb.shutdown();
-    wait_for(Duration::from_secs(5), "parked threads to exit", || {
-        spares.parked() == 0
+    wait_for(Duration::from_secs(5), "waiting threads to exit", || {
+        threads.alive() == 0
     });
 }
