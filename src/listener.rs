@@ -29,7 +29,6 @@
 use crate::conn::{LINGER, Timeouts, is_timeout};
 use crate::http::pages;
 use crate::metrics::{ServerStats, inc};
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -337,6 +336,7 @@ where
     threads.started.fetch_add(1, Ordering::SeqCst);
     threads.alive.fetch_add(1, Ordering::SeqCst);
     let _alive = Alive(threads);
+    let slot = state.connections.join();
     let options = &state.options;
     let stats = &options.stats;
     // On entry, and at the top of each turn, this thread is counted in `waiting`.
@@ -363,7 +363,7 @@ where
                     inc(&stats.rejected);
                     refuse(state, stream, "out of threads");
                 } else {
-                    serve_one(state, &**serve, stream, peer);
+                    serve_one(state, &**serve, &slot.slot, stream, peer);
                 }
             }
             // Waited SPARE_IDLE for nothing: leave if another thread waits.
@@ -405,16 +405,19 @@ where
 
 /// Serves one accepted connection on this thread, counted open (and registered for the
 /// drain) until it ends, also if `serve` panics.
-fn serve_one<F>(state: &State, serve: &F, stream: TcpStream, peer: SocketAddr)
+fn serve_one<F>(state: &State, serve: &F, slot: &Slot, stream: TcpStream, peer: SocketAddr)
 where
     F: Fn(Accepted<'_>),
 {
     let stream = Arc::new(stream);
-    let (id, idle) = state.connections.add(&stream);
-    let _open = OpenGuard { state, id };
+    *slot.lock() = Some(Arc::clone(&stream));
+    let _open = OpenGuard {
+        stats: &state.options.stats,
+        slot,
+    };
     if state.options.timeouts.accepted(&stream).is_ok() {
         let flags = Flags {
-            idle: &idle,
+            idle: &slot.idle,
             draining: &state.draining,
         };
         serve(Accepted {
@@ -439,56 +442,88 @@ fn refuse(state: &State, stream: TcpStream, why: &str) {
     }
 }
 
-/// Keeps a connection counted as open, and in the registry of open connections, until it is
+/// Keeps a connection counted as open, and in its thread's slot of the registry, until it is
 /// dropped: when the connection ends, and also if its thread panics, so that a bug can never
 /// leak a slot of the cap.
 struct OpenGuard<'a> {
-    state: &'a State,
-    id: u64,
+    stats: &'a ServerStats,
+    slot: &'a Slot,
 }
 
 impl Drop for OpenGuard<'_> {
     fn drop(&mut self) {
-        self.state.connections.remove(self.id);
-        self.state.options.stats.open.fetch_sub(1, Ordering::SeqCst);
+        self.slot.idle.store(false, Ordering::SeqCst);
+        let stream = self.slot.lock().take();
+        drop(stream); // closed outside the lock
+        self.stats.open.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-/// An open connection's stream, and its flag saying it waits for its next request.
-type OpenConnection = (Arc<TcpStream>, Arc<AtomicBool>);
+/// A connection thread's place in the registry of open connections, for the thread's whole
+/// life: the connection it serves now, if any, and whether that connection waits for its next
+/// request. Only its own thread and a drain lock it, so the lock is not contended; a single
+/// map of all connections was locked twice per connection by every thread.
+#[derive(Debug, Default)]
+struct Slot {
+    /// The connection's socket, shared with the thread serving it (not `dup`ed: one
+    /// descriptor per connection).
+    stream: Mutex<Option<Arc<TcpStream>>>,
+    /// The connection waits for its next request (see [`Flags::set_idle`]).
+    idle: AtomicBool,
+}
 
-/// The open connections, so that a drain can close the idle ones.
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, Option<Arc<TcpStream>>> {
+        self.stream.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The open connections, so that a drain can close the idle ones: a slot per connection
+/// thread, added when the thread starts and removed when it ends.
 #[derive(Debug, Default)]
 struct Connections {
-    next_id: AtomicU64,
-    /// The stream is the connection thread's own (shared, not `dup`ed: one descriptor each).
-    open: Mutex<HashMap<u64, OpenConnection>>,
+    slots: Mutex<Vec<Arc<Slot>>>,
 }
 
 impl Connections {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, OpenConnection>> {
-        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Vec<Arc<Slot>>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a connection; returns its id and its idle flag.
-    fn add(&self, stream: &Arc<TcpStream>) -> (u64, Arc<AtomicBool>) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let idle = Arc::new(AtomicBool::new(false));
-        self.lock()
-            .insert(id, (Arc::clone(stream), Arc::clone(&idle)));
-        (id, idle)
-    }
-
-    fn remove(&self, id: u64) {
-        self.lock().remove(&id);
+    /// A slot for a thread that starts; it leaves the registry when the guard is dropped (when
+    /// the thread ends, also by a panic).
+    fn join(&self) -> SlotGuard<'_> {
+        let slot = Arc::new(Slot::default());
+        self.lock().push(Arc::clone(&slot));
+        SlotGuard {
+            connections: self,
+            slot,
+        }
     }
 
     /// Shuts down the connections that wait for a request, or with `busy_too` all of them.
     fn close(&self, busy_too: bool) {
-        for (stream, idle) in self.lock().values() {
-            if busy_too || idle.load(Ordering::Relaxed) {
+        for slot in self.lock().iter() {
+            if (busy_too || slot.idle.load(Ordering::SeqCst))
+                && let Some(stream) = slot.lock().as_ref()
+            {
                 let _ = stream.shutdown(Shutdown::Both);
             }
+        }
+    }
+}
+
+/// A thread's slot in the registry, for as long as the thread lives.
+struct SlotGuard<'a> {
+    connections: &'a Connections,
+    slot: Arc<Slot>,
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        let mut slots = self.connections.lock();
+        if let Some(i) = slots.iter().position(|s| Arc::ptr_eq(s, &self.slot)) {
+            slots.swap_remove(i);
         }
     }
 }
