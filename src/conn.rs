@@ -75,6 +75,14 @@ impl Timeouts {
         stream.set_read_timeout(Some(self.idle))
     }
 
+    /// Does `stream` have the options [`Timeouts::accepted`] sets already? (A socket inherits
+    /// them from its listener on Linux and the BSDs; see [`crate::listener::Listener::start`].)
+    pub fn accepted_already(&self, stream: &TcpStream) -> bool {
+        stream.nodelay().unwrap_or(false)
+            && stream.write_timeout().ok() == Some(Some(self.client))
+            && stream.read_timeout().ok() == Some(Some(self.idle))
+    }
+
     /// Opens a connection to a backend within [`Timeouts::connect`]; reads and writes on it
     /// are limited by [`Timeouts::backend`].
     ///
@@ -230,6 +238,36 @@ pub fn is_timeout(e: &io::Error) -> bool {
 mod tests {
     use super::*;
     use std::net::TcpListener;
+
+    #[test]
+    fn accepted_sockets_inherit_the_listeners_options() {
+        let timeouts = Timeouts {
+            client: Duration::from_millis(2500),
+            idle: Duration::from_millis(1500),
+            ..Timeouts::uniform(Duration::from_secs(1))
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (plain, _) = listener.accept().unwrap();
+        assert!(!timeouts.accepted_already(&plain), "std sets none of them");
+        timeouts.accepted(&plain).unwrap();
+        assert!(
+            timeouts.accepted_already(&plain),
+            "the check reads what is set"
+        );
+        // Set on a listener, they reach the sockets it accepts (the listener relies on it on
+        // Linux; where it does not hold, it sets them on each socket).
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::OwnedFd;
+            let socket = TcpStream::from(OwnedFd::from(listener));
+            timeouts.accepted(&socket).unwrap();
+            let listener = TcpListener::from(OwnedFd::from(socket));
+            let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (inherited, _) = listener.accept().unwrap();
+            assert!(timeouts.accepted_already(&inherited));
+        }
+    }
 
     #[test]
     fn keeps_unread_bytes_and_grows() {

@@ -7,8 +7,9 @@
 //! the machine), so past its cap a client gets `503` and `Retry-After` instead of a thread.
 //! What it does for every port alike:
 //!
-//! - **accept** with the peer's address (no `getpeername` call), and set the socket's
-//!   [`Timeouts`] before anything reads from it;
+//! - **accept** with the peer's address (no `getpeername` call), with the socket's
+//!   [`Timeouts`] in place before anything reads from it: they are set once, on the listening
+//!   socket, and every accepted socket inherits them (see [`Listener::start`]);
 //! - **cap** the connections open at once ([`Options::max_connections`]); a refused client
 //!   gets its `503` and a gentle close on a thread of its own ([`LINGER`], so the answer is not
 //!   lost to a reset);
@@ -18,7 +19,8 @@
 //!   none does). So a new connection wakes one thread, not an accept thread and then a
 //!   connection thread, and no lock or condition variable sits between them. A thread whose
 //!   connection ended goes back to `accept` as a spare (Apache httpd's worker MPM keeps spare
-//!   threads for the same reason, `MaxSpareThreads`), up to [`SPARE_MAX`] of them;
+//!   threads for the same reason, `MaxSpareThreads`), up to [`SPARE_MAX`] of them. A spare
+//!   thread that waited a whole accept timeout for nothing exits, unless it is the last;
 //! - **drain**: [`Listener::stop`] stops accepting, closes the connections that wait for their
 //!   next request, and lets busy ones finish, up to a deadline; [`Listener::abort`] closes
 //!   them all (a demo backend that is "switched off").
@@ -31,7 +33,7 @@ use crate::http::pages;
 use crate::metrics::{ServerStats, inc};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -45,11 +47,6 @@ pub const LINGER_MAX: usize = 1024;
 /// Most threads waiting in `accept` at once; a thread whose connection ends while this many
 /// wait exits instead. Apache httpd's `MaxSpareThreads` default (worker MPM) is 250.
 pub const SPARE_MAX: usize = 250;
-/// How long a thread waits in `accept` before it exits, when another thread waits too (the
-/// last one stays), so that the threads of a burst do not stay around for good. Set on the
-/// listening socket as its receive timeout, which Linux applies to `accept`; on systems that
-/// do not, spare threads stay (at most [`SPARE_MAX`]).
-pub const SPARE_IDLE: Duration = Duration::from_secs(10);
 /// Limit on writing the `503` to a refused client: the refusing thread never waits longer.
 pub const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause after a failed `accept` (out of file descriptors, an aborted handshake), so that the
@@ -99,6 +96,8 @@ struct State {
     draining: AtomicBool,
     threads: Arc<Threads>,
     connections: Connections,
+    /// Do accepted sockets inherit the listener's options ([`INHERITED`], ...)?
+    inherited: AtomicU8,
     /// The thread that closes refused connections gently, started at the first refusal.
     lingerer: Mutex<Option<mpsc::SyncSender<TcpStream>>>,
 }
@@ -172,6 +171,13 @@ impl<'a> Flags<'a> {
 impl Listener {
     /// Serves every connection accepted on `listener` with `serve`, on a thread of its own.
     ///
+    /// The socket options of [`Timeouts::accepted`] are set on the listening socket, once:
+    /// Linux and the BSDs copy a listener's `TCP_NODELAY` and send and receive timeouts to
+    /// every socket it accepts, so a connection costs no `setsockopt` (the first accepted
+    /// socket is checked, and where they were not inherited they are set on each). Linux also
+    /// applies the receive timeout to `accept` itself: that is the *accept timeout* after which
+    /// a spare thread leaves (`--idle-timeout` for the balancer).
+    ///
     /// # Errors
     /// The address cannot be read or the first thread cannot start.
     pub fn start<F>(listener: TcpListener, options: Options, serve: F) -> io::Result<Listener>
@@ -179,13 +185,14 @@ impl Listener {
         F: Fn(Accepted<'_>) + Send + Sync + 'static,
     {
         let addr = listener.local_addr()?;
-        let socket = Arc::new(with_accept_timeout(listener, SPARE_IDLE));
+        let socket = Arc::new(with_options(listener, &options.timeouts));
         let state = Arc::new(State {
             options,
             socket: Arc::downgrade(&socket),
             draining: AtomicBool::new(false),
             threads: Arc::default(),
             connections: Connections::default(),
+            inherited: AtomicU8::new(INHERIT_UNKNOWN),
             lingerer: Mutex::new(None),
         });
         let serve = Arc::new(serve);
@@ -279,25 +286,52 @@ fn wake_addr(mut addr: SocketAddr) -> SocketAddr {
     addr
 }
 
-/// Gives the listening socket a receive timeout, which Linux also applies to `accept`: a thread
-/// waiting there wakes after `limit` with a timeout error. std has the socket-option setters on
-/// `TcpStream` only, so the descriptor moves into one for the call and back (safe conversions
-/// through `OwnedFd`; no second descriptor). Where this fails, `accept` just waits on.
+/// Sets the options of [`Timeouts::accepted`] on the listening socket, for the sockets it
+/// accepts to inherit. std has the setters on `TcpStream` only, so the descriptor moves into
+/// one for the calls and back (safe conversions through `OwnedFd`; no second descriptor).
+/// Where this fails, the options are set on each accepted socket instead (see
+/// [`State::set_up`]).
 #[cfg(unix)]
-fn with_accept_timeout(listener: TcpListener, limit: Duration) -> TcpListener {
+fn with_options(listener: TcpListener, timeouts: &Timeouts) -> TcpListener {
     use std::os::fd::OwnedFd;
     let socket = TcpStream::from(OwnedFd::from(listener));
-    let _ = socket.set_read_timeout(Some(limit));
+    let _ = timeouts.accepted(&socket);
     TcpListener::from(OwnedFd::from(socket))
 }
 
-/// Elsewhere `accept` waits without a limit (spare threads then stay, at most [`SPARE_MAX`]).
+/// Elsewhere the options are set on each accepted socket.
 #[cfg(not(unix))]
-fn with_accept_timeout(listener: TcpListener, _limit: Duration) -> TcpListener {
+fn with_options(listener: TcpListener, _timeouts: &Timeouts) -> TcpListener {
     listener
 }
 
+/// Accepted sockets inherit the listener's options: not known yet.
+const INHERIT_UNKNOWN: u8 = 0;
+/// Accepted sockets inherit the listener's options: nothing to set.
+const INHERITED: u8 = 1;
+/// Accepted sockets do not inherit the listener's options: set them on each.
+const NOT_INHERITED: u8 = 2;
+
 impl State {
+    /// Gives an accepted socket the options of [`Timeouts::accepted`], unless it inherited
+    /// them from the listener (looked at on the first socket only: three `getsockopt`s once).
+    fn set_up(&self, stream: &TcpStream) -> io::Result<()> {
+        let timeouts = &self.options.timeouts;
+        match self.inherited.load(Ordering::Relaxed) {
+            INHERITED => Ok(()),
+            NOT_INHERITED => timeouts.accepted(stream),
+            _ => {
+                if timeouts.accepted_already(stream) {
+                    self.inherited.store(INHERITED, Ordering::Relaxed);
+                    Ok(())
+                } else {
+                    self.inherited.store(NOT_INHERITED, Ordering::Relaxed);
+                    timeouts.accepted(stream)
+                }
+            }
+        }
+    }
+
     fn lock_lingerer(&self) -> MutexGuard<'_, Option<mpsc::SyncSender<TcpStream>>> {
         self.lingerer.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -366,7 +400,7 @@ where
                     serve_one(state, &**serve, &slot.slot, stream, peer);
                 }
             }
-            // Waited SPARE_IDLE for nothing: leave if another thread waits.
+            // Waited a whole accept timeout for nothing: leave if another thread waits.
             Err(e) if is_timeout(&e) && others > 0 => return,
             Err(e) if is_timeout(&e) => {}
             Err(e) => {
@@ -415,7 +449,7 @@ where
         stats: &state.options.stats,
         slot,
     };
-    if state.options.timeouts.accepted(&stream).is_ok() {
+    if state.set_up(&stream).is_ok() {
         let flags = Flags {
             idle: &slot.idle,
             draining: &state.draining,

@@ -133,7 +133,7 @@ impl AccessLog {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records one request. The line is formatted into this thread's buffer ([`LINE`]) before
+    /// Records one request. The line is formatted into a buffer of this thread's before
     /// the lock is taken, and the oldest decision's strings are reused, so a request costs no
     /// allocation here and holds the lock only to copy text.
     pub fn record(&self, r: &Record<'_>) {
