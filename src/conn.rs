@@ -15,6 +15,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How many bytes [`BufConn::fill_idle`] reads into a small array on the stack while no
+/// buffer is held: a typical request head (`curl`'s is under 100 bytes, a browser's a few
+/// hundred) arrives whole in it; a longer one takes one more read.
+pub const IDLE_READ: usize = 1024;
+
 /// How long a connection is kept after a final answer to read what the client still sends,
 /// so that closing does not reset the connection before the client reads the answer (nginx's
 /// `lingering_close`, see [`linger_close`]).
@@ -154,8 +159,9 @@ impl BufConn {
     /// The socket's error (a timeout is `WouldBlock` or `TimedOut`), or `InvalidData` when the
     /// unread bytes already fill the largest buffer allowed.
     pub fn fill(&mut self) -> io::Result<usize> {
-        if self.buf.is_empty() {
-            self.buf = vec![0; self.capacity];
+        if self.buf.len() < self.capacity {
+            // No buffer yet, or the small one of `fill_idle`: the full size, once.
+            self.buf.resize(self.capacity, 0);
         }
         if self.end == self.buf.len() {
             if self.start > 0 {
@@ -174,6 +180,27 @@ impl BufConn {
         }
         let n = (&*self.stream).read(&mut self.buf[self.end..])?;
         self.end += n;
+        Ok(n)
+    }
+
+    /// Waits for bytes while holding no buffer, then reads them into a new one: for a kept-alive
+    /// connection between requests, so that an idle connection costs its thread and socket but
+    /// no heap buffer (the wait reads into [`IDLE_READ`] bytes on the stack). Returns how many
+    /// bytes came (0: the peer closed). Only when nothing is buffered.
+    ///
+    /// # Errors
+    /// The socket's error (a timeout is `WouldBlock` or `TimedOut`).
+    pub fn fill_idle(&mut self) -> io::Result<usize> {
+        debug_assert!(self.data().is_empty(), "fill_idle with unread bytes");
+        self.buf = Vec::new();
+        let mut first = [0u8; IDLE_READ];
+        let n = (&*self.stream).read(&mut first)?;
+        // Just the bytes that came: a request whose head came whole needs no more room, and
+        // a buffer of the full capacity would be zeroed first (safe Rust reads only into
+        // initialised memory). `fill` makes room when more must be read.
+        self.buf = first[..n].to_vec();
+        self.start = 0;
+        self.end = n;
         Ok(n)
     }
 
@@ -267,6 +294,33 @@ mod tests {
             let (inherited, _) = listener.accept().unwrap();
             assert!(timeouts.accepted_already(&inherited));
         }
+    }
+
+    #[test]
+    fn an_idle_connection_holds_no_buffer() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut writer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (reader, _) = listener.accept().unwrap();
+        let mut conn = BufConn::new(reader, 4096, 8192);
+        writer.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(conn.fill_idle().unwrap(), 18);
+        assert_eq!(conn.data(), b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(conn.buf.capacity(), 18, "just what came");
+        // More bytes (a body, the rest of a long head) get the full buffer.
+        writer.write_all(&[b'x'; 3000]).unwrap();
+        while conn.data().len() < 18 + 3000 {
+            conn.fill().unwrap();
+        }
+        assert_eq!(conn.buf.len(), 4096);
+        conn.consume(18 + 3000);
+        // Waiting again gives the buffer back first.
+        writer.write_all(b"next").unwrap();
+        assert_eq!(conn.fill_idle().unwrap(), 4);
+        assert_eq!((conn.data(), conn.buf.capacity()), (&b"next"[..], 4));
+        drop(writer);
+        conn.consume(4);
+        assert_eq!(conn.fill_idle().unwrap(), 0);
+        assert_eq!(conn.buf.capacity(), 0, "nothing held after the close");
     }
 
     #[test]

@@ -165,7 +165,7 @@ fn read_request(
             return Ok(None);
         }
         let _ = client.conn.set_read_timeout(ctx.timeouts.idle);
-        let read = client.conn.fill();
+        let read = client.conn.fill_idle();
         flags.set_idle(false);
         match read {
             Ok(0) | Err(_) => return Ok(None),
