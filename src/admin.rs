@@ -474,7 +474,7 @@ fn metrics(lb: &Shared) -> Answer {
             url: &b.url,
             up: b.health.is_up(),
             draining: b.is_draining(),
-            weight: b.weight,
+            weight: b.weight(),
             active: b.active(),
             stats: &b.stats,
         })
@@ -532,7 +532,9 @@ fn add(body: &[u8], shared: &AdminShared) -> Answer {
     let backend = lb.backends.add(&spec);
     println!(
         "[Admin] Backend {} {} added (weight {})",
-        backend.id, backend.url, backend.weight
+        backend.id,
+        backend.url,
+        backend.weight()
     );
     Answer::json(201, Row::of(&backend).json())
         .with("Location", format!("/backends/{}", backend.id))

@@ -82,7 +82,7 @@ impl Row {
             url: b.url.clone(),
             colour: colour(b.id),
             state,
-            weight: b.weight,
+            weight: b.weight(),
             active: b.active(),
             requests: s.requests.load(Ordering::Relaxed),
             errors: s.connect_errors.load(Ordering::Relaxed)
