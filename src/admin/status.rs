@@ -7,6 +7,7 @@
 //! data for scripts. Both are rendered from a [`Status`] snapshot by pure functions.
 
 use crate::backend::Backend;
+use crate::backends_file::FileInfo;
 use crate::context::Shared;
 use crate::http::pages::{PALETTE, escape};
 use crate::log::Decision;
@@ -141,6 +142,8 @@ pub struct Status {
     pub strategy: &'static str,
     /// The demo backends of this run, for the drill buttons.
     pub demos: Vec<DemoRow>,
+    /// With `--backends-file`: the file, its generation and its last reads.
+    pub file: Option<FileInfo>,
 }
 
 /// One demo backend on the status page, with its drill.
@@ -184,6 +187,7 @@ impl Status {
             requests: stats.requests.load(Ordering::Relaxed),
             strategy: shared.config.strategy.name(),
             demos,
+            file: shared.file.as_ref().map(|f| f.info()),
         }
     }
 
@@ -238,6 +242,7 @@ impl Status {
             );
         }
         out.push_str("</table>\n");
+        self.file_html(&mut out);
         if !self.demos.is_empty() {
             out.push_str("<h2>Demo backends: failure drills</h2>\n<table>\n");
             for d in &self.demos {
@@ -314,7 +319,9 @@ impl Status {
             json_string(&mut out, &d.drill);
             out.push('}');
         }
-        out.push_str("],\"recent\":[");
+        out.push_str("],\"backends_file\":");
+        self.file_json(&mut out);
+        out.push_str(",\"recent\":[");
         for (i, d) in self.recent.iter().enumerate() {
             if i > 0 {
                 out.push(',');
@@ -331,6 +338,55 @@ impl Status {
         }
         out.push_str("]}");
         out
+    }
+}
+
+impl Status {
+    /// The line under the backends that says where the list comes from.
+    fn file_html(&self, out: &mut String) {
+        let Some(f) = &self.file else { return };
+        let _ = write!(
+            out,
+            "<p>Backends from <code>{}</code> &middot; generation {} &middot; last read taken at \
+             {} UTC &middot; list {:016x} &middot; {} refused reads",
+            escape(&f.path),
+            f.generation,
+            clock(f.loaded),
+            f.list,
+            f.errors
+        );
+        if let Some(why) = &f.last_error {
+            let _ = write!(
+                out,
+                " &middot; <span class=\"DOWN\">last read refused</span>: {}",
+                escape(why)
+            );
+        }
+        out.push_str("</p>\n");
+    }
+
+    /// `backends_file` in the JSON: `null`, or the file's state.
+    fn file_json(&self, out: &mut String) {
+        let Some(f) = &self.file else {
+            out.push_str("null");
+            return;
+        };
+        let millis = f
+            .loaded
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |t| t.as_millis());
+        out.push_str("{\"path\":");
+        json_string(out, &f.path);
+        let _ = write!(
+            out,
+            ",\"generation\":{},\"loaded_ms\":{millis},\"errors\":{},\"list\":\"{:016x}\",\"last_error\":",
+            f.generation, f.errors, f.list
+        );
+        match &f.last_error {
+            Some(why) => json_string(out, why),
+            None => out.push_str("null"),
+        }
+        out.push('}');
     }
 }
 
@@ -428,6 +484,7 @@ mod tests {
                 url: "http://127.0.0.1:8001".into(),
                 drill: "ok: answering normally".into(),
             }],
+            file: None,
         }
     }
 
@@ -455,7 +512,7 @@ mod tests {
              \"colour\":\"green\",\"weight\":1,\"active\":2,\"requests\":10,\"errors\":1,\
              \"p50_seconds\":0.0005,\"p99_seconds\":null}],\
              \"demos\":[{\"name\":\"Red\",\"url\":\"http://127.0.0.1:8001\",\
-             \"drill\":\"ok: answering normally\"}],\
+             \"drill\":\"ok: answering normally\"}],\"backends_file\":null,\
              \"recent\":[{\"time_ms\":1795606219042,\"request\":\"GET /a\\\"<b>\",\
              \"backend\":\"http://127.0.0.1:8002\",\"status\":200}]}"
         );
@@ -476,6 +533,28 @@ mod tests {
         // The decision: escaped, in the colour of the backend that took it, with its time.
         assert!(html.contains("<td>11:30:19.042</td><td class=\"l\">GET /a&quot;&lt;b&gt;</td>"));
         assert!(html.contains("color:blue;font-weight:bold\">&#9632; http://127.0.0.1:8002<"));
+    }
+
+    #[test]
+    fn the_backends_file_in_json_and_html() {
+        let mut s = status();
+        s.file = Some(FileInfo {
+            path: "/etc/lb/<b>.txt".into(),
+            generation: 4,
+            loaded: UNIX_EPOCH + Duration::from_millis(1_795_606_219_042),
+            errors: 1,
+            last_error: Some("line 2: \"x\"".into()),
+            list: 0xab,
+        });
+        assert!(s.json().contains(
+            "\"backends_file\":{\"path\":\"/etc/lb/<b>.txt\",\"generation\":4,\
+             \"loaded_ms\":1795606219042,\"errors\":1,\"list\":\"00000000000000ab\",\
+             \"last_error\":\"line 2: \\\"x\\\"\"},\"recent\""
+        ));
+        let html = s.html();
+        assert!(html.contains("<code>/etc/lb/&lt;b&gt;.txt</code> &middot; generation 4"));
+        assert!(html.contains("11:30:19.042 UTC"));
+        assert!(html.contains("refused</span>: line 2: &quot;x&quot;"));
     }
 
     #[test]
