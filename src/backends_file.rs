@@ -315,14 +315,17 @@ struct Watch {
     backends: Arc<Backends>,
     listen: SocketAddr,
     interval: Duration,
+    /// The file's stamp when it was last read.
+    seen: Option<Stamp>,
     /// Backends the file no longer lists that still have requests in flight.
     leaving: Vec<Arc<Backend>>,
 }
 
 impl Watcher {
     /// Starts watching `state.path` every `interval` for `backends`, which hold the file's
-    /// list already. The first look is at once, so a change made between the read at start
-    /// and this call is not missed.
+    /// list already. The file is read once more here, before the thread starts, so that a
+    /// change made between the read at start and this call is not missed (an unchanged
+    /// file changes nothing).
     ///
     /// # Errors
     /// The thread could not be started.
@@ -333,14 +336,15 @@ impl Watcher {
         interval: Duration,
     ) -> io::Result<Watcher> {
         let wake = Arc::new(Wake::default());
-        wake.ring(false);
         let mut watch = Watch {
+            seen: Stamp::of(&state.path),
             state,
             backends,
             listen,
             interval,
             leaving: Vec::new(),
         };
+        watch.read();
         let thread = {
             let wake = Arc::clone(&wake);
             thread::Builder::new()
@@ -380,15 +384,15 @@ impl Drop for Watcher {
 impl Watch {
     /// Looks at the file every interval, and at once when asked, until stopped.
     fn run(&mut self, wake: &Wake) {
-        let mut seen = Stamp::of(&self.state.path);
         loop {
             let (stop, now) = wake.wait(self.interval);
             if stop {
                 return;
             }
+            // Stamp first, then read: a change after the stamp is seen at the next look.
             let stamp = Stamp::of(&self.state.path);
-            if now || stamp != seen {
-                seen = stamp;
+            if now || stamp != self.seen {
+                self.seen = stamp;
                 self.read();
             }
             self.sweep();
