@@ -44,6 +44,11 @@ fn main() -> ExitCode {
 fn read_backends_file(config: &mut Config) -> Result<(), String> {
     if let Some(path) = &config.backends_file {
         config.backends = backends_file::load(path, config.listen)?;
+        println!(
+            "[Backends] {} backends from {} (re-read when it changes, or on SIGHUP)",
+            config.backends.len(),
+            path.display()
+        );
     }
     Ok(())
 }
@@ -54,38 +59,13 @@ fn run(mut config: Config) -> ExitCode {
     if let Err(e) = signal::install() {
         eprintln!("warning: cannot handle Ctrl-C gracefully: {e}");
     }
-    // The chapter's demo: without --backend, Red and Blue on 8001 and 8002. --demo N starts N
-    // of them, and with --backend too, the demo backends join the given ones. With
-    // --backends-file, they only run: the file says which backends are balanced.
-    let from_file = config.backends_file.is_some();
-    let demo_count = config
-        .demo
-        .unwrap_or(if config.backends.is_empty() && !from_file {
-            config::DEMO_DEFAULT_COUNT
-        } else {
-            0
-        });
-    let fleet = match Fleet::start(demo_count, Ipv4Addr::LOCALHOST.into(), config.demo_port) {
-        Ok(fleet) => Arc::new(fleet),
+    let fleet = match start_demos(&mut config) {
+        Ok(fleet) => fleet,
         Err(e) => {
             eprintln!("error: demo backend: {e}");
             return ExitCode::from(1);
         }
     };
-    for demo in &fleet.backends {
-        println!("[Backend] {} Server started at {}", demo.name(), demo.url());
-        if !from_file {
-            let spec = BackendSpec::parse(&demo.url()).expect("a demo URL parses");
-            config.backends.push(spec);
-        }
-    }
-    if let Some(path) = &config.backends_file {
-        println!(
-            "[Backends] {} backends from {} (re-read when it changes, or on SIGHUP)",
-            config.backends.len(),
-            path.display()
-        );
-    }
     let strategy = config.strategy;
     let started = if fleet.backends.is_empty() {
         Balancer::start(config)
@@ -111,6 +91,28 @@ fn run(mut config: Config) -> ExitCode {
         start_console(Arc::clone(&fleet));
     }
     wait_and_drain(balancer)
+}
+
+/// The chapter's demo: without --backend, Red and Blue on 8001 and 8002. --demo N starts N
+/// of them, and with --backend too, the demo backends join the given ones. With
+/// --backends-file, they only run: the file says which backends are balanced.
+fn start_demos(config: &mut Config) -> std::io::Result<Arc<Fleet>> {
+    let from_file = config.backends_file.is_some();
+    let default = if config.backends.is_empty() && !from_file {
+        config::DEMO_DEFAULT_COUNT
+    } else {
+        0
+    };
+    let count = config.demo.unwrap_or(default);
+    let fleet = Fleet::start(count, Ipv4Addr::LOCALHOST.into(), config.demo_port)?;
+    for demo in &fleet.backends {
+        println!("[Backend] {} Server started at {}", demo.name(), demo.url());
+        if !from_file {
+            let spec = BackendSpec::parse(&demo.url()).expect("a demo URL parses");
+            config.backends.push(spec);
+        }
+    }
+    Ok(Arc::new(fleet))
 }
 
 /// How often the main thread looks at the signal counter. A signal is noticed within this

@@ -93,15 +93,7 @@ impl Balancer {
             Some(checks) => Some(Checker::start(Arc::clone(&shared.backends), checks)?),
             None => None,
         };
-        let watcher = match &shared.file {
-            Some(file) => Some(Watcher::start(
-                Arc::clone(file),
-                Arc::clone(&shared.backends),
-                config.listen,
-                config.backends_file_interval,
-            )?),
-            None => None,
-        };
+        let watcher = watch(&shared)?;
         let options = Options {
             name: "accept".into(),
             worker: "client",
@@ -193,6 +185,20 @@ impl Balancer {
             drain: started.elapsed(),
         }
     }
+}
+
+/// The watcher of `--backends-file`, when there is one.
+fn watch(shared: &Shared) -> io::Result<Option<Watcher>> {
+    let Some(file) = &shared.file else {
+        return Ok(None);
+    };
+    let watcher = Watcher::start(
+        Arc::clone(file),
+        Arc::clone(&shared.backends),
+        shared.config.listen,
+        shared.config.backends_file_interval,
+    )?;
+    Ok(Some(watcher))
 }
 
 /// The active checks `--health-check` asks for, if it does.
