@@ -307,8 +307,9 @@ fn forward_to_backends(
                 if let Some(change) = backend.health.record_success() {
                     backend.health_changed(&change);
                 }
-                backend.stats.count_response(outcome.status);
-                backend.stats.duration.observe(started.elapsed());
+                backend
+                    .stats
+                    .count_timed_response(outcome.status, started.elapsed());
                 return outcome;
             }
             Err(Fault::Backend { error, retry }) => {
@@ -344,7 +345,7 @@ fn forward_to_backends(
                 blame,
             }) => {
                 if let Some(why) = blame {
-                    inc(&backend.stats.response_errors);
+                    backend.stats.count_response_error();
                     backend_failed(backend, plan, why, shared);
                 }
                 backend.stats.count_response(status);
@@ -432,7 +433,7 @@ fn attempt(
                 why: "the balancer is out of local resources (file descriptors, ports or memory)",
             });
         }
-        inc(&backend.stats.connect_errors);
+        backend.stats.count_connect_error();
         Fault::Backend {
             error: connect_error(&e),
             retry: true,
@@ -478,7 +479,7 @@ fn attempt(
                 }
                 // Everything after a connection was made counts: timeouts, closes, broken
                 // heads (a stale pooled connection retried above does not).
-                inc(&backend.stats.response_errors);
+                backend.stats.count_response_error();
                 return Err(Fault::Backend { error, retry });
             }
         }
