@@ -11,7 +11,6 @@ use crate::config::BackendSpec;
 use crate::conn::BufConn;
 use crate::health::{Change, Health};
 use crate::metrics::BackendStats;
-use crate::metrics::history::unix_now;
 use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
@@ -101,7 +100,7 @@ impl Backend {
     pub fn set_draining(&self, draining: bool) {
         if self.draining.swap(draining, Ordering::SeqCst) != draining {
             let state = if draining { "DRAINING" } else { "ENABLED" };
-            self.stats.history.event(unix_now(), state, "");
+            self.stats.history.event_now(state, "");
         }
         if draining {
             self.lock_pool().clear();
@@ -117,7 +116,7 @@ impl Backend {
             Change::Down(why) => ("DOWN", why),
             Change::Up(why) => ("UP", why),
         };
-        self.stats.history.event(unix_now(), state, reason);
+        self.stats.history.event_now(state, reason);
         if matches!(change, Change::Down(_)) {
             let idle = std::mem::take(&mut *self.lock_pool());
             drop(idle); // closed outside the lock

@@ -9,9 +9,9 @@
 pub mod history;
 pub mod prometheus;
 
-use history::{History, unix_now};
+use history::{History, current_second};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Upper bounds of the request-duration histogram buckets, in seconds (Prometheus'
 /// client libraries use about these by default).
@@ -118,13 +118,16 @@ impl BackendStats {
     /// duration), in the totals and in this second's history.
     pub fn count_response(&self, status: u16) {
         self.count_status(status);
-        self.history.answered(unix_now().as_secs(), status);
+        self.history.answered(current_second(), status);
     }
 
-    /// Counts a response relayed whole with this status, `took` from the request head to its
-    /// end: status class, duration, and both in this second's history. One clock read.
-    pub fn count_timed_response(&self, status: u16, took: Duration) {
-        let second = unix_now().as_secs();
+    /// Counts a response relayed whole with this status, for a request whose head arrived at
+    /// `started`: status class, duration, and both in this second's history. One clock read
+    /// serves for the duration and the second.
+    pub fn count_timed_response(&self, status: u16, started: Instant) {
+        let now = Instant::now();
+        let took = now.saturating_duration_since(started);
+        let second = history::second(now);
         let bucket = bucket_index(took);
         self.count_status(status);
         self.duration.observe_in(bucket, took);
@@ -135,13 +138,13 @@ impl BackendStats {
     /// Counts a connection to the backend that could not be made.
     pub fn count_connect_error(&self) {
         inc(&self.connect_errors);
-        self.history.failed(unix_now().as_secs());
+        self.history.failed(current_second());
     }
 
     /// Counts a request that failed after it was sent (broken or missing response, timeout).
     pub fn count_response_error(&self) {
         inc(&self.response_errors);
-        self.history.failed(unix_now().as_secs());
+        self.history.failed(current_second());
     }
 
     fn count_status(&self, status: u16) {

@@ -307,9 +307,7 @@ fn forward_to_backends(
                 if let Some(change) = backend.health.record_success() {
                     backend.health_changed(&change);
                 }
-                backend
-                    .stats
-                    .count_timed_response(outcome.status, started.elapsed());
+                backend.stats.count_timed_response(outcome.status, started);
                 return outcome;
             }
             Err(Fault::Backend { error, retry }) => {

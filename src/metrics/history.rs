@@ -25,11 +25,17 @@
 //! its own second's slot, not the new one.
 //!
 //! What is left is a thread that stalls for a whole minute between reading the clock and
-//! counting, or a wall clock set back by a minute or more: then a count can land in (or
-//! reset) a slot that now belongs to another second. The chart is off by that count for one
-//! second; the counters behind `/metrics` are exact either way. Seconds are Unix time, so the
-//! page can mark events at their time of day; a clock set back just makes the seconds it
-//! repeats count twice in one slot.
+//! counting: its count can land in (or reset) a slot that now belongs to another second. The
+//! chart is off by that count for one second; the counters behind `/metrics` are exact.
+//!
+//! # The clock
+//!
+//! Seconds are counted on the monotonic clock from the [`Epoch`], the first moment anything
+//! asked for the time here, so a wall clock set back or forward changes nothing, and a request
+//! pays no clock read of its own: the proxy's `Instant` taken at the end of the response
+//! serves for the duration and the second. The epoch's Unix time, taken once, turns these
+//! seconds into times of day for the page ([`unix_ms`]). The functions that count take the
+//! second as an argument, so the tests pass their own clock.
 //!
 //! Each slot holds its own duration histogram (the buckets of [`DURATION_BUCKETS`]), so the
 //! median and 99th percentile of each second are read as for the whole run
@@ -37,9 +43,9 @@
 
 use super::{DURATION_BUCKETS, bucket_quantile};
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How many seconds the history covers, the current one included.
 pub const HISTORY_SECONDS: usize = 60;
@@ -67,7 +73,7 @@ struct Slot {
 /// A change of a backend's state, to mark on the time axis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
-    /// When, in milliseconds since the Unix epoch.
+    /// When, in milliseconds since the [`Epoch`].
     pub time_ms: u64,
     /// `DOWN`, `UP`, `DRAINING` or `ENABLED`.
     pub state: &'static str,
@@ -97,7 +103,7 @@ impl Default for History {
 /// one the current (still filling) second.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
-    /// The first second of the window, in seconds since the Unix epoch.
+    /// The first second of the window, in seconds since the [`Epoch`].
     pub start: u64,
     /// Responses relayed, per second.
     pub answered: Vec<u64>,
@@ -114,11 +120,41 @@ pub struct Series {
     pub events: Vec<Event>,
 }
 
-/// Time since the Unix epoch now (zero if the clock is before 1970).
-pub fn unix_now() -> Duration {
-    SystemTime::now()
+/// The origin of the history's time: a moment on the monotonic clock and the Unix time then.
+#[derive(Debug, Clone, Copy)]
+pub struct Epoch {
+    at: Instant,
+    unix: Duration,
+}
+
+/// Set the first time it is read.
+static EPOCH: LazyLock<Epoch> = LazyLock::new(|| Epoch {
+    at: Instant::now(),
+    unix: SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
+        .unwrap_or_default(),
+});
+
+/// Time since the [`Epoch`] at `t` (zero before it).
+pub fn since_epoch(t: Instant) -> Duration {
+    t.saturating_duration_since(EPOCH.at)
+}
+
+/// The second (since the [`Epoch`]) that `t` falls in.
+pub fn second(t: Instant) -> u64 {
+    since_epoch(t).as_secs()
+}
+
+/// The second (since the [`Epoch`]) now.
+pub fn current_second() -> u64 {
+    second(Instant::now())
+}
+
+/// Milliseconds since the Unix epoch of a time given in milliseconds since the [`Epoch`].
+pub fn unix_ms(epoch_ms: u64) -> u64 {
+    u64::try_from(EPOCH.unix.as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_add(epoch_ms)
 }
 
 /// Counts one in `word` for `second` (see the module documentation).
@@ -173,7 +209,12 @@ impl History {
         bump(&self.slot(second).failed, second);
     }
 
-    /// Records a change of state at `time` (since the Unix epoch).
+    /// Records a change of state now.
+    pub fn event_now(&self, state: &'static str, reason: &str) {
+        self.event(since_epoch(Instant::now()), state, reason);
+    }
+
+    /// Records a change of state at `time` (since the [`Epoch`]).
     pub fn event(&self, time: Duration, state: &'static str, reason: &str) {
         let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
         if events.len() == MAX_EVENTS {
@@ -228,8 +269,8 @@ mod tests {
     use crate::metrics::bucket_index;
     use std::sync::Arc;
 
-    /// A second well after 1970, whose slot is 0: `T0 % 60 == 0`.
-    const T0: u64 = 1_795_606_200;
+    /// A second (since the epoch) whose slot is 0: `T0 % 60 == 0`.
+    const T0: u64 = 3_600;
 
     #[test]
     fn each_second_has_its_own_bucket() {
