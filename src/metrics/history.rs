@@ -30,12 +30,14 @@
 //!
 //! # The clock
 //!
-//! Seconds are counted on the monotonic clock from the [`Epoch`], the first moment anything
-//! asked for the time here, so a wall clock set back or forward changes nothing, and a request
-//! pays no clock read of its own: the proxy's `Instant` taken at the end of the response
-//! serves for the duration and the second. The epoch's Unix time, taken once, turns these
-//! seconds into times of day for the page ([`unix_ms`]). The functions that count take the
-//! second as an argument, so the tests pass their own clock.
+//! Seconds are counted on the monotonic clock from the [`Epoch`], one window
+//! ([`HISTORY_SECONDS`]) before the first moment anything asked for the time here, so that
+//! even the first second has a whole window behind it. A wall clock set back or forward
+//! changes nothing, and a request pays no clock read of its own: the proxy's `Instant` taken
+//! at the end of the response serves for the duration and the second. The Unix time of the
+//! epoch, taken once, turns these seconds into times of day for the page
+//! ([`Series::in_unix_time`]). The functions that count take the second as an argument, so
+//! the tests pass their own clock.
 //!
 //! Each slot holds its own duration histogram (the buckets of [`DURATION_BUCKETS`]), so the
 //! median and 99th percentile of each second are read as for the whole run
@@ -99,12 +101,13 @@ impl Default for History {
     }
 }
 
-/// The history read at one moment: entry `i` of each list is second `start + i`, the last
-/// one the current (still filling) second.
+/// The history read at one moment: entry `i` of each list is the `i`th second from
+/// `start_ms`, the last one the current (still filling) second. Times are in milliseconds
+/// since the [`Epoch`] as read, since the Unix epoch after [`Series::in_unix_time`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
-    /// The first second of the window, in seconds since the [`Epoch`].
-    pub start: u64,
+    /// When the first second of the window began.
+    pub start_ms: u64,
     /// Responses relayed, per second.
     pub answered: Vec<u64>,
     /// Failed attempts (connect errors and failed responses), per second.
@@ -120,24 +123,28 @@ pub struct Series {
     pub events: Vec<Event>,
 }
 
-/// The origin of the history's time: a moment on the monotonic clock and the Unix time then.
+/// The origin of the history's time: [`HISTORY_SECONDS`] before the moment `read` on the
+/// monotonic clock, whose Unix time was `unix`.
 #[derive(Debug, Clone, Copy)]
 pub struct Epoch {
-    at: Instant,
+    read: Instant,
     unix: Duration,
 }
 
-/// Set the first time it is read.
+/// How far the [`Epoch`] lies before its first reading: one window.
+const LEAD: Duration = Duration::from_secs(HISTORY_SECONDS as u64);
+
+/// Set the first time it is used.
 static EPOCH: LazyLock<Epoch> = LazyLock::new(|| Epoch {
-    at: Instant::now(),
+    read: Instant::now(),
     unix: SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default(),
 });
 
-/// Time since the [`Epoch`] at `t` (zero before it).
+/// Time since the [`Epoch`] at `t` (at least one window).
 pub fn since_epoch(t: Instant) -> Duration {
-    t.saturating_duration_since(EPOCH.at)
+    t.saturating_duration_since(EPOCH.read) + LEAD
 }
 
 /// The second (since the [`Epoch`]) that `t` falls in.
@@ -150,11 +157,17 @@ pub fn current_second() -> u64 {
     second(Instant::now())
 }
 
-/// Milliseconds since the Unix epoch of a time given in milliseconds since the [`Epoch`].
-pub fn unix_ms(epoch_ms: u64) -> u64 {
-    u64::try_from(EPOCH.unix.as_millis())
-        .unwrap_or(u64::MAX)
-        .saturating_add(epoch_ms)
+impl Series {
+    /// The same series with its times counted from the Unix epoch, for the page.
+    pub fn in_unix_time(mut self) -> Series {
+        let epoch = EPOCH.unix.saturating_sub(LEAD);
+        let offset = u64::try_from(epoch.as_millis()).unwrap_or(u64::MAX);
+        self.start_ms = self.start_ms.saturating_add(offset);
+        for e in &mut self.events {
+            e.time_ms = e.time_ms.saturating_add(offset);
+        }
+        self
+    }
 }
 
 /// Counts one in `word` for `second` (see the module documentation).
@@ -231,7 +244,7 @@ impl History {
     pub fn series(&self, now: u64) -> Series {
         let start = now.saturating_sub(HISTORY_SECONDS as u64 - 1);
         let mut s = Series {
-            start,
+            start_ms: start.saturating_mul(1000),
             answered: Vec::with_capacity(HISTORY_SECONDS),
             failed: Vec::with_capacity(HISTORY_SECONDS),
             server_errors: Vec::with_capacity(HISTORY_SECONDS),
@@ -283,7 +296,7 @@ mod tests {
         h.failed(T0 + 1);
         h.failed(T0 + 1);
         let s = h.series(T0 + 3);
-        assert_eq!(s.start, T0 + 3 - 59);
+        assert_eq!(s.start_ms, (T0 + 3 - 59) * 1000);
         assert_eq!(s.answered.len(), HISTORY_SECONDS);
         // The window ends with the current second: T0 is 4th from the end.
         assert_eq!(s.answered[56..], [3, 1, 0, 0]);
@@ -369,6 +382,22 @@ mod tests {
             (T0 + 6) * 1000 + 3,
             "the oldest went first"
         );
+    }
+
+    #[test]
+    fn the_real_clock_has_a_whole_window_from_the_start() {
+        let h = History::default();
+        let now = current_second();
+        h.answered(now, 200);
+        let s = h.series(now).in_unix_time();
+        assert_eq!(s.answered.len(), HISTORY_SECONDS);
+        assert_eq!(s.answered[HISTORY_SECONDS - 1], 1);
+        // The window ends with the current second of the wall clock (a second of slack for
+        // the two clocks read at different moments).
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let wall = u64::try_from(wall.as_millis()).unwrap();
+        let end = s.start_ms + HISTORY_SECONDS as u64 * 1000;
+        assert!(end - 2000 <= wall && wall <= end + 1000, "{end} {wall}");
     }
 
     #[test]
