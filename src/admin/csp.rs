@@ -222,6 +222,16 @@ mod tests {
     }
 
     #[test]
+    fn the_inlined_files_cannot_end_their_element_early() {
+        // Inlined, a `</script` or `<!--` inside the script would end it or change how it is
+        // read, and the browser would hash other text than this.
+        for (text, tag) in [(STATUS_SCRIPT, "</script"), (STATUS_STYLE, "</style")] {
+            let lower = text.to_ascii_lowercase();
+            assert!(!lower.contains(tag) && !lower.contains("<!--"), "{tag}");
+        }
+    }
+
+    #[test]
     fn hash_sources() {
         // The CSP spec's own example: `alert('Hello, world.');`.
         assert_eq!(

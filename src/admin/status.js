@@ -10,7 +10,7 @@
   const stripBox = document.getElementById("strip");
   const [CELL, GAP, SLOTS] = ["cell", "gap", "slots"].map((k) => Number(stripBox.dataset[k]));
   // One chart: W x H pixels, the plot inside margins L, R, T, B.
-  const W = 372, H = 178, L = 44, R = 10, T = 26, B = 20;
+  const W = 360, H = 170, L = 44, R = 10, T = 26, B = 20;
 
   function svg(name, attrs, parent) {
     const e = document.createElementNS(SVG, name);
