@@ -14,6 +14,7 @@
 //! | `POST /backends/{id}/drain` | no new requests to it; requests in flight finish |
 //! | `POST /backends/{id}/enable` | undo a drain |
 //! | `DELETE /backends/{id}` | remove a drained backend with no request in flight |
+//! | `POST /demo/{name}/{drill}` | a failure drill, when demo backends are wired in ([`Drills`]) |
 //!
 //! The balanced port never answers these paths: they are only on this listener. With
 //! `--admin-token`, every request needs `Authorization: Bearer TOKEN` (RFC 6750), else `401`.
@@ -28,18 +29,17 @@ pub mod status;
 
 use crate::backend::Backend;
 use crate::config::BackendSpec;
-use crate::conn::{BufConn, is_timeout, linger_close};
+use crate::conn::{BufConn, LINGER, Timeouts, is_timeout, linger_close};
+use crate::context::Shared;
 use crate::http::framing::{self, Body};
 use crate::http::{Error, MAX_HEAD, Parse, head, pages, request};
+use crate::listener::{Accepted, Listener, Options};
 use crate::metrics::prometheus;
-use crate::server::{LINGER, Shared};
 use crate::time;
-use status::{Row, Status};
+use status::{DemoRow, Row, Status};
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 /// Limit on reading one admin request and on writing its answer. Admin clients are scripts
@@ -53,111 +53,86 @@ pub const MAX_ADMIN_CONNECTIONS: usize = 32;
 /// The realm in `WWW-Authenticate` (RFC 6750 section 3).
 const REALM: &str = "Bearer realm=\"load-balancer admin\"";
 
+/// Failure drills that the admin listener can switch (`POST /demo/{name}/{drill}`) and the
+/// status page shows with buttons. The balancer knows nothing of demo backends: whoever runs
+/// them hands this hook over ([`crate::demo::Fleet`] implements it, and `main` wires it in
+/// through [`crate::server::Balancer::start_with_drills`]).
+pub trait Drills: Send + Sync + std::fmt::Debug {
+    /// The backends that take drills, as the status page shows them.
+    fn rows(&self) -> Vec<DemoRow>;
+
+    /// Puts the backend `name` in `drill` (with `arg` for `slow` and `error`); returns the
+    /// line to print.
+    ///
+    /// # Errors
+    /// No backend of that name (`404`), or a drill that does not parse (`400`).
+    fn switch(&self, name: &str, drill: &str, arg: Option<&str>) -> Result<String, DrillError>;
+}
+
+/// Why a drill was not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DrillError {
+    /// No backend has this name.
+    NoSuchBackend(String),
+    /// The drill or its argument is wrong, or the backend could not be switched.
+    Invalid(String),
+}
+
 /// A running admin listener. Dropping it stops it.
 #[derive(Debug)]
 pub struct Admin {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
+    listener: Listener,
 }
 
 /// What the connection threads of the admin listener share.
 #[derive(Debug)]
 struct AdminShared {
     balancer: Arc<Shared>,
-    /// Admin connections open now (for [`MAX_ADMIN_CONNECTIONS`]).
-    open: AtomicUsize,
+    drills: Option<Arc<dyn Drills>>,
     /// Taken by every change to the backend list, so that two `POST /backends` with the
     /// same URL cannot both pass the duplicate check.
     changes: Mutex<()>,
 }
 
 impl Admin {
-    /// Binds `addr` and serves the admin API for `balancer`.
+    /// Binds `addr` and serves the admin API for `balancer`, with `drills` when demo
+    /// backends run.
     ///
     /// # Errors
     /// The address cannot be bound; the message names it.
-    pub fn start(addr: SocketAddr, balancer: Arc<Shared>) -> io::Result<Admin> {
+    pub fn start(
+        addr: SocketAddr,
+        balancer: Arc<Shared>,
+        drills: Option<Arc<dyn Drills>>,
+    ) -> io::Result<Admin> {
         let listener = TcpListener::bind(addr).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot listen on {addr} (--admin): {e}"))
         })?;
-        let addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let shared = Arc::new(AdminShared {
+        let shared = AdminShared {
             balancer,
-            open: AtomicUsize::new(0),
+            drills,
             changes: Mutex::new(()),
-        });
-        let accept = {
-            let stop = Arc::clone(&stop);
-            thread::Builder::new()
-                .name("admin".into())
-                .spawn(move || accept_loop(&listener, &shared, &stop))?
         };
-        Ok(Admin {
-            addr,
-            stop,
-            accept: Some(accept),
-        })
+        let options = Options {
+            name: "admin".into(),
+            worker: "admin-conn",
+            max_connections: MAX_ADMIN_CONNECTIONS,
+            refusal: "too many admin connections",
+            timeouts: Timeouts::uniform(ADMIN_TIMEOUT),
+            stats: Arc::default(),
+        };
+        let listener = Listener::start(listener, options, move |conn| serve(conn, &shared))?;
+        Ok(Admin { listener })
     }
 
     /// The bound address (with the real port when started on port 0).
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.listener.addr()
     }
 
     /// Stops accepting admin connections; requests being answered finish on their own.
-    pub fn stop(mut self) {
-        self.shut();
-    }
-
-    fn shut(&mut self) {
-        if let Some(accept) = self.accept.take() {
-            self.stop.store(true, Ordering::SeqCst);
-            let _ = TcpStream::connect_timeout(
-                &crate::server::wake_addr(self.addr),
-                Duration::from_secs(1),
-            );
-            let _ = accept.join();
-        }
-    }
-}
-
-impl Drop for Admin {
-    fn drop(&mut self) {
-        self.shut();
-    }
-}
-
-fn accept_loop(listener: &TcpListener, shared: &Arc<AdminShared>, stop: &AtomicBool) {
-    for stream in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let Ok(stream) = stream else {
-            // Out of descriptors or an aborted handshake: pause instead of spinning.
-            thread::sleep(Duration::from_millis(10));
-            continue;
-        };
-        let _ = stream.set_write_timeout(Some(ADMIN_TIMEOUT));
-        if shared.open.fetch_add(1, Ordering::SeqCst) >= MAX_ADMIN_CONNECTIONS {
-            shared.open.fetch_sub(1, Ordering::SeqCst);
-            // Answered from the accept thread: write and close, never wait on this client.
-            let page = pages::error_response(503, "too many admin connections", true, false);
-            let _ = io::Write::write_all(&mut &stream, &page);
-            continue;
-        }
-        let worker = Arc::clone(shared);
-        let spawned = thread::Builder::new()
-            .name("admin-conn".into())
-            .stack_size(crate::server::THREAD_STACK)
-            .spawn(move || {
-                serve(stream, &worker);
-                worker.open.fetch_sub(1, Ordering::SeqCst);
-            });
-        if spawned.is_err() {
-            shared.open.fetch_sub(1, Ordering::SeqCst);
-        }
+    pub fn stop(self) {
+        self.listener.stop(Duration::ZERO);
     }
 }
 
@@ -180,9 +155,8 @@ struct AdminRequest {
     body: Vec<u8>,
 }
 
-fn serve(stream: TcpStream, shared: &AdminShared) {
-    let _ = stream.set_nodelay(true);
-    let mut conn = BufConn::new(stream, 4096, MAX_HEAD + 4096);
+fn serve(accepted: Accepted<'_>, shared: &AdminShared) {
+    let mut conn = BufConn::new(accepted.stream, 4096, MAX_HEAD + 4096);
     let answer = match read_request(&mut conn, shared) {
         Ok(req) => handle(&req, shared),
         Err(answer) => render(answer, false),
@@ -194,22 +168,7 @@ fn serve(stream: TcpStream, shared: &AdminShared) {
 /// the two so that an unauthorised client cannot make the balancer read a body.
 fn read_request(conn: &mut BufConn, shared: &AdminShared) -> Result<AdminRequest, Answer> {
     let deadline = Instant::now() + ADMIN_TIMEOUT;
-    let timed_out = Answer::page(408, "the admin request took too long");
-    let fill = |conn: &mut BufConn| -> Result<(), Answer> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || conn.set_read_timeout(left).is_err() {
-            return Err(timed_out.clone());
-        }
-        match conn.fill() {
-            Ok(0) => Err(Answer::page(400, "the connection closed mid-request")),
-            Ok(_) => Ok(()),
-            Err(e) if is_timeout(&e) => Err(timed_out.clone()),
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                Err(Answer::page(431, "header section too large"))
-            }
-            Err(_) => Err(Answer::page(400, "reading the request failed")),
-        }
-    };
+    let fill = |conn: &mut BufConn| fill_by(conn, deadline);
     let (mut req, body, head_len) = loop {
         if let Parse::Complete { head, len } = request::parse(conn.data()).map_err(Answer::from)? {
             let body = framing::request_body(&head).map_err(Answer::from)?;
@@ -252,6 +211,28 @@ fn read_request(conn: &mut BufConn, shared: &AdminShared) -> Result<AdminRequest
     req.body = conn.data()[..length].to_vec();
     conn.consume(length);
     Ok(req)
+}
+
+/// Reads more of an admin request, if it comes before `deadline`.
+///
+/// # Errors
+/// The answer to give: `408` past the deadline, `431` for a head too large, `400` when the
+/// connection closed or failed.
+fn fill_by(conn: &mut BufConn, deadline: Instant) -> Result<(), Answer> {
+    let timed_out = || Answer::page(408, "the admin request took too long");
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() || conn.set_read_timeout(left).is_err() {
+        return Err(timed_out());
+    }
+    match conn.fill() {
+        Ok(0) => Err(Answer::page(400, "the connection closed mid-request")),
+        Ok(_) => Ok(()),
+        Err(e) if is_timeout(&e) => Err(timed_out()),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            Err(Answer::page(431, "header section too large"))
+        }
+        Err(_) => Err(Answer::page(400, "reading the request failed")),
+    }
 }
 
 /// Did a browser send this request from a page of another site? Browsers add `Origin` to a
@@ -407,13 +388,13 @@ fn route(method: &str, path: &str, body: &[u8], shared: &AdminShared) -> Answer 
             "GET, HEAD",
             (method == "GET").then(|| Answer {
                 status: 200,
-                body: Ok(("text/html; charset=utf-8", Status::collect(lb).html())),
+                body: Ok(("text/html; charset=utf-8", status(shared).html())),
                 fields: vec![("Content-Security-Policy", csp::STATUS_POLICY.clone())],
             }),
         ),
         ["status.json"] => (
             "GET, HEAD",
-            (method == "GET").then(|| Answer::json(200, Status::collect(lb).json())),
+            (method == "GET").then(|| Answer::json(200, status(shared).json())),
         ),
         ["backends"] => match method {
             "GET" => ("", Some(list(lb))),
@@ -437,7 +418,7 @@ fn route(method: &str, path: &str, body: &[u8], shared: &AdminShared) -> Answer 
         ["demo", name, drill, arg @ ..] if arg.len() <= 1 => match method {
             "POST" => (
                 "",
-                Some(demo_drill(lb, name, drill, arg.first().copied(), body)),
+                Some(demo_drill(shared, name, drill, arg.first().copied(), body)),
             ),
             _ => ("POST", None),
         },
@@ -451,14 +432,20 @@ fn route(method: &str, path: &str, body: &[u8], shared: &AdminShared) -> Answer 
 /// `POST /demo/{name}/{drill}[/{arg}]`: puts a demo backend in a drill (`stop`, `start`, `hang`,
 /// `slow/500`, `error/500`, `ok`). Answers with the console line; the status page's buttons send
 /// `then=status` and are sent back to the page (`303 See Other`).
-fn demo_drill(lb: &Shared, name: &str, drill: &str, arg: Option<&str>, body: &[u8]) -> Answer {
-    let Some(fleet) = lb.demos.as_ref().filter(|f| !f.backends.is_empty()) else {
+fn demo_drill(
+    shared: &AdminShared,
+    name: &str,
+    drill: &str,
+    arg: Option<&str>,
+    body: &[u8],
+) -> Answer {
+    let Some(drills) = &shared.drills else {
         return Answer::page(
             404,
             "no demo backends in this run (they start without --backend, or with --demo N)",
         );
     };
-    match fleet.apply(name, drill, arg) {
+    match drills.switch(name, drill, arg) {
         Ok(line) => {
             println!("{line}");
             let back = body == b"then=status";
@@ -472,9 +459,15 @@ fn demo_drill(lb: &Shared, name: &str, drill: &str, arg: Option<&str>, body: &[u
                 },
             }
         }
-        Err(why) if why.starts_with("no demo backend") => Answer::page(404, why),
-        Err(why) => Answer::page(400, why),
+        Err(DrillError::NoSuchBackend(why)) => Answer::page(404, why),
+        Err(DrillError::Invalid(why)) => Answer::page(400, why),
     }
+}
+
+/// The status page's data now, with the drill rows when demo backends are wired in.
+fn status(shared: &AdminShared) -> Status {
+    let demos = shared.drills.as_ref().map_or_else(Vec::new, |d| d.rows());
+    Status::collect(&shared.balancer, demos)
 }
 
 fn metrics(lb: &Shared) -> Answer {

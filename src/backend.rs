@@ -5,15 +5,16 @@
 //! connection for every request. A [`Backend`] adds the state a real balancer keeps per
 //! server: health ([`crate::health::Health`]), counters ([`crate::metrics::BackendStats`]),
 //! requests in flight (for least-connections), a draining flag (for runtime removal), and a
-//! pool of idle keep-alive connections so most requests skip the TCP handshake.
+//! pool of idle keep-alive connections so most requests skip the TCP handshake. The set of
+//! backends, and which of them a request tries, is [`crate::backends`].
 
 use crate::config::BackendSpec;
-use crate::conn::BufConn;
+use crate::conn::{BufConn, Timeouts};
 use crate::health::{Change, Health};
 use crate::metrics::BackendStats;
 use std::collections::VecDeque;
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,8 +37,10 @@ pub struct Backend {
     pub id: usize,
     /// `http://HOST:PORT`, as shown in logs and metrics.
     pub url: String,
-    /// The value of the affinity cookie that names this backend (`--strategy cookie`).
-    pub affinity_token: String,
+    /// A stable 64-bit name of this backend, a hash of its URL ([`hash64`]): it names the
+    /// backend without showing its address (the affinity cookie carries it), and stays the
+    /// same across restarts. Computed once, here.
+    pub tag: u64,
     /// The address connected to.
     pub addr: SocketAddr,
     /// Relative share of requests under `--strategy weighted`.
@@ -60,7 +63,7 @@ impl Backend {
         Backend {
             id,
             url: spec.url.clone(),
-            affinity_token: crate::strategy::token_for_url(&spec.url),
+            tag: hash64(spec.url.as_bytes()),
             addr: spec.addr,
             weight: spec.weight,
             health: Health::new(),
@@ -127,34 +130,24 @@ impl Backend {
     /// long it was idle), else a new one (`None`).
     ///
     /// # Errors
-    /// Connection refused, unreachable, or `connect_timeout` passed.
-    pub fn connect(
-        &self,
-        connect_timeout: Duration,
-        io_timeout: Duration,
-    ) -> io::Result<(BufConn, Option<Duration>)> {
+    /// Connection refused, unreachable, or the connect timeout passed.
+    pub fn connect(&self, timeouts: &Timeouts) -> io::Result<(BufConn, Option<Duration>)> {
         if let Some((conn, idle)) = self.pooled() {
             return Ok((conn, Some(idle)));
         }
-        self.connect_fresh(connect_timeout, io_timeout)
-            .map(|c| (c, None))
+        self.connect_fresh(timeouts).map(|c| (c, None))
     }
 
-    /// A new connection, never a pooled one.
+    /// A new connection, never a pooled one, with the limits of `timeouts`.
     ///
     /// # Errors
-    /// Connection refused, unreachable, or `connect_timeout` passed.
-    pub fn connect_fresh(
-        &self,
-        connect_timeout: Duration,
-        io_timeout: Duration,
-    ) -> io::Result<BufConn> {
-        let stream = TcpStream::connect_timeout(&self.addr, connect_timeout)?;
-        stream.set_nodelay(true)?;
-        stream.set_write_timeout(Some(io_timeout))?;
-        let mut conn = BufConn::new(stream, UPSTREAM_BUFFER, UPSTREAM_BUFFER);
-        conn.set_read_timeout(io_timeout)?;
-        Ok(conn)
+    /// Connection refused, unreachable, or the connect timeout passed.
+    pub fn connect_fresh(&self, timeouts: &Timeouts) -> io::Result<BufConn> {
+        let stream = timeouts.connect(&self.addr)?;
+        Ok(
+            BufConn::new(stream, UPSTREAM_BUFFER, UPSTREAM_BUFFER)
+                .read_timeout_is(timeouts.backend),
+        )
     }
 
     /// The most recently idled pooled connection that is still young. Connections idle past
@@ -204,69 +197,42 @@ pub struct ActiveGuard {
     backend: Arc<Backend>,
 }
 
+impl ActiveGuard {
+    /// The backend this request is counted on.
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+}
+
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.backend.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// The backends of a running balancer. Reads take a snapshot (`Arc` of the list), so the
-/// admin API can add and remove backends while requests run without holding any lock
-/// during I/O.
-#[derive(Debug)]
-pub struct Backends {
-    list: Mutex<Arc<Vec<Arc<Backend>>>>,
-    next_id: AtomicUsize,
+/// A 64-bit hash of bytes: FNV-1a, then a final mix (from MurmurHash3's `fmix64`) so that
+/// similar inputs (127.0.0.1, 127.0.0.2) land far apart. Stable across runs and platforms,
+/// unlike `std`'s `DefaultHasher`, whose algorithm may change between Rust releases.
+pub fn hash64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
-impl Backends {
-    /// The backends of the command line, numbered from 0.
-    pub fn new(specs: &[BackendSpec]) -> Backends {
-        let list: Vec<_> = specs
-            .iter()
-            .enumerate()
-            .map(|(i, s)| Arc::new(Backend::new(i, s)))
-            .collect();
-        Backends {
-            next_id: AtomicUsize::new(list.len()),
-            list: Mutex::new(Arc::new(list)),
-        }
-    }
+#[cfg(test)]
+mod tests {
+    use super::hash64;
 
-    /// The current list. Cheap: one lock for a reference-count increment.
-    pub fn snapshot(&self) -> Arc<Vec<Arc<Backend>>> {
-        Arc::clone(&self.lock())
-    }
-
-    /// Adds a backend; returns it.
-    pub fn add(&self, spec: &BackendSpec) -> Arc<Backend> {
-        let backend = Arc::new(Backend::new(
-            self.next_id.fetch_add(1, Ordering::Relaxed),
-            spec,
-        ));
-        let mut list = self.lock();
-        let mut new = Vec::clone(&list);
-        new.push(Arc::clone(&backend));
-        *list = Arc::new(new);
-        backend
-    }
-
-    /// Removes the backend with this id; returns it, or `None` if there is none.
-    pub fn remove(&self, id: usize) -> Option<Arc<Backend>> {
-        let mut list = self.lock();
-        let at = list.iter().position(|b| b.id == id)?;
-        let mut new = Vec::clone(&list);
-        let removed = new.remove(at);
-        *list = Arc::new(new);
-        Some(removed)
-    }
-
-    /// The backend with this id, if present.
-    pub fn get(&self, id: usize) -> Option<Arc<Backend>> {
-        self.snapshot().iter().find(|b| b.id == id).cloned()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Arc<Vec<Arc<Backend>>>> {
-        self.list.lock().unwrap_or_else(|e| e.into_inner())
+    #[test]
+    fn similar_inputs_hash_apart() {
+        assert_ne!(hash64(b"127.0.0.1"), hash64(b"127.0.0.2"));
+        assert_eq!(hash64(b""), hash64(b""));
     }
 }

@@ -12,13 +12,13 @@
 //! One thread for all backends, which each round probes every backend of the current list in
 //! parallel, one short scoped thread per probe: a backend that hangs costs its own probe the
 //! timeout, not the others their turn, and backends added at run time (the admin API's
-//! [`crate::backend::Backends::add`]) are in the next round because each round reads the list
+//! [`crate::backends::Backends::add`]) are in the next round because each round reads the list
 //! anew. Between rounds the thread waits on a condition variable, so a shutdown wakes it at
 //! once; a round in progress finishes first, which takes at most `--health-timeout`.
 
 use crate::backend::Backend;
+use crate::backends::Backends;
 use crate::http::{Parse, response};
-use crate::server::Shared;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Condvar, Mutex};
@@ -27,6 +27,22 @@ use std::time::{Duration, Instant};
 
 /// The `User-Agent` of health checks, so backend logs can tell them from client requests.
 pub const USER_AGENT: &str = "load-balancer-health-check";
+
+/// What to check and when: `--health-check`, `--health-interval`, `--health-timeout`,
+/// `--rise` and `--fall`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checks {
+    /// The path probed with `GET`.
+    pub path: String,
+    /// Time from the start of one round to the start of the next.
+    pub interval: Duration,
+    /// Limit on one probe, connect to response head.
+    pub timeout: Duration,
+    /// Passed probes in a row that bring a backend back.
+    pub rise: u32,
+    /// Failed probes in a row that take a backend out.
+    pub fall: u32,
+}
 
 /// A running checker. [`Checker::stop`] (or dropping it) stops and joins its thread.
 #[derive(Debug)]
@@ -61,25 +77,22 @@ impl Stop {
 }
 
 impl Checker {
-    /// Starts checking when the configuration has `--health-check`; `Ok(None)` otherwise.
+    /// Starts checking `backends` as `checks` says.
     ///
     /// # Errors
     /// The thread could not be started.
-    pub fn start(shared: &Arc<Shared>) -> io::Result<Option<Checker>> {
-        let Some(path) = shared.config.health_check.clone() else {
-            return Ok(None);
-        };
+    pub fn start(backends: Arc<Backends>, checks: Checks) -> io::Result<Checker> {
         let stop = Arc::new(Stop::default());
         let thread = {
-            let (shared, stop) = (Arc::clone(shared), Arc::clone(&stop));
+            let stop = Arc::clone(&stop);
             thread::Builder::new()
                 .name("health".into())
-                .spawn(move || run(&shared, &path, &stop))?
+                .spawn(move || run(&backends, &checks, &stop))?
         };
-        Ok(Some(Checker {
+        Ok(Checker {
             stop,
             thread: Some(thread),
-        }))
+        })
     }
 
     /// Stops the checker and waits for its thread (at most one round's `--health-timeout`).
@@ -103,17 +116,16 @@ impl Drop for Checker {
 }
 
 /// One round per `--health-interval`, measured from the start of each round, until stopped.
-fn run(shared: &Shared, path: &str, stop: &Stop) {
-    let cfg = &shared.config;
+fn run(backends: &Backends, checks: &Checks, stop: &Stop) {
     loop {
         let started = Instant::now();
-        let backends = shared.backends.snapshot();
+        let list = backends.snapshot();
         thread::scope(|scope| {
-            for backend in backends.iter() {
-                let check = move || check(backend, path, cfg.health_timeout, cfg.rise, cfg.fall);
+            for backend in list.iter() {
+                let check = move || check(backend, checks);
                 let spawned = thread::Builder::new()
                     .name("health-probe".into())
-                    .stack_size(crate::server::THREAD_STACK)
+                    .stack_size(crate::listener::THREAD_STACK)
                     .spawn_scoped(scope, check);
                 if spawned.is_err() {
                     // No thread to spare: probe on this one rather than skip the backend.
@@ -121,16 +133,19 @@ fn run(shared: &Shared, path: &str, stop: &Stop) {
                 }
             }
         });
-        if stop.wait_until(started + cfg.health_interval) {
+        if stop.wait_until(started + checks.interval) {
             return;
         }
     }
 }
 
 /// Probes one backend, counts the result, and prints a change of state.
-fn check(backend: &Backend, path: &str, timeout: Duration, rise: u32, fall: u32) {
-    let result = probe(backend, path, timeout);
-    if let Some(change) = backend.health.record_check(result, rise, fall) {
+fn check(backend: &Backend, checks: &Checks) {
+    let result = probe(backend, &checks.path, checks.timeout);
+    if let Some(change) = backend
+        .health
+        .record_check(result, checks.rise, checks.fall)
+    {
         backend.health_changed(&change);
     }
 }

@@ -443,7 +443,7 @@ pub const FLAGS: &[Flag] = &[
     Flag {
         name: "--health-timeout",
         value: Some("DUR"),
-        default: "1s",
+        default: "1s, or the interval if shorter",
         help: "limit on one check",
         apply: |c, v| {
             c.health_timeout = parse_duration(v)?;
@@ -534,6 +534,7 @@ pub fn usage() -> String {
 /// exits with status 2.
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
     let mut config = Config::default();
+    let mut given: Vec<&str> = Vec::new();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -561,11 +562,34 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
                 .ok_or_else(|| format!("{name} needs a value ({meta})"))?,
         };
         (flag.apply)(&mut config, &value).map_err(|e| format!("{name} {value}: {e}"))?;
+        given.push(flag.name);
     }
-    if config.health_timeout > config.health_interval {
+    // A default follows the values the user did give; only two given values can conflict.
+    match (
+        given.contains(&"--health-interval"),
+        given.contains(&"--health-timeout"),
+    ) {
+        (true, true) if config.health_timeout > config.health_interval => {
+            return Err(format!(
+                "--health-timeout {:?} must not exceed --health-interval {:?}",
+                config.health_timeout, config.health_interval
+            ));
+        }
+        (true, false) => config.health_timeout = config.health_timeout.min(config.health_interval),
+        (false, true) => {
+            config.health_interval = config.health_interval.max(config.health_timeout);
+        }
+        _ => {}
+    }
+    if let Some(own) = config
+        .backends
+        .iter()
+        .find(|b| is_own_address(config.listen, b.addr))
+    {
         return Err(format!(
-            "--health-timeout {:?} must not exceed --health-interval {:?}",
-            config.health_timeout, config.health_interval
+            "--backend {}: that is this balancer's own --listen address {}: every request \
+             would come back to it",
+            own.url, config.listen
         ));
     }
     if let Some(admin) = config.admin
@@ -577,6 +601,18 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
         ));
     }
     Ok(Command::Run(Box::new(config)))
+}
+
+/// Would connecting to `addr` reach the balancer listening on `listen`? The same address,
+/// or the same port on loopback (or any address) when `listen` takes every interface. A
+/// backend like that sends each request back into the balancer, which forwards it again.
+/// (Other addresses of this host are not known here; the `Via` check catches those loops at
+/// run time.)
+pub fn is_own_address(listen: SocketAddr, addr: SocketAddr) -> bool {
+    listen.port() == addr.port()
+        && (listen.ip() == addr.ip()
+            || (listen.ip().is_unspecified()
+                && (addr.ip().is_loopback() || addr.ip().is_unspecified())))
 }
 
 /// Parses a duration: `250ms`, `2s`, `1m`, `1h`, or a bare number of seconds.
@@ -724,11 +760,61 @@ mod tests {
             (&["--quiet=1"], "--quiet takes no value"),
             (&["stray"], "unexpected argument"),
             (&["--admin", "0.0.0.0:9001"], "--admin-token"),
-            (&["--health-timeout", "5s"], "--health-timeout"),
+            (
+                &["--health-interval", "2s", "--health-timeout", "5s"],
+                "--health-timeout 5s must not exceed --health-interval 2s",
+            ),
+            (
+                &[
+                    "--listen",
+                    "127.0.0.1:9100",
+                    "--backend",
+                    "http://127.0.0.1:9100",
+                ],
+                "--backend http://127.0.0.1:9100: that is this balancer's own --listen",
+            ),
+            (
+                &[
+                    "--listen",
+                    "0.0.0.0:9100",
+                    "--backend",
+                    "http://localhost:9100",
+                ],
+                "own --listen address",
+            ),
         ] {
             let err = run(args).unwrap_err();
             assert!(err.contains(needle), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn health_defaults_follow_the_values_given() {
+        // Issue 11: a default the user never typed must not reject a valid flag.
+        let c = run(&["--health-interval", "500ms"]).unwrap();
+        assert_eq!(c.health_timeout, Duration::from_millis(500));
+        let c = run(&["--health-interval", "5s"]).unwrap();
+        assert_eq!(c.health_timeout, Duration::from_secs(1));
+        let c = run(&["--health-timeout", "5s"]).unwrap();
+        assert_eq!(
+            (c.health_interval, c.health_timeout),
+            (Duration::from_secs(5), Duration::from_secs(5))
+        );
+        let c = run(&["--health-timeout", "300ms"]).unwrap();
+        assert_eq!(c.health_interval, Duration::from_secs(2));
+        let c = run(&["--health-timeout", "2s", "--health-interval", "2s"]).unwrap();
+        assert_eq!(c.health_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn own_address_rule() {
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(is_own_address(at("127.0.0.1:9000"), at("127.0.0.1:9000")));
+        assert!(is_own_address(at("0.0.0.0:9000"), at("127.0.0.1:9000")));
+        assert!(is_own_address(at("[::]:9000"), at("[::1]:9000")));
+        assert!(!is_own_address(at("127.0.0.1:9000"), at("127.0.0.1:9001")));
+        assert!(!is_own_address(at("127.0.0.1:9000"), at("127.0.0.2:9000")));
+        assert!(!is_own_address(at("127.0.0.1:9000"), at("10.1.2.3:9000")));
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! A TCP stream with a read buffer whose unread bytes stay visible: the socket the chapter's
-//! `LoadBalancerHandler` reads from (`self.rfile`) and the one it opens to a backend.
+//! Sockets: a TCP stream with a read buffer whose unread bytes stay visible (the socket the
+//! chapter's `LoadBalancerHandler` reads from, `self.rfile`, and the one it opens to a
+//! backend), the time limits every socket gets where it is made ([`Timeouts`]), and the gentle
+//! close after a final answer ([`linger_close`]).
 //!
 //! `std::io::BufReader` only refills an empty buffer, but a parser that got half a head needs
 //! the next bytes appended to the first half; and after a head, the bytes already read belong to
@@ -7,10 +9,85 @@
 //! what has been read and not yet used, [`BufConn::consume`] marks bytes used, and
 //! [`BufConn::fill`] reads more behind them.
 
+use crate::config::Config;
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long a connection is kept after a final answer to read what the client still sends,
+/// so that closing does not reset the connection before the client reads the answer (nginx's
+/// `lingering_close`, see [`linger_close`]).
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// The time limits of one kind of connection, in one place, applied where its sockets are
+/// made: [`Timeouts::accepted`] for a connection a listener accepted, [`Timeouts::connect`]
+/// for one the balancer opens to a backend. Code further down only narrows the read limit
+/// for the stage a connection is in (waiting for a head, a body, a response).
+///
+/// The balancer's come from its flags ([`Timeouts::of`]); the admin listener and the demo
+/// backends use one limit for everything ([`Timeouts::uniform`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Making a connection to a backend (`--connect-timeout`).
+    pub connect: Duration,
+    /// A backend's silence while it is sent a request or sends a response (`--backend-timeout`).
+    pub backend: Duration,
+    /// A client's whole request head, from its first byte (`--header-timeout`).
+    pub header: Duration,
+    /// A client's silence while it sends a body or takes a response (`--client-timeout`).
+    pub client: Duration,
+    /// A kept-alive connection (or an upgraded tunnel) with nothing to do (`--idle-timeout`).
+    pub idle: Duration,
+}
+
+impl Timeouts {
+    /// The balancer's limits, from its flags.
+    pub fn of(config: &Config) -> Timeouts {
+        Timeouts {
+            connect: config.connect_timeout,
+            backend: config.backend_timeout,
+            header: config.header_timeout,
+            client: config.client_timeout,
+            idle: config.idle_timeout,
+        }
+    }
+
+    /// One limit for every stage (the admin listener, the demo backends).
+    pub const fn uniform(limit: Duration) -> Timeouts {
+        Timeouts {
+            connect: limit,
+            backend: limit,
+            header: limit,
+            client: limit,
+            idle: limit,
+        }
+    }
+
+    /// Sets up a connection a listener accepted: no Nagle delay, writes limited by
+    /// [`Timeouts::client`], reads by [`Timeouts::idle`] until the first request starts.
+    ///
+    /// # Errors
+    /// The socket's error.
+    pub fn accepted(&self, stream: &TcpStream) -> io::Result<()> {
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(self.client))?;
+        stream.set_read_timeout(Some(self.idle))
+    }
+
+    /// Opens a connection to a backend within [`Timeouts::connect`]; reads and writes on it
+    /// are limited by [`Timeouts::backend`].
+    ///
+    /// # Errors
+    /// Connection refused, unreachable, or the connect limit passed.
+    pub fn connect(&self, addr: &SocketAddr) -> io::Result<TcpStream> {
+        let stream = TcpStream::connect_timeout(addr, self.connect)?;
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(self.backend))?;
+        stream.set_read_timeout(Some(self.backend))?;
+        Ok(stream)
+    }
+}
 
 /// A stream and the bytes read from it but not yet used.
 #[derive(Debug)]
@@ -90,6 +167,13 @@ impl BufConn {
         let n = (&*self.stream).read(&mut self.buf[self.end..])?;
         self.end += n;
         Ok(n)
+    }
+
+    /// Notes that the socket's read timeout is already `timeout` (set where the socket was
+    /// made, see [`Timeouts`]), so [`BufConn::set_read_timeout`] skips setting it again.
+    pub fn read_timeout_is(mut self, timeout: Duration) -> BufConn {
+        self.read_timeout = Some(timeout);
+        self
     }
 
     /// Sets the socket's read timeout, skipping the system call when it is already set.

@@ -1,43 +1,52 @@
 //! The demo backends: the chapter's "Red Server" and "Blue Server", and more colours.
 //!
 //! In the chapter these are two `http.server.HTTPServer`s in daemon threads that answer GET
-//! with one line of HTML. Here each is a small HTTP/1.1 server on its own listener thread,
-//! a thread per connection, speaking keep-alive with `Content-Length`, answering every method.
-//! Besides the page they serve:
+//! with one line of HTML. Here each is a small HTTP/1.1 server on a
+//! [`crate::listener::Listener`] (a thread per connection, like the balancer), speaking
+//! keep-alive with `Content-Length`, answering every method. Besides the page they serve:
 //!
 //! - `/echo`: what the backend received (method, target, headers, body), to see what the
 //!   balancer forwards;
 //! - `/status/NNN`: the page with status `NNN`, to see what the balancer relays;
 //! - `/bytes/N`: `N` bytes, streamed, for bandwidth measurements.
+//!
+//! The demo is a user of the library, as `main` is: the balancer's core knows nothing of it.
+//! `main` starts a [`Fleet`] and hands it to the balancer as its [`Drills`] hook, so that the
+//! admin listener and the status page can switch drills (`stop red`, `hang blue`, ...).
 
-use crate::conn::BufConn;
+use crate::admin::status::DemoRow;
+use crate::admin::{DrillError, Drills};
+use crate::conn::{BufConn, Timeouts};
 use crate::http::chunked::{Decoder, Step};
 use crate::http::framing::{self, Body};
+use crate::http::pages::PALETTE;
 use crate::http::{Parse, Version, pages, request};
-use std::collections::HashMap;
+use crate::listener::{Listener, Options};
 use std::io;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::{self, JoinHandle};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Names and CSS colours of the demo backends, in order: the chapter's two first.
 pub const COLOURS: [(&str, &str); 8] = [
-    ("Red", "red"),
-    ("Blue", "blue"),
-    ("Green", "green"),
-    ("Orange", "orange"),
-    ("Purple", "purple"),
-    ("Teal", "teal"),
-    ("Brown", "brown"),
-    ("Pink", "hotpink"),
+    ("Red", PALETTE[0]),
+    ("Blue", PALETTE[1]),
+    ("Green", PALETTE[2]),
+    ("Orange", PALETTE[3]),
+    ("Purple", PALETTE[4]),
+    ("Teal", PALETTE[5]),
+    ("Brown", PALETTE[6]),
+    ("Pink", PALETTE[7]),
 ];
 
 /// Most body bytes `/echo` shows; the rest is read and counted.
 pub const ECHO_MAX_BODY: usize = 64 * 1024;
 /// Limit on a demo backend's wait for a client (it is a demo, not a target for slowloris).
-const DEMO_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEMO_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most connections one demo backend serves at once; past it, `503`. High: behind a busy
+/// balancer a demo backend has one connection per request in flight.
+pub const DEMO_MAX_CONNECTIONS: usize = 16_384;
 
 /// The page of demo backend number `index` (0 is Red, "Server 1").
 pub fn page(index: usize) -> String {
@@ -109,8 +118,8 @@ pub struct DemoBackend {
     index: usize,
     addr: SocketAddr,
     shared: Arc<DemoShared>,
-    /// The accept thread and its stop flag, while listening.
-    listening: Mutex<Option<(JoinHandle<()>, Arc<AtomicBool>)>>,
+    /// The listener, while listening (not under the `stop` drill).
+    listening: Mutex<Option<Listener>>,
 }
 
 #[derive(Debug)]
@@ -118,9 +127,6 @@ struct DemoShared {
     page: String,
     /// Requests answered, for tests and the console.
     requests: AtomicU64,
-    /// Open connections, closed on stop.
-    open: Mutex<HashMap<u64, TcpStream>>,
-    next_id: AtomicU64,
     /// The current drill; connection threads wait on `changed` while hanging or slow.
     drill: Mutex<Drill>,
     changed: Condvar,
@@ -144,8 +150,6 @@ impl DemoBackend {
         let shared = Arc::new(DemoShared {
             page: page(index),
             requests: AtomicU64::new(0),
-            open: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(0),
             drill: Mutex::new(Drill::Ok),
             changed: Condvar::new(),
         });
@@ -160,20 +164,23 @@ impl DemoBackend {
     }
 
     fn listen(&self, listener: TcpListener) -> io::Result<()> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let accept = {
-            let (shared, stop) = (Arc::clone(&self.shared), Arc::clone(&stop));
-            thread::Builder::new()
-                .name(format!("demo-{}", self.name().to_lowercase()))
-                .spawn(move || demo_accept(listener, &shared, &stop))?
+        let options = Options {
+            name: format!("demo-{}", self.name().to_lowercase()),
+            worker: "demo-conn",
+            max_connections: DEMO_MAX_CONNECTIONS,
+            refusal: "too many connections to this demo backend",
+            timeouts: Timeouts::uniform(DEMO_TIMEOUT),
+            stats: Arc::default(),
         };
-        *self.lock_listening() = Some((accept, stop));
+        let shared = Arc::clone(&self.shared);
+        let listener = Listener::start(listener, options, move |conn| {
+            let _ = demo_serve(conn.stream, &shared);
+        })?;
+        *self.lock_listening() = Some(listener);
         Ok(())
     }
 
-    fn lock_listening(
-        &self,
-    ) -> std::sync::MutexGuard<'_, Option<(JoinHandle<()>, Arc<AtomicBool>)>> {
+    fn lock_listening(&self) -> MutexGuard<'_, Option<Listener>> {
         self.listening.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -234,22 +241,11 @@ impl DemoBackend {
     }
 
     fn halt(&self) {
-        if let Some((accept, stop)) = self.lock_listening().take() {
-            stop.store(true, Ordering::SeqCst);
-            let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-            let _ = accept.join();
+        if let Some(listener) = self.lock_listening().take() {
+            listener.abort();
         }
         *self.shared.drill.lock().unwrap_or_else(|e| e.into_inner()) = Drill::Stop;
         self.shared.changed.notify_all();
-        for stream in self
-            .shared
-            .open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-        {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
     }
 }
 
@@ -262,42 +258,6 @@ impl Drop for DemoBackend {
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::bind(addr)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
-}
-
-fn demo_accept(listener: TcpListener, shared: &Arc<DemoShared>, stop: &AtomicBool) {
-    for stream in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let Ok(stream) = stream else { continue };
-        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        if let Ok(clone) = stream.try_clone() {
-            shared
-                .open
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id, clone);
-        }
-        let worker = Arc::clone(shared);
-        let spawned = thread::Builder::new()
-            .name("demo-conn".into())
-            .stack_size(crate::server::THREAD_STACK)
-            .spawn(move || {
-                let _ = demo_serve(stream, &worker);
-                worker
-                    .open
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
-            });
-        if spawned.is_err() {
-            shared
-                .open
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
-        }
-    }
 }
 
 /// Applies the drill to a request that has been read: returns the status to answer with, or
@@ -344,10 +304,7 @@ struct Received {
     body: Body,
 }
 
-fn demo_serve(stream: TcpStream, shared: &DemoShared) -> io::Result<()> {
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(DEMO_TIMEOUT))?;
-    stream.set_write_timeout(Some(DEMO_TIMEOUT))?;
+fn demo_serve(stream: Arc<TcpStream>, shared: &DemoShared) -> io::Result<()> {
     let mut conn = BufConn::new(stream, 8 * 1024, 64 * 1024);
     loop {
         let received = loop {
@@ -486,6 +443,17 @@ fn respond(
     } else {
         (200, "text/html", page.as_bytes().to_vec())
     };
+    write_page(conn, r, status, content_type, &content)
+}
+
+/// Writes a whole response with `content` (left out for HEAD, 204 and 304).
+fn write_page(
+    conn: &mut BufConn,
+    r: &Received,
+    status: u16,
+    content_type: &str,
+    content: &[u8],
+) -> io::Result<()> {
     let reason = if status == 200 {
         "OK"
     } else {
@@ -503,7 +471,7 @@ fn respond(
     out.push_str("\r\n");
     let mut out = out.into_bytes();
     if r.method != "HEAD" && status != 204 && status != 304 {
-        out.extend_from_slice(&content);
+        out.extend_from_slice(content);
     }
     conn.write_all(&out)
 }
@@ -599,14 +567,7 @@ impl Fleet {
     /// # Errors
     /// Unknown backend or drill, or the port could not be bound again.
     pub fn apply(&self, name: &str, drill: &str, arg: Option<&str>) -> Result<String, String> {
-        let backend = self.find(name).ok_or_else(|| {
-            let names: Vec<_> = self
-                .backends
-                .iter()
-                .map(|d| d.name().to_lowercase())
-                .collect();
-            format!("no demo backend {name:?} (there are: {})", names.join(", "))
-        })?;
+        let backend = self.find(name).ok_or_else(|| self.unknown(name))?;
         let drill = Drill::parse(drill, arg)?;
         backend.set_drill(drill).map_err(|e| e.to_string())?;
         Ok(format!(
@@ -615,6 +576,39 @@ impl Fleet {
             backend.url(),
             drill.describe()
         ))
+    }
+}
+
+impl Fleet {
+    fn unknown(&self, name: &str) -> String {
+        let names: Vec<_> = self
+            .backends
+            .iter()
+            .map(|d| d.name().to_lowercase())
+            .collect();
+        format!("no demo backend {name:?} (there are: {})", names.join(", "))
+    }
+}
+
+/// The admin listener's drill buttons and `POST /demo/...` act on the fleet through this.
+impl Drills for Fleet {
+    fn rows(&self) -> Vec<DemoRow> {
+        self.backends
+            .iter()
+            .map(|d| DemoRow {
+                name: d.name(),
+                colour: d.colour(),
+                url: d.url(),
+                drill: d.drill().describe(),
+            })
+            .collect()
+    }
+
+    fn switch(&self, name: &str, drill: &str, arg: Option<&str>) -> Result<String, DrillError> {
+        if self.find(name).is_none() {
+            return Err(DrillError::NoSuchBackend(self.unknown(name)));
+        }
+        self.apply(name, drill, arg).map_err(DrillError::Invalid)
     }
 }
 

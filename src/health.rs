@@ -12,6 +12,16 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// When passive checks take a backend out, and for how long (nginx's `max_fails` and
+/// `fail_timeout`, from `--max-fails` and `--fail-timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Consecutive failed requests that take a backend out.
+    pub max_fails: u32,
+    /// How long it stays out before one trial request.
+    pub fail_timeout: Duration,
+}
+
 /// Health of one backend.
 #[derive(Debug)]
 pub struct Health {

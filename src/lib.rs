@@ -6,30 +6,34 @@
 //! The chapter's picture, and where each part lives:
 //!
 //! ```text
-//! Client Request → Load Balancer (Port 9000)          server::Balancer, proxy::serve
-//!                       ↓                              strategy (round robin: Mutex<usize>)
+//! Client Request → Load Balancer (Port 9000)          server::Balancer, listener, proxy
+//!                       ↓                              backends + strategy (Mutex<usize>)
 //!         ┌─────────────────────────┐
 //!         ↓                         ↓
 //!    Backend 1 (Port 8001)    Backend 2 (Port 8002)   backend::Backend (pool, health, counters)
 //!    "Red Server"             "Blue Server"           demo::DemoBackend
 //! ```
 //!
-//! A request flows one way through the modules, and reading them in this order follows it:
+//! A request flows one way through the modules, and reading them in this order follows it
+//! (no module imports one that imports it back):
 //!
 //! 1. [`config`]: flags and defaults (the chapter's hard-coded ports, made flags).
-//! 2. [`server`]: the accept loop, a thread per client connection, the connection cap;
-//!    [`spare`]: a thread whose connection ended waits for the next one.
-//! 3. [`proxy`]: one connection, top to bottom: read the request, pick a backend, forward,
-//!    relay the response; failover when a backend fails. [`rewrite`] writes the heads,
-//!    [`relay`] moves the bodies.
-//! 4. [`http`]: the HTTP/1.1 syntax, parsed by hand from bytes (no sockets in there).
-//! 5. [`strategy`]: which backend is next (round robin and the chapter's "Related Concepts").
-//! 6. [`backend`], [`health`] and [`checker`]: one backend's state, its idle connections,
+//! 2. [`server`]: starts and stops a balancer; [`context`]: what its threads share.
+//! 3. [`listener`]: accept, a thread per connection, the cap, spare threads, the drain
+//!    (the same for the balancer, the admin listener and the demo backends).
+//! 4. [`proxy`]: one connection, top to bottom: read a request, try the candidates, answer.
+//!    [`rewrite`] writes the heads each side gets.
+//! 5. [`backends`]: the backend set; it hands the proxy the candidates for a request
+//!    (failover) using a [`strategy`] (round robin and the chapter's "Related Concepts").
+//! 6. [`attempt`]: one try at one backend; [`retry`]: may the request go to another?
+//!    [`relay`] moves the bodies, [`conn`] holds the sockets and their [`conn::Timeouts`].
+//! 7. [`backend`], [`health`] and [`checker`]: one backend's state, its idle connections,
 //!    up or down, and the thread that probes it.
-//! 7. [`demo`]: the Red and Blue servers.
-//! 8. [`log`], [`metrics`]: what the console and the counters say.
-//! 9. [`admin`]: the admin listener: `/metrics`, the `/status` page, the backend API.
-//! 10. [`signal`]: Ctrl-C and `SIGTERM` become a graceful drain.
+//! 8. [`http`]: the HTTP/1.1 syntax, parsed by hand from bytes (no sockets in there).
+//! 9. [`log`], [`metrics`]: what the console and the counters say.
+//! 10. [`admin`]: the admin listener: `/metrics`, the `/status` page, the backend API.
+//! 11. [`demo`]: the Red and Blue servers, a user of the library like `main`.
+//! 12. [`signal`]: Ctrl-C and `SIGTERM` become a graceful drain.
 //!
 //! ```no_run
 //! use load_balancer::{config::{BackendSpec, Config}, demo::DemoBackend, server::Balancer};
@@ -48,20 +52,25 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod attempt;
 pub mod backend;
+pub mod backends;
 pub mod checker;
 pub mod config;
 pub mod conn;
+pub mod context;
 pub mod demo;
+pub mod guide;
 pub mod health;
 pub mod http;
+pub mod listener;
 pub mod log;
 pub mod metrics;
 pub mod proxy;
 pub mod relay;
+pub mod retry;
 pub mod rewrite;
 pub mod server;
 pub mod signal;
-pub mod spare;
 pub mod strategy;
 pub mod time;

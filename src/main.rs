@@ -2,6 +2,7 @@
 //! start the demo backends when asked (the chapter's Red and Blue servers), run the balancer
 //! until Ctrl-C or `SIGTERM`, then drain.
 
+use load_balancer::admin::Drills;
 use load_balancer::config::{self, BackendSpec, Command, Config};
 use load_balancer::demo::Fleet;
 use load_balancer::server::Balancer;
@@ -52,7 +53,12 @@ fn run(mut config: Config) -> ExitCode {
         config.backends.push(spec);
     }
     let strategy = config.strategy;
-    let balancer = match Balancer::start_with_demos(config, Some(Arc::clone(&fleet))) {
+    let started = if fleet.backends.is_empty() {
+        Balancer::start(config)
+    } else {
+        Balancer::start_with_drills(config, Arc::clone(&fleet) as Arc<dyn Drills>)
+    };
+    let balancer = match started {
         Ok(b) => b,
         Err(e) => {
             eprintln!("error: {e}");

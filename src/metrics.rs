@@ -121,7 +121,7 @@ impl BackendStats {
         self.history.answered(current_second(), status);
     }
 
-    /// Counts a response relayed whole with this status, for a request whose head arrived at
+    /// Counts a response relayed whole with this status, for an attempt that began at
     /// `started`: status class, duration, and both in this second's history. One clock read
     /// serves for the duration and the second.
     pub fn count_timed_response(&self, status: u16, started: Instant) {

@@ -223,7 +223,7 @@ pub(crate) fn tunnel(client: &mut BufConn, mut up: BufConn, idle: Duration) {
         let activity = Arc::clone(&activity);
         std::thread::Builder::new()
             .name("tunnel".into())
-            .stack_size(crate::server::THREAD_STACK)
+            .stack_size(crate::listener::THREAD_STACK)
             .spawn(move || pipe(&from_client, &to_up, &activity, idle))
     };
     pipe(&up.stream, &client.stream, &activity, idle);

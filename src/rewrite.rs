@@ -7,15 +7,11 @@
 //! anew and the forwarding fields (`X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`,
 //! `Via`) added; the backend's answer comes back the same way.
 
-use crate::backend::Backend;
 use crate::http::framing::{self, Body};
 use crate::http::head;
 use crate::http::request::{Request, Target};
 use crate::http::response::Response;
 use crate::http::{Error, Version};
-use crate::server::Shared;
-use crate::strategy;
-use std::sync::atomic::Ordering;
 
 /// The `Via` entry added to forwarded requests (RFC 9110 section 7.6.3).
 pub const VIA: &str = "1.1 load-balancer";
@@ -34,8 +30,6 @@ pub(crate) struct Plan {
     pub(crate) expect_continue: bool,
     /// The client asked to switch protocols (`Upgrade`, e.g. WebSocket).
     pub(crate) upgrade: bool,
-    /// The value of the affinity cookie, for `--strategy cookie`.
-    pub(crate) cookie: Option<String>,
 }
 
 impl Plan {
@@ -58,7 +52,11 @@ impl Plan {
 /// The page to answer with: `405` for `CONNECT`, `400` for a bad target, `Host` or framing,
 /// `501` for an unknown transfer coding, `413` for a body over `--max-body`, `417` for an
 /// expectation other than `100-continue`.
-pub(crate) fn plan(req: &Request<'_>, client_ip: &str, shared: &Shared) -> Result<Plan, Error> {
+pub(crate) fn plan(
+    req: &Request<'_>,
+    client_ip: &str,
+    max_body: Option<u64>,
+) -> Result<Plan, Error> {
     if req.method == "CONNECT" {
         // A tunnel to an address of the client's choosing is an open proxy: never.
         return Err(Error {
@@ -69,7 +67,7 @@ pub(crate) fn plan(req: &Request<'_>, client_ip: &str, shared: &Shared) -> Resul
     let target = req.target()?;
     let host = req.host()?;
     let body = framing::request_body(req)?;
-    if let (Body::Length(n), Some(max)) = (body, shared.config.max_body)
+    if let (Body::Length(n), Some(max)) = (body, max_body)
         && n > max
     {
         return Err(Error {
@@ -77,6 +75,31 @@ pub(crate) fn plan(req: &Request<'_>, client_ip: &str, shared: &Shared) -> Resul
             why: "the request body is larger than --max-body",
         });
     }
+    let expect_continue = expects_continue(req, body)?;
+    // An upgrade carries no body (a WebSocket handshake is a GET): bytes after the head
+    // belong to the new protocol, so a request with a body is never upgraded.
+    let upgrade = req.version == Version::Http11
+        && matches!(body, Body::Empty | Body::Length(0))
+        && head::has_token(&req.headers, "connection", "upgrade")
+        && head::values(&req.headers, "upgrade").next().is_some();
+    let out = upstream_head(req, &target, host, client_ip, body, upgrade);
+    Ok(Plan {
+        method: req.method.to_string(),
+        target: req.target.to_string(),
+        version: req.version,
+        body,
+        keep_alive: req.keep_alive(),
+        upstream_head: out,
+        expect_continue,
+        upgrade,
+    })
+}
+
+/// Does the client wait for `100 Continue` before its body?
+///
+/// # Errors
+/// `417` for an expectation other than `100-continue` (RFC 9110 section 10.1.1).
+fn expects_continue(req: &Request<'_>, body: Body) -> Result<bool, Error> {
     let mut expect_continue = false;
     for value in head::values(&req.headers, "expect") {
         if value.eq_ignore_ascii_case(b"100-continue") {
@@ -88,21 +111,28 @@ pub(crate) fn plan(req: &Request<'_>, client_ip: &str, shared: &Shared) -> Resul
             });
         }
     }
-    // An upgrade carries no body (a WebSocket handshake is a GET): bytes after the head
-    // belong to the new protocol, so a request with a body is never upgraded.
-    let upgrade = req.version == Version::Http11
-        && matches!(body, Body::Empty | Body::Length(0))
-        && head::has_token(&req.headers, "connection", "upgrade")
-        && head::values(&req.headers, "upgrade").next().is_some();
+    Ok(expect_continue)
+}
 
+/// The head a backend gets for `req`, blank line included (see [`plan`]).
+fn upstream_head(
+    req: &Request<'_>,
+    target: &Target<'_>,
+    host: Option<&[u8]>,
+    client_ip: &str,
+    body: Body,
+    upgrade: bool,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
     target.write_origin_form(&mut out);
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    let absolute = matches!(target, Target::Absolute { .. });
     let hop_by_hop = head::HopByHop::new(&req.headers);
     for h in &req.headers {
-        // X-Forwarded-For and Via are written below, with this hop appended.
+        // X-Forwarded-For and Via are written below, with this hop appended; the framing
+        // and the other forwarding fields are the balancer's to write.
         if !(h.is("x-forwarded-for")
             || h.is("via")
             || hop_by_hop.contains(h.name)
@@ -111,7 +141,7 @@ pub(crate) fn plan(req: &Request<'_>, client_ip: &str, shared: &Shared) -> Resul
             || h.is("expect")
             || h.is("x-forwarded-proto")
             || h.is("x-forwarded-host")
-            || (h.is("host") && matches!(target, Target::Absolute { .. })))
+            || (absolute && h.is("host")))
         {
             push_field(&mut out, h.name, h.value);
         }
@@ -124,18 +154,7 @@ pub(crate) fn plan(req: &Request<'_>, client_ip: &str, shared: &Shared) -> Resul
         }
         _ => host,
     };
-    let forwarded_for = head::values(&req.headers, "x-forwarded-for");
-    push_list(
-        &mut out,
-        "X-Forwarded-For",
-        forwarded_for.chain([client_ip.as_bytes()]),
-    );
-    push_field(&mut out, "X-Forwarded-Proto", b"http");
-    if let Some(host) = host {
-        push_field(&mut out, "X-Forwarded-Host", host);
-    }
-    let via = head::values(&req.headers, "via");
-    push_list(&mut out, "Via", via.chain([VIA.as_bytes()]));
+    push_forwarding(&mut out, req, host, client_ip);
     match body {
         Body::Length(n) => push_length(&mut out, n),
         Body::Chunked => push_field(&mut out, "Transfer-Encoding", b"chunked"),
@@ -148,21 +167,24 @@ pub(crate) fn plan(req: &Request<'_>, client_ip: &str, shared: &Shared) -> Resul
         push_field(&mut out, "Connection", b"upgrade");
     }
     out.extend_from_slice(b"\r\n");
+    out
+}
 
-    let cookie = (shared.config.strategy == crate::config::StrategyKind::Cookie)
-        .then(|| strategy::affinity_cookie(&req.headers))
-        .flatten();
-    Ok(Plan {
-        method: req.method.to_string(),
-        target: req.target.to_string(),
-        version: req.version,
-        body,
-        keep_alive: req.keep_alive(),
-        upstream_head: out,
-        expect_continue,
-        upgrade,
-        cookie,
-    })
+/// The fields that say where the request came from: `X-Forwarded-For` with the client
+/// appended, `X-Forwarded-Proto`, `X-Forwarded-Host`, and `Via` with this balancer appended.
+fn push_forwarding(out: &mut Vec<u8>, req: &Request<'_>, host: Option<&[u8]>, client_ip: &str) {
+    let forwarded_for = head::values(&req.headers, "x-forwarded-for");
+    push_list(
+        out,
+        "X-Forwarded-For",
+        forwarded_for.chain([client_ip.as_bytes()]),
+    );
+    push_field(out, "X-Forwarded-Proto", b"http");
+    if let Some(host) = host {
+        push_field(out, "X-Forwarded-Host", host);
+    }
+    let via = head::values(&req.headers, "via");
+    push_list(out, "Via", via.chain([VIA.as_bytes()]));
 }
 
 fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -223,12 +245,14 @@ pub(crate) struct Reply {
 }
 
 /// The head the client gets: the backend's status line and fields, minus hop-by-hop fields,
-/// with framing and connection fields for this client.
+/// with framing and connection fields for this client, and the lines `add` writes (the
+/// strategy's, see [`crate::strategy::Strategy::on_response`]). `draining`: the balancer is
+/// stopping, so the client connection closes after this response.
 pub(crate) fn build_reply(
     head: &Response<'_>,
     plan: &Plan,
-    backend: &Backend,
-    shared: &Shared,
+    draining: bool,
+    add: impl FnOnce(&mut Vec<u8>),
 ) -> Result<Reply, Error> {
     let body = framing::response_body(head, &plan.method)?;
     let switching = head.status == 101;
@@ -240,10 +264,7 @@ pub(crate) fn build_reply(
     }
     let unknown_length = matches!(body, Body::Chunked | Body::UntilClose);
     let chunk_out = unknown_length && plan.version == Version::Http11;
-    let client_keep = plan.keep_alive
-        && !switching
-        && (chunk_out || !unknown_length)
-        && !shared.draining.load(Ordering::Relaxed);
+    let client_keep = plan.keep_alive && !switching && (chunk_out || !unknown_length) && !draining;
     let upstream_keep = head.keep_alive() && body != Body::UntilClose && !switching;
 
     let mut out = Vec::with_capacity(512);
@@ -252,6 +273,35 @@ pub(crate) fn build_reply(
     out.push(b' ');
     out.extend_from_slice(head.reason);
     out.extend_from_slice(b"\r\n");
+    push_relayed_fields(&mut out, head, body, switching);
+    match body {
+        Body::Length(n) => push_length(&mut out, n),
+        _ if chunk_out => push_field(&mut out, "Transfer-Encoding", b"chunked"),
+        _ => {}
+    }
+    if switching {
+        push_field(&mut out, "Connection", b"upgrade");
+    } else if !client_keep {
+        push_field(&mut out, "Connection", b"close");
+    } else if plan.version == Version::Http10 {
+        push_field(&mut out, "Connection", b"keep-alive");
+    }
+    add(&mut out);
+    out.extend_from_slice(b"\r\n");
+    Ok(Reply {
+        status: head.status,
+        body,
+        head: out,
+        chunk_out,
+        upstream_keep,
+        client_keep,
+        switching,
+    })
+}
+
+/// The backend's header fields that the client gets: all but the hop-by-hop ones (the
+/// `Upgrade` of a switch passes) and a `Content-Length` the balancer writes itself.
+fn push_relayed_fields(out: &mut Vec<u8>, head: &Response<'_>, body: Body, switching: bool) {
     let hop_by_hop = head::HopByHop::new(&head.headers);
     for h in &head.headers {
         let keep = if switching && h.is("upgrade") {
@@ -266,41 +316,9 @@ pub(crate) fn build_reply(
                 || (body == Body::Empty && head.status != 204 && head.status >= 200)
         };
         if keep {
-            push_field(&mut out, h.name, h.value);
+            push_field(out, h.name, h.value);
         }
     }
-    match body {
-        Body::Length(n) => push_length(&mut out, n),
-        _ if chunk_out => push_field(&mut out, "Transfer-Encoding", b"chunked"),
-        _ => {}
-    }
-    if switching {
-        push_field(&mut out, "Connection", b"upgrade");
-    } else if !client_keep {
-        push_field(&mut out, "Connection", b"close");
-    } else if plan.version == Version::Http10 {
-        push_field(&mut out, "Connection", b"keep-alive");
-    }
-    if shared.config.strategy == crate::config::StrategyKind::Cookie {
-        let token = strategy::affinity_token(backend);
-        if plan.cookie.as_deref() != Some(token) {
-            let cookie = format!(
-                "{}={token}; Path=/; HttpOnly; SameSite=Lax",
-                strategy::AFFINITY_COOKIE
-            );
-            push_field(&mut out, "Set-Cookie", cookie.as_bytes());
-        }
-    }
-    out.extend_from_slice(b"\r\n");
-    Ok(Reply {
-        status: head.status,
-        body,
-        head: out,
-        chunk_out,
-        upstream_keep,
-        client_keep,
-        switching,
-    })
 }
 
 #[cfg(test)]

@@ -125,24 +125,34 @@ fn a_get_whose_backend_dies_after_receiving_it_is_retried_elsewhere() {
 }
 
 #[test]
-fn all_backends_down_gives_503_with_retry_after() {
+fn all_backends_down_are_tried_again_and_503_comes_only_when_none_is_left() {
     let lb = Balancer::start(config(&[dead_addr(), dead_addr()])).unwrap();
     let ask = || {
         let mut c = connect(lb.addr());
         c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         read_response(&mut c)
     };
+    let attempts = |n: u64| {
+        let backends = lb.shared().backends.snapshot();
+        backends
+            .iter()
+            .all(|b| b.stats.requests.load(Ordering::Relaxed) == n)
+    };
     // The first request finds both dead (each tried once) and gets 502; both are now out.
     let (head, _) = ask();
     assert!(head.starts_with("HTTP/1.1 502"), "{head}");
     let backends = lb.shared().backends.snapshot();
     assert!(backends.iter().all(|b| !b.health.is_up()));
-    assert!(
-        backends
-            .iter()
-            .all(|b| b.stats.requests.load(Ordering::Relaxed) == 1)
-    );
-    // The next one is not even tried on them: 503, and when to come back.
+    assert!(attempts(1));
+    // Passive health never empties the rotation (Envoy's panic mode): with every backend
+    // out, the next request tries them all again, each once.
+    let (head, _) = ask();
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    assert!(attempts(2));
+    // 503 only when no backend is left to try at all: here, every one draining.
+    for b in backends.iter() {
+        b.set_draining(true);
+    }
     let (head, body) = ask();
     assert!(
         head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
@@ -150,11 +160,66 @@ fn all_backends_down_gives_503_with_retry_after() {
     );
     assert!(head.contains("\r\nRetry-After: "), "{head}");
     assert!(String::from_utf8_lossy(&body).contains("no healthy backend"));
-    assert!(
-        backends
-            .iter()
-            .all(|b| b.stats.requests.load(Ordering::Relaxed) == 1)
-    );
+    assert!(attempts(2));
+}
+
+/// A backend that answers every request `200 ok` on a kept-alive connection, except
+/// `GET /hang`, which it reads, counts in `seen`, and never answers.
+fn hangs_on_one_url(seen: Arc<AtomicUsize>) -> ScriptedBackend {
+    ScriptedBackend::start(move |mut s| {
+        while let Some(head) = read_head(&mut s) {
+            if head.starts_with("GET /hang ") {
+                seen.fetch_add(1, Ordering::SeqCst);
+                // Silent until the balancer gives up and closes (or 10 s pass).
+                let _ = std::io::Read::read(&mut s, &mut [0u8; 1]);
+                return;
+            }
+            if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .is_err()
+            {
+                return;
+            }
+        }
+    })
+}
+
+#[test]
+fn a_url_that_hangs_everywhere_costs_one_timeout_and_takes_nothing_down() {
+    const TIMEOUT: Duration = Duration::from_millis(500);
+    let seen = [Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0))];
+    let hanging = seen.clone().map(hangs_on_one_url);
+    let mut c = config(&[hanging[0].url(), hanging[1].url()]);
+    c.backend_timeout = TIMEOUT;
+    let lb = Balancer::start(c).unwrap();
+    let url = |path: &str| format!("http://{}{path}", lb.addr());
+    let hangs_seen = || -> Vec<usize> { seen.iter().map(|s| s.load(Ordering::SeqCst)).collect() };
+    // Round robin: the first /hang goes to one backend, the second to the other, so that at
+    // the end both are out by passive health (max-fails 1).
+    for round in 1..=2 {
+        let started = Instant::now();
+        let (status, _) = get(&url("/hang"));
+        let took = started.elapsed();
+        assert_eq!(status, 504, "round {round}");
+        // One --backend-timeout: sent on to the other backend it would be two.
+        assert!(
+            took >= TIMEOUT.mul_f64(0.9) && took < 2 * TIMEOUT,
+            "round {round}: {took:?}"
+        );
+        assert_eq!(
+            hangs_seen().iter().sum::<usize>(),
+            round,
+            "only one backend saw /hang"
+        );
+        // Right after, every other URL is answered: not 503, not 504.
+        for _ in 0..4 {
+            assert_eq!(get(&url("/")), (200, "ok".to_string()), "round {round}");
+        }
+    }
+    assert_eq!(hangs_seen(), [1, 1], "one /hang each");
+    // Both timed out once, so both were out; the requests after the second brought the one
+    // that answered them back.
+    let backends = lb.shared().backends.snapshot();
+    assert!(backends.iter().any(|b| b.health.is_up()));
 }
 
 #[test]

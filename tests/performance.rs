@@ -14,6 +14,7 @@ const CLOSE: &[u8] = b"GET / HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n";
 fn a_finished_connection_thread_serves_the_next_connection() {
     let setup = Setup::new(2, |_| {});
     let shared = Arc::clone(setup.lb.shared());
+    let spares = setup.lb.spares().expect("running");
     for i in 0..3 {
         let response = exchange(setup.addr(), CLOSE);
         assert!(
@@ -25,12 +26,12 @@ fn a_finished_connection_thread_serves_the_next_connection() {
         wait_for(
             Duration::from_secs(5),
             "the connection thread to park",
-            || shared.spares.parked() == 1,
+            || spares.parked() == 1,
         );
     }
     assert_eq!(shared.stats.accepted.load(Ordering::Relaxed), 3);
     setup.lb.shutdown();
     wait_for(Duration::from_secs(5), "parked threads to exit", || {
-        shared.spares.parked() == 0
+        spares.parked() == 0
     });
 }

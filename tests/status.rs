@@ -141,7 +141,7 @@ fn a_drill_shows_in_the_history_at_once() {
     let (red, blue) = (fleet.backends[0].url(), fleet.backends[1].url());
     let mut c: Config = config(&[red.clone(), blue.clone()]);
     c.admin = Some("127.0.0.1:0".parse().unwrap());
-    let lb = Balancer::start_with_demos(c, Some(Arc::clone(&fleet))).unwrap();
+    let lb = Balancer::start_with_drills(c, Arc::clone(&fleet) as _).unwrap();
     let admin = lb.admin_addr().unwrap();
     let send = |n| {
         for _ in 0..n {

@@ -157,7 +157,11 @@ fn cookie_pins_a_client_and_moves_it_with_a_new_cookie_when_its_backend_dies() {
     let mut s = Setup::new(3, |c| c.strategy = StrategyKind::Cookie);
     let pages: Vec<String> = s.demos.iter().map(|d| d.page().to_string()).collect();
     let backends = s.lb.shared().backends.snapshot();
-    let token = |i: usize| strategy::affinity_token(&backends[i]);
+    let tokens: Vec<String> = backends
+        .iter()
+        .map(|b| strategy::affinity_token(b))
+        .collect();
+    let token = |i: usize| tokens[i].as_str();
     let addr = s.addr();
     let request = |cookie: Option<&str>| {
         let mut c = connect(addr);

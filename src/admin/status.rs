@@ -18,12 +18,11 @@
 
 use super::csp::{STATUS_SCRIPT, STATUS_STYLE};
 use crate::backend::Backend;
-use crate::demo::COLOURS;
-use crate::http::pages::escape;
+use crate::context::Shared;
+use crate::http::pages::{PALETTE, escape};
 use crate::log::{Decision, RECENT_DECISIONS};
 use crate::metrics::DURATION_BUCKETS;
 use crate::metrics::history::{self, HISTORY_SECONDS, Series};
-use crate::server::Shared;
 use crate::time;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -69,7 +68,7 @@ pub struct Row {
     pub id: usize,
     /// `http://HOST:PORT`.
     pub url: String,
-    /// A CSS colour, by id from the demo colours (so the chapter's Red and Blue stay red and blue).
+    /// A CSS colour, by id from [`PALETTE`] (so the chapter's Red and Blue stay red and blue).
     pub colour: &'static str,
     /// Up, down or draining.
     pub state: State,
@@ -197,7 +196,7 @@ fn history_json(out: &mut String, h: &Series) {
 
 /// The colour of backend `id`.
 pub fn colour(id: usize) -> &'static str {
-    COLOURS[id % COLOURS.len()].1
+    PALETTE[id % PALETTE.len()]
 }
 
 /// Everything the status page shows, read at one moment.
@@ -245,8 +244,9 @@ pub const DRILL_BUTTONS: [(&str, &str); 6] = [
 ];
 
 impl Status {
-    /// Reads the balancer's state now.
-    pub fn collect(shared: &Shared) -> Status {
+    /// Reads the balancer's state now; `demos` are the drill rows (see
+    /// [`crate::admin::Drills`]).
+    pub fn collect(shared: &Shared, demos: Vec<DemoRow>) -> Status {
         let stats = &shared.stats;
         let now = history::current_second();
         Status {
@@ -261,18 +261,7 @@ impl Status {
             accepted: stats.accepted.load(Ordering::Relaxed),
             requests: stats.requests.load(Ordering::Relaxed),
             strategy: shared.config.strategy.name(),
-            demos: shared.demos.as_ref().map_or_else(Vec::new, |fleet| {
-                fleet
-                    .backends
-                    .iter()
-                    .map(|d| DemoRow {
-                        name: d.name(),
-                        colour: d.colour(),
-                        url: d.url(),
-                        drill: d.drill().describe(),
-                    })
-                    .collect()
-            }),
+            demos,
             time: SystemTime::now(),
         }
     }

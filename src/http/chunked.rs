@@ -14,7 +14,7 @@
 //! every line must end in CRLF exactly: whatever the balancer cannot read exactly one way is
 //! refused, so it cannot disagree with a backend about where a body ends.
 
-use super::head::parse_field;
+use super::head::{may_trail, parse_field};
 use super::{Error, MAX_HEAD};
 
 /// Longest chunk-size line (size and extensions) accepted. nginx and HAProxy ignore extensions;
@@ -92,7 +92,8 @@ impl Decoder {
     }
 
     /// The trailer section received after the last chunk, each field line ending in CRLF
-    /// (validated like header fields). Empty when there was none.
+    /// (validated like header fields), without the fields a trailer may not carry
+    /// ([`super::head::NOT_IN_TRAILERS`]). Empty when there was none.
     pub fn trailers(&self) -> &[u8] {
         &self.trailers
     }
@@ -200,7 +201,10 @@ impl Decoder {
                             self.state = State::Done;
                             return Ok(Step::Done { used: i + 1 });
                         }
-                        parse_field(line)?;
+                        if !may_trail(parse_field(line)?.name) {
+                            // Framing, routing and the like never come from a trailer.
+                            self.trailers.truncate(line_start);
+                        }
                         self.line_len = 0;
                     }
                 }
@@ -269,6 +273,18 @@ mod tests {
             assert_eq!(data, b"hello world", "piece {piece}");
             assert_eq!(trailers, b"X-Sum: 1\r\nX-More: 2\r\n");
             assert_eq!(left, 4);
+        }
+    }
+
+    #[test]
+    fn trailers_lose_the_fields_a_trailer_may_not_carry() {
+        let body = b"0\r\nContent-Length: 5\r\nX-Sum: 1\r\nTransfer-Encoding: chunked\r\n\
+                     host: evil\r\nConnection: close\r\nX_Sum: 2\r\nSet-Cookie: a=b\r\n\
+                     X-More: 2\r\n\r\n";
+        for piece in 1..=body.len() {
+            let (_, trailers, left) = decode_all(body, piece).unwrap();
+            assert_eq!(trailers, b"X-Sum: 1\r\nX-More: 2\r\n", "piece {piece}");
+            assert_eq!(left, 0);
         }
     }
 

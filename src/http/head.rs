@@ -157,11 +157,69 @@ pub const HOP_BY_HOP: [&str; 6] = [
     "upgrade",
 ];
 
+/// Fields that must not arrive in a trailer section, so the balancer drops them from the
+/// trailers it forwards: RFC 9110 section 6.5.1 names what a recipient needs before the
+/// content and so cannot take from a trailer: framing (`Content-Length`, `Transfer-Encoding`,
+/// `Trailer`), routing (`Host`), request modifiers (controls and conditionals), authentication,
+/// response control data and the content's format. Hop-by-hop fields and names with an
+/// underscore are dropped as in a header section.
+pub const NOT_IN_TRAILERS: [&str; 28] = [
+    "content-length",
+    "transfer-encoding",
+    "trailer",
+    "host",
+    "cache-control",
+    "expect",
+    "max-forwards",
+    "pragma",
+    "range",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "if-range",
+    "authorization",
+    "proxy-authorization",
+    "www-authenticate",
+    "proxy-authenticate",
+    "cookie",
+    "set-cookie",
+    "age",
+    "expires",
+    "date",
+    "location",
+    "retry-after",
+    "vary",
+    "content-encoding",
+    "content-type",
+];
+
+/// May a field called `name` be forwarded in a trailer section? See [`NOT_IN_TRAILERS`].
+pub fn may_trail(name: &str) -> bool {
+    !(name.contains('_')
+        || HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || NOT_IN_TRAILERS.iter().any(|h| name.eq_ignore_ascii_case(h)))
+}
+
+/// Fields that a `Connection` header cannot make hop-by-hop: the message's routing and
+/// framing. RFC 9110 section 7.6.1 lets a sender list connection options there, not remove
+/// what every recipient needs; `Connection: host` would otherwise strip `Host` from the
+/// request a backend gets. (Content-Length and Transfer-Encoding are written anew by the
+/// balancer from the framing anyway.)
+pub const NEVER_HOP_BY_HOP: [&str; 3] = ["host", "content-length", "transfer-encoding"];
+
 /// Should the field `name` stay on this side of the proxy? True for the fixed [`HOP_BY_HOP`]
-/// set and for any field that a `Connection` header of the message names.
+/// set and for any field that a `Connection` header of the message names, except those in
+/// [`NEVER_HOP_BY_HOP`].
 pub fn is_hop_by_hop(headers: &[Header<'_>], name: &str) -> bool {
     HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-        || has_token(headers, "connection", name)
+        || (has_token(headers, "connection", name) && !never_hop_by_hop(name))
+}
+
+fn never_hop_by_hop(name: &str) -> bool {
+    NEVER_HOP_BY_HOP
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// [`is_hop_by_hop`] for every field of one message, with the message's `Connection` fields
@@ -191,7 +249,9 @@ impl<'h, 'a> HopByHop<'h, 'a> {
     /// Should the field `name` of this message stay on this side of the proxy?
     pub fn contains(&self, name: &str) -> bool {
         HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-            || (self.names_more && has_token(self.headers, "connection", name))
+            || (self.names_more
+                && has_token(self.headers, "connection", name)
+                && !never_hop_by_hop(name))
     }
 }
 
@@ -261,6 +321,20 @@ mod tests {
     }
 
     #[test]
+    fn connection_cannot_name_routing_or_framing_fields() {
+        let headers = [Header {
+            name: "Connection",
+            value: b"Host, Content-Length, x-secret",
+        }];
+        let hop = HopByHop::new(&headers);
+        assert!(!hop.contains("Host") && !is_hop_by_hop(&headers, "host"));
+        assert!(!hop.contains("content-length"));
+        assert!(hop.contains("X-Secret"));
+        // Transfer-Encoding stays in the fixed set: the balancer re-frames every body.
+        assert!(hop.contains("Transfer-Encoding"));
+    }
+
+    #[test]
     fn hop_by_hop_of_one_message_agrees_with_the_rule() {
         let field = |name, value| Header { name, value };
         let messages = [
@@ -272,6 +346,7 @@ mod tests {
                 field("X-Secret", b"1"),
             ],
             vec![field("connection", b"te"), field("connection", b"x-other")],
+            vec![field("Connection", b"host, content-length, X-Secret")],
         ];
         for headers in &messages {
             let hop = HopByHop::new(headers);

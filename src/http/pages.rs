@@ -11,6 +11,12 @@ use crate::time;
 /// healthy backend are both short-lived states.
 pub const RETRY_AFTER_SECS: u32 = 1;
 
+/// CSS colours of the chapter's pages, in the order of its servers (Red, Blue, then more): the
+/// demo backends' pages and the status page's rows use them, so that backend 1 stays red.
+pub const PALETTE: [&str; 8] = [
+    "red", "blue", "green", "orange", "purple", "teal", "brown", "hotpink",
+];
+
 /// Methods named in the `Allow` field of a `405` (RFC 9110 section 15.5.6 requires the field).
 /// Everything is relayed except `CONNECT`; the list names the registered methods that are.
 pub const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE";

@@ -170,7 +170,8 @@ impl<'a> Request<'a> {
     /// # Errors
     /// `400` for an authority-form target (only `CONNECT` uses it, and the balancer refuses
     /// `CONNECT` before asking), for `*` with a method other than `OPTIONS`, and for an absolute
-    /// target that is not `http://` or `https://` or has no host.
+    /// target that is not `http://` or `https://`, has no host, or whose authority holds a byte
+    /// a `Host` field may not (userinfo's `@` among them).
     pub fn target(&self) -> Result<Target<'a>, Error> {
         let t = self.target;
         if t.starts_with('/') {
@@ -190,7 +191,8 @@ impl<'a> Request<'a> {
             .ok_or(Error::bad("invalid request target"))?;
         let end = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, origin) = rest.split_at(end);
-        if authority.is_empty() || authority.contains('@') {
+        // The authority replaces Host on the way to the backend, so it obeys Host's rule.
+        if authority.is_empty() || !authority.bytes().all(is_host_byte) {
             return Err(Error::bad("invalid authority in the request target"));
         }
         Ok(Target::Absolute { authority, origin })
@@ -408,6 +410,17 @@ mod tests {
             (b"GET * HTTP/1.1\r\n\r\n", Err(400)),
             (b"GET http:///p HTTP/1.1\r\n\r\n", Err(400)),
             (b"GET http://u@h/ HTTP/1.1\r\n\r\n", Err(400)),
+            // Issue 11: the authority becomes Host, so Host's bytes only.
+            (b"GET http://a\"b<c>/ HTTP/1.1\r\n\r\n", Err(400)),
+            (b"GET http://a{b}/ HTTP/1.1\r\n\r\n", Err(400)),
+            (b"GET http://a\\b/ HTTP/1.1\r\n\r\n", Err(400)),
+            (
+                b"GET http://[::1]:8080/ HTTP/1.1\r\n\r\n",
+                Ok(Target::Absolute {
+                    authority: "[::1]:8080",
+                    origin: "/",
+                }),
+            ),
             (b"GET ftp://h/ HTTP/1.1\r\n\r\n", Err(400)),
             (b"GET example.com:443 HTTP/1.1\r\n\r\n", Err(400)),
         ];

@@ -48,90 +48,138 @@ impl Kind {
     }
 }
 
+/// A value of one backend's sample.
+type BackendValue = fn(&BackendSample<'_>) -> u64;
+
+/// The families with one sample per backend: name, help, type, value.
+const PER_BACKEND: [(&str, &str, Kind, BackendValue); 10] = [
+    (
+        "lb_backend_requests_total",
+        "Requests sent to the backend (each attempt counts).",
+        Kind::Counter,
+        |b| b.stats.requests.load(Ordering::Relaxed),
+    ),
+    (
+        "lb_backend_connect_errors_total",
+        "Connections to the backend that could not be made.",
+        Kind::Counter,
+        |b| b.stats.connect_errors.load(Ordering::Relaxed),
+    ),
+    (
+        "lb_backend_response_errors_total",
+        "Requests that failed after being sent (timeout, broken or missing response).",
+        Kind::Counter,
+        |b| b.stats.response_errors.load(Ordering::Relaxed),
+    ),
+    (
+        "lb_backend_retries_total",
+        "Attempts repeated on another backend after failing on this one.",
+        Kind::Counter,
+        |b| b.stats.retries.load(Ordering::Relaxed),
+    ),
+    (
+        "lb_backend_bytes_in_total",
+        "Request body bytes sent to the backend.",
+        Kind::Counter,
+        |b| b.stats.bytes_in.load(Ordering::Relaxed),
+    ),
+    (
+        "lb_backend_bytes_out_total",
+        "Response body bytes relayed from the backend to clients.",
+        Kind::Counter,
+        |b| b.stats.bytes_out.load(Ordering::Relaxed),
+    ),
+    (
+        "lb_backend_active_requests",
+        "Requests in flight on the backend now.",
+        Kind::Gauge,
+        |b| b.active as u64,
+    ),
+    (
+        "lb_backend_up",
+        "1 if the backend is in rotation by its health, 0 if it is down.",
+        Kind::Gauge,
+        |b| u64::from(b.up),
+    ),
+    (
+        "lb_backend_draining",
+        "1 if the backend is draining (no new requests), else 0.",
+        Kind::Gauge,
+        |b| u64::from(b.draining),
+    ),
+    (
+        "lb_backend_weight",
+        "The backend's weight.",
+        Kind::Gauge,
+        |b| u64::from(b.weight),
+    ),
+];
+
+/// A balancer-wide value.
+type BalancerValue = fn(&ServerStats) -> u64;
+
+/// The balancer-wide families: name, help, type, value.
+const BALANCER: [(&str, &str, Kind, BalancerValue); 5] = [
+    (
+        "lb_client_connections_open",
+        "Client connections open now.",
+        Kind::Gauge,
+        |s| s.open.load(Ordering::Relaxed),
+    ),
+    (
+        "lb_client_connections_accepted_total",
+        "Client connections accepted since start.",
+        Kind::Counter,
+        |s| s.accepted.load(Ordering::Relaxed),
+    ),
+    (
+        "lb_client_connections_rejected_total",
+        "Client connections refused with 503 at --max-connections.",
+        Kind::Counter,
+        |s| s.rejected.load(Ordering::Relaxed),
+    ),
+    (
+        "lb_requests_total",
+        "Requests answered, by a backend or by the balancer itself.",
+        Kind::Counter,
+        |s| s.requests.load(Ordering::Relaxed),
+    ),
+    (
+        "lb_local_responses_total",
+        "Requests the balancer answered itself with an error page.",
+        Kind::Counter,
+        |s| s.local_responses.load(Ordering::Relaxed),
+    ),
+];
+
 /// Renders every metric: one family per counter, one sample per backend, then the
 /// balancer-wide counters. Families appear even without backends, so a dashboard finds them.
 pub fn render(backends: &[BackendSample<'_>], server: &ServerStats) -> String {
     let mut out = String::with_capacity(2048 + backends.len() * 2048);
-    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-
-    // One family per row: name, help, type, value of a backend.
-    type Value = fn(&BackendSample<'_>) -> u64;
-    let per_backend: [(&str, &str, Kind, Value); 10] = [
-        (
-            "lb_backend_requests_total",
-            "Requests sent to the backend (each attempt counts).",
-            Kind::Counter,
-            |b| b.stats.requests.load(Ordering::Relaxed),
-        ),
-        (
-            "lb_backend_connect_errors_total",
-            "Connections to the backend that could not be made.",
-            Kind::Counter,
-            |b| b.stats.connect_errors.load(Ordering::Relaxed),
-        ),
-        (
-            "lb_backend_response_errors_total",
-            "Requests that failed after being sent (timeout, broken or missing response).",
-            Kind::Counter,
-            |b| b.stats.response_errors.load(Ordering::Relaxed),
-        ),
-        (
-            "lb_backend_retries_total",
-            "Attempts repeated on another backend after failing on this one.",
-            Kind::Counter,
-            |b| b.stats.retries.load(Ordering::Relaxed),
-        ),
-        (
-            "lb_backend_bytes_in_total",
-            "Request body bytes sent to the backend.",
-            Kind::Counter,
-            |b| b.stats.bytes_in.load(Ordering::Relaxed),
-        ),
-        (
-            "lb_backend_bytes_out_total",
-            "Response body bytes relayed from the backend to clients.",
-            Kind::Counter,
-            |b| b.stats.bytes_out.load(Ordering::Relaxed),
-        ),
-        (
-            "lb_backend_active_requests",
-            "Requests in flight on the backend now.",
-            Kind::Gauge,
-            |b| b.active as u64,
-        ),
-        (
-            "lb_backend_up",
-            "1 if the backend is in rotation by its health, 0 if it is down.",
-            Kind::Gauge,
-            |b| u64::from(b.up),
-        ),
-        (
-            "lb_backend_draining",
-            "1 if the backend is draining (no new requests), else 0.",
-            Kind::Gauge,
-            |b| u64::from(b.draining),
-        ),
-        (
-            "lb_backend_weight",
-            "The backend's weight.",
-            Kind::Gauge,
-            |b| u64::from(b.weight),
-        ),
-    ];
-    for (name, help, kind, value) in per_backend {
+    for (name, help, kind, value) in PER_BACKEND {
         family(&mut out, name, help, kind);
         for b in backends {
             let _ = writeln!(out, "{name}{{backend=\"{}\"}} {}", label(b.url), value(b));
         }
     }
+    responses(&mut out, backends);
+    durations(&mut out, backends);
+    for (name, help, kind, value) in BALANCER {
+        family(&mut out, name, help, kind);
+        let _ = writeln!(out, "{name} {}", value(server));
+    }
+    out
+}
 
+fn load(c: &std::sync::atomic::AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+/// `lb_backend_responses_total`, by status class.
+fn responses(out: &mut String, backends: &[BackendSample<'_>]) {
     let name = "lb_backend_responses_total";
-    family(
-        &mut out,
-        name,
-        "Responses relayed, by status class.",
-        Kind::Counter,
-    );
+    let help = "Responses relayed, by status class.";
+    family(out, name, help, Kind::Counter);
     for b in backends {
         for (i, count) in b.stats.responses.iter().enumerate() {
             let _ = writeln!(
@@ -143,7 +191,10 @@ pub fn render(backends: &[BackendSample<'_>], server: &ServerStats) -> String {
             );
         }
     }
+}
 
+/// `lb_backend_request_duration_seconds`, a histogram per backend.
+fn durations(out: &mut String, backends: &[BackendSample<'_>]) {
     let name = "lb_backend_request_duration_seconds";
     let _ = writeln!(
         out,
@@ -171,44 +222,6 @@ pub fn render(backends: &[BackendSample<'_>], server: &ServerStats) -> String {
         let _ = writeln!(out, "{name}_sum{{backend=\"{url}\"}} {sum}");
         let _ = writeln!(out, "{name}_count{{backend=\"{url}\"}} {cumulative}");
     }
-
-    let process: [(&str, &str, Kind, u64); 5] = [
-        (
-            "lb_client_connections_open",
-            "Client connections open now.",
-            Kind::Gauge,
-            load(&server.open),
-        ),
-        (
-            "lb_client_connections_accepted_total",
-            "Client connections accepted since start.",
-            Kind::Counter,
-            load(&server.accepted),
-        ),
-        (
-            "lb_client_connections_rejected_total",
-            "Client connections refused with 503 at --max-connections.",
-            Kind::Counter,
-            load(&server.rejected),
-        ),
-        (
-            "lb_requests_total",
-            "Requests answered, by a backend or by the balancer itself.",
-            Kind::Counter,
-            load(&server.requests),
-        ),
-        (
-            "lb_local_responses_total",
-            "Requests the balancer answered itself with an error page.",
-            Kind::Counter,
-            load(&server.local_responses),
-        ),
-    ];
-    for (name, help, kind, value) in process {
-        family(&mut out, name, help, kind);
-        let _ = writeln!(out, "{name} {value}");
-    }
-    out
 }
 
 fn family(out: &mut String, name: &str, help: &str, kind: Kind) {

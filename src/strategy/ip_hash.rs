@@ -45,7 +45,7 @@ impl Strategy for IpHash {
     fn pick(
         &self,
         backends: &[Arc<Backend>],
-        key: &Key<'_>,
+        key: &Key,
         usable: &dyn Fn(&Backend) -> bool,
     ) -> Option<usize> {
         backends
@@ -71,7 +71,7 @@ mod tests {
     fn assign(bs: &[Arc<Backend>], ip: IpAddr, usable: &dyn Fn(&Backend) -> bool) -> usize {
         let key = Key {
             client_ip: ip,
-            cookie: None,
+            pin: None,
         };
         bs[IpHash.pick(bs, &key, usable).unwrap()].id
     }
@@ -146,7 +146,7 @@ mod tests {
         let bs = backends(&[1, 1]);
         let key = Key {
             client_ip: client(1),
-            cookie: None,
+            pin: None,
         };
         assert_eq!(IpHash.pick(&bs, &key, &|_| false), None);
         assert_eq!(IpHash.pick(&[], &key, &|_| true), None);

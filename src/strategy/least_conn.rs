@@ -27,7 +27,7 @@ impl Strategy for LeastConn {
     fn pick(
         &self,
         backends: &[Arc<Backend>],
-        _key: &Key<'_>,
+        _key: &Key,
         usable: &dyn Fn(&Backend) -> bool,
     ) -> Option<usize> {
         let n = backends.len();

@@ -4,14 +4,23 @@
 //! "Related Concepts" name three more: weighted round robin ([`weighted`]), least connections
 //! ([`least_conn`]) and session affinity, here two ways: by client address ([`ip_hash`]) and
 //! by cookie ([`cookie`], the chapter's "sticky sessions"). In the style of Pingora's
-//! load-balancing crate, a strategy only answers "which one?" ([`Strategy::pick`]); the proxy
-//! asks again, with the failed backend excluded, when a backend fails, so each backend is
-//! tried at most once per request.
+//! load-balancing crate, a strategy only answers "which one?" ([`Strategy::pick`]); the
+//! backend set ([`crate::backends::Backends::candidates`]) asks again, with the failed
+//! backends excluded, when a backend fails, so each backend is tried at most once per request.
+//!
+//! A strategy that needs more than the client's address says so in its [`Hooks`]: it may read
+//! the request head ([`Strategy::pin`]) and add fields to the response head
+//! ([`Strategy::on_response`]), as the affinity cookie does. A new strategy is one file here
+//! and one row in [`build`].
 
 use crate::backend::Backend;
 use crate::config::StrategyKind;
+use crate::http::Header;
 use std::net::IpAddr;
 use std::sync::Arc;
+
+pub use crate::backend::hash64;
+pub use cookie::{AFFINITY_COOKIE, affinity_cookie, affinity_token};
 
 pub mod cookie;
 pub mod ip_hash;
@@ -21,11 +30,22 @@ pub mod weighted;
 
 /// What a strategy may look at besides the backends.
 #[derive(Debug, Clone, Copy)]
-pub struct Key<'a> {
+pub struct Key {
     /// The client's address (for `ip-hash`).
     pub client_ip: IpAddr,
-    /// The value of the balancer's affinity cookie, if the request carried one (for `cookie`).
-    pub cookie: Option<&'a str>,
+    /// The [`Backend::tag`] of the backend the request asks for by its own means, read by
+    /// [`Strategy::pin`] (the affinity cookie's value, for `cookie`).
+    pub pin: Option<u64>,
+}
+
+/// Which of a strategy's hooks the proxy calls. Read once, when the backend set is made, so a
+/// strategy without hooks costs the hot path nothing for them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hooks {
+    /// [`Strategy::pin`] reads the request head.
+    pub reads_request: bool,
+    /// [`Strategy::on_response`] adds fields to the response head.
+    pub writes_response: bool,
 }
 
 /// A load-balancing algorithm.
@@ -36,9 +56,23 @@ pub trait Strategy: Send + Sync + std::fmt::Debug {
     fn pick(
         &self,
         backends: &[Arc<Backend>],
-        key: &Key<'_>,
+        key: &Key,
         usable: &dyn Fn(&Backend) -> bool,
     ) -> Option<usize>;
+
+    /// Which hooks below this strategy uses (none by default).
+    fn hooks(&self) -> Hooks {
+        Hooks::default()
+    }
+
+    /// The [`Backend::tag`] a request asks for, from its header fields ([`Key::pin`]).
+    fn pin(&self, _headers: &[Header<'_>]) -> Option<u64> {
+        None
+    }
+
+    /// Adds whole header lines (`Name: value\r\n`) to the head of the response that
+    /// `backend` gave to the request with `key`.
+    fn on_response(&self, _backend: &Backend, _key: &Key, _out: &mut Vec<u8>) {}
 }
 
 /// The strategy for a `--strategy` name.
@@ -50,49 +84,6 @@ pub fn build(kind: StrategyKind) -> Box<dyn Strategy> {
         StrategyKind::IpHash => Box::new(ip_hash::IpHash),
         StrategyKind::Cookie => Box::new(cookie::Cookie::default()),
     }
-}
-
-/// Name of the cookie that pins a client to a backend under `--strategy cookie`.
-pub const AFFINITY_COOKIE: &str = "lb_backend";
-
-/// The affinity cookie's value for a backend: a hash of its URL, so the cookie names the
-/// backend without showing its address, and stays the same across restarts. Computed once,
-/// when the backend is created (see [`token_for_url`]).
-pub fn affinity_token(backend: &Backend) -> &str {
-    &backend.affinity_token
-}
-
-/// The affinity token of a backend URL: 16 hex digits of [`hash64`].
-pub fn token_for_url(url: &str) -> String {
-    format!("{:016x}", hash64(url.as_bytes()))
-}
-
-/// The value of the affinity cookie in a request's `Cookie` fields, if any.
-pub fn affinity_cookie(headers: &[crate::http::Header<'_>]) -> Option<String> {
-    crate::http::head::values(headers, "cookie")
-        .flat_map(|v| v.split(|&b| b == b';'))
-        .filter_map(|pair| {
-            let pair = crate::http::head::trim_ows(pair);
-            let eq = pair.iter().position(|&b| b == b'=')?;
-            (&pair[..eq] == AFFINITY_COOKIE.as_bytes()).then(|| &pair[eq + 1..])
-        })
-        .find_map(|v| std::str::from_utf8(v).ok().map(str::to_string))
-}
-
-/// A 64-bit hash of bytes: FNV-1a, then a final mix (from MurmurHash3's `fmix64`) so that
-/// similar inputs (127.0.0.1, 127.0.0.2) land far apart. Stable across runs and platforms,
-/// unlike `std`'s `DefaultHasher`, whose algorithm may change between Rust releases.
-pub fn hash64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
 }
 
 /// Helpers for the strategies' unit tests.
@@ -117,10 +108,10 @@ pub(crate) mod testing {
     }
 
     /// A request from 127.0.0.1 without a cookie.
-    pub(crate) fn key() -> Key<'static> {
+    pub(crate) fn key() -> Key {
         Key {
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            cookie: None,
+            pin: None,
         }
     }
 
@@ -134,34 +125,5 @@ pub(crate) mod testing {
         (0..n)
             .map(|_| s.pick(bs, &key(), usable).unwrap())
             .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::http::Header;
-
-    #[test]
-    fn finds_the_affinity_cookie() {
-        let headers = [
-            Header {
-                name: "Cookie",
-                value: b"a=1; lb_backend=abc",
-            },
-            Header {
-                name: "Cookie",
-                value: b"lb_backend=zzz",
-            },
-        ];
-        assert_eq!(affinity_cookie(&headers).as_deref(), Some("abc"));
-        assert_eq!(
-            affinity_cookie(&[Header {
-                name: "Cookie",
-                value: b"xlb_backend=1"
-            }]),
-            None
-        );
-        assert_ne!(hash64(b"127.0.0.1"), hash64(b"127.0.0.2"));
     }
 }

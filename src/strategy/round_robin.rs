@@ -18,7 +18,7 @@ impl Strategy for RoundRobin {
     fn pick(
         &self,
         backends: &[Arc<Backend>],
-        _key: &Key<'_>,
+        _key: &Key,
         usable: &dyn Fn(&Backend) -> bool,
     ) -> Option<usize> {
         let n = backends.len();

@@ -28,7 +28,7 @@ impl Strategy for Weighted {
     fn pick(
         &self,
         backends: &[Arc<Backend>],
-        _key: &Key<'_>,
+        _key: &Key,
         usable: &dyn Fn(&Backend) -> bool,
     ) -> Option<usize> {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,0 +1,425 @@
+//! The backend set: the chapter's `BACKENDS` list and its `itertools.cycle`, and failover.
+//!
+//! [`Backends`] holds the list (changeable at run time: the admin API adds and removes
+//! backends, and [`Backends::replace`] takes a whole new list), the strategy that picks among
+//! them, and the passive health policy. The proxy asks it for the candidates of one request
+//! ([`Backends::candidates`]) and tries them in order with a plain `for` loop: the strategy's
+//! pick among the backends that are usable and not yet tried, each at most once (Pingora's
+//! `select_with` is the model). Each [`Candidate`] counts its request in flight, and is told
+//! how the attempt went, which is where passive health is kept.
+//!
+//! Health never empties the rotation: when no backend that health lets through is left for
+//! a request (every backend is out, by passive or active checks, or the ones in rotation
+//! already failed this request), the others are its candidates too, Envoy's "panic mode";
+//! a backend that answers a request is back at once (one the active checks took out comes back only by
+//! them, but serves in the meantime). A request gets `503` only when no backend is left to
+//! try at all: none configured, or all draining.
+
+use crate::backend::{ActiveGuard, Backend};
+use crate::config::BackendSpec;
+use crate::health::Policy;
+use crate::http::Header;
+use crate::metrics::inc;
+use crate::retry::Failure;
+use crate::strategy::{Hooks, Key, Strategy};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+/// The backends of a running balancer. Reads take a snapshot (`Arc` of the list), so the
+/// admin API can add and remove backends while requests run without holding any lock
+/// during I/O.
+#[derive(Debug)]
+pub struct Backends {
+    list: Mutex<Arc<Vec<Arc<Backend>>>>,
+    next_id: AtomicUsize,
+    strategy: Box<dyn Strategy>,
+    /// The strategy's hooks, read once.
+    hooks: Hooks,
+    policy: Policy,
+}
+
+impl Backends {
+    /// The backends of the command line, numbered from 0, picked by `strategy`, taken out of
+    /// rotation by `policy`.
+    pub fn new(specs: &[BackendSpec], strategy: Box<dyn Strategy>, policy: Policy) -> Backends {
+        let list: Vec<_> = specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Arc::new(Backend::new(i, s)))
+            .collect();
+        Backends {
+            next_id: AtomicUsize::new(list.len()),
+            list: Mutex::new(Arc::new(list)),
+            hooks: strategy.hooks(),
+            strategy,
+            policy,
+        }
+    }
+
+    /// The current list. Cheap: one lock for a reference-count increment.
+    pub fn snapshot(&self) -> Arc<Vec<Arc<Backend>>> {
+        Arc::clone(&self.lock())
+    }
+
+    /// Adds a backend; returns it.
+    pub fn add(&self, spec: &BackendSpec) -> Arc<Backend> {
+        let backend = Arc::new(Backend::new(
+            self.next_id.fetch_add(1, Ordering::Relaxed),
+            spec,
+        ));
+        let mut list = self.lock();
+        let mut new = Vec::clone(&list);
+        new.push(Arc::clone(&backend));
+        *list = Arc::new(new);
+        backend
+    }
+
+    /// Removes the backend with this id; returns it, or `None` if there is none.
+    pub fn remove(&self, id: usize) -> Option<Arc<Backend>> {
+        let mut list = self.lock();
+        let at = list.iter().position(|b| b.id == id)?;
+        let mut new = Vec::clone(&list);
+        let removed = new.remove(at);
+        *list = Arc::new(new);
+        Some(removed)
+    }
+
+    /// Makes the list `specs`, in that order: a backend whose address is already in the list
+    /// stays as it is (health, counters, idle connections; its weight is taken from the
+    /// spec), the others are added, and the ones not in `specs` leave the list (requests in
+    /// flight on them finish). Returns the backends that left.
+    pub fn replace(&self, specs: &[BackendSpec]) -> Vec<Arc<Backend>> {
+        let mut list = self.lock();
+        let mut new = Vec::with_capacity(specs.len());
+        for spec in specs {
+            match list
+                .iter()
+                .find(|b| b.addr == spec.addr && b.weight == spec.weight)
+            {
+                Some(kept) => new.push(Arc::clone(kept)),
+                None => new.push(Arc::new(Backend::new(
+                    self.next_id.fetch_add(1, Ordering::Relaxed),
+                    spec,
+                ))),
+            }
+        }
+        let gone = list
+            .iter()
+            .filter(|b| !new.iter().any(|n| Arc::ptr_eq(n, b)))
+            .cloned()
+            .collect();
+        *list = Arc::new(new);
+        gone
+    }
+
+    /// The backend with this id, if present.
+    pub fn get(&self, id: usize) -> Option<Arc<Backend>> {
+        self.snapshot().iter().find(|b| b.id == id).cloned()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Arc<Vec<Arc<Backend>>>> {
+        self.list.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What the strategy reads from a request head for [`Key::pin`] (the affinity cookie);
+    /// `None` for strategies that read nothing.
+    pub fn pin(&self, headers: &[Header<'_>]) -> Option<u64> {
+        if self.hooks.reads_request {
+            self.strategy.pin(headers)
+        } else {
+            None
+        }
+    }
+
+    /// Lets the strategy add header lines to the head of the response that `backend` gave
+    /// to the request with `key` (the affinity cookie's `Set-Cookie`).
+    pub fn on_response(&self, backend: &Backend, key: &Key, out: &mut Vec<u8>) {
+        if self.hooks.writes_response {
+            self.strategy.on_response(backend, key, out);
+        }
+    }
+
+    /// The backends to try for a request, best first: each pick is the strategy's among the
+    /// backends that may take a request now and were not tried for this one yet.
+    pub fn candidates(&self, key: Key) -> Candidates<'_> {
+        Candidates {
+            set: self,
+            list: self.snapshot(),
+            key,
+            tried: Tried::default(),
+        }
+    }
+}
+
+/// The backends one request may still try; see [`Backends::candidates`].
+#[derive(Debug)]
+pub struct Candidates<'a> {
+    set: &'a Backends,
+    list: Arc<Vec<Arc<Backend>>>,
+    key: Key,
+    tried: Tried,
+}
+
+impl<'a> Iterator for Candidates<'a> {
+    type Item = Candidate<'a>;
+
+    fn next(&mut self) -> Option<Candidate<'a>> {
+        loop {
+            let now = Instant::now();
+            let tried = &self.tried;
+            let usable = |b: &Backend| !tried.contains(b.id) && b.is_eligible(now);
+            let healthy = self.set.strategy.pick(&self.list, &self.key, &usable);
+            // Panic mode (Envoy's name): when no backend the health checks let through is
+            // left, the ones they took out are tried too, rather than none. Health is an
+            // estimate; a 503 for every client because every backend failed once is worse
+            // than asking them again. One that answers is back in rotation at once.
+            let panic = healthy.is_none();
+            let i = match healthy {
+                Some(i) => i,
+                None => {
+                    let in_rotation = |b: &Backend| !tried.contains(b.id) && !b.is_draining();
+                    self.set
+                        .strategy
+                        .pick(&self.list, &self.key, &in_rotation)?
+                }
+            };
+            let backend = &self.list[i];
+            self.tried.push(backend.id);
+            if !panic && !backend.health.claim(now, self.set.policy.fail_timeout) {
+                continue; // another request took this backend's trial
+            }
+            // Counted in flight first, then checked again: the admin API removes a backend
+            // only once it is draining and has nothing in flight, so one of the two sees the
+            // other.
+            let in_flight = backend.start_request();
+            if backend.is_draining() {
+                continue;
+            }
+            inc(&backend.stats.requests);
+            return Some(Candidate {
+                in_flight,
+                policy: &self.set.policy,
+                started: now,
+            });
+        }
+    }
+}
+
+/// One backend to try for a request, counted in flight until dropped.
+#[derive(Debug)]
+pub struct Candidate<'a> {
+    in_flight: ActiveGuard,
+    policy: &'a Policy,
+    started: Instant,
+}
+
+impl Candidate<'_> {
+    /// The backend.
+    pub fn backend(&self) -> &Arc<Backend> {
+        self.in_flight.backend()
+    }
+
+    /// It answered, and the response went to the client (`status`): a down backend on trial
+    /// comes back, and the time is counted.
+    pub fn answered(&self, status: u16) {
+        let backend = self.backend();
+        if let Some(change) = backend.health.record_success() {
+            backend.health_changed(&change);
+        }
+        backend.stats.count_timed_response(status, self.started);
+    }
+
+    /// It failed as `failure` says (`why`, in words): counted, and after `--max-fails`
+    /// failures in a row the backend leaves the rotation for `--fail-timeout`.
+    pub fn failed(&self, failure: Failure, why: &str) {
+        let backend = self.backend();
+        match failure {
+            Failure::Connect => backend.stats.count_connect_error(),
+            _ => backend.stats.count_response_error(),
+        }
+        self.fault(why);
+    }
+
+    /// Its response broke off after it had started reaching the client (`status`); `blame`
+    /// says why when the backend is at fault (`None`: the client went away).
+    pub fn broke(&self, status: u16, blame: Option<&str>) {
+        let backend = self.backend();
+        if let Some(why) = blame {
+            backend.stats.count_response_error();
+            self.fault(why);
+        }
+        backend.stats.count_response(status);
+    }
+
+    /// The request goes on to another backend after failing here.
+    pub fn retried(&self) {
+        inc(&self.backend().stats.retries);
+    }
+
+    fn fault(&self, why: &str) {
+        let backend = self.backend();
+        let Policy {
+            max_fails,
+            fail_timeout,
+        } = *self.policy;
+        if let Some(change) = backend.health.record_failure(why, max_fails, fail_timeout) {
+            backend.health_changed(&change);
+        }
+    }
+}
+
+/// The ids of the backends a request has tried: four inline, more on the heap (a request
+/// tries one backend almost always, so this costs no allocation).
+#[derive(Debug, Default)]
+struct Tried {
+    first: [usize; 4],
+    len: usize,
+    more: Vec<usize>,
+}
+
+impl Tried {
+    fn contains(&self, id: usize) -> bool {
+        self.first[..self.len.min(4)].contains(&id) || self.more.contains(&id)
+    }
+
+    fn push(&mut self, id: usize) {
+        if self.len < 4 {
+            self.first[self.len] = id;
+        } else {
+            self.more.push(id);
+        }
+        self.len += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StrategyKind;
+    use crate::strategy;
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Duration;
+
+    const POLICY: Policy = Policy {
+        max_fails: 1,
+        fail_timeout: Duration::from_secs(10),
+    };
+
+    fn set(n: usize) -> Backends {
+        let specs: Vec<_> = (0..n)
+            .map(|i| BackendSpec::parse(&format!("http://127.0.0.1:{}", 8001 + i)).unwrap())
+            .collect();
+        Backends::new(&specs, strategy::build(StrategyKind::RoundRobin), POLICY)
+    }
+
+    fn key() -> Key {
+        Key {
+            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            pin: None,
+        }
+    }
+
+    fn ids(set: &Backends) -> Vec<usize> {
+        set.candidates(key()).map(|c| c.backend().id).collect()
+    }
+
+    #[test]
+    fn each_backend_at_most_once_in_rotation_order() {
+        let set = set(6);
+        // Round robin starts at 0, then at 1: every backend once, from where the last stopped.
+        assert_eq!(ids(&set), [0, 1, 2, 3, 4, 5]);
+        let first = set.candidates(key()).next().unwrap().backend().id;
+        assert_eq!(first, 0, "the full pass above left the rotation at 0");
+        assert_eq!(set.candidates(key()).next().unwrap().backend().id, 1);
+    }
+
+    #[test]
+    fn failures_take_a_backend_out_and_draining_ones_are_skipped() {
+        let set = set(3);
+        set.candidates(key())
+            .next()
+            .unwrap()
+            .failed(Failure::Connect, "refused");
+        set.snapshot()[2].set_draining(true);
+        // 1 is in rotation; 0 is out, and comes only after it (panic mode, see below).
+        assert_eq!(ids(&set), [1, 0]);
+        let b0 = &set.snapshot()[0];
+        assert!(!b0.health.is_up());
+        assert_eq!(b0.stats.connect_errors.load(Ordering::Relaxed), 1);
+        assert_eq!(b0.active(), 0, "a dropped candidate is no longer in flight");
+    }
+
+    #[test]
+    fn when_every_backend_is_out_all_are_tried_again() {
+        let set = set(2);
+        for _ in 0..2 {
+            set.candidates(key())
+                .next()
+                .unwrap()
+                .failed(Failure::Connect, "refused");
+        }
+        assert!(set.snapshot().iter().all(|b| !b.health.is_up()));
+        // Panic mode: both again, in rotation order, each once.
+        let mut tried = ids(&set);
+        tried.sort_unstable();
+        assert_eq!(tried, [0, 1]);
+        // One answers: it is back, and the other stays out, tried only after it.
+        let back = {
+            let candidate = set.candidates(key()).next().unwrap();
+            candidate.answered(200);
+            candidate.backend().id
+        };
+        let up: Vec<bool> = set.snapshot().iter().map(|b| b.health.is_up()).collect();
+        assert_eq!(up.iter().filter(|u| **u).count(), 1, "{up:?}");
+        assert_eq!(ids(&set), [back, 1 - back]);
+        // Draining backends are never tried, panic or not.
+        for b in set.snapshot().iter() {
+            b.set_draining(true);
+        }
+        assert!(ids(&set).is_empty());
+    }
+
+    #[test]
+    fn a_backend_that_failed_this_request_is_not_tried_again_in_panic() {
+        let set = set(2);
+        let mut candidates = set.candidates(key());
+        let first = candidates.next().unwrap();
+        first.failed(Failure::Connect, "refused");
+        drop(first);
+        // The other is up: it comes next; after it, nothing (both tried).
+        let second = candidates.next().unwrap();
+        assert_eq!(second.backend().id, 1);
+        second.failed(Failure::Connect, "refused");
+        drop(second);
+        assert!(candidates.next().is_none());
+    }
+
+    #[test]
+    fn replace_keeps_known_backends_and_their_state() {
+        let set = set(2);
+        let b1 = Arc::clone(&set.snapshot()[1]);
+        b1.stats.requests.fetch_add(5, Ordering::Relaxed);
+        let specs = [
+            BackendSpec::parse("http://127.0.0.1:8002").unwrap(),
+            BackendSpec::parse("http://127.0.0.1:8009").unwrap(),
+        ];
+        let gone = set.replace(&specs);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].url, "http://127.0.0.1:8001");
+        let now = set.snapshot();
+        assert!(Arc::ptr_eq(&now[0], &b1), "kept, with its counters");
+        assert_eq!(now[1].id, 2, "a new id, never reused");
+    }
+
+    #[test]
+    fn tried_spills_past_four() {
+        let mut t = Tried::default();
+        for id in [7, 3, 9, 1, 4, 8] {
+            assert!(!t.contains(id));
+            t.push(id);
+            assert!(t.contains(id));
+        }
+        assert!(!t.contains(5));
+    }
+}
