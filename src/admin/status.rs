@@ -305,6 +305,19 @@ impl Status {
              <th class=\"l\">state</th><th>weight</th><th>active</th><th>requests</th><th>errors</th>\
              <th>p50</th><th>p99</th></tr></thead>\n<tbody>\n"
         );
+        self.backend_rows(&mut out);
+        self.demo_table(&mut out);
+        self.decision_table(&mut out);
+        let _ = write!(
+            out,
+            "</tbody></table>\n<p><a href=\"/status.json\">status.json</a> &middot; \
+             <a href=\"/metrics\">metrics</a></p>\n<script>{STATUS_SCRIPT}</script>\n</body></html>\n"
+        );
+        out
+    }
+
+    /// The backends table's rows, one per backend.
+    fn backend_rows(&self, out: &mut String) {
         for r in &self.backends {
             let reason = match &r.state {
                 State::Down(why) => format!(" ({})", escape(why)),
@@ -328,30 +341,39 @@ impl Status {
             );
         }
         out.push_str("</tbody></table>\n");
-        if !self.demos.is_empty() {
-            out.push_str("<h2>Demo backends: failure drills</h2>\n<table id=\"demos\"><tbody>\n");
-            for d in &self.demos {
+    }
+
+    /// The demo backends with their drill and its buttons (nothing without demo backends).
+    fn demo_table(&self, out: &mut String) {
+        if self.demos.is_empty() {
+            return;
+        }
+        out.push_str("<h2>Demo backends: failure drills</h2>\n<table id=\"demos\"><tbody>\n");
+        for d in &self.demos {
+            let _ = write!(
+                out,
+                "<tr><td class=\"name\">{}{} Server</td><td class=\"l\">{}</td>\
+                 <td class=\"l drill\">{}</td><td class=\"l\">",
+                square(d.colour),
+                escape(d.name),
+                escape(&d.url),
+                escape(&d.drill)
+            );
+            for (label, path) in DRILL_BUTTONS {
                 let _ = write!(
                     out,
-                    "<tr><td class=\"name\">{}{} Server</td><td class=\"l\">{}</td>\
-                     <td class=\"l drill\">{}</td><td class=\"l\">",
-                    square(d.colour),
-                    escape(d.name),
-                    escape(&d.url),
-                    escape(&d.drill)
+                    "<form method=\"post\" action=\"/demo/{}/{path}\">\
+                     <input type=\"hidden\" name=\"then\" value=\"status\"><button>{label}</button></form>",
+                    escape(&d.name.to_lowercase())
                 );
-                for (label, path) in DRILL_BUTTONS {
-                    let _ = write!(
-                        out,
-                        "<form method=\"post\" action=\"/demo/{}/{path}\">\
-                         <input type=\"hidden\" name=\"then\" value=\"status\"><button>{label}</button></form>",
-                        escape(&d.name.to_lowercase())
-                    );
-                }
-                out.push_str("</td></tr>\n");
             }
-            out.push_str("</tbody></table>\n");
+            out.push_str("</td></tr>\n");
         }
+        out.push_str("</tbody></table>\n");
+    }
+
+    /// The newest routing decisions as a table, newest first.
+    fn decision_table(&self, out: &mut String) {
         let _ = write!(
             out,
             "<h2>Last routing decisions</h2>\n<table id=\"recent\" data-rows=\"{DECISION_ROWS}\">\n\
@@ -370,12 +392,6 @@ impl Status {
                 d.status
             );
         }
-        let _ = write!(
-            out,
-            "</tbody></table>\n<p><a href=\"/status.json\">status.json</a> &middot; \
-             <a href=\"/metrics\">metrics</a></p>\n<script>{STATUS_SCRIPT}</script>\n</body></html>\n"
-        );
-        out
     }
 
     /// The routing strip: one square per recent decision in the colour of the backend that
