@@ -605,7 +605,14 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
         (flag.apply)(&mut config, &value).map_err(|e| format!("{name} {value}: {e}"))?;
         given.push(flag.name);
     }
-    one_source_of_backends(&given)?;
+    check(&mut config, &given)?;
+    Ok(Command::Run(Box::new(config)))
+}
+
+/// What no single flag can check: defaults that follow the flags `given`, and flags that
+/// conflict with each other.
+fn check(config: &mut Config, given: &[&str]) -> Result<(), String> {
+    one_source_of_backends(given)?;
     // A default follows the values the user did give; only two given values can conflict.
     match (
         given.contains(&"--health-interval"),
@@ -642,7 +649,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--admin {admin}: a non-loopback admin address needs --admin-token"
         ));
     }
-    Ok(Command::Run(Box::new(config)))
+    Ok(())
 }
 
 /// The backend list comes from `--backend` or from `--backends-file`, not both: the file

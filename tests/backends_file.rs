@@ -352,7 +352,7 @@ fn the_admin_api_leaves_the_list_to_the_file() {
     assert!(json.contains("\"generation\":2"), "{json}");
     let (_, html) = admin_get(admin, "/status");
     assert!(
-        html.contains("backends.txt</code> &middot; generation 2"),
+        html.contains("backends.txt &middot; generation 2"),
         "{html}"
     );
 }
