@@ -435,7 +435,7 @@ impl Watch {
         self.leaving.retain(|b| {
             let busy = b.active() > 0;
             if !busy {
-                println!("[Backends] {} dropped: its last request finished", b.url);
+                println!("[Backends] {} dropped: no request left in flight", b.url);
             }
             busy
         });
