@@ -120,16 +120,14 @@ pub fn parse(text: &str, listen: SocketAddr) -> Result<Vec<BackendSpec>, FileErr
 /// read, is larger than [`MAX_FILE_BYTES`], is not UTF-8, or does not parse.
 pub fn load(path: &Path, listen: SocketAddr) -> Result<Vec<BackendSpec>, String> {
     let named = |why: &dyn std::fmt::Display| format!("{}: {why}", path.display());
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_string(&mut text))
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::InvalidData => named(&"the file is not UTF-8 text"),
-            _ => named(&e),
-        })?;
-    if text.len() as u64 > MAX_FILE_BYTES {
+        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| named(&e))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(named(&format!("larger than {MAX_FILE_BYTES} bytes")));
     }
+    let text = String::from_utf8(bytes).map_err(|_| named(&"the file is not UTF-8 text"))?;
     parse(&text, listen).map_err(|e| named(&e))
 }
 
