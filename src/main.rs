@@ -32,6 +32,11 @@ fn main() -> ExitCode {
 }
 
 fn run(mut config: Config) -> ExitCode {
+    // Before anything listens: a SIGTERM that comes as soon as the balancer answers (a test,
+    // a supervisor) must drain it, not kill it with the default action.
+    if let Err(e) = signal::install() {
+        eprintln!("warning: cannot handle Ctrl-C gracefully: {e}");
+    }
     // The chapter's demo: without --backend, Red and Blue on 8001 and 8002. --demo N starts N
     // of them, and with --backend too, the demo backends join the given ones.
     let demo_count = config.demo.unwrap_or(if config.backends.is_empty() {
@@ -69,9 +74,6 @@ fn run(mut config: Config) -> ExitCode {
     }
     if !fleet.backends.is_empty() && std::io::stdin().is_terminal() {
         start_console(Arc::clone(&fleet));
-    }
-    if let Err(e) = signal::install() {
-        eprintln!("warning: cannot handle Ctrl-C gracefully: {e}");
     }
     wait_and_drain(balancer)
 }
