@@ -7,6 +7,7 @@ mod support;
 mod admin;
 mod basics;
 mod bench;
+mod drain;
 mod drills;
 mod failover;
 mod framing;
