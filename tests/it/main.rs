@@ -12,6 +12,7 @@ mod drills;
 mod failover;
 mod framing;
 mod fuzz_requests;
+mod fuzz_responses;
 mod health;
 mod hygiene;
 mod keepalive;

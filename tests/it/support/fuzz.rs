@@ -21,6 +21,22 @@ impl Rng {
         (self.next() % n.max(1) as u64) as usize
     }
 
+    /// True one time in `n`.
+    pub fn one_in(&mut self, n: usize) -> bool {
+        self.below(n) == 0
+    }
+
+    /// A generator for one `key` (a request's token) under `seed`: the same pair always
+    /// gives the same numbers, whichever thread asks first.
+    pub fn keyed(seed: u64, key: &str) -> Rng {
+        let mut rng = Rng(seed);
+        for &b in key.as_bytes() {
+            rng.0 ^= u64::from(b);
+            rng.next();
+        }
+        rng
+    }
+
     pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len())]
     }
