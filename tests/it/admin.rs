@@ -200,7 +200,7 @@ fn metrics_match_the_requests_made() {
     assert_eq!(sample(&m, "lb_client_connections_rejected_total"), 0.0);
     assert_eq!(sample(&m, "lb_local_responses_total"), 0.0);
     // The clients are gone; their connection threads end and the gauge comes back to 0.
-    wait_for(Duration::from_secs(5), "open connections to drop", || {
+    wait_for(Duration::from_secs(10), "open connections to drop", || {
         sample(&metrics(&s), "lb_client_connections_open") == 0.0
     });
 }
@@ -449,7 +449,7 @@ fn add_drain_remove_under_load_loses_no_request() {
     let idle = |id: usize| {
         // Requests that picked the backend before the drain finish; then none is in flight.
         wait_for(
-            Duration::from_secs(5),
+            Duration::from_secs(10),
             "in-flight requests to finish",
             || {
                 call("GET", &admin(&s, &format!("/backends/{id}")), "", None)
@@ -471,7 +471,7 @@ fn add_drain_remove_under_load_loses_no_request() {
     assert!(added.body.starts_with("{\"id\":2,"), "{}", added.body);
     assert_eq!(added.headers["location"], "/backends/2");
     wait_for(
-        Duration::from_secs(5),
+        Duration::from_secs(10),
         "the new backend to get requests",
         || extra.requests() > 0,
     );
@@ -517,7 +517,7 @@ fn add_drain_remove_under_load_loses_no_request() {
         enabled.body
     );
     wait_for(
-        Duration::from_secs(5),
+        Duration::from_secs(10),
         "the enabled backend to get requests",
         || s.demos[1].requests() > blue,
     );

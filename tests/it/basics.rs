@@ -201,7 +201,7 @@ fn an_idle_connection_does_not_delay_another_client() {
     let s = Setup::new(1, |c| c.header_timeout = Duration::from_secs(60));
     let mut idle = connect(s.addr());
     idle.write_all(b"GET / HTTP/1.1\r\nHost:").unwrap();
-    wait_for(Duration::from_secs(5), "the idle client accepted", || {
+    wait_for(Duration::from_secs(10), "the idle client accepted", || {
         open_connections(&s.lb) == 1
     });
     assert_eq!(get(&s.url("/")), (200, s.demos[0].page().to_string()));

@@ -60,7 +60,7 @@ fn a_backend_failing_under_load_costs_no_client_an_error() {
     // counts a response just after its last byte went out, so the count may trail a moment.)
     let all = backends(&lb);
     let relayed = || -> u64 { all.iter().map(|b| responses(b, 2)).sum() };
-    wait_for(Duration::from_secs(5), "400 responses counted", || {
+    wait_for(Duration::from_secs(10), "400 responses counted", || {
         relayed() >= (THREADS * PER_THREAD) as u64
     });
     assert_eq!(relayed(), (THREADS * PER_THREAD) as u64);

@@ -27,7 +27,7 @@ const ITERATIONS: usize = 5000;
 /// Client threads sending at once.
 const WORKERS: usize = 4;
 /// Longest an exchange may take before it counts as a hang.
-const DEADLINE: Duration = Duration::from_secs(5);
+const DEADLINE: Duration = Duration::from_secs(10);
 /// The request a client hides inside a body.
 const SMUGGLED: &str = "GET /SMUGGLED HTTP/1.1\r\nHost: x\r\n\r\n";
 

@@ -98,7 +98,7 @@ fn idle_clients_are_closed_silently_after_the_idle_timeout() {
     // A connection that never sends anything is closed the same way.
     let mut quiet = RawConn::open(s.addr());
     quiet.expect_close();
-    wait_for(Duration::from_secs(5), "both connections gone", || {
+    wait_for(Duration::from_secs(10), "both connections gone", || {
         open_connections(&s.lb) == 0
     });
 }
@@ -113,18 +113,22 @@ fn sequential_requests_share_one_upstream_connection() {
         c.send(format!("GET /{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
         assert_eq!(c.response().1, format!("/{i}").as_bytes());
     }
+    // The balancer returns the upstream connection to its pool just after the response went
+    // out: before each new client, wait for it, so the client can find it there.
+    let back_in_the_pool = || {
+        wait_for(
+            Duration::from_secs(10),
+            "the connection back in the pool",
+            || pooled(&lb, 0) == 1,
+        )
+    };
     for i in 0..5 {
+        back_in_the_pool();
         let mut c = RawConn::open(lb.addr());
         c.send(format!("GET /other{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
         assert_eq!(c.response().1, format!("/other{i}").as_bytes());
-        // The balancer returns the upstream connection to its pool just after the response
-        // went out: wait for it, so the next client can find it there.
-        wait_for(
-            Duration::from_secs(5),
-            "the connection back in the pool",
-            || pooled(&lb, 0) == 1,
-        );
     }
+    back_in_the_pool();
     assert_eq!(backend.count(), 10);
     assert_eq!(
         backend.connections(),
@@ -161,11 +165,11 @@ fn pool_a_connection_the_backend_then_closes(lb: &Balancer, closed: &AtomicBool)
     c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(c.response().1, b"first");
     wait_for(
-        Duration::from_secs(5),
+        Duration::from_secs(10),
         "the connection to be pooled",
         || pooled(lb, 0) == 1,
     );
-    wait_for(Duration::from_secs(5), "the backend to close", || {
+    wait_for(Duration::from_secs(10), "the backend to close", || {
         closed.load(Ordering::SeqCst)
     });
     c
@@ -257,7 +261,7 @@ fn a_get_that_dies_on_a_pooled_connection_is_sent_again_but_a_post_is_not() {
     let mut c = RawConn::open(lb.addr());
     c.send(b"GET /warm HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(c.response().1, b"first");
-    wait_for(Duration::from_secs(5), "the connection pooled", || {
+    wait_for(Duration::from_secs(10), "the connection pooled", || {
         pooled(&lb, 0) == 1
     });
     c.send(b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -269,7 +273,7 @@ fn a_get_that_dies_on_a_pooled_connection_is_sent_again_but_a_post_is_not() {
 
     // POST in the same situation: the backend may have acted on it, so it is never sent
     // again (RFC 9110 section 9.2.2); the client gets a 502.
-    wait_for(Duration::from_secs(5), "the connection pooled", || {
+    wait_for(Duration::from_secs(10), "the connection pooled", || {
         pooled(&lb, 0) == 1
     });
     c.send(b"POST /pay HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
@@ -331,7 +335,7 @@ fn past_max_connections_a_client_gets_503_and_a_close() {
     assert_eq!(fields(head, "connection"), ["close"], "{head}");
     // The cap is on open connections: when one closes, a new client is served again.
     drop(held.pop());
-    wait_for(Duration::from_secs(5), "a free slot", || {
+    wait_for(Duration::from_secs(10), "a free slot", || {
         open_connections(&s.lb) == 1
     });
     let text = exchange(
@@ -427,12 +431,12 @@ fn bytes_a_backend_sends_after_its_response_never_reach_the_next_client() {
         );
         // The balancer has relayed the answer, so the connection is back in its pool.
         wait_for(
-            Duration::from_secs(5),
+            Duration::from_secs(10),
             "the upstream connection pooled",
             || pooled(&lb, 0) == 1,
         );
         go.send(()).unwrap();
-        wait_for(Duration::from_secs(5), "the stray bytes written", || {
+        wait_for(Duration::from_secs(10), "the stray bytes written", || {
             planted_flag.load(Ordering::SeqCst)
         });
         let mut victim = RawConn::open(lb.addr());

@@ -137,7 +137,7 @@ fn bad_requests_get_their_status_and_a_close() {
                 "{name}: a backend was asked"
             ),
             At::Body => wait_for(
-                Duration::from_secs(5),
+                Duration::from_secs(10),
                 "the backend to see the head",
                 || seen.connections() == connections + 1,
             ),
