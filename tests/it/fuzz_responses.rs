@@ -37,15 +37,15 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// Default number of requests (spread over [`WORKERS`] client threads).
-const ITERATIONS: usize = 1500;
+const ITERATIONS: usize = 1200;
 /// Client threads sending at once.
 const WORKERS: usize = 4;
 /// Longest a client waits for the next byte, or the close, before it calls it a hang.
 const DEADLINE: Duration = Duration::from_secs(10);
 /// `--backend-timeout` here: what a stalled response waits for before it is cut or a 504.
-const BACKEND_TIMEOUT: Duration = Duration::from_millis(800);
+const BACKEND_TIMEOUT: Duration = Duration::from_millis(1500);
 /// How long a stalling backend stays silent: longer than [`BACKEND_TIMEOUT`].
-const STALL: Duration = Duration::from_millis(1200);
+const STALL: Duration = Duration::from_millis(2000);
 
 /// The token of request number `i` of worker `w`: `~` and 8 hex digits and `~`.
 fn token(w: usize, i: usize) -> String {
