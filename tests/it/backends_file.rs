@@ -4,8 +4,7 @@
 //! file agree on affinity (ip-hash and the `lb_backend` cookie). Every wait polls the
 //! admin listener for the file's generation or error count, with a deadline.
 
-mod support;
-
+use crate::support::*;
 use load_balancer::backends_file;
 use load_balancer::config::Config;
 use load_balancer::demo::DemoBackend;
@@ -19,7 +18,6 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::*;
 
 /// How long a reload may take to show, here on a busy 2-core machine: generous, since
 /// every wait polls and returns as soon as the change is seen.

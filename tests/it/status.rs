@@ -3,8 +3,7 @@
 //! the page is served with a `Content-Security-Policy` whose hashes match its own inline
 //! script and style, and with `nosniff`.
 
-mod support;
-
+use crate::support::*;
 use load_balancer::admin::csp::hash_source;
 use load_balancer::config::Config;
 use load_balancer::demo::{DemoBackend, Fleet};
@@ -12,7 +11,6 @@ use load_balancer::server::Balancer;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use support::*;
 
 /// Status, headers (lowercased names) and body of an admin answer.
 fn fetch(method: &str, addr: SocketAddr, path: &str) -> (u16, HashMap<String, String>, String) {
@@ -86,7 +84,8 @@ fn number(json: &str, key: &str) -> u64 {
 #[test]
 fn the_history_counts_the_requests_sent() {
     let demos = demos(2);
-    let dead = dead_addr();
+    let dead_port = DeadPort::new();
+    let dead = dead_port.url();
     let mut urls = urls(&demos);
     urls.push(dead.clone());
     let mut c = config(&urls);
