@@ -7,7 +7,7 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /metrics` | Prometheus text ([`crate::metrics::prometheus`]) |
-//! | `GET /status`, `GET /` | the HTML status page ([`status`]), reloading every second |
+//! | `GET /status`, `GET /` | the HTML status page ([`status`]), live, with its [`csp`] policy |
 //! | `GET /status.json` | the same data as JSON |
 //! | `GET /backends`, `GET /backends/{id}` | the backends as JSON |
 //! | `POST /backends` | add one: body `url=http://HOST:PORT&weight=N` or a bare URL → `201` |
@@ -23,7 +23,10 @@
 //! rotation first (its `set server ... state drain`, here `POST .../drain`), and the removal
 //! is refused while requests are still in flight on it (`409`, try again). So a `200` to
 //! `DELETE` means the server behind it can be switched off without cutting a request.
+//! With `--backends-file`, the file manages the list: `POST /backends` and `DELETE` answer
+//! `409` and say so ([`crate::backends_file`]); drain and enable still work.
 
+pub mod csp;
 pub mod status;
 
 use crate::backend::Backend;
@@ -344,12 +347,15 @@ fn handle(req: &AdminRequest, shared: &AdminShared) -> Vec<u8> {
     render(route(method, &req.path, &req.body, shared), head_only)
 }
 
-/// The bytes of an answer: an error page in the balancer's style, or the content.
+/// The bytes of an answer: an error page in the balancer's style, or the content. Every
+/// answer says `X-Content-Type-Options: nosniff`, so a browser takes the JSON and the metrics
+/// text for what their `Content-Type` says, never for a page or a script.
 fn render(answer: Answer, head_only: bool) -> Vec<u8> {
     let fields: Vec<(&str, &str)> = answer
         .fields
         .iter()
         .map(|(n, v)| (*n, v.as_str()))
+        .chain([("X-Content-Type-Options", "nosniff")])
         .collect();
     match answer.body {
         Err(why) => pages::error_response_with(answer.status, &why, true, head_only, &fields),
@@ -385,7 +391,7 @@ fn route(method: &str, path: &str, body: &[u8], shared: &AdminShared) -> Answer 
             (method == "GET").then(|| Answer {
                 status: 200,
                 body: Ok(("text/html; charset=utf-8", status(shared).html())),
-                fields: Vec::new(),
+                fields: vec![("Content-Security-Policy", csp::STATUS_POLICY.clone())],
             }),
         ),
         ["status.json"] => (
@@ -394,7 +400,10 @@ fn route(method: &str, path: &str, body: &[u8], shared: &AdminShared) -> Answer 
         ),
         ["backends"] => match method {
             "GET" => ("", Some(list(lb))),
-            "POST" => ("", Some(add(body, shared))),
+            "POST" => (
+                "",
+                Some(file_managed(lb).unwrap_or_else(|| add(body, shared))),
+            ),
             _ => ("GET, HEAD, POST", None),
         },
         ["backends", id] => match method {
@@ -404,7 +413,10 @@ fn route(method: &str, path: &str, body: &[u8], shared: &AdminShared) -> Answer 
                     Answer::json(200, Row::of(b).json())
                 })),
             ),
-            "DELETE" => ("", Some(remove(id, shared))),
+            "DELETE" => (
+                "",
+                Some(file_managed(lb).unwrap_or_else(|| remove(id, shared))),
+            ),
             _ => ("GET, HEAD, DELETE", None),
         },
         ["backends", id, action @ ("drain" | "enable")] => match method {
@@ -474,17 +486,31 @@ fn metrics(lb: &Shared) -> Answer {
             url: &b.url,
             up: b.health.is_up(),
             draining: b.is_draining(),
-            weight: b.weight,
+            weight: b.weight(),
             active: b.active(),
             stats: &b.stats,
         })
         .collect();
+    let mut text = prometheus::render(&samples, &lb.stats);
+    if let Some(file) = &lb.file {
+        let info = file.info();
+        let loaded_unix = info
+            .loaded
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let sample = prometheus::FileSample {
+            path: &info.path,
+            generation: info.generation,
+            loaded_unix,
+            ok: info.last_error.is_none(),
+            errors: info.errors,
+            list: info.list,
+        };
+        prometheus::render_file(&mut text, &sample);
+    }
     Answer {
         status: 200,
-        body: Ok((
-            prometheus::CONTENT_TYPE,
-            prometheus::render(&samples, &lb.stats),
-        )),
+        body: Ok((prometheus::CONTENT_TYPE, text)),
         fields: Vec::new(),
     }
 }
@@ -518,6 +544,21 @@ fn set_draining(lb: &Shared, id: &str, draining: bool) -> Answer {
     })
 }
 
+/// `409` for a change to the backend list while `--backends-file` manages it: the next
+/// reload would undo the change, and the copies sharing the file would not see it. Draining
+/// and enabling stay allowed: they are this copy's operational state, not the list.
+fn file_managed(lb: &Shared) -> Option<Answer> {
+    let file = lb.file.as_ref()?;
+    Some(Answer::page(
+        409,
+        format!(
+            "the backend list is managed by --backends-file {}: change the file (drain and \
+             enable still work here)",
+            file.path.display()
+        ),
+    ))
+}
+
 fn add(body: &[u8], shared: &AdminShared) -> Answer {
     let spec = match parse_new_backend(body) {
         Ok(spec) => spec,
@@ -532,7 +573,9 @@ fn add(body: &[u8], shared: &AdminShared) -> Answer {
     let backend = lb.backends.add(&spec);
     println!(
         "[Admin] Backend {} {} added (weight {})",
-        backend.id, backend.url, backend.weight
+        backend.id,
+        backend.url,
+        backend.weight()
     );
     Answer::json(201, Row::of(&backend).json())
         .with("Location", format!("/backends/{}", backend.id))

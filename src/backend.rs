@@ -15,7 +15,7 @@ use crate::metrics::BackendStats;
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,15 +43,17 @@ pub struct Backend {
     pub tag: u64,
     /// The address connected to.
     pub addr: SocketAddr,
-    /// Relative share of requests under `--strategy weighted`.
-    pub weight: u32,
+    /// Relative share of requests under `--strategy weighted` (and the weight of the others
+    /// that honour weights); changed in place when a reloaded backend list gives it another.
+    weight: AtomicU32,
     /// Up or down, by passive and active checks.
     pub health: Health,
     /// Counters for `/metrics` and `/status`.
     pub stats: BackendStats,
     /// Requests in flight right now (see [`ActiveGuard`]).
     active: AtomicUsize,
-    /// No new requests: set by the admin API before removal.
+    /// No new requests: set by the admin API before removal, and on a backend a reloaded
+    /// `--backends-file` no longer lists.
     draining: AtomicBool,
     /// Idle keep-alive connections, most recently used last.
     pool: Mutex<VecDeque<(BufConn, Instant)>>,
@@ -65,13 +67,23 @@ impl Backend {
             url: spec.url.clone(),
             tag: hash64(spec.url.as_bytes()),
             addr: spec.addr,
-            weight: spec.weight,
+            weight: AtomicU32::new(spec.weight),
             health: Health::new(),
             stats: BackendStats::default(),
             active: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             pool: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// Its weight now.
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Gives it another weight, keeping everything else (health, counters, idle connections).
+    pub fn set_weight(&self, weight: u32) {
+        self.weight.store(weight, Ordering::Relaxed);
     }
 
     /// May a strategy pick this backend for a new request now? Not while draining, nor while
@@ -98,19 +110,28 @@ impl Backend {
         self.draining.load(Ordering::SeqCst)
     }
 
-    /// Starts or stops draining. Draining also closes the idle pooled connections.
+    /// Starts or stops draining, marked on the status page's time axis when it changes.
+    /// Draining also closes the idle pooled connections.
     pub fn set_draining(&self, draining: bool) {
-        self.draining.store(draining, Ordering::SeqCst);
+        if self.draining.swap(draining, Ordering::SeqCst) != draining {
+            let state = if draining { "DRAINING" } else { "ENABLED" };
+            self.stats.history.event_now(state, "");
+        }
         if draining {
             self.lock_pool().clear();
         }
     }
 
-    /// Prints a change of health and, when the backend went down, closes its idle pooled
+    /// Prints a change of health, marks it on the status page's time axis, and, when the backend went down, closes its idle pooled
     /// connections: they are suspect, and would otherwise wait in the pool (nobody checks
     /// them out while the backend is down) holding the backend's resources.
     pub fn health_changed(&self, change: &Change) {
         crate::health::announce(&self.url, change);
+        let (state, reason) = match change {
+            Change::Down(why) => ("DOWN", why),
+            Change::Up(why) => ("UP", why),
+        };
+        self.stats.history.event_now(state, reason);
         if matches!(change, Change::Down(_)) {
             let idle = std::mem::take(&mut *self.lock_pool());
             drop(idle); // closed outside the lock

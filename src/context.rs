@@ -7,6 +7,7 @@
 //! [`Timeouts`], a backend, a limit).
 
 use crate::backends::Backends;
+use crate::backends_file::FileState;
 use crate::config::Config;
 use crate::conn::Timeouts;
 use crate::health::Policy;
@@ -28,6 +29,8 @@ pub struct Shared {
     pub log: AccessLog,
     /// Balancer-wide counters (the listener counts connections in them).
     pub stats: Arc<ServerStats>,
+    /// With `--backends-file`: the file that manages the backend list, and how its reads went.
+    pub file: Option<Arc<FileState>>,
 }
 
 impl Shared {
@@ -46,6 +49,10 @@ impl Shared {
             )),
             log: AccessLog::new(config.quiet),
             stats: Arc::default(),
+            file: config
+                .backends_file
+                .clone()
+                .map(|path| Arc::new(FileState::new(path, &config.backends))),
             config,
         }
     }

@@ -54,12 +54,29 @@ pub fn request_body(req: &Request<'_>) -> Result<Body, Error> {
 /// The body framing of a response to a request with method `method` (RFC 9112 section 6.3,
 /// items 1 to 7).
 ///
+/// The framing fields are checked on every response, also on those that cannot have a body
+/// (to `HEAD`, `1xx`, `204`, `304`): there they do not delimit anything, but a `HEAD` or
+/// `304` answer passes its `Content-Length` on to the client, which must not get a value it
+/// cannot read. nginx and HAProxy refuse such a response with `502` too.
+///
 /// # Errors
 /// `502` for framing a proxy cannot trust: both `Transfer-Encoding` and `Content-Length`
 /// (section 6.3 item 3 calls it a likely smuggling attempt), a bad `Content-Length`, or a
 /// transfer coding other than `chunked` (the balancer could not re-frame it).
 pub fn response_body(resp: &Response<'_>, method: &str) -> Result<Body, Error> {
     let bad = |why| Error { status: 502, why };
+    let length = content_length(&resp.headers).map_err(bad)?;
+    let coding = transfer_coding(&resp.headers).map_err(|e| bad(e.why))?;
+    let body = match coding {
+        None => length.map_or(Body::UntilClose, Body::Length),
+        Some(_) if length.is_some() => {
+            return Err(bad(
+                "backend sent both Transfer-Encoding and Content-Length",
+            ));
+        }
+        Some(Coding::Chunked) => Body::Chunked,
+        Some(_) => return Err(bad("backend used a transfer coding other than chunked")),
+    };
     if method == "HEAD"
         || (100..200).contains(&resp.status)
         || resp.status == 204
@@ -67,15 +84,7 @@ pub fn response_body(resp: &Response<'_>, method: &str) -> Result<Body, Error> {
     {
         return Ok(Body::Empty);
     }
-    let length = content_length(&resp.headers).map_err(bad)?;
-    match transfer_coding(&resp.headers).map_err(|e| bad(e.why))? {
-        None => Ok(length.map_or(Body::UntilClose, Body::Length)),
-        Some(_) if length.is_some() => Err(bad(
-            "backend sent both Transfer-Encoding and Content-Length",
-        )),
-        Some(Coding::Chunked) => Ok(Body::Chunked),
-        Some(_) => Err(bad("backend used a transfer coding other than chunked")),
-    }
+    Ok(body)
 }
 
 /// What the `Transfer-Encoding` fields of a message ask for.
@@ -261,6 +270,37 @@ mod tests {
         }
         assert_eq!(
             resp_body(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", "HEAD"),
+            Ok(Body::Empty)
+        );
+        // Without a body the framing fields still have to be readable: the Content-Length of
+        // a HEAD or 304 answer reaches the client.
+        for (status, fields, method) in [
+            ("200 OK", "Content-Length: 18446744073709551616\r\n", "HEAD"),
+            (
+                "200 OK",
+                "Content-Length: 5\r\nContent-Length: 3\r\n",
+                "HEAD",
+            ),
+            (
+                "200 OK",
+                "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+                "HEAD",
+            ),
+            ("304 Not Modified", "Content-Length: 1x\r\n", "GET"),
+            ("204 No Content", "Transfer-Encoding: gzip\r\n", "GET"),
+        ] {
+            let raw = format!("HTTP/1.1 {status}\r\n{fields}\r\n");
+            assert_eq!(
+                resp_body(raw.as_bytes(), method),
+                Err(502),
+                "{method} {status} {fields:?}"
+            );
+        }
+        assert_eq!(
+            resp_body(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "HEAD"
+            ),
             Ok(Body::Empty)
         );
     }

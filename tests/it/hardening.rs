@@ -1,16 +1,11 @@
 //! Hardening (issue 11): what a client or a backend cannot make the balancer do.
 
-mod support;
-#[path = "support/wire.rs"]
-mod wire;
-
+use crate::support::*;
 use load_balancer::server::Balancer;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
-use support::*;
-use wire::Seen;
 
 /// A backend that records every request and answers `200 ok`.
 fn recording() -> (ScriptedBackend, Arc<Seen>) {
@@ -18,7 +13,7 @@ fn recording() -> (ScriptedBackend, Arc<Seen>) {
     let b = {
         let seen = Arc::clone(&seen);
         ScriptedBackend::start(move |mut s| {
-            while let Some(message) = wire::read_message(&mut s) {
+            while let Some(message) = read_message(&mut s) {
                 seen.record(&message);
                 if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                     .is_err()
@@ -43,8 +38,8 @@ fn connection_cannot_strip_host_from_the_forwarded_request() {
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     assert_eq!(body, b"ok");
     let got = seen.last().0.to_ascii_lowercase();
-    assert_eq!(wire::fields(&got, "host"), ["site.example"], "{got}");
-    assert!(wire::fields(&got, "x-gone").is_empty(), "{got}");
+    assert_eq!(fields(&got, "host"), ["site.example"], "{got}");
+    assert!(fields(&got, "x-gone").is_empty(), "{got}");
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! A std-only fuzz test of the request path (issue 3): thousands of seeded mutations of valid
+//! A std-only fuzz test of the request path: thousands of seeded mutations of valid
 //! requests (byte flips, inserted CR/LF/NUL/space/colon, duplicated lines, truncations,
 //! Content-Length and Transfer-Encoding games) go through the balancer to a backend that
 //! records every request head it receives.
@@ -15,49 +15,21 @@
 //! The generator is a splitmix64 PRNG with a fixed seed, so a failure names the iteration and
 //! reproduces: set `FUZZ_SEED` to try others, `FUZZ_ITERATIONS` for a longer run.
 
-mod support;
-#[path = "support/wire.rs"]
-mod wire;
-
-use load_balancer::server::Balancer;
-use std::io::{Read, Write};
+use crate::support::fuzz::{self, Rng};
+use crate::support::*;
+use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::*;
-use wire::Seen;
 
 /// Default number of mutated exchanges (spread over [`WORKERS`] client threads).
 const ITERATIONS: usize = 5000;
 /// Client threads sending at once.
 const WORKERS: usize = 4;
 /// Longest an exchange may take before it counts as a hang.
-const DEADLINE: Duration = Duration::from_secs(5);
+const DEADLINE: Duration = Duration::from_secs(10);
 /// The request a client hides inside a body.
 const SMUGGLED: &str = "GET /SMUGGLED HTTP/1.1\r\nHost: x\r\n\r\n";
-
-/// splitmix64 (Steele, Lea, Flood 2014): tiny, fast, and good enough to pick mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
 
 /// Valid requests, most of them hiding [`SMUGGLED`] in their body.
 fn seeds() -> Vec<Vec<u8>> {
@@ -222,7 +194,6 @@ fn check_responses(answer: &[u8]) -> Result<Vec<u16>, String> {
 /// One exchange: send `request`, usually half-close (the client has said everything), and
 /// read until the balancer closes. `Err` on a hang.
 fn exchange_once(addr: SocketAddr, request: &[u8], half_close: bool) -> Result<Vec<u8>, String> {
-    let started = Instant::now();
     let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(DEADLINE)).unwrap();
     s.set_write_timeout(Some(DEADLINE)).unwrap();
@@ -232,47 +203,15 @@ fn exchange_once(addr: SocketAddr, request: &[u8], half_close: bool) -> Result<V
         let _ = s.shutdown(Shutdown::Write);
     }
     let mut answer = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return Ok(answer),
-            Ok(n) => answer.extend_from_slice(&buf[..n]),
-            // A reset after the answer (the balancer closed with our bytes unread) is a close.
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(answer),
-            Err(e) => {
-                return Err(format!(
-                    "no close after {:?} ({e}); got {:?}",
-                    started.elapsed(),
-                    String::from_utf8_lossy(&answer)
-                ));
-            }
-        }
-    }
-}
-
-/// The recording backend: every head it receives is kept; each request gets a short `200`.
-fn recording_backend() -> (ScriptedBackend, Arc<Seen>) {
-    let seen = Arc::new(Seen::default());
-    let b = {
-        let seen = Arc::clone(&seen);
-        ScriptedBackend::start(move |mut s| {
-            seen.connections.fetch_add(1, Ordering::SeqCst);
-            while let Some(message) = wire::read_message(&mut s) {
-                seen.record(&(message.0, Vec::new()));
-                if !wire::ok(&mut s, "ok") {
-                    return;
-                }
-            }
-        })
-    };
-    (b, seen)
+    try_read_until_closed(&mut s, &mut answer)?;
+    Ok(answer)
 }
 
 /// Is this head one the balancer wrote? Only the balancer adds its `Via` entry and the
 /// client's address to `X-Forwarded-For`; the fuzzed clients never send either field.
 fn written_by_balancer(head: &str) -> bool {
-    let via = wire::fields(head, "via");
-    let xff = wire::fields(head, "x-forwarded-for");
+    let via = fields(head, "via");
+    let xff = fields(head, "x-forwarded-for");
     head.ends_with("\r\n\r\n")
         && via == ["1.1 load-balancer"]
         && xff == ["127.0.0.1"]
@@ -281,25 +220,15 @@ fn written_by_balancer(head: &str) -> bool {
 
 #[test]
 fn seeded_mutations_never_panic_hang_or_smuggle() {
-    let panics = Arc::new(AtomicUsize::new(0));
-    {
-        let panics = Arc::clone(&panics);
-        let default_hook = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            panics.fetch_add(1, Ordering::SeqCst);
-            default_hook(info);
-        }));
-    }
-    let seed: u64 = std::env::var("FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5EED_CAFE);
-    let iterations: usize = std::env::var("FUZZ_ITERATIONS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(ITERATIONS);
+    let panics_before = fuzz::balancer_panics();
+    let seed = fuzz::seed(0x5EED_CAFE);
+    let iterations = fuzz::iterations(ITERATIONS);
+    eprintln!(
+        "fuzz (requests): seed {seed:#x} (replay: FUZZ_SEED={seed:#x}), {iterations} iterations"
+    );
 
-    let (backend, seen) = recording_backend();
+    // Every head the backend receives is kept; each request gets a short `200`.
+    let backend = Recorder::start(|_, _| Reply::ok("ok"));
     let mut c = config(&[backend.url()]);
     // Short timeouts: a truncated request ends in a few hundred milliseconds.
     c.header_timeout = Duration::from_millis(300);
@@ -309,7 +238,7 @@ fn seeded_mutations_never_panic_hang_or_smuggle() {
     c.max_body = Some(1 << 20);
     // Failures (there are some: cut bodies) must not take the only backend out of rotation.
     c.max_fails = u32::MAX;
-    let lb = Balancer::start(c).unwrap();
+    let lb = start(c);
     let addr = lb.addr();
 
     // The seeds as they are: none of the hidden requests may reach the backend.
@@ -318,7 +247,7 @@ fn seeded_mutations_never_panic_hang_or_smuggle() {
         check_responses(&answer)
             .unwrap_or_else(|e| panic!("seed {i}: {e}: {:?}", String::from_utf8_lossy(&answer)));
     }
-    let heads = seen.heads();
+    let heads = backend.heads();
     assert!(
         !heads.iter().any(|h| h.contains("/SMUGGLED")),
         "a request hidden in a body reached the backend: {heads:?}"
@@ -383,20 +312,14 @@ fn seeded_mutations_never_panic_hang_or_smuggle() {
 
     // No smuggling: every head at the backend came from the balancer, and no more of them
     // than the balancer sent.
-    let heads = seen.heads();
+    let heads = backend.heads();
     for head in &heads {
         assert!(
             written_by_balancer(head),
             "a head the balancer did not write: {head:?}"
         );
     }
-    let sent: u64 = lb
-        .shared()
-        .backends
-        .snapshot()
-        .iter()
-        .map(|b| b.stats.requests.load(Ordering::Relaxed))
-        .sum();
+    let sent = attempts_total(&lb);
     assert!(
         heads.len() as u64 <= sent,
         "the backend parsed {} requests out of {sent} sent",
@@ -405,8 +328,10 @@ fn seeded_mutations_never_panic_hang_or_smuggle() {
     // Still answering, nothing left hanging, no panic anywhere.
     let (status, body) = get(&format!("http://{addr}/control"));
     assert_eq!((status, body.as_str()), (200, "ok"));
-    wait_for(Duration::from_secs(5), "every connection to end", || {
-        lb.shared().stats.open.load(Ordering::SeqCst) == 0
-    });
-    assert_eq!(panics.load(Ordering::SeqCst), 0, "something panicked");
+    wait_idle(&lb);
+    assert_eq!(
+        fuzz::balancer_panics(),
+        panics_before,
+        "a thread of the balancer panicked"
+    );
 }

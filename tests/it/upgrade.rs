@@ -1,18 +1,16 @@
-//! Upgrade and CONNECT (issue 3): when the backend answers `101 Switching Protocols`, bytes
-//! flow both ways until a side closes; `CONNECT` is refused, the balancer is no tunnel to an
-//! address of the client's choosing.
+//! Upgrade and CONNECT: when the backend answers `101 Switching Protocols`, bytes flow both
+//! ways until a side closes; `CONNECT` is refused, the balancer is no tunnel to an address of
+//! the client's choosing.
 
-mod support;
-#[path = "support/wire.rs"]
-mod wire;
-
-use load_balancer::server::Balancer;
+use crate::support::*;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
-use std::time::Duration;
-use support::*;
-use wire::Seen;
+use std::time::{Duration, Instant};
+
+/// The 101 the WebSocket-ish backend answers with, and the greeting in the same write.
+const SWITCH: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+      Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\nhi!";
 
 /// A WebSocket-ish backend: it switches protocols when asked to (greeting with `hi!` in the
 /// same write as its 101), then sends back every byte upper-cased until the client side
@@ -22,18 +20,16 @@ fn upgrading_backend() -> (ScriptedBackend, Arc<Seen>) {
     let b = {
         let seen = Arc::clone(&seen);
         ScriptedBackend::start(move |mut s: TcpStream| {
-            while let Some(message) = wire::read_message(&mut s) {
+            while let Some(message) = read_message(&mut s) {
+                let upgrade = !fields(&message.0, "upgrade").is_empty();
                 seen.record(&message);
-                if wire::fields(&message.0, "upgrade").is_empty() {
-                    if !wire::ok(&mut s, "plain") {
+                if !upgrade {
+                    if !write_ok(&mut s, "plain") {
                         return;
                     }
                     continue;
                 }
-                let _ = s.write_all(
-                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                      Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\nhi!",
-                );
+                let _ = s.write_all(SWITCH);
                 let mut buf = [0u8; 1024];
                 loop {
                     match s.read(&mut buf) {
@@ -57,10 +53,37 @@ fn read_exactly(s: &mut TcpStream, n: usize) -> String {
     String::from_utf8(buf).unwrap()
 }
 
+/// Reads a response head byte by byte, so nothing after it is consumed.
+fn read_head_only(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+/// Checks the 101 the client got from the upgrading backend, relayed.
+fn assert_switched(head: &str) {
+    assert_eq!(
+        status_line(head),
+        "HTTP/1.1 101 Switching Protocols",
+        "{head}"
+    );
+    assert_eq!(fields(head, "upgrade"), ["websocket"], "{head}");
+    assert_eq!(fields(head, "connection"), ["upgrade"], "{head}");
+    assert_eq!(
+        fields(head, "sec-websocket-accept"),
+        ["s3pPLMBiTxaQ9kYGzzhZRbK+xOo="],
+        "{head}"
+    );
+}
+
 #[test]
 fn a_101_turns_the_connection_into_a_two_way_pipe() {
     let (b, seen) = upgrading_backend();
-    let lb = Balancer::start(config(&[b.url()])).unwrap();
+    let lb = start_over(&[b.url()]);
     let mut c = connect(lb.addr());
     // Bytes of the new protocol may follow the request head in the same write.
     c.write_all(
@@ -68,26 +91,17 @@ fn a_101_turns_the_connection_into_a_two_way_pipe() {
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nearly",
     )
     .unwrap();
-    // The 101 head, read byte by byte so nothing after it is lost.
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        c.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    assert!(
-        head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
-        "{head}"
-    );
-    assert_eq!(wire::fields(&head, "upgrade"), ["websocket"]);
-    assert_eq!(wire::fields(&head, "connection"), ["upgrade"]);
-    assert_eq!(wire::fields(&head, "sec-websocket-accept").len(), 1);
+    assert_switched(&read_head_only(&mut c));
     // The backend was asked to upgrade, with the fields it needs.
     let (up, _) = seen.last();
-    assert_eq!(wire::fields(&up, "upgrade"), ["websocket"], "{up}");
-    assert_eq!(wire::fields(&up, "connection"), ["upgrade"], "{up}");
-    assert_eq!(wire::fields(&up, "sec-websocket-key").len(), 1, "{up}");
+    assert!(up.starts_with("GET /chat HTTP/1.1\r\n"), "{up}");
+    assert_eq!(fields(&up, "upgrade"), ["websocket"], "{up}");
+    assert_eq!(fields(&up, "connection"), ["upgrade"], "{up}");
+    assert_eq!(
+        fields(&up, "sec-websocket-key"),
+        ["dGhlIHNhbXBsZSBub25jZQ=="],
+        "{up}"
+    );
 
     assert_eq!(read_exactly(&mut c, 3), "hi!");
     assert_eq!(read_exactly(&mut c, 5), "EARLY");
@@ -97,49 +111,51 @@ fn a_101_turns_the_connection_into_a_two_way_pipe() {
     }
     // The client closes its side; the backend sees the end and closes; so does the tunnel.
     c.shutdown(Shutdown::Write).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut rest = Vec::new();
-    c.read_to_end(&mut rest).unwrap();
-    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(read_until_closed(&mut c), b"");
 }
 
 #[test]
 fn a_declined_upgrade_is_an_ordinary_exchange() {
     // The backend does not switch: the answer is relayed and the connection stays HTTP.
-    let b = ScriptedBackend::start(|mut s| {
-        while wire::read_message(&mut s).is_some() {
-            if !wire::ok(&mut s, "no switch") {
-                return;
-            }
-        }
-    });
-    let lb = Balancer::start(config(&[b.url()])).unwrap();
+    let b = Recorder::start(|_, _| Reply::ok("no switch"));
+    let lb = start_over(&[b.url()]);
     let mut c = RawConn::open(lb.addr());
     c.send(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
     let (head, body) = c.response();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(status_line(&head), "HTTP/1.1 200 OK", "{head}");
     assert_eq!(body, b"no switch");
-    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    c.send(b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(c.response().1, b"no switch");
+    // Both requests came on one connection, the second without any upgrade field.
+    assert_eq!(b.connections(), 1);
+    let second = b.last().0;
+    assert!(second.starts_with("GET /second "), "{second}");
+    assert!(fields(&second, "upgrade").is_empty(), "{second}");
 }
 
 #[test]
 fn connect_is_refused_with_405_and_a_close() {
     let (b, seen) = upgrading_backend();
-    let lb = Balancer::start(config(&[b.url()])).unwrap();
+    let lb = start_over(&[b.url()]);
     for request in [
         &b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"[..],
         // Even pointed at the configured backend itself.
         format!("CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n\r\n", b.addr).as_bytes(),
     ] {
         let text = exchange(lb.addr(), request);
-        assert!(
-            text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
-            "{text}"
+        let (head, body) = split_answer(&text);
+        assert_page(
+            head,
+            body.as_bytes(),
+            "405 Method Not Allowed",
+            "CONNECT is not allowed: this is not a forward proxy",
         );
-        assert!(text.contains("Allow: GET"), "{text}");
-        assert!(!text.contains("CONNECT,"), "{text}");
-        assert!(text.contains("Connection: close\r\n"), "{text}");
+        assert_eq!(
+            fields(head, "allow"),
+            ["GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE"],
+            "{head}"
+        );
+        assert_eq!(fields(head, "connection"), ["close"], "{head}");
     }
     assert_eq!(seen.count(), 0);
 }
@@ -149,7 +165,7 @@ fn a_tunnel_busy_in_one_direction_outlives_the_idle_timeout() {
     // A server-push backend: after the 101 it sends a byte every 50 ms for a while, and the
     // client never says anything. The tunnel closes only when both sides are quiet.
     let b = ScriptedBackend::start(|mut s| {
-        if wire::read_message(&mut s).is_none() {
+        if read_message(&mut s).is_none() {
             return;
         }
         let _ = s.write_all(
@@ -167,18 +183,24 @@ fn a_tunnel_busy_in_one_direction_outlives_the_idle_timeout() {
     });
     // The push lasts 1 s in all, longer than the idle timeout, with gaps far below it (so a
     // busy test machine does not cut a gap into a timeout).
+    const IDLE: Duration = Duration::from_millis(700);
     let mut c = config(&[b.url()]);
-    c.idle_timeout = Duration::from_millis(700);
-    let lb = Balancer::start(c).unwrap();
+    c.idle_timeout = IDLE;
+    let lb = start(c);
+    let started = Instant::now();
     let mut conn = connect(lb.addr());
     conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: push\r\n\r\n")
         .unwrap();
-    let started = std::time::Instant::now();
-    let text = read_to_close(&mut conn);
-    let (head, pushed) = text.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let text = String::from_utf8(read_until_closed(&mut conn)).unwrap();
+    let (head, pushed) = split_answer(&text);
+    assert_eq!(
+        status_line(head),
+        "HTTP/1.1 101 Switching Protocols",
+        "{head}"
+    );
     assert_eq!(pushed, "x".repeat(20), "the push stream was cut");
-    assert!(started.elapsed() < Duration::from_secs(8));
+    // 20 pushes 50 ms apart, then the idle timeout: never sooner.
+    assert!(started.elapsed() >= Duration::from_millis(1000) + IDLE);
 }
 
 #[test]
@@ -187,30 +209,34 @@ fn a_request_with_a_body_is_never_upgraded() {
     // has a body would have them sent twice (as body, then as tunnel bytes). It is relayed as
     // plain HTTP instead: the Upgrade field does not reach the backend.
     let (b, seen) = upgrading_backend();
-    let lb = Balancer::start(config(&[b.url()])).unwrap();
+    let lb = start_over(&[b.url()]);
     let mut c = RawConn::open(lb.addr());
     c.send(
         b"POST /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\
           Content-Length: 5\r\n\r\nhello",
     );
     let (head, body) = c.response();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(status_line(&head), "HTTP/1.1 200 OK", "{head}");
     assert_eq!(body, b"plain");
     let (sent, sent_body) = seen.last();
-    assert!(wire::fields(&sent, "upgrade").is_empty(), "{sent}");
+    assert!(fields(&sent, "upgrade").is_empty(), "{sent}");
     assert_eq!(sent_body, b"hello");
     assert_eq!(seen.count(), 1);
 }
 
 #[test]
 fn an_upgrade_with_an_empty_content_length_is_still_an_upgrade() {
-    let (b, _seen) = upgrading_backend();
-    let lb = Balancer::start(config(&[b.url()])).unwrap();
+    let (b, seen) = upgrading_backend();
+    let lb = start_over(&[b.url()]);
     let mut c = connect(lb.addr());
     c.write_all(
         b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\nContent-Length: 0\r\n\r\n",
     )
     .unwrap();
-    let head = read_exactly(&mut c, "HTTP/1.1 101".len());
-    assert_eq!(head, "HTTP/1.1 101");
+    assert_switched(&read_head_only(&mut c));
+    assert_eq!(fields(&seen.last().0, "upgrade"), ["websocket"]);
+    // And it is a tunnel: the greeting, then bytes both ways.
+    assert_eq!(read_exactly(&mut c, 3), "hi!");
+    c.write_all(b"echo").unwrap();
+    assert_eq!(read_exactly(&mut c, 4), "ECHO");
 }

@@ -1,45 +1,41 @@
-//! The admin listener (issue: operations): `/metrics` counts what happened, `/status` shows
-//! every backend, the token guards it, and backends are added, drained and removed under load
-//! without a failed request.
+//! The admin listener: `/metrics` counts what happened, `/status` shows every backend, the
+//! token guards it, a page of another site cannot change backends, and backends are added,
+//! drained and removed under load without a failed request.
 
-mod support;
-
-use load_balancer::config::Config;
-use load_balancer::demo::DemoBackend;
-use load_balancer::server::Balancer;
+use crate::support::*;
 use std::collections::HashMap;
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
-use support::*;
 
 /// A balancer over `n` demo backends with the admin listener on a free port.
-fn with_admin(n: usize, tweak: impl FnOnce(&mut Config)) -> Setup {
+fn admin_setup(n: usize, tweak: impl FnOnce(&mut Config)) -> Setup {
     Setup::new(n, |c| {
-        c.admin = Some("127.0.0.1:0".parse().unwrap());
+        with_admin(c);
         tweak(c);
     })
 }
 
 fn admin(s: &Setup, path: &str) -> String {
-    format!("http://{}{}", s.lb.admin_addr().unwrap(), path)
+    admin_url(&s.lb, path)
 }
 
 /// Status, headers (lowercased names) and body of a response.
-struct Reply {
+struct Answer {
     status: u16,
     headers: HashMap<String, String>,
     body: String,
 }
 
-fn call(method: &str, url: &str, body: &str, token: Option<&str>) -> Reply {
+fn call(method: &str, url: &str, body: &str, token: Option<&str>) -> Answer {
     let mut req = ureq::http::Request::builder().method(method).uri(url);
     if let Some(t) = token {
         req = req.header("Authorization", format!("Bearer {t}"));
     }
     let mut resp = agent().run(req.body(body.to_string()).unwrap()).unwrap();
-    Reply {
+    Answer {
         status: resp.status().as_u16(),
         headers: resp
             .headers()
@@ -138,7 +134,7 @@ fn sample(m: &HashMap<String, f64>, key: &str) -> f64 {
 
 #[test]
 fn metrics_match_the_requests_made() {
-    let s = with_admin(2, |_| {});
+    let s = admin_setup(2, |_| {});
     let (red, blue) = (s.demos[0].url(), s.demos[1].url());
     let mut bytes = [0u64; 2];
     // Round robin: Red, Blue, Red, Blue, Red, Blue, then Red gets a 404 and Blue a POST.
@@ -204,19 +200,20 @@ fn metrics_match_the_requests_made() {
     assert_eq!(sample(&m, "lb_client_connections_rejected_total"), 0.0);
     assert_eq!(sample(&m, "lb_local_responses_total"), 0.0);
     // The clients are gone; their connection threads end and the gauge comes back to 0.
-    wait_for(Duration::from_secs(5), "open connections to drop", || {
+    wait_for(Duration::from_secs(10), "open connections to drop", || {
         sample(&metrics(&s), "lb_client_connections_open") == 0.0
     });
 }
 
 #[test]
 fn a_dead_backend_shows_in_metrics_and_status() {
-    let demo = DemoBackend::start(0, "127.0.0.1:0".parse().unwrap()).unwrap();
-    let dead = dead_addr();
+    let demo = demo(0);
+    let dead_port = DeadPort::new();
+    let dead = dead_port.url();
     let mut c = config(&[demo.url(), dead.clone()]);
-    c.admin = Some("127.0.0.1:0".parse().unwrap());
+    with_admin(&mut c);
     let s = Setup {
-        lb: Balancer::start(c).unwrap(),
+        lb: start(c),
         demos: vec![demo],
     };
     // The first request goes to the demo, the second to the dead one and is retried.
@@ -253,7 +250,7 @@ fn a_dead_backend_shows_in_metrics_and_status() {
 
 #[test]
 fn status_pages_show_every_backend_and_the_rotation() {
-    let s = with_admin(3, |_| {});
+    let s = admin_setup(3, |_| {});
     for _ in 0..3 {
         assert_eq!(get(&s.url("/")).0, 200);
     }
@@ -261,12 +258,16 @@ fn status_pages_show_every_backend_and_the_rotation() {
     assert_eq!(page.status, 200);
     assert!(page.headers["content-type"].starts_with("text/html"));
     let html = page.body;
-    assert!(html.contains("<meta http-equiv=\"refresh\" content=\"1\">"));
+    // Reloads itself only without JavaScript; with it, the page's script updates in place.
+    assert!(html.contains("<noscript><meta http-equiv=\"refresh\" content=\"1\"></noscript>"));
     for (i, d) in s.demos.iter().enumerate() {
         let colour = load_balancer::demo::COLOURS[i].1;
-        // A row in the backend's colour, and its request in the routing decisions.
-        let cell = format!("color:{colour};font-weight:bold\">&#9632; {}<", d.url());
+        // A row with a square in the backend's colour, and its request in the routing
+        // decisions; and a square of that colour in the routing strip.
+        let cell = format!("fill=\"{colour}\"/></svg>{}</td>", d.url());
         assert_eq!(html.matches(&cell).count(), 2, "{cell} in {html}");
+        let square = format!("fill=\"{colour}\"><title>");
+        assert_eq!(html.matches(&square).count(), 1, "{square} in {html}");
     }
     assert_eq!(html.matches(">UP</span>").count(), 3);
 
@@ -296,7 +297,7 @@ fn status_pages_show_every_backend_and_the_rotation() {
 
 #[test]
 fn the_token_is_required_when_set() {
-    let s = with_admin(1, |c| c.admin_token = Some("s3cret".into()));
+    let s = admin_setup(1, |c| c.admin_token = Some("s3cret".into()));
     for path in ["/metrics", "/status", "/status.json", "/backends"] {
         for token in [None, Some("wrong"), Some("s3cre"), Some("s3cretX")] {
             let reply = call("GET", &admin(&s, path), "", token);
@@ -313,7 +314,7 @@ fn the_token_is_required_when_set() {
         );
     }
     // An unauthorised change changes nothing.
-    let extra = DemoBackend::start(1, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let extra = demo(1);
     let body = format!("url={}", extra.url());
     assert_eq!(
         call("POST", &admin(&s, "/backends"), &body, None).status,
@@ -323,8 +324,8 @@ fn the_token_is_required_when_set() {
         call("POST", &admin(&s, "/backends/0/drain"), "", None).status,
         401
     );
-    assert_eq!(s.lb.shared().backends.snapshot().len(), 1);
-    assert!(!s.lb.shared().backends.get(0).unwrap().is_draining());
+    assert_eq!(backends(&s.lb).len(), 1);
+    assert!(!backend(&s.lb, 0).is_draining());
     assert_eq!(
         call("POST", &admin(&s, "/backends"), &body, Some("s3cret")).status,
         201
@@ -333,7 +334,7 @@ fn the_token_is_required_when_set() {
 
 #[test]
 fn api_answers_mistakes_clearly() {
-    let s = with_admin(1, |_| {});
+    let s = admin_setup(1, |_| {});
     let url = s.demos[0].url();
     let a = |path: &str| admin(&s, path);
     assert_eq!(call("GET", &a("/nope"), "", None).status, 404);
@@ -371,9 +372,9 @@ fn api_answers_mistakes_clearly() {
     assert_eq!(dup.headers["location"], "/backends/0");
     // Removal needs a drain first (HAProxy's del server needs maintenance mode).
     assert_eq!(call("DELETE", &a("/backends/0"), "", None).status, 409);
-    assert_eq!(s.lb.shared().backends.snapshot().len(), 1);
+    assert_eq!(backends(&s.lb).len(), 1);
     // A chunked body is refused with 411, a huge one with 413, without reading it.
-    let admin_addr = s.lb.admin_addr().unwrap();
+    let admin_addr = admin_addr(&s.lb);
     let chunked = exchange(
         admin_addr,
         b"POST /backends HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
@@ -400,7 +401,7 @@ fn a_taken_admin_port_fails_start_up() {
     let mut c = config(&["http://127.0.0.1:1".to_string()]);
     c.admin = Some(taken.local_addr().unwrap());
     c.admin_required = true; // as with --admin ADDR on the command line
-    let err = Balancer::start(c).unwrap_err();
+    let err = try_start(c).unwrap_err();
     assert!(err.to_string().contains("--admin"), "{err}");
 }
 
@@ -408,8 +409,8 @@ fn a_taken_admin_port_fails_start_up() {
 /// another drained and enabled again: no request fails, and a drained backend gets nothing.
 #[test]
 fn add_drain_remove_under_load_loses_no_request() {
-    let s = with_admin(2, |_| {});
-    let extra = DemoBackend::start(2, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let s = admin_setup(2, |_| {});
+    let extra = demo(2);
     let pages: Vec<String> = s
         .demos
         .iter()
@@ -452,7 +453,7 @@ fn add_drain_remove_under_load_loses_no_request() {
     let idle = |id: usize| {
         // Requests that picked the backend before the drain finish; then none is in flight.
         wait_for(
-            Duration::from_secs(5),
+            Duration::from_secs(10),
             "in-flight requests to finish",
             || {
                 call("GET", &admin(&s, &format!("/backends/{id}")), "", None)
@@ -474,7 +475,7 @@ fn add_drain_remove_under_load_loses_no_request() {
     assert!(added.body.starts_with("{\"id\":2,"), "{}", added.body);
     assert_eq!(added.headers["location"], "/backends/2");
     wait_for(
-        Duration::from_secs(5),
+        Duration::from_secs(10),
         "the new backend to get requests",
         || extra.requests() > 0,
     );
@@ -520,7 +521,7 @@ fn add_drain_remove_under_load_loses_no_request() {
         enabled.body
     );
     wait_for(
-        Duration::from_secs(5),
+        Duration::from_secs(10),
         "the enabled backend to get requests",
         || s.demos[1].requests() > blue,
     );
@@ -549,4 +550,105 @@ fn exposition_parser_reads_escapes() {
     assert_eq!(m["x_total{backend=a\"b\\c\nd}"], 3.0);
     let unannounced = std::panic::catch_unwind(|| parse_exposition("y 1\n"));
     assert!(unannounced.is_err());
+}
+
+#[test]
+fn refused_connections_and_local_answers_are_counted() {
+    let s = admin_setup(1, |c| c.max_connections = 1);
+    // One client holds the only slot; the next connection is refused with a 503.
+    let mut held = RawConn::open(s.addr());
+    held.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(held.response().1, s.demos[0].page().as_bytes());
+    let refused = exchange(s.addr(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(status_line(&refused), "HTTP/1.1 503 Service Unavailable");
+    // On the held connection, a request the balancer answers itself: a 400.
+    held.send(b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n");
+    let (head, _) = held.response();
+    assert_eq!(status_line(&head), "HTTP/1.1 400 Bad Request");
+    held.expect_close();
+    let m = metrics(&s);
+    assert_eq!(sample(&m, "lb_client_connections_rejected_total"), 1.0);
+    assert_eq!(sample(&m, "lb_local_responses_total"), 1.0);
+    assert_eq!(sample(&m, "lb_client_connections_accepted_total"), 2.0);
+    assert_eq!(sample(&m, "lb_requests_total"), 2.0);
+    let b = format!("backend={}", s.demos[0].url());
+    assert_eq!(
+        sample(&m, &format!("lb_backend_requests_total{{{b}}}")),
+        1.0
+    );
+}
+
+/// POSTs to the admin listener with `extra` header lines; returns the response head and
+/// body.
+fn post(s: &Setup, path: &str, extra: &str) -> (String, String) {
+    let addr = admin_addr(&s.lb);
+    let mut c = RawConn::open(addr);
+    c.send(
+        format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Length: 0\r\n\r\n")
+            .as_bytes(),
+    );
+    let (head, body) = c.response();
+    (head, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[test]
+fn a_post_from_another_sites_page_is_refused() {
+    let s = admin_setup(2, |_| {});
+    let (head, body) = post(&s, "/backends/0/drain", "Origin: http://evil.example\r\n");
+    assert_page_framing(&head, body.as_bytes(), "403 Forbidden");
+    assert!(!backend(&s.lb, 0).is_draining());
+    // The status page's own buttons (same origin) and clients without Origin still work.
+    let same = format!("Origin: http://{}\r\n", admin_addr(&s.lb));
+    let (head, body) = post(&s, "/backends/0/drain", &same);
+    assert_eq!(status_line(&head), "HTTP/1.1 200 OK", "{head}");
+    assert!(body.contains("\"state\":\"DRAINING\""), "{body}");
+    assert!(backend(&s.lb, 0).is_draining());
+    let (head, body) = post(&s, "/backends/0/enable", "");
+    assert_eq!(status_line(&head), "HTTP/1.1 200 OK", "{head}");
+    assert!(body.contains("\"state\":\"UP\""), "{body}");
+    assert!(!backend(&s.lb, 0).is_draining());
+    // And a cross-site page cannot enable what was drained either.
+    post(&s, "/backends/1/drain", "");
+    let (head, _) = post(&s, "/backends/1/enable", "Origin: http://evil.example\r\n");
+    assert_eq!(status_of(&head), 403, "{head}");
+    assert!(backend(&s.lb, 1).is_draining());
+}
+
+#[test]
+fn a_taken_default_admin_port_is_skipped_but_an_asked_for_one_is_an_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let demo = demo(0);
+    let mut c = config(&[demo.url()]);
+    c.admin = Some(taken.local_addr().unwrap());
+    // The default address, taken by another balancer: start without the admin listener.
+    let lb = start(c.clone());
+    assert_eq!(lb.admin_addr(), None);
+    assert_eq!(
+        get(&format!("http://{}/", lb.addr())),
+        (200, demo.page().to_string())
+    );
+    drop(lb);
+    // Asked for with --admin: start-up fails, naming the address.
+    c.admin_required = true;
+    let err = try_start(c).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&taken.local_addr().unwrap().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_admin_connection_closes_after_its_answer() {
+    let s = admin_setup(1, |_| {});
+    let addr = admin_addr(&s.lb);
+    // `Connection: close`: the answer, then the close.
+    let mut c = connect(addr);
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let text = String::from_utf8_lossy(&read_until_closed(&mut c)).into_owned();
+    let (head, body) = split_answer(&text);
+    assert_eq!(status_line(head), "HTTP/1.1 200 OK", "{head}");
+    assert_eq!(fields(head, "content-length"), [body.len().to_string()]);
+    assert!(body.contains("lb_requests_total 0\n"), "{body}");
 }

@@ -467,7 +467,7 @@ fn serve_test(
 
 #[test]
 fn the_chapter_file_is_small_and_standalone() {
-    let source = include_str!("../src/bin/chapter.rs");
+    let source = include_str!("../../src/bin/chapter.rs");
     let code = source
         .lines()
         .map(str::trim)

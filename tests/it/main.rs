@@ -1,0 +1,29 @@
+//! The integration tests: one binary (ureq and the library are linked once), one module per
+//! behaviour family. Every test drives the real balancer (in process, or the real binary) on
+//! `127.0.0.1:0`, with ureq and raw `TcpStream`s; helpers live in [`support`].
+
+mod support;
+
+mod admin;
+mod backends_file;
+mod basics;
+mod bench;
+mod chapter;
+mod drain;
+mod drills;
+mod failover;
+mod framing;
+mod fuzz_requests;
+mod fuzz_responses;
+mod hardening;
+mod health;
+mod hygiene;
+mod keepalive;
+mod performance;
+mod rejects;
+#[cfg(unix)]
+mod signals;
+mod status;
+mod strategies;
+mod timeouts;
+mod upgrade;

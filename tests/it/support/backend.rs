@@ -1,0 +1,388 @@
+//! Scripted backends: the server's side of the wire, read byte-exact, so a test can assert
+//! what the balancer really put on the wire and answer with exactly the bytes it wants.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+/// Read timeout on a scripted backend's connections: a backend waiting for a request that
+/// never comes gives up after this.
+pub const BACKEND_WAIT: Duration = Duration::from_secs(10);
+
+/// A backend that runs `handle` on its own thread for every connection it accepts.
+pub struct ScriptedBackend {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl ScriptedBackend {
+    pub fn start(handle: impl Fn(TcpStream) + Send + Sync + 'static) -> ScriptedBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = Arc::new(handle);
+        let accept = {
+            let stop = Arc::clone(&stop);
+            thread::Builder::new()
+                .name("scripted-accept".into())
+                .spawn(move || {
+                    for stream in listener.incoming() {
+                        if stop.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        let Ok(stream) = stream else { continue };
+                        let _ = stream.set_read_timeout(Some(BACKEND_WAIT));
+                        let _ = stream.set_write_timeout(Some(BACKEND_WAIT));
+                        let handle = Arc::clone(&handle);
+                        let _ = thread::Builder::new()
+                            .name("scripted-conn".into())
+                            .spawn(move || handle(stream));
+                    }
+                })
+                .unwrap()
+        };
+        ScriptedBackend {
+            addr,
+            stop,
+            accept: Some(accept),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for ScriptedBackend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        if let Some(a) = self.accept.take() {
+            let _ = a.join();
+        }
+    }
+}
+
+/// One request as a backend read it: the head (blank line included) and the body exactly as
+/// it arrived (still chunk-encoded, trailers included).
+pub type Message = (String, Vec<u8>);
+
+/// Reads one request head (up to the blank line), byte by byte so nothing after it is
+/// consumed. `None` if the connection closed, broke or timed out first.
+pub fn read_head(s: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    loop {
+        let line = read_line(s)?;
+        head.extend_from_slice(&line);
+        if line == b"\r\n" {
+            return Some(String::from_utf8_lossy(&head).into_owned());
+        }
+    }
+}
+
+/// Reads one whole request message (see [`Message`]). `None` if the connection closed or
+/// broke before the message ended.
+pub fn read_message(s: &mut TcpStream) -> Option<Message> {
+    let head = read_head(s)?;
+    let lower = head.to_ascii_lowercase();
+    let mut body = Vec::new();
+    if let Some(len) = super::header(&lower, "content-length") {
+        let len: usize = len.parse().ok()?;
+        body.resize(len, 0);
+        s.read_exact(&mut body).ok()?;
+    } else if super::header(&lower, "transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        loop {
+            let line = read_line(s)?;
+            body.extend_from_slice(&line);
+            let text = String::from_utf8_lossy(&line);
+            let size = text.trim_end().split(';').next()?;
+            let size = usize::from_str_radix(size.trim(), 16).ok()?;
+            if size == 0 {
+                loop {
+                    let trailer = read_line(s)?;
+                    body.extend_from_slice(&trailer);
+                    if trailer == b"\r\n" {
+                        return Some((head, body));
+                    }
+                }
+            }
+            let mut data = vec![0; size + 2];
+            s.read_exact(&mut data).ok()?;
+            body.extend_from_slice(&data);
+        }
+    }
+    Some((head, body))
+}
+
+fn read_line(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\n") {
+        match s.read(&mut byte) {
+            Ok(1) => line.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(line)
+}
+
+/// The request target of a head (`/path?q`).
+pub fn target_of(head: &str) -> &str {
+    head.split(' ').nth(1).unwrap_or("")
+}
+
+/// Writes a `200` with `body` and Content-Length; `false` if the write failed.
+pub fn write_ok(s: &mut TcpStream, body: &str) -> bool {
+    let reply = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(reply.as_bytes()).is_ok()
+}
+
+/// What a backend saw: connections accepted and request messages read.
+#[derive(Default)]
+pub struct Seen {
+    connections: AtomicUsize,
+    messages: Mutex<Vec<Message>>,
+}
+
+impl Seen {
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Counts a connection accepted.
+    pub fn connected(&self) {
+        self.connections.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn count(&self) -> usize {
+        self.messages.lock().unwrap().len()
+    }
+
+    /// The heads received so far.
+    pub fn heads(&self) -> Vec<String> {
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(h, _)| h.clone())
+            .collect()
+    }
+
+    /// How many of the heads received start with `prefix` (`GET /again`).
+    pub fn count_starting(&self, prefix: &str) -> usize {
+        self.heads()
+            .iter()
+            .filter(|h| h.starts_with(prefix))
+            .count()
+    }
+
+    pub fn message(&self, i: usize) -> Message {
+        self.messages.lock().unwrap()[i].clone()
+    }
+
+    pub fn last(&self) -> Message {
+        self.messages
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("a request reached the backend")
+    }
+
+    pub fn record(&self, message: &Message) {
+        self.messages.lock().unwrap().push(message.clone());
+    }
+}
+
+/// What a [`Recorder`] does after a request: write these bytes, then keep the connection
+/// for the next request or close it.
+pub struct Reply {
+    pub bytes: Vec<u8>,
+    pub close: bool,
+}
+
+impl Reply {
+    /// These bytes, and the connection stays open.
+    pub fn bytes(bytes: &[u8]) -> Reply {
+        Reply {
+            bytes: bytes.to_vec(),
+            close: false,
+        }
+    }
+
+    /// These bytes, then the backend closes (the end of a close-delimited body).
+    pub fn then_close(bytes: &[u8]) -> Reply {
+        Reply {
+            bytes: bytes.to_vec(),
+            close: true,
+        }
+    }
+
+    /// A `200` with `body` and Content-Length.
+    pub fn ok(body: &str) -> Reply {
+        Reply::bytes(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+    }
+}
+
+/// The record-and-reply backend: it reads every request on every connection, records it in
+/// [`Seen`], and answers what `reply` says, given the request and its number on its
+/// connection (0 for the first).
+pub struct Recorder {
+    pub seen: Arc<Seen>,
+    backend: ScriptedBackend,
+}
+
+impl Recorder {
+    pub fn start(reply: impl Fn(&Message, usize) -> Reply + Send + Sync + 'static) -> Recorder {
+        let seen = Arc::new(Seen::default());
+        let backend = {
+            let seen = Arc::clone(&seen);
+            ScriptedBackend::start(move |mut s| {
+                seen.connected();
+                let mut nth = 0;
+                while let Some(message) = read_message(&mut s) {
+                    seen.record(&message);
+                    let reply = reply(&message, nth);
+                    nth += 1;
+                    if s.write_all(&reply.bytes).is_err() || reply.close {
+                        return;
+                    }
+                }
+            })
+        };
+        Recorder { seen, backend }
+    }
+
+    /// Answers every request with `200` and the request's target as the body.
+    pub fn echo_target() -> Recorder {
+        Recorder::start(|(head, _), _| Reply::ok(target_of(head)))
+    }
+
+    /// Answers every request with the same bytes.
+    pub fn fixed(bytes: &'static [u8]) -> Recorder {
+        Recorder::start(move |_, _| Reply::bytes(bytes))
+    }
+
+    pub fn url(&self) -> String {
+        self.backend.url()
+    }
+}
+
+impl std::ops::Deref for Recorder {
+    type Target = Seen;
+
+    fn deref(&self) -> &Seen {
+        &self.seen
+    }
+}
+
+/// A backend that can be switched off and on without giving up its port: while off it reads
+/// each request and closes without an answer (a failed request, or a failed check, for the
+/// balancer); while on it answers `200` with its page. Its port stays bound throughout, so
+/// no other test can take it in between, as it could if the backend closed its listener and
+/// bound the port again.
+pub struct Switchable {
+    up: Arc<AtomicBool>,
+    served: Arc<AtomicUsize>,
+    page: String,
+    backend: ScriptedBackend,
+}
+
+impl Switchable {
+    pub fn start(page: &str) -> Switchable {
+        let up = Arc::new(AtomicBool::new(true));
+        let served = Arc::new(AtomicUsize::new(0));
+        let backend = {
+            let (up, served, page) = (Arc::clone(&up), Arc::clone(&served), page.to_string());
+            ScriptedBackend::start(move |mut s| {
+                while read_message(&mut s).is_some() {
+                    if !up.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    served.fetch_add(1, Ordering::SeqCst);
+                    if !write_ok(&mut s, &page) {
+                        return;
+                    }
+                }
+            })
+        };
+        Switchable {
+            up,
+            served,
+            page: page.to_string(),
+            backend,
+        }
+    }
+
+    pub fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+    }
+
+    /// Requests (and checks) answered while on.
+    pub fn served(&self) -> usize {
+        self.served.load(Ordering::SeqCst)
+    }
+
+    pub fn page(&self) -> &str {
+        &self.page
+    }
+
+    pub fn url(&self) -> String {
+        self.backend.url()
+    }
+}
+
+/// A gate that holds requests until it is opened, counting those it holds.
+#[derive(Default)]
+pub struct Gate {
+    open: Mutex<bool>,
+    opened: Condvar,
+    arrived: AtomicUsize,
+}
+
+impl Gate {
+    /// Counts an arrival and waits until the gate is open.
+    pub fn pass(&self) {
+        self.arrived.fetch_add(1, Ordering::SeqCst);
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.opened.wait(open).unwrap();
+        }
+    }
+
+    pub fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+
+    /// Requests that reached the gate so far.
+    pub fn arrived(&self) -> usize {
+        self.arrived.load(Ordering::SeqCst)
+    }
+}
+
+/// A backend that holds every request at `gate` and then answers `200` with `body`.
+pub fn gated_backend(gate: &Arc<Gate>, body: &'static str) -> ScriptedBackend {
+    let gate = Arc::clone(gate);
+    ScriptedBackend::start(move |mut s| {
+        while read_message(&mut s).is_some() {
+            gate.pass();
+            if !write_ok(&mut s, body) {
+                return;
+            }
+        }
+    })
+}

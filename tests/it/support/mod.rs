@@ -1,0 +1,290 @@
+//! Helpers for every test family: start demo backends and a balancer on port 0, read the
+//! balancer's counters, wait for conditions without sleeping blindly.
+//!
+//! Every use of the library's API that is not the behaviour under test goes through here
+//! (configuration, starting, counters, pool sizes), so a rename in `src/` is fixed in one place.
+//!
+//! - [`client`]: the client's side of the wire: raw connections, one strict "read until the
+//!   balancer closed" rule, response parsing, ureq calls;
+//! - [`backend`]: scripted backends: one record-and-reply backend, one that can be switched
+//!   off without giving up its port, gates that hold requests;
+//! - [`process`]: the real binary, its stdout line by line, signals;
+//! - [`fuzz`]: the seeded generator and the panic counter both fuzzers use.
+
+pub mod backend;
+pub mod client;
+pub mod fuzz;
+pub mod process;
+
+pub use backend::*;
+pub use client::*;
+
+pub use load_balancer::config::Config;
+pub use load_balancer::server::Balancer;
+
+use load_balancer::backend::Backend;
+use load_balancer::config::{BackendSpec, StrategyKind};
+use load_balancer::demo::{DemoBackend, Fleet};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// A configuration for tests: port 0, no admin listener, quiet, the given backends.
+pub fn config(urls: &[String]) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin: None,
+        quiet: true,
+        backends: urls.iter().map(|u| spec(u)).collect(),
+        ..Config::default()
+    }
+}
+
+/// A backend spec from `http://HOST:PORT[,weight=N]`.
+pub fn spec(url: &str) -> BackendSpec {
+    BackendSpec::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"))
+}
+
+/// A backend known by `url` (as a host name would be written) that is reached at `addr`,
+/// as when the URL's host resolves to that address at start-up. The URL is what the
+/// strategies hash, so tests can name backends with fixed URLs on ports picked by the kernel.
+pub fn named_spec(url: &str, addr: SocketAddr, weight: u32) -> BackendSpec {
+    BackendSpec {
+        url: url.to_string(),
+        addr,
+        weight,
+    }
+}
+
+/// Sets the strategy of a configuration.
+pub fn set_strategy(c: &mut Config, name: &str) {
+    c.strategy = match name {
+        "round-robin" => StrategyKind::RoundRobin,
+        "weighted" => StrategyKind::Weighted,
+        "least-conn" => StrategyKind::LeastConn,
+        "ip-hash" => StrategyKind::IpHash,
+        "cookie" => StrategyKind::Cookie,
+        _ => panic!("no strategy {name}"),
+    };
+}
+
+/// Asks for the admin listener on a free port.
+pub fn with_admin(c: &mut Config) {
+    c.admin = Some("127.0.0.1:0".parse().unwrap());
+}
+
+/// Starts a balancer; panics with the reason if it cannot.
+pub fn start(c: Config) -> Balancer {
+    Balancer::start(c).unwrap_or_else(|e| panic!("the balancer did not start: {e}"))
+}
+
+/// Starts a balancer or returns why it could not.
+pub fn try_start(c: Config) -> std::io::Result<Balancer> {
+    Balancer::start(c)
+}
+
+/// Starts a balancer over `urls` with the test configuration.
+pub fn start_over(urls: &[String]) -> Balancer {
+    start(config(urls))
+}
+
+/// `n` demo backends (Red, Blue, Green, ...) on port 0.
+pub fn demos(n: usize) -> Vec<DemoBackend> {
+    (0..n).map(demo).collect()
+}
+
+/// Demo backend number `index` (0: Red) on port 0.
+pub fn demo(index: usize) -> DemoBackend {
+    DemoBackend::start(index, "127.0.0.1:0".parse().unwrap()).unwrap()
+}
+
+/// URLs of demo backends.
+pub fn urls(demos: &[DemoBackend]) -> Vec<String> {
+    demos.iter().map(|d| d.url()).collect()
+}
+
+/// A fleet of `n` demo backends on port 0 and a balancer over them that can switch their
+/// drills (the admin listener's `/demo/...`), configured by `tweak`.
+pub fn fleet_setup(n: usize, tweak: impl FnOnce(&mut Config)) -> (Arc<Fleet>, Balancer) {
+    let fleet = Arc::new(Fleet::start(n, Ipv4Addr::LOCALHOST.into(), 0).unwrap());
+    let urls: Vec<String> = fleet.backends.iter().map(|d| d.url()).collect();
+    let mut c = config(&urls);
+    tweak(&mut c);
+    let lb = Balancer::start_with_drills(c, Arc::clone(&fleet) as _).unwrap();
+    (fleet, lb)
+}
+
+/// Demo backends and a balancer over them; both stop when dropped.
+pub struct Setup {
+    pub lb: Balancer,
+    pub demos: Vec<DemoBackend>,
+}
+
+impl Setup {
+    /// `n` demo backends behind a balancer with the test configuration, changed by `tweak`.
+    pub fn new(n: usize, tweak: impl FnOnce(&mut Config)) -> Setup {
+        let demos = demos(n);
+        let mut c = config(&urls(&demos));
+        tweak(&mut c);
+        Setup {
+            lb: start(c),
+            demos,
+        }
+    }
+
+    /// `http://ADDR` of the balancer, plus `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.lb.addr(), path)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.lb.addr()
+    }
+
+    /// The pages of the demo backends, in order.
+    pub fn pages(&self) -> Vec<String> {
+        self.demos.iter().map(|d| d.page().to_string()).collect()
+    }
+
+    /// Which demo backend (by index) answered with `body`.
+    pub fn served(&self, body: &str) -> usize {
+        self.demos
+            .iter()
+            .position(|d| d.page() == body)
+            .unwrap_or_else(|| panic!("not a demo page: {body:?}"))
+    }
+}
+
+/// `http://ADDR` of the admin listener, plus `path`.
+pub fn admin_url(lb: &Balancer, path: &str) -> String {
+    format!("http://{}{}", admin_addr(lb), path)
+}
+
+/// The admin listener's address.
+pub fn admin_addr(lb: &Balancer) -> SocketAddr {
+    lb.admin_addr().expect("the admin listener runs")
+}
+
+/// The balancer's backends, as they are now.
+pub fn backends(lb: &Balancer) -> Arc<Vec<Arc<Backend>>> {
+    lb.shared().backends.snapshot()
+}
+
+/// Backend number `i` (in configuration order).
+pub fn backend(lb: &Balancer, i: usize) -> Arc<Backend> {
+    Arc::clone(&backends(lb)[i])
+}
+
+/// Is backend `i` up (in rotation, as far as health goes)?
+pub fn backend_up(lb: &Balancer, i: usize) -> bool {
+    backend(lb, i).health.is_up()
+}
+
+/// Adds a backend at run time, as the admin API does.
+pub fn add_backend(lb: &Balancer, url: &str) -> Arc<Backend> {
+    lb.shared().backends.add(&spec(url))
+}
+
+/// Idle connections in backend `i`'s pool.
+pub fn pooled(lb: &Balancer, i: usize) -> usize {
+    backend(lb, i).pooled_count()
+}
+
+/// Requests (attempts) the balancer sent to backend `b`.
+pub fn attempts(b: &Backend) -> u64 {
+    b.stats.requests.load(Ordering::Relaxed)
+}
+
+/// Responses relayed from backend `b` with a status of class `class` (2 for 2xx, ...).
+pub fn responses(b: &Backend, class: usize) -> u64 {
+    b.stats.responses[class - 1].load(Ordering::Relaxed)
+}
+
+/// Failures after sending (broken or missing response, timeout) counted for backend `b`.
+pub fn response_errors(b: &Backend) -> u64 {
+    b.stats.response_errors.load(Ordering::Relaxed)
+}
+
+/// Requests (attempts) sent to all backends.
+pub fn attempts_total(lb: &Balancer) -> u64 {
+    backends(lb).iter().map(|b| attempts(b)).sum()
+}
+
+/// Client connections open now.
+pub fn open_connections(lb: &Balancer) -> u64 {
+    lb.shared().stats.open.load(Ordering::SeqCst)
+}
+
+/// Client connections accepted since the start.
+pub fn accepted(lb: &Balancer) -> u64 {
+    lb.shared().stats.accepted.load(Ordering::SeqCst)
+}
+
+/// Connection threads waiting in `accept` for their next connection.
+pub fn waiting_threads(lb: &Balancer) -> usize {
+    lb.threads().map_or(0, |t| t.waiting())
+}
+
+/// Connection threads started since the balancer started.
+pub fn started_threads(lb: &Balancer) -> u64 {
+    lb.threads().map_or(0, |t| t.started())
+}
+
+/// A probe of the connection threads alive that outlives the balancer's handle, to watch
+/// what a shutdown does with them.
+pub fn threads_probe(lb: &Balancer) -> impl Fn() -> usize + Send + 'static {
+    let threads = lb.threads().expect("the balancer is running");
+    move || threads.alive()
+}
+
+/// Waits until no client connection is open and no backend has a request in flight.
+pub fn wait_idle(lb: &Balancer) {
+    wait_for(
+        Duration::from_secs(10),
+        "no open connection, nothing in flight",
+        || open_connections(lb) == 0 && backends(lb).iter().all(|b| b.active() == 0),
+    );
+}
+
+/// Polls `check` every 10 ms until it is true; panics after `limit`.
+pub fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// An address that refuses connections for as long as this value lives, and that no other
+/// test can take meanwhile.
+///
+/// The port is the local end of a connected socket held here: nothing listens on it, so a
+/// connection attempt is refused, and since that socket does not allow address reuse, no
+/// listener can bind the port until it is dropped. (Binding a listener and closing it again
+/// would leave a port any parallel test may pick up.)
+pub struct DeadPort {
+    addr: SocketAddr,
+    _held: (TcpStream, TcpStream),
+}
+
+impl DeadPort {
+    pub fn new() -> DeadPort {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        DeadPort {
+            addr: client.local_addr().unwrap(),
+            _held: (client, server),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
