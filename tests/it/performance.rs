@@ -33,8 +33,10 @@ fn a_finished_connection_thread_serves_the_next_connection() {
         (summary.requests, summary.accepted, summary.abandoned),
         (3, 3, 0)
     );
-    wait_for(Duration::from_secs(10), "the connection threads to exit", || {
-        alive() == 0
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "the connection threads to exit",
+        || alive() == 0,
+    );
     drop(demos);
 }
