@@ -696,4 +696,54 @@ mod tests {
         // Stopped means the port is closed: a new connection is refused, not queued.
         assert!(TcpStream::connect(addr).is_err(), "still listening");
     }
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn spare_threads_leave_after_an_accept_timeout_but_the_last_stays() {
+        // Accept timeout 300 ms: the read timeout accepted sockets start with.
+        let options = Options {
+            name: "test-accept".into(),
+            worker: "test-conn",
+            max_connections: 16,
+            refusal: "full",
+            timeouts: Timeouts::uniform(Duration::from_millis(300)),
+            stats: Arc::new(ServerStats::default()),
+        };
+        // Each connection is held until its client closes (read timeouts or not): four at
+        // once need four threads.
+        let listener =
+            Listener::start(TcpListener::bind("127.0.0.1:0").unwrap(), options, |conn| {
+                loop {
+                    match (&*conn.stream).read(&mut [0u8; 1]) {
+                        Ok(0) => return,
+                        Err(e) if !is_timeout(&e) => return,
+                        _ => {}
+                    }
+                }
+            })
+            .unwrap();
+        let threads = Arc::clone(listener.threads());
+        let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !done() {
+                assert!(Instant::now() < deadline, "{what}");
+                thread::sleep(Duration::from_millis(5));
+            }
+        };
+        let clients: Vec<_> = (0..4)
+            .map(|_| TcpStream::connect(listener.addr()).unwrap())
+            .collect();
+        wait_for("four served and one waiting", &|| {
+            threads.alive() == 5 && threads.waiting() == 1
+        });
+        drop(clients);
+        wait_for("the four back in accept", &|| threads.waiting() >= 2);
+        // After one accept timeout with nothing to accept, all but one leave.
+        wait_for("all but one thread gone", &|| threads.alive() == 1);
+        assert_eq!(threads.waiting(), 1);
+        // The one left still serves.
+        let mut client = TcpStream::connect(listener.addr()).unwrap();
+        client.write_all(b"x").unwrap();
+        wait_for("a thread started for the next", &|| threads.alive() == 2);
+        listener.abort();
+    }
 }
