@@ -25,7 +25,7 @@ use crate::listener::{Accepted, Flags};
 use crate::log::Record;
 use crate::metrics::inc;
 use crate::retry::{BodyState, may_retry};
-use crate::rewrite::{Plan, plan};
+use crate::rewrite::{Hop, Plan, plan};
 use crate::strategy::Key;
 use std::io;
 use std::net::IpAddr;
@@ -179,7 +179,11 @@ fn read_request(
         if (head_may_be_complete(data, scanned) || data.len() > MAX_REQUEST_LINE)
             && let Parse::Complete { head, len } = request::parse(data)?
         {
-            let plan = plan(&head, &client.ip_text, ctx.config.max_body)?;
+            let hop = Hop {
+                client_ip: &client.ip_text,
+                via: &ctx.via,
+            };
+            let plan = plan(&head, hop, ctx.config.max_body)?;
             let pin = ctx.backends.pin(&head.headers);
             client.conn.consume(len);
             return Ok(Some((plan, pin)));

@@ -274,7 +274,8 @@ fn written_by_balancer(head: &str) -> bool {
     let via = wire::fields(head, "via");
     let xff = wire::fields(head, "x-forwarded-for");
     head.ends_with("\r\n\r\n")
-        && via == ["1.1 load-balancer"]
+        && via.len() == 1
+        && via[0].starts_with("1.1 load-balancer-")
         && xff == ["127.0.0.1"]
         && !head[..head.len() - 2].contains("\r\n\r\n")
 }

@@ -117,7 +117,7 @@ fn forwarding_fields_are_appended_and_set() {
         wire::fields(&head, "x-forwarded-host"),
         ["shop.example:8080"]
     );
-    assert_eq!(wire::fields(&head, "via"), ["1.1 load-balancer"]);
+    assert_eq!(wire::fields(&head, "via"), [lb.shared().via.as_str()]);
 
     // A client behind other proxies: the chains grow; Proto and Host are ours, not claimed.
     c.send(
@@ -131,7 +131,8 @@ fn forwarding_fields_are_appended_and_set() {
         wire::fields(&head, "x-forwarded-for"),
         ["203.0.113.7, 198.51.100.1, 10.0.0.1, 127.0.0.1"]
     );
-    assert_eq!(wire::fields(&head, "via"), ["1.0 fred, 1.1 load-balancer"]);
+    let via = format!("1.0 fred, {}", lb.shared().via);
+    assert_eq!(wire::fields(&head, "via"), [via]);
     assert_eq!(wire::fields(&head, "x-forwarded-proto"), ["http"]);
     assert_eq!(wire::fields(&head, "x-forwarded-host"), ["shop.example"]);
 }
