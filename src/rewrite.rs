@@ -324,6 +324,12 @@ pub(crate) fn build_reply(
     add: impl FnOnce(&mut Vec<u8>),
 ) -> Result<Reply, Error> {
     let body = framing::response_body(head, &plan.method)?;
+    // A HEAD or 304 answer's Content-Length passes, checked and written once; a 1xx or 204
+    // never carries one (RFC 9110 section 8.6): a backend's is dropped.
+    let declared = match body {
+        Body::Empty if head.status >= 200 && head.status != 204 => framing::declared_length(head)?,
+        _ => None,
+    };
     let switching = head.status == 101;
     if switching && !plan.upgrade {
         return Err(Error {
@@ -342,9 +348,9 @@ pub(crate) fn build_reply(
     out.push(b' ');
     out.extend_from_slice(head.reason);
     out.extend_from_slice(b"\r\n");
-    push_relayed_fields(&mut out, head, body, switching);
-    match body {
-        Body::Length(n) => push_length(&mut out, n),
+    push_relayed_fields(&mut out, head, switching);
+    match (body, declared) {
+        (Body::Length(n), _) | (Body::Empty, Some(n)) => push_length(&mut out, n),
         _ if chunk_out => push_field(&mut out, "Transfer-Encoding", b"chunked"),
         _ => {}
     }
@@ -369,20 +375,14 @@ pub(crate) fn build_reply(
 }
 
 /// The backend's header fields that the client gets: all but the hop-by-hop ones (the
-/// `Upgrade` of a switch passes) and a `Content-Length` the balancer writes itself.
-fn push_relayed_fields(out: &mut Vec<u8>, head: &Response<'_>, body: Body, switching: bool) {
+/// `Upgrade` of a switch passes) and `Content-Length`, which the balancer writes itself.
+fn push_relayed_fields(out: &mut Vec<u8>, head: &Response<'_>, switching: bool) {
     let hop_by_hop = head::HopByHop::new(&head.headers);
     for h in &head.headers {
         let keep = if switching && h.is("upgrade") {
             true
-        } else if hop_by_hop.contains(h.name) {
-            false
         } else {
-            // Content-Length describes the body only when there is none by rule (HEAD, 304):
-            // then it passes as sent. Otherwise the balancer writes it from the framing. A
-            // 1xx or 204 never carries one (RFC 9110 section 8.6): a backend's is dropped.
-            !h.is("content-length")
-                || (body == Body::Empty && head.status != 204 && head.status >= 200)
+            !hop_by_hop.contains(h.name) && !h.is("content-length")
         };
         if keep {
             push_field(out, h.name, h.value);
