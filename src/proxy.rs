@@ -69,14 +69,18 @@ pub fn serve(conn: Accepted<'_>, ctx: &Shared) {
     } = conn;
     let mut client = Client {
         conn: BufConn::new(stream, CLIENT_BUFFER, CLIENT_BUFFER_MAX)
-            .read_timeout_is(ctx.timeouts.idle),
+            .read_timeout_is(ctx.timeouts.first_byte()),
         ip: peer.ip(),
         ip_text: peer.ip().to_string(),
     };
+    // The first head must be whole within --header-timeout of accept; later ones within it
+    // of their first byte, after up to --idle-timeout of waiting.
+    let mut first_head_by = Some(Instant::now() + ctx.timeouts.header);
     loop {
         let started = Instant::now();
         let time = SystemTime::now();
-        let (plan, pin) = match read_request(&mut client, ctx, flags) {
+        let read = read_request(&mut client, ctx, flags, first_head_by.take());
+        let (plan, pin) = match read {
             Ok(Some(request)) => request,
             Ok(None) => return,
             Err(error) => {
@@ -144,35 +148,33 @@ fn log(
 }
 
 /// Reads the next request head; returns its plan and what the strategy reads from it
-/// ([`Key::pin`]). `Ok(None)`: the client closed or stayed idle past `--idle-timeout`, so the
-/// connection just ends (as nginx does, without a response).
+/// ([`Key::pin`]). `Ok(None)`: the client closed, or sent nothing (within `--idle-timeout`
+/// between requests, or [`crate::conn::Timeouts::first_byte`] after accept), so the
+/// connection just ends (as nginx does, without a response). `first_head_by`: the deadline
+/// of a connection's first head, counted from accept.
 ///
 /// # Errors
 /// The error page to answer with: a parse error, or `408` when the head took longer than
-/// `--header-timeout` from its first byte (slowloris clients hold only their own thread).
+/// `--header-timeout` from its first byte, or from accept for the first (slowloris clients
+/// hold only their own thread, and not for longer than that).
 fn read_request(
     client: &mut Client,
     ctx: &Shared,
     flags: Flags<'_>,
+    first_head_by: Option<Instant>,
 ) -> Result<Option<(Plan, Option<u64>)>, Error> {
     const SLOW: Error = Error {
         status: 408,
         why: "the request head took too long",
     };
-    if client.conn.data().is_empty() {
-        flags.set_idle(true);
-        if flags.draining() {
-            return Ok(None);
-        }
-        let _ = client.conn.set_read_timeout(ctx.timeouts.idle);
-        let read = client.conn.fill();
-        flags.set_idle(false);
-        match read {
-            Ok(0) | Err(_) => return Ok(None),
-            Ok(_) => {}
-        }
+    let wait = match first_head_by {
+        Some(_) => ctx.timeouts.first_byte(),
+        None => ctx.timeouts.idle,
+    };
+    if client.conn.data().is_empty() && !first_byte(&mut client.conn, wait, flags) {
+        return Ok(None);
     }
-    let deadline = Instant::now() + ctx.timeouts.header;
+    let deadline = first_head_by.unwrap_or_else(|| Instant::now() + ctx.timeouts.header);
     let mut scanned = 0;
     loop {
         let data = client.conn.data();
@@ -206,6 +208,19 @@ fn read_request(
             Err(_) => return Ok(None),
         }
     }
+}
+
+/// Waits up to `wait` for the first byte of a request, marked idle meanwhile (a drain may
+/// close the connection then). `false`: none came, the client closed, or the balancer stops.
+fn first_byte(conn: &mut BufConn, wait: std::time::Duration, flags: Flags<'_>) -> bool {
+    flags.set_idle(true);
+    if flags.draining() {
+        return false;
+    }
+    let _ = conn.set_read_timeout(wait);
+    let read = conn.fill();
+    flags.set_idle(false);
+    matches!(read, Ok(1..))
 }
 
 /// Could `data` hold a whole head? Looks for the blank line in the bytes that arrived since
