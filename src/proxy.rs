@@ -21,7 +21,7 @@ use crate::conn::{BufConn, LINGER, is_timeout, linger_close};
 use crate::context::Shared;
 use crate::http::framing::Body;
 use crate::http::{Error, MAX_HEAD, MAX_REQUEST_LINE, Parse, pages, request};
-use crate::listener::{Accepted, Flags};
+use crate::listener::{Accepted, Flags, TunnelSlot};
 use crate::log::Record;
 use crate::metrics::inc;
 use crate::retry::{BodyState, may_retry};
@@ -40,6 +40,12 @@ pub const CLIENT_BUFFER_MAX: usize = MAX_HEAD + CLIENT_BUFFER;
 const NO_BACKEND: Error = Error {
     status: 503,
     why: "no healthy backend",
+};
+
+/// The answer to an upgrade when the thread its tunnel needs would pass the cap.
+const NO_TUNNEL_SLOT: Error = Error {
+    status: 503,
+    why: "too many connections (--max-connections): no room for this tunnel's second thread",
 };
 
 /// A client connection: the socket with its read buffer, and who it is.
@@ -259,6 +265,14 @@ fn forward(
     ctx: &Shared,
     flags: Flags<'_>,
 ) -> Outcome {
+    // A switch of protocols runs the tunnel's second direction on a thread of its own, which
+    // takes a slot of --max-connections until the tunnel ends (the guard gives it back).
+    let tunnel_slot = plan
+        .upgrade
+        .then(|| TunnelSlot::take(&ctx.stats, ctx.config.max_connections));
+    if let Some(None) = tunnel_slot {
+        return answer(client, plan, ctx, NO_TUNNEL_SLOT, false);
+    }
     // A body that arrived whole with the head stays in the buffer until the request is done,
     // so a second backend can be sent the same bytes if the first fails.
     let body = match plan.body {
