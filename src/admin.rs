@@ -7,7 +7,7 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /metrics` | Prometheus text ([`crate::metrics::prometheus`]) |
-//! | `GET /status`, `GET /` | the HTML status page ([`status`]), reloading every second |
+//! | `GET /status`, `GET /` | the HTML status page ([`status`]), live, with its [`csp`] policy |
 //! | `GET /status.json` | the same data as JSON |
 //! | `GET /backends`, `GET /backends/{id}` | the backends as JSON |
 //! | `POST /backends` | add one: body `url=http://HOST:PORT&weight=N` or a bare URL → `201` |
@@ -24,6 +24,7 @@
 //! is refused while requests are still in flight on it (`409`, try again). So a `200` to
 //! `DELETE` means the server behind it can be switched off without cutting a request.
 
+pub mod csp;
 pub mod status;
 
 use crate::backend::Backend;
@@ -381,12 +382,15 @@ fn handle(req: &AdminRequest, shared: &AdminShared) -> Vec<u8> {
     render(route(method, &req.path, &req.body, shared), head_only)
 }
 
-/// The bytes of an answer: an error page in the balancer's style, or the content.
+/// The bytes of an answer: an error page in the balancer's style, or the content. Every
+/// answer says `X-Content-Type-Options: nosniff`, so a browser takes the JSON and the metrics
+/// text for what their `Content-Type` says, never for a page or a script.
 fn render(answer: Answer, head_only: bool) -> Vec<u8> {
     let fields: Vec<(&str, &str)> = answer
         .fields
         .iter()
         .map(|(n, v)| (*n, v.as_str()))
+        .chain([("X-Content-Type-Options", "nosniff")])
         .collect();
     match answer.body {
         Err(why) => pages::error_response_with(answer.status, &why, true, head_only, &fields),
@@ -422,7 +426,7 @@ fn route(method: &str, path: &str, body: &[u8], shared: &AdminShared) -> Answer 
             (method == "GET").then(|| Answer {
                 status: 200,
                 body: Ok(("text/html; charset=utf-8", status(shared).html())),
-                fields: Vec::new(),
+                fields: vec![("Content-Security-Policy", csp::STATUS_POLICY.clone())],
             }),
         ),
         ["status.json"] => (

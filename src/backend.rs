@@ -98,19 +98,28 @@ impl Backend {
         self.draining.load(Ordering::SeqCst)
     }
 
-    /// Starts or stops draining. Draining also closes the idle pooled connections.
+    /// Starts or stops draining, marked on the status page's time axis when it changes.
+    /// Draining also closes the idle pooled connections.
     pub fn set_draining(&self, draining: bool) {
-        self.draining.store(draining, Ordering::SeqCst);
+        if self.draining.swap(draining, Ordering::SeqCst) != draining {
+            let state = if draining { "DRAINING" } else { "ENABLED" };
+            self.stats.history.event_now(state, "");
+        }
         if draining {
             self.lock_pool().clear();
         }
     }
 
-    /// Prints a change of health and, when the backend went down, closes its idle pooled
+    /// Prints a change of health, marks it on the status page's time axis, and, when the backend went down, closes its idle pooled
     /// connections: they are suspect, and would otherwise wait in the pool (nobody checks
     /// them out while the backend is down) holding the backend's resources.
     pub fn health_changed(&self, change: &Change) {
         crate::health::announce(&self.url, change);
+        let (state, reason) = match change {
+            Change::Down(why) => ("DOWN", why),
+            Change::Up(why) => ("UP", why),
+        };
+        self.stats.history.event_now(state, reason);
         if matches!(change, Change::Down(_)) {
             let idle = std::mem::take(&mut *self.lock_pool());
             drop(idle); // closed outside the lock

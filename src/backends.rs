@@ -227,8 +227,7 @@ impl Candidate<'_> {
         if let Some(change) = backend.health.record_success() {
             backend.health_changed(&change);
         }
-        backend.stats.count_response(status);
-        backend.stats.duration.observe(self.started.elapsed());
+        backend.stats.count_timed_response(status, self.started);
     }
 
     /// It failed as `failure` says (`why`, in words): counted, and after `--max-fails`
@@ -236,8 +235,8 @@ impl Candidate<'_> {
     pub fn failed(&self, failure: Failure, why: &str) {
         let backend = self.backend();
         match failure {
-            Failure::Connect => inc(&backend.stats.connect_errors),
-            _ => inc(&backend.stats.response_errors),
+            Failure::Connect => backend.stats.count_connect_error(),
+            _ => backend.stats.count_response_error(),
         }
         self.fault(why);
     }
@@ -247,7 +246,7 @@ impl Candidate<'_> {
     pub fn broke(&self, status: u16, blame: Option<&str>) {
         let backend = self.backend();
         if let Some(why) = blame {
-            inc(&backend.stats.response_errors);
+            backend.stats.count_response_error();
             self.fault(why);
         }
         backend.stats.count_response(status);

@@ -570,6 +570,13 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
         (flag.apply)(&mut config, &value).map_err(|e| format!("{name} {value}: {e}"))?;
         given.push(flag.name);
     }
+    check(&mut config, &given)?;
+    Ok(Command::Run(Box::new(config)))
+}
+
+/// What no single flag can check: defaults that follow the flags `given`, and flags that
+/// conflict with each other.
+fn check(config: &mut Config, given: &[&str]) -> Result<(), String> {
     // A default follows the values the user did give; only two given values can conflict.
     match (
         given.contains(&"--health-interval"),
@@ -606,7 +613,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--admin {admin}: a non-loopback admin address needs --admin-token"
         ));
     }
-    Ok(Command::Run(Box::new(config)))
+    Ok(())
 }
 
 /// The host name in an `--admin HOST:PORT` value, lowercase; `None` for `off` or an IP

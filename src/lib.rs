@@ -3,6 +3,10 @@
 //! The round-robin HTTP/1.1 load balancer of "Chapter 1: Load Balancer", in Rust with the
 //! standard library only, built to be read next to the chapter and to hold up in real use.
 //!
+//! New here? Start with the [`guide`]: the chapter in one Rust file (`src/bin/chapter.rs`),
+//! then eight steps from it to this crate, each with a test that shows what it fixes; and the
+//! reference pages (configuration, failover, operations, drills, performance, testing).
+//!
 //! The chapter's picture, and where each part lives:
 //!
 //! ```text

@@ -22,8 +22,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How often collected log lines are written to stdout.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
-/// How many routing decisions the status page shows.
-pub const RECENT_DECISIONS: usize = 20;
+/// How many routing decisions are kept for the status page (its strip of squares shows them
+/// all, its table the newest few).
+pub const RECENT_DECISIONS: usize = 50;
 /// Most log text kept waiting for stdout. A pipe nobody reads would otherwise make the
 /// balancer's memory grow with every request; past this, lines are counted and dropped.
 pub const MAX_PENDING: usize = 1 << 20;

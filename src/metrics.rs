@@ -6,10 +6,12 @@
 //! HAProxy's per-server statistics that a small balancer has (requests, responses by status
 //! class, connection errors, retries, bytes, active requests, time per request).
 
+pub mod history;
 pub mod prometheus;
 
+use history::{History, current_second};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Upper bounds of the request-duration histogram buckets, in seconds (Prometheus'
 /// client libraries use about these by default).
@@ -36,6 +38,8 @@ pub struct BackendStats {
     pub bytes_out: AtomicU64,
     /// Request durations.
     pub duration: Histogram,
+    /// The last minute, second by second, for the status page's charts.
+    pub history: History,
 }
 
 /// A fixed-bucket histogram of durations, as Prometheus counts them (cumulative on output).
@@ -54,9 +58,13 @@ pub struct Histogram {
 impl Histogram {
     /// Records one duration.
     pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        match DURATION_BUCKETS.iter().position(|&b| secs <= b) {
-            Some(i) => self.buckets[i].fetch_add(1, Ordering::Relaxed),
+        self.observe_in(bucket_index(d), d);
+    }
+
+    /// Records one duration whose bucket is already known ([`bucket_index`]).
+    fn observe_in(&self, bucket: usize, d: Duration) {
+        match self.buckets.get(bucket) {
+            Some(b) => b.fetch_add(1, Ordering::Relaxed),
             None => self.overflow.fetch_add(1, Ordering::Relaxed),
         };
         self.sum_micros
@@ -67,25 +75,79 @@ impl Histogram {
     /// The duration under which a fraction `q` (0 to 1) of observations fall, estimated as the
     /// upper bound of the bucket where the quantile lands; `None` without observations.
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        let count = self.count.load(Ordering::Relaxed);
-        if count == 0 {
-            return None;
+        let mut counts = [0; DURATION_BUCKETS.len() + 1];
+        for (count, b) in counts.iter_mut().zip(&self.buckets) {
+            *count = b.load(Ordering::Relaxed);
         }
-        let rank = (q * count as f64).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, b) in self.buckets.iter().enumerate() {
-            seen += b.load(Ordering::Relaxed);
-            if seen >= rank {
-                return Some(DURATION_BUCKETS[i]);
-            }
-        }
-        Some(f64::INFINITY)
+        counts[DURATION_BUCKETS.len()] = self.overflow.load(Ordering::Relaxed);
+        bucket_quantile(&counts, q)
     }
 }
 
+/// The index in [`DURATION_BUCKETS`] of the first bound `d` is under, or the length of
+/// [`DURATION_BUCKETS`] when `d` is over all of them.
+pub fn bucket_index(d: Duration) -> usize {
+    let secs = d.as_secs_f64();
+    DURATION_BUCKETS
+        .iter()
+        .position(|&b| secs <= b)
+        .unwrap_or(DURATION_BUCKETS.len())
+}
+
+/// The quantile `q` (0 to 1) of observations counted by bucket (`counts[i]` under
+/// `DURATION_BUCKETS[i]`, the last entry over all bounds): the upper bound of the bucket
+/// where it lands, `INFINITY` in the overflow, `None` without observations.
+pub fn bucket_quantile(counts: &[u64], q: f64) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = (q * total as f64).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (count, bound) in counts.iter().zip(DURATION_BUCKETS) {
+        seen += count;
+        if seen >= rank {
+            return Some(bound);
+        }
+    }
+    Some(f64::INFINITY)
+}
+
 impl BackendStats {
-    /// Counts a response relayed with this status.
+    /// Counts a response relayed with this status (one that broke midway: it has no
+    /// duration), in the totals and in this second's history.
     pub fn count_response(&self, status: u16) {
+        self.count_status(status);
+        self.history.answered(current_second(), status);
+    }
+
+    /// Counts a response relayed whole with this status, for an attempt that began at
+    /// `started`: status class, duration, and both in this second's history. One clock read
+    /// serves for the duration and the second.
+    pub fn count_timed_response(&self, status: u16, started: Instant) {
+        let now = Instant::now();
+        let took = now.saturating_duration_since(started);
+        let second = history::second(now);
+        let bucket = bucket_index(took);
+        self.count_status(status);
+        self.duration.observe_in(bucket, took);
+        self.history.answered(second, status);
+        self.history.took(second, bucket);
+    }
+
+    /// Counts a connection to the backend that could not be made.
+    pub fn count_connect_error(&self) {
+        inc(&self.connect_errors);
+        self.history.failed(current_second());
+    }
+
+    /// Counts a request that failed after it was sent (broken or missing response, timeout).
+    pub fn count_response_error(&self) {
+        inc(&self.response_errors);
+        self.history.failed(current_second());
+    }
+
+    fn count_status(&self, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.responses[class].fetch_add(1, Ordering::Relaxed);
     }

@@ -261,12 +261,16 @@ fn status_pages_show_every_backend_and_the_rotation() {
     assert_eq!(page.status, 200);
     assert!(page.headers["content-type"].starts_with("text/html"));
     let html = page.body;
-    assert!(html.contains("<meta http-equiv=\"refresh\" content=\"1\">"));
+    // Reloads itself only without JavaScript; with it, the page's script updates in place.
+    assert!(html.contains("<noscript><meta http-equiv=\"refresh\" content=\"1\"></noscript>"));
     for (i, d) in s.demos.iter().enumerate() {
         let colour = load_balancer::demo::COLOURS[i].1;
-        // A row in the backend's colour, and its request in the routing decisions.
-        let cell = format!("color:{colour};font-weight:bold\">&#9632; {}<", d.url());
+        // A row with a square in the backend's colour, and its request in the routing
+        // decisions; and a square of that colour in the routing strip.
+        let cell = format!("fill=\"{colour}\"/></svg>{}</td>", d.url());
         assert_eq!(html.matches(&cell).count(), 2, "{cell} in {html}");
+        let square = format!("fill=\"{colour}\"><title>");
+        assert_eq!(html.matches(&square).count(), 1, "{square} in {html}");
     }
     assert_eq!(html.matches(">UP</span>").count(), 3);
 

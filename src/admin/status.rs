@@ -1,23 +1,43 @@
 //! The status page: what each backend is doing, readable at a glance, as HTML and as JSON.
 //!
 //! The chapter's "Monitoring" is a line per request on the console. The page at `/status` shows
-//! the same story live: one row per backend in its colour (UP, DOWN with the reason, or
-//! DRAINING), its counters and latency, and the last routing decisions, so that the round
-//! robin can be watched while the chapter's `curl` loop runs. `/status.json` carries the same
-//! data for scripts. Both are rendered from a [`Status`] snapshot by pure functions.
+//! the same story live: the last routing decisions as a strip of coloured squares (the round
+//! robin, visible), charts of the last minute per backend (requests answered, error rate, p99
+//! latency, with the moments a backend went DOWN, came UP or was drained marked on the time
+//! axis), one row per backend in its colour (UP, DOWN with the reason, or DRAINING), and the
+//! demo backends' drill buttons. `/status.json` carries the same data for scripts, the
+//! history of [`crate::metrics::history`] included. Both are rendered from a [`Status`]
+//! snapshot by pure functions.
+//!
+//! The page is whole without JavaScript (the tables and the strip, reloading every
+//! [`REFRESH_SECS`] through a `<noscript>` refresh). Its inline script
+//! ([`csp::STATUS_SCRIPT`](super::csp::STATUS_SCRIPT)) fetches `/status.json` every
+//! [`REFRESH_SECS`] and redraws the page in place, charts included; the page's
+//! `Content-Security-Policy` ([`super::csp`]) lets that script and its style run and nothing
+//! else.
 
+use super::csp::{STATUS_SCRIPT, STATUS_STYLE};
 use crate::backend::Backend;
 use crate::context::Shared;
 use crate::http::pages::{PALETTE, escape};
-use crate::log::Decision;
+use crate::log::{Decision, RECENT_DECISIONS};
 use crate::metrics::DURATION_BUCKETS;
+use crate::metrics::history::{self, HISTORY_SECONDS, Series};
 use crate::time;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Seconds between two reloads of the HTML page (`<meta http-equiv="refresh">`).
+/// Seconds between two updates of the page: the script's fetch of `/status.json`, or without
+/// JavaScript a reload (`<meta http-equiv="refresh">` inside `<noscript>`).
 pub const REFRESH_SECS: u32 = 1;
+/// Routing decisions listed in the table under the charts, newest first (the strip above
+/// shows all [`RECENT_DECISIONS`]).
+pub const DECISION_ROWS: usize = 20;
+/// Side of one square of the routing strip, in pixels.
+pub const STRIP_CELL: u32 = 16;
+/// Space between two squares of the routing strip, in pixels.
+pub const STRIP_GAP: u32 = 3;
 
 /// Whether a backend takes new requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +84,8 @@ pub struct Row {
     pub p50: Option<f64>,
     /// 99th percentile request duration in seconds (bucket upper bound).
     pub p99: Option<f64>,
+    /// The last minute, second by second (on the status page; `None` in the backend API).
+    pub history: Option<Series>,
 }
 
 impl Row {
@@ -89,6 +111,15 @@ impl Row {
                 + s.response_errors.load(Ordering::Relaxed),
             p50: s.duration.quantile(0.5),
             p99: s.duration.quantile(0.99),
+            history: None,
+        }
+    }
+
+    /// [`Row::of`] with the backend's history up to second `now` (see [`history::second`]).
+    pub fn with_history(b: &Backend, now: u64) -> Row {
+        Row {
+            history: Some(b.stats.history.series(now).in_unix_time()),
+            ..Row::of(b)
         }
     }
 
@@ -106,17 +137,61 @@ impl Row {
         }
         let _ = write!(
             out,
-            ",\"colour\":\"{}\",\"weight\":{},\"active\":{},\"requests\":{},\"errors\":{},\"p50_seconds\":{},\"p99_seconds\":{}}}",
+            ",\"colour\":\"{}\",\"weight\":{},\"active\":{},\"requests\":{},\"errors\":{},\"p50_seconds\":{},\"p99_seconds\":{}",
             self.colour,
             self.weight,
             self.active,
             self.requests,
             self.errors,
-            json_number(self.p50),
-            json_number(self.p99)
+            json_seconds(self.p50),
+            json_seconds(self.p99)
         );
+        if let Some(h) = &self.history {
+            out.push_str(",\"history\":");
+            history_json(&mut out, h);
+        }
+        out.push('}');
         out
     }
+}
+
+/// A backend's history as JSON: `start_ms` (when the first second began), then one list
+/// entry per second: `requests` (responses relayed), `errors` (failed attempts),
+/// `responses_5xx`, `p50_seconds`, `p99_seconds` (as [`json_seconds`]), and the state
+/// changes in the window as `events`.
+fn history_json(out: &mut String, h: &Series) {
+    let _ = write!(out, "{{\"start_ms\":{},", h.start_ms);
+    for (name, values) in [
+        ("requests", &h.answered),
+        ("errors", &h.failed),
+        ("responses_5xx", &h.server_errors),
+    ] {
+        let _ = write!(out, "\"{name}\":[");
+        for (i, v) in values.iter().enumerate() {
+            let _ = write!(out, "{}{v}", if i > 0 { "," } else { "" });
+        }
+        out.push_str("],");
+    }
+    for (name, values) in [("p50_seconds", &h.p50), ("p99_seconds", &h.p99)] {
+        let _ = write!(out, "\"{name}\":[");
+        for (i, v) in values.iter().enumerate() {
+            let _ = write!(out, "{}{}", if i > 0 { "," } else { "" }, json_seconds(*v));
+        }
+        out.push_str("],");
+    }
+    out.push_str("\"events\":[");
+    for (i, e) in h.events.iter().enumerate() {
+        let _ = write!(
+            out,
+            "{}{{\"time_ms\":{},\"state\":\"{}\",\"reason\":",
+            if i > 0 { "," } else { "" },
+            e.time_ms,
+            e.state
+        );
+        json_string(out, &e.reason);
+        out.push('}');
+    }
+    out.push_str("]}");
 }
 
 /// The colour of backend `id`.
@@ -141,6 +216,8 @@ pub struct Status {
     pub strategy: &'static str,
     /// The demo backends of this run, for the drill buttons.
     pub demos: Vec<DemoRow>,
+    /// When it was read.
+    pub time: SystemTime,
 }
 
 /// One demo backend on the status page, with its drill.
@@ -171,12 +248,13 @@ impl Status {
     /// [`crate::admin::Drills`]).
     pub fn collect(shared: &Shared, demos: Vec<DemoRow>) -> Status {
         let stats = &shared.stats;
+        let now = history::current_second();
         Status {
             backends: shared
                 .backends
                 .snapshot()
                 .iter()
-                .map(|b| Row::of(b))
+                .map(|b| Row::with_history(b, now))
                 .collect(),
             recent: shared.log.recent(),
             open: stats.open.load(Ordering::Relaxed),
@@ -184,6 +262,7 @@ impl Status {
             requests: stats.requests.load(Ordering::Relaxed),
             strategy: shared.config.strategy.name(),
             demos,
+            time: SystemTime::now(),
         }
     }
 
@@ -195,26 +274,50 @@ impl Status {
             .map_or("gray", |r| r.colour)
     }
 
-    /// The HTML page: a table of backends and the recent decisions, newest first.
+    /// The HTML page: the routing strip, room for the charts, the backends, the drills and
+    /// the recent decisions, newest first; then the script that keeps it all live.
     pub fn html(&self) -> String {
-        let mut out = String::with_capacity(8192);
+        let mut out = String::with_capacity(16 * 1024 + STATUS_SCRIPT.len());
+        let first = DURATION_BUCKETS[0];
+        let last = DURATION_BUCKETS[DURATION_BUCKETS.len() - 1];
         let _ = write!(
             out,
-            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\
-             <meta http-equiv=\"refresh\" content=\"{REFRESH_SECS}\">\
-             <title>load-balancer status</title>\n<style>\
-             body{{font-family:sans-serif;margin:2em}}\
-             table{{border-collapse:collapse}}\
-             td,th{{padding:.3em .8em;text-align:right;border-bottom:1px solid #ddd;white-space:nowrap}}\
-             td:first-child,th:first-child,td.l{{text-align:left}}\
-             .UP{{color:green;font-weight:bold}}.DOWN{{color:#c00;font-weight:bold}}\
-             .DRAINING{{color:#b60;font-weight:bold}}\
-             </style></head><body>\n<h1>load-balancer</h1>\n\
-             <p>{} &middot; {} requests &middot; {} connections open, {} accepted</p>\n\
-             <table>\n<tr><th>backend</th><th>id</th><th class=\"l\">state</th><th>weight</th><th>active</th>\
-             <th>requests</th><th>errors</th><th>p50</th><th>p99</th></tr>\n",
-            self.strategy, self.requests, self.open, self.accepted
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n\
+             <noscript><meta http-equiv=\"refresh\" content=\"{REFRESH_SECS}\"></noscript>\n\
+             <title>load-balancer status</title>\n<style>{STATUS_STYLE}</style></head>\n\
+             <body data-refresh=\"{REFRESH_SECS}\" data-first-bucket=\"{first}\" data-last-bucket=\"{last}\">\n\
+             <h1>load-balancer</h1>\n\
+             <p id=\"summary\">{} &middot; {} requests &middot; {} connections open, {} accepted</p>\n\
+             <p id=\"note\" class=\"note\"></p>\n\
+             <h2>Routing: the last {RECENT_DECISIONS} decisions, oldest first</h2>\n",
+            escape(self.strategy),
+            self.requests,
+            self.open,
+            self.accepted
         );
+        self.strip(&mut out);
+        let _ = write!(
+            out,
+            "<h2>The last minute</h2>\n<div id=\"charts\"><noscript><p class=\"muted\">The charts \
+             need JavaScript; without it this page reloads every {REFRESH_SECS} s.</p></noscript></div>\n\
+             <p id=\"legend\" class=\"legend\"></p>\n\
+             <h2>Backends</h2>\n<table id=\"backends\">\n<thead><tr><th>backend</th><th>id</th>\
+             <th class=\"l\">state</th><th>weight</th><th>active</th><th>requests</th><th>errors</th>\
+             <th>p50</th><th>p99</th></tr></thead>\n<tbody>\n"
+        );
+        self.backend_rows(&mut out);
+        self.demo_table(&mut out);
+        self.decision_table(&mut out);
+        let _ = write!(
+            out,
+            "</tbody></table>\n<p><a href=\"/status.json\">status.json</a> &middot; \
+             <a href=\"/metrics\">metrics</a></p>\n<script>{STATUS_SCRIPT}</script>\n</body></html>\n"
+        );
+        out
+    }
+
+    /// The backends table's rows, one per backend.
+    fn backend_rows(&self, out: &mut String) {
         for r in &self.backends {
             let reason = match &r.state {
                 State::Down(why) => format!(" ({})", escape(why)),
@@ -222,10 +325,10 @@ impl Status {
             };
             let _ = writeln!(
                 out,
-                "<tr><td style=\"color:{c};font-weight:bold\">&#9632; {url}</td><td>{id}</td>\
+                "<tr><td class=\"name\">{sq}{url}</td><td>{id}</td>\
                  <td class=\"l\"><span class=\"{s}\">{s}</span>{reason}</td><td>{w}</td>\
                  <td>{a}</td><td>{n}</td><td>{e}</td><td>{p50}</td><td>{p99}</td></tr>",
-                c = r.colour,
+                sq = square(r.colour),
                 url = escape(&r.url),
                 id = r.id,
                 s = r.state.label(),
@@ -237,52 +340,107 @@ impl Status {
                 p99 = latency(r.p99),
             );
         }
-        out.push_str("</table>\n");
-        if !self.demos.is_empty() {
-            out.push_str("<h2>Demo backends: failure drills</h2>\n<table>\n");
-            for d in &self.demos {
+        out.push_str("</tbody></table>\n");
+    }
+
+    /// The demo backends with their drill and its buttons (nothing without demo backends).
+    fn demo_table(&self, out: &mut String) {
+        if self.demos.is_empty() {
+            return;
+        }
+        out.push_str("<h2>Demo backends: failure drills</h2>\n<table id=\"demos\"><tbody>\n");
+        for d in &self.demos {
+            let _ = write!(
+                out,
+                "<tr><td class=\"name\">{}{} Server</td><td class=\"l\">{}</td>\
+                 <td class=\"l drill\">{}</td><td class=\"l\">",
+                square(d.colour),
+                escape(d.name),
+                escape(&d.url),
+                escape(&d.drill)
+            );
+            for (label, path) in DRILL_BUTTONS {
                 let _ = write!(
                     out,
-                    "<tr><td style=\"color:{};font-weight:bold\">&#9632; {} Server</td><td class=\"l\">{}</td>\
-                     <td class=\"l\">{}</td><td class=\"l\">",
-                    d.colour,
-                    d.name,
-                    escape(&d.url),
-                    escape(&d.drill)
+                    "<form method=\"post\" action=\"/demo/{}/{path}\">\
+                     <input type=\"hidden\" name=\"then\" value=\"status\"><button>{label}</button></form>",
+                    escape(&d.name.to_lowercase())
                 );
-                for (label, path) in DRILL_BUTTONS {
-                    let _ = write!(
-                        out,
-                        "<form method=\"post\" action=\"/demo/{}/{path}\" style=\"display:inline\">\
-                         <input type=\"hidden\" name=\"then\" value=\"status\"><button>{label}</button></form> ",
-                        d.name.to_lowercase()
-                    );
-                }
-                out.push_str("</td></tr>\n");
             }
-            out.push_str("</table>\n");
+            out.push_str("</td></tr>\n");
         }
-        out.push_str("<h2>Last routing decisions</h2>\n<table>\n");
-        out.push_str(
-            "<tr><th>time (UTC)</th><th>request</th><th>backend</th><th>status</th></tr>\n",
+        out.push_str("</tbody></table>\n");
+    }
+
+    /// The newest routing decisions as a table, newest first.
+    fn decision_table(&self, out: &mut String) {
+        let _ = write!(
+            out,
+            "<h2>Last routing decisions</h2>\n<table id=\"recent\" data-rows=\"{DECISION_ROWS}\">\n\
+             <thead><tr><th>time (UTC)</th><th class=\"l\">request</th><th class=\"l\">backend</th>\
+             <th>status</th></tr></thead>\n<tbody>\n"
         );
-        for d in self.recent.iter().rev() {
+        for d in self.recent.iter().rev().take(DECISION_ROWS) {
             let _ = writeln!(
                 out,
                 "<tr><td>{}</td><td class=\"l\">{}</td>\
-                 <td class=\"l\" style=\"color:{};font-weight:bold\">&#9632; {}</td><td>{}</td></tr>",
+                 <td class=\"l name\">{}{}</td><td>{}</td></tr>",
                 clock(d.time),
                 escape(&d.request),
-                self.colour_of(&d.backend),
+                square(self.colour_of(&d.backend)),
                 escape(&d.backend),
                 d.status
             );
         }
-        out.push_str(
-            "</table>\n<p><a href=\"/status.json\">status.json</a> &middot; \
-                      <a href=\"/metrics\">metrics</a></p>\n</body></html>\n",
+    }
+
+    /// The routing strip: one square per recent decision in the colour of the backend that
+    /// took it (grey for the balancer's own answers), a white cross on a `5xx`, empty
+    /// outlines for the decisions not made yet. The script redraws it the same way.
+    fn strip(&self, out: &mut String) {
+        let slots = RECENT_DECISIONS as u32;
+        let step = STRIP_CELL + STRIP_GAP;
+        let _ = write!(
+            out,
+            "<div id=\"strip\" data-cell=\"{STRIP_CELL}\" data-gap=\"{STRIP_GAP}\" data-slots=\"{slots}\">\
+             <svg width=\"{}\" height=\"{}\" role=\"img\" aria-label=\"the last routing decisions, oldest first\">",
+            slots * step,
+            STRIP_CELL + 2
         );
-        out
+        let shown = &self.recent[self.recent.len().saturating_sub(RECENT_DECISIONS)..];
+        let empty = RECENT_DECISIONS - shown.len();
+        for i in 0..RECENT_DECISIONS {
+            let x = i as u32 * step + 1;
+            let Some(d) = i.checked_sub(empty).and_then(|k| shown.get(k)) else {
+                let _ = write!(
+                    out,
+                    "<rect x=\"{x}\" y=\"1\" width=\"{STRIP_CELL}\" height=\"{STRIP_CELL}\" rx=\"2\" \
+                     fill=\"none\" stroke=\"#ddd\"/>"
+                );
+                continue;
+            };
+            let _ = write!(
+                out,
+                "<rect x=\"{x}\" y=\"1\" width=\"{STRIP_CELL}\" height=\"{STRIP_CELL}\" rx=\"2\" \
+                 fill=\"{}\"><title>{}  {}  &#8594; {}  {}</title></rect>",
+                escape(self.colour_of(&d.backend)),
+                clock(d.time),
+                escape(&d.request),
+                escape(&d.backend),
+                d.status
+            );
+            if d.status >= 500 {
+                let (m, y) = (STRIP_CELL / 4, 1);
+                let (a, b) = (x + m, x + STRIP_CELL - m);
+                let (top, bottom) = (y + m, y + STRIP_CELL - m);
+                let _ = write!(
+                    out,
+                    "<path d=\"M{a} {top}L{b} {bottom}M{b} {top}L{a} {bottom}\" stroke=\"white\" \
+                     stroke-width=\"2\"/>"
+                );
+            }
+        }
+        out.push_str("</svg></div>\n");
     }
 
     /// The same data as JSON.
@@ -292,8 +450,12 @@ impl Status {
         json_string(&mut out, self.strategy);
         let _ = write!(
             out,
-            ",\"requests\":{},\"connections_open\":{},\"connections_accepted\":{},\"backends\":[",
-            self.requests, self.open, self.accepted
+            ",\"requests\":{},\"connections_open\":{},\"connections_accepted\":{},\
+             \"time_ms\":{},\"history_seconds\":{HISTORY_SECONDS},\"backends\":[",
+            self.requests,
+            self.open,
+            self.accepted,
+            unix_millis(self.time)
         );
         for (i, r) in self.backends.iter().enumerate() {
             if i > 0 {
@@ -310,6 +472,8 @@ impl Status {
             json_string(&mut out, d.name);
             out.push_str(",\"url\":");
             json_string(&mut out, &d.url);
+            out.push_str(",\"colour\":");
+            json_string(&mut out, d.colour);
             out.push_str(",\"drill\":");
             json_string(&mut out, &d.drill);
             out.push('}');
@@ -319,11 +483,7 @@ impl Status {
             if i > 0 {
                 out.push(',');
             }
-            let millis = d
-                .time
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |t| t.as_millis());
-            let _ = write!(out, "{{\"time_ms\":{millis},\"request\":");
+            let _ = write!(out, "{{\"time_ms\":{},\"request\":", unix_millis(d.time));
             json_string(&mut out, &d.request);
             out.push_str(",\"backend\":");
             json_string(&mut out, &d.backend);
@@ -357,12 +517,29 @@ fn latency(seconds: Option<f64>) -> String {
     }
 }
 
-/// A JSON number, or `null` for none (JSON has no infinity: the overflow bucket is `null` too).
-fn json_number(n: Option<f64>) -> String {
+/// Milliseconds since the Unix epoch (0 before it).
+fn unix_millis(t: SystemTime) -> u128 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis())
+}
+
+/// A latency in seconds for JSON: a number, `null` for none, and the string `"+Inf"` (as
+/// Prometheus names that bucket) past the last bucket, since JSON has no infinity.
+fn json_seconds(n: Option<f64>) -> String {
     match n {
         Some(n) if n.is_finite() => n.to_string(),
-        _ => "null".into(),
+        Some(_) => "\"+Inf\"".into(),
+        None => "null".into(),
     }
+}
+
+/// A small square in `colour`, before a backend's name. SVG, so the colour is an attribute
+/// the page's `Content-Security-Policy` allows (a `style` attribute would be blocked).
+fn square(colour: &str) -> String {
+    format!(
+        "<svg class=\"sq\" viewBox=\"0 0 10 10\" aria-hidden=\"true\">\
+         <rect width=\"10\" height=\"10\" fill=\"{}\"/></svg>",
+        escape(colour)
+    )
 }
 
 /// Appends `s` as a JSON string (RFC 8259 section 7): quotes, backslash and control
@@ -388,6 +565,7 @@ pub fn json_string(out: &mut String, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::history::Event;
     use std::time::Duration;
 
     fn row(id: usize, state: State) -> Row {
@@ -402,22 +580,52 @@ mod tests {
             errors: 1,
             p50: Some(0.0005),
             p99: None,
+            history: None,
+        }
+    }
+
+    /// Three seconds of history (the page has 60; the JSON writer takes any length).
+    fn series() -> Series {
+        Series {
+            start_ms: 1_795_606_217_000,
+            answered: vec![4, 0, 2],
+            failed: vec![0, 1, 0],
+            server_errors: vec![1, 0, 0],
+            p50: vec![Some(0.001), None, Some(0.5)],
+            p99: vec![Some(0.0025), None, Some(f64::INFINITY)],
+            events: vec![Event {
+                time_ms: 1_795_606_218_250,
+                state: "DOWN",
+                reason: "connection \"refused\"".into(),
+            }],
+        }
+    }
+
+    fn decision(millis: u64, request: &str, backend: &str, status: u16) -> Decision {
+        Decision {
+            time: UNIX_EPOCH + Duration::from_millis(millis),
+            request: request.into(),
+            backend: backend.into(),
+            status,
         }
     }
 
     fn status() -> Status {
         Status {
             backends: vec![
-                row(0, State::Up),
+                Row {
+                    history: Some(series()),
+                    ..row(0, State::Up)
+                },
                 row(1, State::Down("connection refused <x>".into())),
                 row(2, State::Draining),
             ],
-            recent: vec![Decision {
-                time: UNIX_EPOCH + Duration::from_millis(1_795_606_219_042),
-                request: "GET /a\"<b>".into(),
-                backend: "http://127.0.0.1:8002".into(),
-                status: 200,
-            }],
+            recent: vec![decision(
+                1_795_606_219_042,
+                "GET /a\"<b>",
+                "http://127.0.0.1:8002",
+                200,
+            )],
             open: 3,
             accepted: 7,
             requests: 30,
@@ -428,6 +636,7 @@ mod tests {
                 url: "http://127.0.0.1:8001".into(),
                 drill: "ok: answering normally".into(),
             }],
+            time: UNIX_EPOCH + Duration::from_millis(1_795_606_219_500),
         }
     }
 
@@ -444,17 +653,23 @@ mod tests {
         assert_eq!(
             json,
             "{\"strategy\":\"round-robin\",\"requests\":30,\"connections_open\":3,\
-             \"connections_accepted\":7,\"backends\":[\
+             \"connections_accepted\":7,\"time_ms\":1795606219500,\"history_seconds\":60,\
+             \"backends\":[\
              {\"id\":0,\"url\":\"http://127.0.0.1:8001\",\"state\":\"UP\",\"reason\":null,\
              \"colour\":\"red\",\"weight\":1,\"active\":2,\"requests\":10,\"errors\":1,\
-             \"p50_seconds\":0.0005,\"p99_seconds\":null},\
+             \"p50_seconds\":0.0005,\"p99_seconds\":null,\
+             \"history\":{\"start_ms\":1795606217000,\"requests\":[4,0,2],\"errors\":[0,1,0],\
+             \"responses_5xx\":[1,0,0],\"p50_seconds\":[0.001,null,0.5],\
+             \"p99_seconds\":[0.0025,null,\"+Inf\"],\
+             \"events\":[{\"time_ms\":1795606218250,\"state\":\"DOWN\",\
+             \"reason\":\"connection \\\"refused\\\"\"}]}},\
              {\"id\":1,\"url\":\"http://127.0.0.1:8002\",\"state\":\"DOWN\",\
              \"reason\":\"connection refused <x>\",\"colour\":\"blue\",\"weight\":1,\"active\":2,\
              \"requests\":10,\"errors\":1,\"p50_seconds\":0.0005,\"p99_seconds\":null},\
              {\"id\":2,\"url\":\"http://127.0.0.1:8003\",\"state\":\"DRAINING\",\"reason\":null,\
              \"colour\":\"green\",\"weight\":1,\"active\":2,\"requests\":10,\"errors\":1,\
              \"p50_seconds\":0.0005,\"p99_seconds\":null}],\
-             \"demos\":[{\"name\":\"Red\",\"url\":\"http://127.0.0.1:8001\",\
+             \"demos\":[{\"name\":\"Red\",\"url\":\"http://127.0.0.1:8001\",\"colour\":\"red\",\
              \"drill\":\"ok: answering normally\"}],\
              \"recent\":[{\"time_ms\":1795606219042,\"request\":\"GET /a\\\"<b>\",\
              \"backend\":\"http://127.0.0.1:8002\",\"status\":200}]}"
@@ -464,18 +679,81 @@ mod tests {
     #[test]
     fn html_page() {
         let html = status().html();
-        assert!(html.contains("<meta http-equiv=\"refresh\" content=\"1\">"));
-        assert!(html.contains("color:red;font-weight:bold\">&#9632; http://127.0.0.1:8001<"));
+        // Without JavaScript it reloads; with it, the script takes over.
+        assert!(html.contains("<noscript><meta http-equiv=\"refresh\" content=\"1\"></noscript>"));
+        assert_eq!(html.matches("http-equiv").count(), 1);
+        assert!(html.contains(&format!("<script>{STATUS_SCRIPT}</script>")));
+        assert!(html.contains(&format!("<style>{STATUS_STYLE}</style>")));
+        // No style attribute anywhere: the policy would block it.
+        assert!(!html.contains(" style="), "{html}");
+        let red = "<td class=\"name\"><svg class=\"sq\" viewBox=\"0 0 10 10\" aria-hidden=\"true\">\
+                   <rect width=\"10\" height=\"10\" fill=\"red\"/></svg>http://127.0.0.1:8001</td>";
+        assert!(html.contains(red), "{html}");
         assert!(html.contains(">DOWN</span> (connection refused &lt;x&gt;)"));
         assert!(html.contains(">DRAINING</span>"));
         assert!(
             html.contains("action=\"/demo/red/slow/500\""),
             "drill buttons: {html}"
         );
+        assert!(html.contains("<td class=\"l drill\">ok: answering normally</td>"));
         assert!(html.contains("&le; 0.5 ms"));
         // The decision: escaped, in the colour of the backend that took it, with its time.
         assert!(html.contains("<td>11:30:19.042</td><td class=\"l\">GET /a&quot;&lt;b&gt;</td>"));
-        assert!(html.contains("color:blue;font-weight:bold\">&#9632; http://127.0.0.1:8002<"));
+        assert!(html.contains("fill=\"blue\"/></svg>http://127.0.0.1:8002</td><td>200</td>"));
+    }
+
+    #[test]
+    fn routing_strip() {
+        let mut s = status();
+        let urls = ["http://127.0.0.1:8001", "http://127.0.0.1:8002", "-"];
+        s.recent = (0..RECENT_DECISIONS as u64 + 3)
+            .map(|i| {
+                let status = if i % 3 == 2 { 503 } else { 200 };
+                decision(i, "GET /", urls[i as usize % 3], status)
+            })
+            .collect();
+        let mut strip = String::new();
+        s.strip(&mut strip);
+        // The newest RECENT_DECISIONS, oldest first: red, blue, grey (the balancer's own 503,
+        // crossed), red, ...; the 3 oldest decisions are left out.
+        let fills: Vec<&str> = strip
+            .split("fill=\"")
+            .skip(1)
+            .map(|f| &f[..f.find('"').unwrap()])
+            .collect();
+        assert_eq!(fills.len(), RECENT_DECISIONS);
+        assert_eq!(fills[..4], ["red", "blue", "gray", "red"]);
+        assert_eq!(
+            strip.matches("stroke=\"white\"").count(),
+            RECENT_DECISIONS / 3
+        );
+        assert!(
+            strip
+                .contains("<title>00:00:00.003  GET /  &#8594; http://127.0.0.1:8001  200</title>")
+        );
+        // With fewer decisions, empty outlines first, so the newest stays at the right.
+        s.recent.truncate(2);
+        let mut strip = String::new();
+        s.strip(&mut strip);
+        assert_eq!(strip.matches("fill=\"none\"").count(), RECENT_DECISIONS - 2);
+        assert!(strip.rfind("fill=\"none\"") < strip.find("fill=\"red\""));
+    }
+
+    #[test]
+    fn the_table_shows_the_newest_decisions() {
+        let mut s = status();
+        s.recent = (0..RECENT_DECISIONS as u64)
+            .map(|i| decision(i * 1000, &format!("GET /{i}"), "-", 200))
+            .collect();
+        let html = s.html();
+        let table = &html[html.find("id=\"recent\"").unwrap()..];
+        assert_eq!(table.matches("<tr><td>").count(), DECISION_ROWS);
+        let newest = table.find("GET /49<").unwrap();
+        let older = table
+            .find(&format!("GET /{}<", RECENT_DECISIONS - DECISION_ROWS))
+            .unwrap();
+        assert!(newest < older);
+        assert!(!table.contains(&format!("GET /{}<", RECENT_DECISIONS - DECISION_ROWS - 1)));
     }
 
     #[test]
@@ -485,5 +763,8 @@ mod tests {
         assert_eq!(latency(Some(0.0025)), "&le; 2.5 ms");
         assert_eq!(latency(Some(5.0)), "&le; 5 s");
         assert_eq!(latency(Some(f64::INFINITY)), "&gt; 5 s");
+        assert_eq!(json_seconds(Some(f64::INFINITY)), "\"+Inf\"");
+        assert_eq!(json_seconds(None), "null");
+        assert_eq!(json_seconds(Some(0.25)), "0.25");
     }
 }

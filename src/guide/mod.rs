@@ -48,3 +48,31 @@ pub mod step7_a_hung_backend {
 pub mod step8_graceful_shutdown {
     #![doc = include_str!("step8_graceful_shutdown.md")]
 }
+
+pub mod compared_with_the_original {
+    #![doc = include_str!("compared_with_the_original.md")]
+}
+
+pub mod configuration {
+    #![doc = include_str!("configuration.md")]
+}
+
+pub mod failover {
+    #![doc = include_str!("failover.md")]
+}
+
+pub mod operations {
+    #![doc = include_str!("operations.md")]
+}
+
+pub mod drills {
+    #![doc = include_str!("drills.md")]
+}
+
+pub mod performance {
+    #![doc = include_str!("performance.md")]
+}
+
+pub mod testing {
+    #![doc = include_str!("testing.md")]
+}

@@ -105,118 +105,133 @@ impl Decoder {
     /// chunk line over [`MAX_CHUNK_LINE`], a malformed trailer field, or trailers over
     /// [`MAX_HEAD`]. (The proxy turns these into `502` when a backend sent them.)
     pub fn decode(&mut self, input: &[u8]) -> Result<Step, Error> {
-        let mut i = 0;
-        while i < input.len() {
-            let b = input[i];
-            match self.state {
-                State::Size { digits } => match hex_value(b) {
-                    Some(v) => {
-                        self.size = self
-                            .size
-                            .checked_mul(16)
-                            .and_then(|s| s.checked_add(u64::from(v)))
-                            .ok_or(bad("chunk size overflows"))?;
-                        self.state = State::Size { digits: digits + 1 };
-                        self.line_len += 1;
-                        if self.line_len > MAX_CHUNK_LINE {
-                            return Err(bad("chunk size line too long"));
-                        }
-                    }
-                    None if digits == 0 => return Err(bad("chunk size is not hexadecimal")),
-                    None if b == b'\r' => self.state = State::SizeLf,
-                    None if b == b';' || b == b' ' || b == b'\t' => self.state = State::Extension,
-                    None => return Err(bad("chunk size is not hexadecimal")),
-                },
-                State::Extension => {
-                    self.line_len += 1;
-                    if self.line_len > MAX_CHUNK_LINE {
-                        return Err(bad("chunk extension too long"));
-                    }
-                    match b {
-                        b'\r' => self.state = State::SizeLf,
-                        b'\t' => {}
-                        _ if b < 0x20 || b == 0x7f => {
-                            return Err(bad("control character in a chunk extension"));
-                        }
-                        _ => {}
-                    }
-                }
-                State::SizeLf => {
-                    if b != b'\n' {
-                        return Err(bad("chunk size line does not end in CRLF"));
-                    }
-                    self.line_len = 0;
-                    self.state = if self.size == 0 {
-                        State::Trailer
-                    } else {
-                        State::Data {
-                            remaining: self.size,
-                        }
-                    };
-                    self.size = 0;
-                }
-                State::Data { remaining } => {
-                    let take = remaining.min((input.len() - i) as u64) as usize;
-                    let left = remaining - take as u64;
-                    self.state = if left == 0 {
-                        State::DataCr
-                    } else {
-                        State::Data { remaining: left }
-                    };
-                    return Ok(Step::Data {
-                        start: i,
-                        end: i + take,
-                    });
-                }
-                State::DataCr => {
-                    if b != b'\r' {
-                        return Err(bad("chunk data is not followed by CRLF"));
-                    }
-                    self.state = State::DataLf;
-                }
-                State::DataLf => {
-                    if b != b'\n' {
-                        return Err(bad("chunk data is not followed by CRLF"));
-                    }
-                    self.state = State::Size { digits: 0 };
-                }
-                State::Trailer => {
-                    // Trailer lines are short and rare: collect them whole, then check the line.
-                    let line_start = self.trailers.len() - self.line_len;
-                    self.trailers.push(b);
-                    self.line_len += 1;
-                    if self.trailers.len() > MAX_HEAD {
-                        return Err(Error {
-                            status: 431,
-                            why: "trailer section too large",
-                        });
-                    }
-                    if b == b'\n' {
-                        let line = &self.trailers[line_start..];
-                        let Some(line) = line.strip_suffix(b"\r\n") else {
-                            return Err(bad("trailer line does not end in CRLF"));
-                        };
-                        if line.is_empty() {
-                            self.trailers.truncate(line_start);
-                            self.state = State::Done;
-                            return Ok(Step::Done { used: i + 1 });
-                        }
-                        if !may_trail(parse_field(line)?.name) {
-                            // Framing, routing and the like never come from a trailer.
-                            self.trailers.truncate(line_start);
-                        }
-                        self.line_len = 0;
-                    }
-                }
-                State::Done => return Ok(Step::Done { used: i }),
+        for i in 0..input.len() {
+            if let Some(step) = self.step(input, i)? {
+                return Ok(step);
             }
-            i += 1;
         }
-        if self.state == State::Done {
-            return Ok(Step::Done { used: i });
-        }
-        Ok(Step::NeedMore)
+        Ok(match self.state {
+            State::Done => Step::Done { used: input.len() },
+            _ => Step::NeedMore,
+        })
     }
+
+    /// Takes `input[i]` (and, in chunk data, as much after it as the chunk holds); `Some`
+    /// when a piece of data or the end of the body was found.
+    fn step(&mut self, input: &[u8], i: usize) -> Result<Option<Step>, Error> {
+        let b = input[i];
+        match self.state {
+            State::Size { digits } => self.size_byte(b, digits)?,
+            State::Extension => self.extension_byte(b)?,
+            State::SizeLf => {
+                expect(b, b'\n', "chunk size line does not end in CRLF")?;
+                self.line_len = 0;
+                self.state = match self.size {
+                    0 => State::Trailer,
+                    remaining => State::Data { remaining },
+                };
+                self.size = 0;
+            }
+            State::Data { remaining } => {
+                let take = remaining.min((input.len() - i) as u64);
+                self.state = match remaining - take {
+                    0 => State::DataCr,
+                    left => State::Data { remaining: left },
+                };
+                let end = i + take as usize;
+                return Ok(Some(Step::Data { start: i, end }));
+            }
+            State::DataCr => {
+                expect(b, b'\r', "chunk data is not followed by CRLF")?;
+                self.state = State::DataLf;
+            }
+            State::DataLf => {
+                expect(b, b'\n', "chunk data is not followed by CRLF")?;
+                self.state = State::Size { digits: 0 };
+            }
+            State::Trailer => return self.trailer_byte(b, i),
+            State::Done => return Ok(Some(Step::Done { used: i })),
+        }
+        Ok(None)
+    }
+
+    /// A byte of a chunk-size line, before any extension.
+    fn size_byte(&mut self, b: u8, digits: u32) -> Result<(), Error> {
+        match hex_value(b) {
+            Some(v) => {
+                self.size = self
+                    .size
+                    .checked_mul(16)
+                    .and_then(|s| s.checked_add(u64::from(v)))
+                    .ok_or(bad("chunk size overflows"))?;
+                self.state = State::Size { digits: digits + 1 };
+                self.line_len += 1;
+                if self.line_len > MAX_CHUNK_LINE {
+                    return Err(bad("chunk size line too long"));
+                }
+            }
+            None if digits == 0 => return Err(bad("chunk size is not hexadecimal")),
+            None if b == b'\r' => self.state = State::SizeLf,
+            None if b == b';' || b == b' ' || b == b'\t' => self.state = State::Extension,
+            None => return Err(bad("chunk size is not hexadecimal")),
+        }
+        Ok(())
+    }
+
+    /// A byte of a chunk extension: read and ignored, as nginx and HAProxy do, but bounded
+    /// and free of control characters.
+    fn extension_byte(&mut self, b: u8) -> Result<(), Error> {
+        self.line_len += 1;
+        if self.line_len > MAX_CHUNK_LINE {
+            return Err(bad("chunk extension too long"));
+        }
+        match b {
+            b'\r' => self.state = State::SizeLf,
+            b'\t' => {}
+            _ if b < 0x20 || b == 0x7f => {
+                return Err(bad("control character in a chunk extension"));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A byte of the trailer section (byte `i` of the input); `Some` when it ended the body.
+    fn trailer_byte(&mut self, b: u8, i: usize) -> Result<Option<Step>, Error> {
+        // Trailer lines are short and rare: collect them whole, then check the line.
+        let line_start = self.trailers.len() - self.line_len;
+        self.trailers.push(b);
+        self.line_len += 1;
+        if self.trailers.len() > MAX_HEAD {
+            return Err(Error {
+                status: 431,
+                why: "trailer section too large",
+            });
+        }
+        if b != b'\n' {
+            return Ok(None);
+        }
+        let line = &self.trailers[line_start..];
+        let Some(line) = line.strip_suffix(b"\r\n") else {
+            return Err(bad("trailer line does not end in CRLF"));
+        };
+        if line.is_empty() {
+            self.trailers.truncate(line_start);
+            self.state = State::Done;
+            return Ok(Some(Step::Done { used: i + 1 }));
+        }
+        if !may_trail(parse_field(line)?.name) {
+            // Framing, routing and the like never come from a trailer.
+            self.trailers.truncate(line_start);
+        }
+        self.line_len = 0;
+        Ok(None)
+    }
+}
+
+/// `b` must be `want`; otherwise the body is malformed, for the reason `why`.
+fn expect(b: u8, want: u8, why: &'static str) -> Result<(), Error> {
+    if b == want { Ok(()) } else { Err(bad(why)) }
 }
 
 fn hex_value(b: u8) -> Option<u8> {

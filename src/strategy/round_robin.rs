@@ -2,7 +2,8 @@
 //!
 //! The Python original calls `next()` on a shared iterator without a lock, which is safe only
 //! because its server handles one request at a time. Here many threads pick at once, so the
-//! position lives in a `Mutex<usize>`, held for the few instructions that read and advance it.
+//! position lives in a `Mutex<usize>`, held while the pick looks for the next usable backend:
+//! that reads each backend it passes over (its health and draining flag), usually just one.
 
 use super::{Key, Strategy};
 use crate::backend::Backend;
