@@ -184,6 +184,12 @@ impl BufConn {
         self
     }
 
+    /// The socket's read timeout as last set through this connection (or noted with
+    /// [`BufConn::read_timeout_is`]); `None` when not known.
+    pub fn read_timeout(&self) -> Option<Duration> {
+        self.read_timeout
+    }
+
     /// Sets the socket's read timeout, skipping the system call when it is already set.
     ///
     /// # Errors

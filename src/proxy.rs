@@ -218,13 +218,28 @@ fn read_request(
 
 /// Waits up to `wait` for the first byte of a request, marked idle meanwhile (a drain may
 /// close the connection then). `false`: none came, the client closed, or the balancer stops.
+///
+/// A socket's read timeout is usually still the shorter one set at accept
+/// ([`crate::conn::Timeouts::first_byte`]): the wait starts with it and is stretched to
+/// `wait` only if nothing came by then. Most clients send their next request, or close,
+/// within it, so most connections never pay a system call to change the timeout.
 fn first_byte(conn: &mut BufConn, wait: std::time::Duration, flags: Flags<'_>) -> bool {
     flags.set_idle(true);
     if flags.draining() {
         return false;
     }
-    let _ = conn.set_read_timeout(wait);
-    let read = conn.fill();
+    let started = Instant::now();
+    let set = conn.read_timeout().filter(|&t| t <= wait);
+    if set.is_none() {
+        let _ = conn.set_read_timeout(wait);
+    }
+    let mut read = conn.fill();
+    if set.is_some_and(|t| t < wait) && matches!(&read, Err(e) if is_timeout(e)) {
+        let rest = wait.saturating_sub(started.elapsed());
+        if !rest.is_zero() && conn.set_read_timeout(rest).is_ok() {
+            read = conn.fill();
+        }
+    }
     flags.set_idle(false);
     matches!(read, Ok(1..))
 }
