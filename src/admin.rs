@@ -23,6 +23,8 @@
 //! rotation first (its `set server ... state drain`, here `POST .../drain`), and the removal
 //! is refused while requests are still in flight on it (`409`, try again). So a `200` to
 //! `DELETE` means the server behind it can be switched off without cutting a request.
+//! With `--backends-file`, the file manages the list: `POST /backends` and `DELETE` answer
+//! `409` and say so ([`crate::backends_file`]); drain and enable still work.
 
 pub mod csp;
 pub mod status;
@@ -435,7 +437,10 @@ fn route(method: &str, path: &str, body: &[u8], shared: &AdminShared) -> Answer 
         ),
         ["backends"] => match method {
             "GET" => ("", Some(list(lb))),
-            "POST" => ("", Some(add(body, shared))),
+            "POST" => (
+                "",
+                Some(file_managed(lb).unwrap_or_else(|| add(body, shared))),
+            ),
             _ => ("GET, HEAD, POST", None),
         },
         ["backends", id] => match method {
@@ -445,7 +450,10 @@ fn route(method: &str, path: &str, body: &[u8], shared: &AdminShared) -> Answer 
                     Answer::json(200, Row::of(b).json())
                 })),
             ),
-            "DELETE" => ("", Some(remove(id, shared))),
+            "DELETE" => (
+                "",
+                Some(file_managed(lb).unwrap_or_else(|| remove(id, shared))),
+            ),
             _ => ("GET, HEAD, DELETE", None),
         },
         ["backends", id, action @ ("drain" | "enable")] => match method {
@@ -515,17 +523,31 @@ fn metrics(lb: &Shared) -> Answer {
             url: &b.url,
             up: b.health.is_up(),
             draining: b.is_draining(),
-            weight: b.weight,
+            weight: b.weight(),
             active: b.active(),
             stats: &b.stats,
         })
         .collect();
+    let mut text = prometheus::render(&samples, &lb.stats);
+    if let Some(file) = &lb.file {
+        let info = file.info();
+        let loaded_unix = info
+            .loaded
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let sample = prometheus::FileSample {
+            path: &info.path,
+            generation: info.generation,
+            loaded_unix,
+            ok: info.last_error.is_none(),
+            errors: info.errors,
+            list: info.list,
+        };
+        prometheus::render_file(&mut text, &sample);
+    }
     Answer {
         status: 200,
-        body: Ok((
-            prometheus::CONTENT_TYPE,
-            prometheus::render(&samples, &lb.stats),
-        )),
+        body: Ok((prometheus::CONTENT_TYPE, text)),
         fields: Vec::new(),
     }
 }
@@ -559,6 +581,21 @@ fn set_draining(lb: &Shared, id: &str, draining: bool) -> Answer {
     })
 }
 
+/// `409` for a change to the backend list while `--backends-file` manages it: the next
+/// reload would undo the change, and the copies sharing the file would not see it. Draining
+/// and enabling stay allowed: they are this copy's operational state, not the list.
+fn file_managed(lb: &Shared) -> Option<Answer> {
+    let file = lb.file.as_ref()?;
+    Some(Answer::page(
+        409,
+        format!(
+            "the backend list is managed by --backends-file {}: change the file (drain and \
+             enable still work here)",
+            file.path.display()
+        ),
+    ))
+}
+
 fn add(body: &[u8], shared: &AdminShared) -> Answer {
     let spec = match parse_new_backend(body) {
         Ok(spec) => spec,
@@ -582,7 +619,9 @@ fn add(body: &[u8], shared: &AdminShared) -> Answer {
     let backend = lb.backends.add(&spec);
     println!(
         "[Admin] Backend {} {} added (weight {})",
-        backend.id, backend.url, backend.weight
+        backend.id,
+        backend.url,
+        backend.weight()
     );
     Answer::json(201, Row::of(&backend).json())
         .with("Location", format!("/backends/{}", backend.id))

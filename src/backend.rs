@@ -15,7 +15,7 @@ use crate::metrics::BackendStats;
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,15 +43,17 @@ pub struct Backend {
     pub tag: u64,
     /// The address connected to.
     pub addr: SocketAddr,
-    /// Relative share of requests under `--strategy weighted`.
-    pub weight: u32,
+    /// Relative share of requests under `--strategy weighted` (and the weight of the others
+    /// that honour weights); changed in place when a reloaded backend list gives it another.
+    weight: AtomicU32,
     /// Up or down, by passive and active checks.
     pub health: Health,
     /// Counters for `/metrics` and `/status`.
     pub stats: BackendStats,
     /// Requests in flight right now (see [`ActiveGuard`]).
     active: AtomicUsize,
-    /// No new requests: set by the admin API before removal.
+    /// No new requests: set by the admin API before removal, and on a backend a reloaded
+    /// `--backends-file` no longer lists.
     draining: AtomicBool,
     /// Idle keep-alive connections, most recently used last.
     pool: Mutex<VecDeque<(BufConn, Instant)>>,
@@ -65,13 +67,23 @@ impl Backend {
             url: spec.url.clone(),
             tag: hash64(spec.url.as_bytes()),
             addr: spec.addr,
-            weight: spec.weight,
+            weight: AtomicU32::new(spec.weight),
             health: Health::new(),
             stats: BackendStats::default(),
             active: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             pool: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// Its weight now.
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Gives it another weight, keeping everything else (health, counters, idle connections).
+    pub fn set_weight(&self, weight: u32) {
+        self.weight.store(weight, Ordering::Relaxed);
     }
 
     /// May a strategy pick this backend for a new request now? Not while draining, nor while

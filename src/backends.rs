@@ -85,32 +85,48 @@ impl Backends {
         Some(removed)
     }
 
-    /// Makes the list `specs`, in that order: a backend whose address is already in the list
-    /// stays as it is (health, counters, idle connections; its weight is taken from the
-    /// spec), the others are added, and the ones not in `specs` leave the list (requests in
-    /// flight on them finish). Returns the backends that left.
-    pub fn replace(&self, specs: &[BackendSpec]) -> Vec<Arc<Backend>> {
+    /// Makes the list `specs`, in that order, as a diff against the current one. A backend
+    /// whose URL and address are unchanged is kept as it is: the same [`Backend`], with its
+    /// health, counters, idle connections and draining flag; a new weight is set in place
+    /// (HAProxy's `set server weight` does the same), since a weight says nothing about the
+    /// server's state. The others are added, and the ones not in `specs` leave the list:
+    /// the caller drains them (requests in flight on them finish). Returns what changed.
+    pub fn replace(&self, specs: &[BackendSpec]) -> Diff {
         let mut list = self.lock();
+        let mut diff = Diff::default();
         let mut new = Vec::with_capacity(specs.len());
         for spec in specs {
-            match list
+            let known = list
                 .iter()
-                .find(|b| b.addr == spec.addr && b.weight == spec.weight)
-            {
-                Some(kept) => new.push(Arc::clone(kept)),
-                None => new.push(Arc::new(Backend::new(
-                    self.next_id.fetch_add(1, Ordering::Relaxed),
-                    spec,
-                ))),
+                .find(|b| b.url == spec.url && b.addr == spec.addr);
+            match known {
+                Some(kept) => {
+                    if kept.weight() != spec.weight {
+                        diff.reweighted.push((Arc::clone(kept), kept.weight()));
+                        kept.set_weight(spec.weight);
+                    }
+                    new.push(Arc::clone(kept));
+                }
+                None => {
+                    let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                    let added = Arc::new(Backend::new(id, spec));
+                    diff.added.push(Arc::clone(&added));
+                    new.push(added);
+                }
             }
         }
-        let gone = list
+        diff.removed = list
             .iter()
             .filter(|b| !new.iter().any(|n| Arc::ptr_eq(n, b)))
             .cloned()
             .collect();
+        let same_order = |a: &[Arc<Backend>], b: &[Arc<Backend>]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
+        };
+        diff.reordered =
+            diff.added.is_empty() && diff.removed.is_empty() && !same_order(&list, &new);
         *list = Arc::new(new);
-        gone
+        diff
     }
 
     /// The backend with this id, if present.
@@ -152,6 +168,29 @@ impl Backends {
     }
 }
 
+/// What [`Backends::replace`] changed.
+#[derive(Debug, Default)]
+pub struct Diff {
+    /// Backends new to the list.
+    pub added: Vec<Arc<Backend>>,
+    /// Backends that left the list (not drained yet: that is the caller's choice).
+    pub removed: Vec<Arc<Backend>>,
+    /// Backends kept with a new weight, each with its old weight.
+    pub reweighted: Vec<(Arc<Backend>, u32)>,
+    /// The same backends as before, in another order (round robin follows the list's order).
+    pub reordered: bool,
+}
+
+impl Diff {
+    /// Did the list stay exactly as it was?
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.reweighted.is_empty()
+            && !self.reordered
+    }
+}
+
 /// The backends one request may still try; see [`Backends::candidates`].
 #[derive(Debug)]
 pub struct Candidates<'a> {
@@ -167,23 +206,7 @@ impl<'a> Iterator for Candidates<'a> {
     fn next(&mut self) -> Option<Candidate<'a>> {
         loop {
             let now = Instant::now();
-            let tried = &self.tried;
-            let usable = |b: &Backend| !tried.contains(b.id) && b.is_eligible(now);
-            let healthy = self.set.strategy.pick(&self.list, &self.key, &usable);
-            // Panic mode (Envoy's name): when no backend the health checks let through is
-            // left, the ones they took out are tried too, rather than none. Health is an
-            // estimate; a 503 for every client because every backend failed once is worse
-            // than asking them again. One that answers is back in rotation at once.
-            let panic = healthy.is_none();
-            let i = match healthy {
-                Some(i) => i,
-                None => {
-                    let in_rotation = |b: &Backend| !tried.contains(b.id) && !b.is_draining();
-                    self.set
-                        .strategy
-                        .pick(&self.list, &self.key, &in_rotation)?
-                }
-            };
+            let (i, panic) = self.pick(now)?;
             let backend = &self.list[i];
             self.tried.push(backend.id);
             if !panic && !backend.health.claim(now, self.set.policy.fail_timeout) {
@@ -203,6 +226,48 @@ impl<'a> Iterator for Candidates<'a> {
                 started: now,
             });
         }
+    }
+}
+
+impl Candidates<'_> {
+    /// The index in the list of the next backend to try, and whether it is a panic-mode pick.
+    fn pick(&mut self, now: Instant) -> Option<(usize, bool)> {
+        loop {
+            let tried = &self.tried;
+            let usable = |b: &Backend| !tried.contains(b.id) && b.is_eligible(now);
+            if let Some(i) = self.set.strategy.pick(&self.list, &self.key, &usable) {
+                return Some((i, false));
+            }
+            // The list changed since this request took it (a reload or the admin API): the
+            // backends that left are draining, and the new ones were never offered. Take the
+            // new list before falling back to panic mode, so that no request fails because
+            // of a change made while it was being routed.
+            if !self.refresh() {
+                break;
+            }
+        }
+        // Panic mode (Envoy's name): when no backend the health checks let through is
+        // left, the ones they took out are tried too, rather than none. Health is an
+        // estimate; a 503 for every client because every backend failed once is worse
+        // than asking them again. One that answers is back in rotation at once.
+        let tried = &self.tried;
+        let in_rotation = |b: &Backend| !tried.contains(b.id) && !b.is_draining();
+        let i = self
+            .set
+            .strategy
+            .pick(&self.list, &self.key, &in_rotation)?;
+        Some((i, true))
+    }
+
+    /// Takes the backend set's current list if it is not the one this request started
+    /// with; true if it did. The backends already tried keep their ids, so none is tried twice.
+    fn refresh(&mut self) -> bool {
+        let now = self.set.snapshot();
+        if Arc::ptr_eq(&now, &self.list) {
+            return false;
+        }
+        self.list = now;
+        true
     }
 }
 
@@ -397,19 +462,66 @@ mod tests {
 
     #[test]
     fn replace_keeps_known_backends_and_their_state() {
-        let set = set(2);
-        let b1 = Arc::clone(&set.snapshot()[1]);
+        let set = set(3);
+        let before = set.snapshot();
+        let b1 = Arc::clone(&before[1]);
         b1.stats.requests.fetch_add(5, Ordering::Relaxed);
-        let specs = [
-            BackendSpec::parse("http://127.0.0.1:8002").unwrap(),
-            BackendSpec::parse("http://127.0.0.1:8009").unwrap(),
-        ];
-        let gone = set.replace(&specs);
-        assert_eq!(gone.len(), 1);
-        assert_eq!(gone[0].url, "http://127.0.0.1:8001");
+        b1.set_draining(true); // the admin API's drain is operational state: it stays
+        set.candidates(key())
+            .find(|c| c.backend().id == 2)
+            .unwrap()
+            .failed(Failure::Connect, "refused");
+        let spec = |s: &str| BackendSpec::parse(s).unwrap();
+        // 8002 kept, 8003 kept with weight 3, 8001 leaves, 8009 is new.
+        let diff = set.replace(&[
+            spec("http://127.0.0.1:8002"),
+            spec("http://127.0.0.1:8003,weight=3"),
+            spec("http://127.0.0.1:8009"),
+        ]);
         let now = set.snapshot();
         assert!(Arc::ptr_eq(&now[0], &b1), "kept, with its counters");
-        assert_eq!(now[1].id, 2, "a new id, never reused");
+        assert_eq!(b1.stats.requests.load(Ordering::Relaxed), 5);
+        assert!(b1.is_draining());
+        assert!(
+            Arc::ptr_eq(&now[1], &before[2]),
+            "a new weight keeps the backend"
+        );
+        assert_eq!(now[1].weight(), 3);
+        assert!(!now[1].health.is_up(), "and its health");
+        assert_eq!(now[2].id, 3, "a new id, never reused");
+        assert_eq!(diff.removed.len(), 1);
+        assert_eq!(diff.removed[0].url, "http://127.0.0.1:8001");
+        assert_eq!(diff.added.len(), 1);
+        assert_eq!(diff.reweighted.len(), 1);
+        assert_eq!(diff.reweighted[0].1, 1, "the old weight");
+        assert!(!diff.is_empty());
+        // The same list again changes nothing; another order is a change.
+        let same = [8002, 8003, 8009].map(|p| {
+            let w = if p == 8003 { ",weight=3" } else { "" };
+            spec(&format!("http://127.0.0.1:{p}{w}"))
+        });
+        assert!(set.replace(&same).is_empty());
+        let mut turned = same.clone();
+        turned.reverse();
+        let diff = set.replace(&turned);
+        assert!(diff.reordered && !diff.is_empty());
+        assert_eq!(set.snapshot()[2].id, 1);
+    }
+
+    #[test]
+    fn a_request_routed_during_a_reload_takes_the_new_list() {
+        let set = set(2);
+        let mut candidates = set.candidates(key());
+        // The whole list is replaced while the request is being routed: the old backends
+        // drain (as the reload does), so the old list has nothing left to offer.
+        let diff = set.replace(&[BackendSpec::parse("http://127.0.0.1:8009").unwrap()]);
+        for gone in &diff.removed {
+            gone.set_draining(true);
+        }
+        let c = candidates.next().expect("a backend of the new list");
+        assert_eq!(c.backend().url, "http://127.0.0.1:8009");
+        drop(c);
+        assert!(candidates.next().is_none(), "each backend once");
     }
 
     #[test]

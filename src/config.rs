@@ -6,6 +6,7 @@
 //! same table, so the two cannot drift apart.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Where the balancer listens unless `--listen` says otherwise (the chapter's port 9000).
@@ -25,6 +26,10 @@ pub const DEFAULT_MAX_CONNECTIONS_CEILING: usize = 16_384;
 /// File descriptors kept back from the connection cap for listeners, pooled upstream
 /// connections and health checks.
 pub const FD_RESERVE: usize = 512;
+
+/// Shortest `--backends-file-interval`: a stat of one file ten times a second is still
+/// nothing, and a shorter interval would only burn a core's wake-ups.
+pub const MIN_FILE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How one run of the balancer is set up. [`Config::default`] is what `load-balancer` with
 /// no flags does (apart from the demo backends, which `main` starts).
@@ -87,6 +92,13 @@ pub struct Config {
     pub admin_name: Option<String>,
     /// How long a shutdown waits for in-flight requests (`--drain-timeout`).
     pub drain_timeout: Duration,
+    /// The file that manages the backend list (`--backends-file`). `backends` must hold its
+    /// list at start ([`crate::backends_file::load`], which `main` calls); the balancer then
+    /// re-reads it when it changes, and the admin API no longer adds or removes backends.
+    pub backends_file: Option<PathBuf>,
+    /// How often the backends file is checked for a change (`--backends-file-interval`): its
+    /// modification time, size and inode, not its content.
+    pub backends_file_interval: Duration,
 }
 
 impl Default for Config {
@@ -123,6 +135,8 @@ impl Default for Config {
             admin_token: None,
             admin_name: None,
             drain_timeout: Duration::from_secs(10),
+            backends_file: None,
+            backends_file_interval: Duration::from_secs(1),
         }
     }
 }
@@ -287,10 +301,37 @@ pub const FLAGS: &[Flag] = &[
         },
     },
     Flag {
+        name: "--backends-file",
+        value: Some("PATH"),
+        default: "none",
+        help: "the backends, one URL a line as --backend takes it; re-read when it changes or on SIGHUP",
+        apply: |c, v| {
+            if v.is_empty() {
+                return Err("needs the path of a file".into());
+            }
+            c.backends_file = Some(PathBuf::from(v));
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--backends-file-interval",
+        value: Some("DUR"),
+        default: "1s",
+        help: "how often --backends-file is checked for a change (its time, size and inode)",
+        apply: |c, v| {
+            let d = parse_duration(v)?;
+            if d < MIN_FILE_INTERVAL {
+                return Err(format!("must be at least {MIN_FILE_INTERVAL:?}"));
+            }
+            c.backends_file_interval = d;
+            Ok(())
+        },
+    },
+    Flag {
         name: "--demo",
         value: Some("N"),
         default: "2 without --backend",
-        help: "start N demo backends (Red, Blue, Green, ...) on ports 8001 and up",
+        help: "start N demo backends (Red, Blue, Green, ...) on ports 8001 and up; with --backends-file, the file says which are balanced",
         apply: |c, v| {
             c.demo = Some(parse_count(v, 1, DEMO_MAX as u32)? as usize);
             Ok(())
@@ -577,6 +618,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
 /// What no single flag can check: defaults that follow the flags `given`, and flags that
 /// conflict with each other.
 fn check(config: &mut Config, given: &[&str]) -> Result<(), String> {
+    one_source_of_backends(given)?;
     // A default follows the values the user did give; only two given values can conflict.
     match (
         given.contains(&"--health-interval"),
@@ -623,6 +665,18 @@ fn admin_name(value: &str) -> Option<String> {
     let literal =
         host.parse::<std::net::IpAddr>().is_ok() || (host.starts_with('[') && host.ends_with(']'));
     (!literal).then(|| host.to_ascii_lowercase())
+}
+
+/// The backend list comes from `--backend` or from `--backends-file`, not both: the file
+/// replaces the whole list on every change, and would silently drop the flags' backends.
+fn one_source_of_backends(given: &[&str]) -> Result<(), String> {
+    if given.contains(&"--backends-file") && given.contains(&"--backend") {
+        return Err(
+            "--backend and --backends-file cannot be used together: put every backend in the file"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// Would connecting to `addr` reach the balancer listening on `listen`? The same address,
@@ -790,6 +844,19 @@ mod tests {
             (&["--strategy", "random"], "--strategy"),
             (&["--connect-timeout", "2x"], "--connect-timeout"),
             (&["--quiet=1"], "--quiet takes no value"),
+            (
+                &[
+                    "--backends-file",
+                    "b.txt",
+                    "--backend",
+                    "http://127.0.0.1:8001",
+                ],
+                "--backend and --backends-file cannot be used together",
+            ),
+            (
+                &["--backends-file-interval", "10ms"],
+                "--backends-file-interval 10ms",
+            ),
             (&["stray"], "unexpected argument"),
             (&["--admin", "0.0.0.0:9001"], "--admin-token"),
             (

@@ -7,6 +7,7 @@
 //! [`Timeouts`], a backend, a limit).
 
 use crate::backends::Backends;
+use crate::backends_file::FileState;
 use crate::config::Config;
 use crate::conn::Timeouts;
 use crate::health::Policy;
@@ -33,6 +34,8 @@ pub struct Shared {
     /// This balancer's `Via` entry, a pseudonym of this run ([`via_entry`]): forwarded
     /// requests carry it, and a request that already does is a loop.
     pub via: String,
+    /// With `--backends-file`: the file that manages the backend list, and how its reads went.
+    pub file: Option<Arc<FileState>>,
 }
 
 impl Shared {
@@ -53,6 +56,10 @@ impl Shared {
             log: AccessLog::new(config.quiet),
             stats: Arc::default(),
             via: via_entry(config.listen, std::process::id(), SystemTime::now()),
+            file: config
+                .backends_file
+                .clone()
+                .map(|path| Arc::new(FileState::new(path, &config.backends))),
             config,
         }
     }

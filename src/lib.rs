@@ -28,7 +28,8 @@
 //! 4. [`proxy`]: one connection, top to bottom: read a request, try the candidates, answer.
 //!    [`rewrite`] writes the heads each side gets.
 //! 5. [`backends`]: the backend set; it hands the proxy the candidates for a request
-//!    (failover) using a [`strategy`] (round robin and the chapter's "Related Concepts").
+//!    (failover) using a [`strategy`] (round robin and the chapter's "Related Concepts");
+//!    [`backends_file`] keeps the list in step with a file that many copies share.
 //! 6. [`attempt`]: one try at one backend; [`retry`]: may the request go to another?
 //!    [`relay`] moves the bodies, [`conn`] holds the sockets and their [`conn::Timeouts`].
 //! 7. [`backend`], [`health`] and [`checker`]: one backend's state, its idle connections,
@@ -59,6 +60,7 @@ pub mod admin;
 pub mod attempt;
 pub mod backend;
 pub mod backends;
+pub mod backends_file;
 pub mod checker;
 pub mod config;
 pub mod conn;

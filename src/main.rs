@@ -3,6 +3,7 @@
 //! until Ctrl-C or `SIGTERM`, then drain.
 
 use load_balancer::admin::Drills;
+use load_balancer::backends_file;
 use load_balancer::config::{self, BackendSpec, Command, Config};
 use load_balancer::demo::Fleet;
 use load_balancer::server::Balancer;
@@ -24,7 +25,13 @@ fn main() -> ExitCode {
             println!("load-balancer {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Ok(Command::Run(config)) => run(*config),
+        Ok(Command::Run(mut config)) => match read_backends_file(&mut config) {
+            Ok(()) => run(*config),
+            Err(message) => {
+                eprintln!("error: --backends-file {message}");
+                ExitCode::from(2)
+            }
+        },
         Err(message) => {
             eprintln!("error: {message}\n\n{}", config::usage());
             ExitCode::from(2)
@@ -32,26 +39,33 @@ fn main() -> ExitCode {
     }
 }
 
+/// With `--backends-file`, its list is the backend list at start. A bad file is a bad flag
+/// value: `main` exits with status 2 and the message names the file and the line.
+fn read_backends_file(config: &mut Config) -> Result<(), String> {
+    if let Some(path) = &config.backends_file {
+        config.backends = backends_file::load(path, config.listen)?;
+        println!(
+            "[Backends] {} backends from {} (re-read when it changes, or on SIGHUP)",
+            config.backends.len(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 fn run(mut config: Config) -> ExitCode {
-    // The chapter's demo: without --backend, Red and Blue on 8001 and 8002. --demo N starts N
-    // of them, and with --backend too, the demo backends join the given ones.
-    let demo_count = config.demo.unwrap_or(if config.backends.is_empty() {
-        config::DEMO_DEFAULT_COUNT
-    } else {
-        0
-    });
-    let fleet = match Fleet::start(demo_count, Ipv4Addr::LOCALHOST.into(), config.demo_port) {
-        Ok(fleet) => Arc::new(fleet),
+    // Before anything starts, so that a SIGHUP sent as soon as the ports answer never meets
+    // the default action (which ends the process).
+    if let Err(e) = signal::install() {
+        eprintln!("warning: cannot handle Ctrl-C gracefully: {e}");
+    }
+    let fleet = match start_demos(&mut config) {
+        Ok(fleet) => fleet,
         Err(e) => {
             eprintln!("error: demo backend: {e}");
             return ExitCode::from(1);
         }
     };
-    for demo in &fleet.backends {
-        println!("[Backend] {} Server started at {}", demo.name(), demo.url());
-        let spec = BackendSpec::parse(&demo.url()).expect("a demo URL parses");
-        config.backends.push(spec);
-    }
     let strategy = config.strategy;
     let started = if fleet.backends.is_empty() {
         Balancer::start(config)
@@ -76,10 +90,29 @@ fn run(mut config: Config) -> ExitCode {
     if !fleet.backends.is_empty() && std::io::stdin().is_terminal() {
         start_console(Arc::clone(&fleet));
     }
-    if let Err(e) = signal::install() {
-        eprintln!("warning: cannot handle Ctrl-C gracefully: {e}");
-    }
     wait_and_drain(balancer)
+}
+
+/// The chapter's demo: without --backend, Red and Blue on 8001 and 8002. --demo N starts N
+/// of them, and with --backend too, the demo backends join the given ones. With
+/// --backends-file, they only run: the file says which backends are balanced.
+fn start_demos(config: &mut Config) -> std::io::Result<Arc<Fleet>> {
+    let from_file = config.backends_file.is_some();
+    let default = if config.backends.is_empty() && !from_file {
+        config::DEMO_DEFAULT_COUNT
+    } else {
+        0
+    };
+    let count = config.demo.unwrap_or(default);
+    let fleet = Fleet::start(count, Ipv4Addr::LOCALHOST.into(), config.demo_port)?;
+    for demo in &fleet.backends {
+        println!("[Backend] {} Server started at {}", demo.name(), demo.url());
+        if !from_file {
+            let spec = BackendSpec::parse(&demo.url()).expect("a demo URL parses");
+            config.backends.push(spec);
+        }
+    }
+    Ok(Arc::new(fleet))
 }
 
 /// How often the main thread looks at the signal counter. A signal is noticed within this
@@ -88,10 +121,20 @@ const SIGNAL_POLL: Duration = Duration::from_millis(100);
 
 /// Waits for SIGINT or SIGTERM, then drains: the balancer stops accepting, requests in flight
 /// finish (up to --drain-timeout), idle connections close, a summary is printed, exit 0.
-/// A second signal during the drain exits at once with 128 + the signal's number.
+/// A second signal during the drain exits at once with 128 + the signal's number. Each
+/// SIGHUP on the way re-reads --backends-file.
 fn wait_and_drain(balancer: Balancer) -> ExitCode {
+    let mut hangups = 0;
     while signal::received() == 0 {
         thread::park_timeout(SIGNAL_POLL);
+        if signal::hangups() != hangups {
+            hangups = signal::hangups();
+            if balancer.reload_backends_file() {
+                println!("[LoadBalancer] SIGHUP: reading --backends-file again");
+            } else {
+                println!("[LoadBalancer] SIGHUP: nothing to re-read (no --backends-file)");
+            }
+        }
     }
     let first = signal::last().unwrap_or(signal::SIGTERM);
     println!(

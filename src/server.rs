@@ -3,13 +3,14 @@
 //!
 //! [`Balancer::start`] binds, builds the shared context ([`Shared`]), and starts the parts in
 //! the order the chapter's "Request Flow" uses them: the [`Listener`] whose connections go to
-//! [`proxy::serve`], the health [`Checker`], the access log's writer, and the [`Admin`]
-//! listener. [`Balancer::shutdown`] (or dropping the handle) stops accepting, lets requests in
+//! [`proxy::serve`], the health [`Checker`], the [`Watcher`] of `--backends-file`, the
+//! access log's writer, and the [`Admin`] listener. [`Balancer::shutdown`] (or dropping the handle) stops accepting, lets requests in
 //! flight finish for up to `--drain-timeout`, closes idle keep-alive connections, and joins
 //! its own threads (accept, log, health checker, admin); connection threads still busy when
 //! the drain timeout runs out end with the process.
 
 use crate::admin::{Admin, Drills};
+use crate::backends_file::Watcher;
 use crate::checker::{Checker, Checks};
 use crate::config::Config;
 pub use crate::context::Shared;
@@ -32,6 +33,8 @@ pub struct Balancer {
     flusher: Option<JoinHandle<()>>,
     /// The active health checker, with `--health-check`.
     checker: Option<Checker>,
+    /// The thread that follows `--backends-file`.
+    watcher: Option<Watcher>,
     stopped: Arc<AtomicBool>,
     admin: Option<Admin>,
 }
@@ -93,6 +96,7 @@ impl Balancer {
             Some(checks) => Some(Checker::start(Arc::clone(&shared.backends), checks)?),
             None => None,
         };
+        let watcher = watch(&shared)?;
         let options = Options {
             name: "accept".into(),
             worker: "client",
@@ -118,6 +122,7 @@ impl Balancer {
             listener: Some(listener),
             flusher: Some(flusher),
             checker,
+            watcher,
             stopped,
             admin,
         })
@@ -136,6 +141,11 @@ impl Balancer {
     /// The state shared with the connection threads (backends, counters, ...).
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Reads `--backends-file` now, changed or not (`SIGHUP`); false without one.
+    pub fn reload_backends_file(&self) -> bool {
+        self.watcher.as_ref().map(Watcher::reload).is_some()
     }
 
     /// The connection threads parked for their next connection.
@@ -158,6 +168,9 @@ impl Balancer {
         if let Some(checker) = self.checker.take() {
             checker.stop();
         }
+        if let Some(watcher) = self.watcher.take() {
+            watcher.stop();
+        }
         self.stopped.store(true, Ordering::Relaxed);
         if let Some(flusher) = self.flusher.take() {
             flusher.thread().unpark();
@@ -175,6 +188,20 @@ impl Balancer {
             drain: started.elapsed(),
         }
     }
+}
+
+/// The watcher of `--backends-file`, when there is one.
+fn watch(shared: &Shared) -> io::Result<Option<Watcher>> {
+    let Some(file) = &shared.file else {
+        return Ok(None);
+    };
+    let watcher = Watcher::start(
+        Arc::clone(file),
+        Arc::clone(&shared.backends),
+        shared.config.listen,
+        shared.config.backends_file_interval,
+    )?;
+    Ok(Some(watcher))
 }
 
 /// The active checks `--health-check` asks for, if it does.

@@ -1,8 +1,11 @@
-//! Ctrl-C and `SIGTERM`: the signal becomes a number in an atomic, and `main` drains.
+//! Ctrl-C, `SIGTERM` and `SIGHUP`: the signal becomes a number in an atomic, and `main` acts.
 //!
 //! The chapter's Python balancer dies with a `KeyboardInterrupt` traceback on Ctrl-C, cutting
 //! whatever it was relaying. Here `SIGINT` (Ctrl-C) and `SIGTERM` (what `kill`, systemd and
 //! Kubernetes send) start a graceful drain, and a second signal ends the process at once.
+//! `SIGHUP`, the Unix convention for "read your configuration again" (nginx, HAProxy's
+//! master, sshd), re-reads `--backends-file` at once ([`hangups`]); without that flag it is
+//! only noted, and never ends the process as its default action would.
 //!
 //! The standard library has no signal API, so this file holds the crate's only `unsafe`: the
 //! declaration of C's `signal` function (libc is linked by `std` already) and its two calls.
@@ -16,15 +19,24 @@ use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 pub const SIGINT: i32 = 2;
 /// `SIGTERM`: the polite request to stop (15 on every Unix).
 pub const SIGTERM: i32 = 15;
+/// `SIGHUP`: read the configuration again (1 on every Unix).
+pub const SIGHUP: i32 = 1;
 
 /// How many SIGINT/SIGTERM arrived since [`install`].
 static RECEIVED: AtomicUsize = AtomicUsize::new(0);
-/// The number of the last signal that arrived (0: none yet).
+/// The number of the last SIGINT/SIGTERM that arrived (0: none yet).
 static LAST: AtomicI32 = AtomicI32::new(0);
+/// How many SIGHUP arrived since [`install`].
+static HANGUPS: AtomicUsize = AtomicUsize::new(0);
 
 /// Signals that arrived so far (0 until the first).
 pub fn received() -> usize {
     RECEIVED.load(Ordering::SeqCst)
+}
+
+/// SIGHUPs that arrived so far: `main` re-reads the backends file when this grows.
+pub fn hangups() -> usize {
+    HANGUPS.load(Ordering::SeqCst)
 }
 
 /// The last signal that arrived, if any (for the exit status `128 + signal` on a hard stop).
@@ -40,6 +52,7 @@ pub fn name(signal: i32) -> &'static str {
     match signal {
         SIGINT => "SIGINT",
         SIGTERM => "SIGTERM",
+        SIGHUP => "SIGHUP",
         _ => "signal",
     }
 }
@@ -50,6 +63,12 @@ pub fn name(signal: i32) -> &'static str {
 extern "C" fn on_signal(signal: std::ffi::c_int) {
     LAST.store(signal, Ordering::SeqCst);
     RECEIVED.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The SIGHUP handler: one atomic addition, nothing more (async-signal-safe, as above).
+#[cfg(unix)]
+extern "C" fn on_hangup(_signal: std::ffi::c_int) {
+    HANGUPS.fetch_add(1, Ordering::SeqCst);
 }
 
 #[cfg(unix)]
@@ -70,16 +89,18 @@ mod ffi {
     }
 }
 
-/// Installs the handler for SIGINT and SIGTERM. On glibc, musl and the BSDs, `signal` keeps
-/// the handler installed after it runs and restarts interrupted system calls (BSD
-/// semantics), so the balancer's blocking reads and accepts are not disturbed.
+/// Installs the handlers for SIGINT and SIGTERM (drain) and SIGHUP (re-read). On glibc, musl
+/// and the BSDs, `signal` keeps the handler installed after it runs and restarts interrupted
+/// system calls (BSD semantics), so the balancer's blocking reads and accepts are not
+/// disturbed.
 ///
 /// # Errors
-/// The C library refused to install a handler (it does not for these two signals).
+/// The C library refused to install a handler (it does not for these three signals).
 #[cfg(unix)]
 pub fn install() -> std::io::Result<()> {
-    for signal in [SIGINT, SIGTERM] {
-        let handler: extern "C" fn(std::ffi::c_int) = on_signal;
+    let drain: extern "C" fn(std::ffi::c_int) = on_signal;
+    let reread: extern "C" fn(std::ffi::c_int) = on_hangup;
+    for (signal, handler) in [(SIGINT, drain), (SIGTERM, drain), (SIGHUP, reread)] {
         // SAFETY: `signal` is the C function declared above, called with a valid signal
         // number and a pointer to an `extern "C" fn(c_int)`, the type C expects of a handler.
         // The handler touches only atomics (async-signal-safe) and never unwinds.

@@ -214,6 +214,13 @@
       if (data.demos[i]) cell.textContent = data.demos[i].drill;
     });
     decisions(data, colourOf);
+    const file = document.getElementById("file");
+    const f = data.backends_file;
+    if (file && f) {
+      file.textContent = `Backends from ${f.path} · generation ${f.generation} · last read taken at ` +
+        `${clock(f.loaded_ms)} UTC · list ${f.list} · ${f.errors} refused reads` +
+        (f.last_error === null ? "" : ` · last read refused: ${f.last_error}`);
+    }
   }
 
   const note = document.getElementById("note");

@@ -18,6 +18,7 @@
 
 use super::csp::{STATUS_SCRIPT, STATUS_STYLE};
 use crate::backend::Backend;
+use crate::backends_file::FileInfo;
 use crate::context::Shared;
 use crate::http::pages::{PALETTE, escape};
 use crate::log::{Decision, RECENT_DECISIONS};
@@ -104,7 +105,7 @@ impl Row {
             url: b.url.clone(),
             colour: colour(b.id),
             state,
-            weight: b.weight,
+            weight: b.weight(),
             active: b.active(),
             requests: s.requests.load(Ordering::Relaxed),
             errors: s.connect_errors.load(Ordering::Relaxed)
@@ -216,6 +217,8 @@ pub struct Status {
     pub strategy: &'static str,
     /// The demo backends of this run, for the drill buttons.
     pub demos: Vec<DemoRow>,
+    /// With `--backends-file`: the file, its generation and its last reads.
+    pub file: Option<FileInfo>,
     /// When it was read.
     pub time: SystemTime,
 }
@@ -262,6 +265,7 @@ impl Status {
             requests: stats.requests.load(Ordering::Relaxed),
             strategy: shared.config.strategy.name(),
             demos,
+            file: shared.file.as_ref().map(|f| f.info()),
             time: SystemTime::now(),
         }
     }
@@ -306,6 +310,7 @@ impl Status {
              <th>p50</th><th>p99</th></tr></thead>\n<tbody>\n"
         );
         self.backend_rows(&mut out);
+        self.file_html(&mut out);
         self.demo_table(&mut out);
         self.decision_table(&mut out);
         let _ = write!(
@@ -478,7 +483,9 @@ impl Status {
             json_string(&mut out, &d.drill);
             out.push('}');
         }
-        out.push_str("],\"recent\":[");
+        out.push_str("],\"backends_file\":");
+        self.file_json(&mut out);
+        out.push_str(",\"recent\":[");
         for (i, d) in self.recent.iter().enumerate() {
             if i > 0 {
                 out.push(',');
@@ -491,6 +498,52 @@ impl Status {
         }
         out.push_str("]}");
         out
+    }
+}
+
+impl Status {
+    /// The line under the backends table that says where the list comes from (the page's
+    /// script writes the same words from `/status.json`).
+    fn file_html(&self, out: &mut String) {
+        let Some(f) = &self.file else { return };
+        let _ = write!(
+            out,
+            "<p id=\"file\">Backends from {} &middot; generation {} &middot; last read taken at \
+             {} UTC &middot; list {:016x} &middot; {} refused reads",
+            escape(&f.path),
+            f.generation,
+            clock(f.loaded),
+            f.list,
+            f.errors
+        );
+        if let Some(why) = &f.last_error {
+            let _ = write!(out, " &middot; last read refused: {}", escape(why));
+        }
+        out.push_str("</p>\n");
+    }
+
+    /// `backends_file` in the JSON: `null`, or the file's state.
+    fn file_json(&self, out: &mut String) {
+        let Some(f) = &self.file else {
+            out.push_str("null");
+            return;
+        };
+        let millis = f
+            .loaded
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |t| t.as_millis());
+        out.push_str("{\"path\":");
+        json_string(out, &f.path);
+        let _ = write!(
+            out,
+            ",\"generation\":{},\"loaded_ms\":{millis},\"errors\":{},\"list\":\"{:016x}\",\"last_error\":",
+            f.generation, f.errors, f.list
+        );
+        match &f.last_error {
+            Some(why) => json_string(out, why),
+            None => out.push_str("null"),
+        }
+        out.push('}');
     }
 }
 
@@ -636,6 +689,7 @@ mod tests {
                 url: "http://127.0.0.1:8001".into(),
                 drill: "ok: answering normally".into(),
             }],
+            file: None,
             time: UNIX_EPOCH + Duration::from_millis(1_795_606_219_500),
         }
     }
@@ -670,7 +724,7 @@ mod tests {
              \"colour\":\"green\",\"weight\":1,\"active\":2,\"requests\":10,\"errors\":1,\
              \"p50_seconds\":0.0005,\"p99_seconds\":null}],\
              \"demos\":[{\"name\":\"Red\",\"url\":\"http://127.0.0.1:8001\",\"colour\":\"red\",\
-             \"drill\":\"ok: answering normally\"}],\
+             \"drill\":\"ok: answering normally\"}],\"backends_file\":null,\
              \"recent\":[{\"time_ms\":1795606219042,\"request\":\"GET /a\\\"<b>\",\
              \"backend\":\"http://127.0.0.1:8002\",\"status\":200}]}"
         );
@@ -754,6 +808,32 @@ mod tests {
             .unwrap();
         assert!(newest < older);
         assert!(!table.contains(&format!("GET /{}<", RECENT_DECISIONS - DECISION_ROWS - 1)));
+    }
+
+    #[test]
+    fn the_backends_file_in_json_and_html() {
+        let mut s = status();
+        s.file = Some(FileInfo {
+            path: "/etc/lb/<b>.txt".into(),
+            generation: 4,
+            loaded: UNIX_EPOCH + Duration::from_millis(1_795_606_219_042),
+            errors: 1,
+            last_error: Some("line 2: \"x\"".into()),
+            list: 0xab,
+        });
+        assert!(s.json().contains(
+            "\"backends_file\":{\"path\":\"/etc/lb/<b>.txt\",\"generation\":4,\
+             \"loaded_ms\":1795606219042,\"errors\":1,\"list\":\"00000000000000ab\",\
+             \"last_error\":\"line 2: \\\"x\\\"\"},\"recent\""
+        ));
+        let html = s.html();
+        assert!(
+            html.contains(
+                "<p id=\"file\">Backends from /etc/lb/&lt;b&gt;.txt &middot; generation 4"
+            )
+        );
+        assert!(html.contains("11:30:19.042 UTC"));
+        assert!(html.contains("last read refused: line 2: &quot;x&quot;</p>"));
     }
 
     #[test]

@@ -65,6 +65,10 @@ pub mod operations {
     #![doc = include_str!("operations.md")]
 }
 
+pub mod many_copies {
+    #![doc = include_str!("many_copies.md")]
+}
+
 pub mod drills {
     #![doc = include_str!("drills.md")]
 }

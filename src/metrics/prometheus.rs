@@ -32,6 +32,24 @@ pub struct BackendSample<'a> {
     pub stats: &'a BackendStats,
 }
 
+/// What `/metrics` shows of `--backends-file`. The names follow Prometheus' own for its
+/// configuration file (`prometheus_config_last_reload_successful`, ...).
+#[derive(Debug, Clone, Copy)]
+pub struct FileSample<'a> {
+    /// The file, as given.
+    pub path: &'a str,
+    /// Times the list changed; 1 is the list read at start.
+    pub generation: u64,
+    /// When the file was last read and taken, in seconds since the Unix epoch.
+    pub loaded_unix: f64,
+    /// Was the last read taken?
+    pub ok: bool,
+    /// Reads refused since start.
+    pub errors: u64,
+    /// The list's hash, the same in every copy serving the same list.
+    pub list: u64,
+}
+
 /// Which kind of family a metric is (the `# TYPE` line).
 #[derive(Clone, Copy)]
 enum Kind {
@@ -169,6 +187,53 @@ pub fn render(backends: &[BackendSample<'_>], server: &ServerStats) -> String {
         let _ = writeln!(out, "{name} {}", value(server));
     }
     out
+}
+
+/// Appends the `lb_backends_file_*` families.
+pub fn render_file(out: &mut String, file: &FileSample<'_>) {
+    let families: [(&str, &str, Kind, String); 4] = [
+        (
+            "lb_backends_file_generation",
+            "Times the backend list changed from --backends-file (1: the list read at start).",
+            Kind::Gauge,
+            file.generation.to_string(),
+        ),
+        (
+            "lb_backends_file_last_reload_success_timestamp_seconds",
+            "When --backends-file was last read and taken.",
+            Kind::Gauge,
+            format!("{:.3}", file.loaded_unix),
+        ),
+        (
+            "lb_backends_file_last_reload_successful",
+            "1 if the last read of --backends-file was taken, 0 if it was refused.",
+            Kind::Gauge,
+            u64::from(file.ok).to_string(),
+        ),
+        (
+            "lb_backends_file_reload_errors_total",
+            "Reads of --backends-file refused (bad line, unreadable); the list stayed.",
+            Kind::Counter,
+            file.errors.to_string(),
+        ),
+    ];
+    for (name, help, kind, value) in families {
+        family(out, name, help, kind);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    let name = "lb_backends_file_info";
+    family(
+        out,
+        name,
+        "The backends file, and a hash of the list in force (equal in copies serving the same list).",
+        Kind::Gauge,
+    );
+    let _ = writeln!(
+        out,
+        "{name}{{path=\"{}\",list=\"{:016x}\"}} 1",
+        label(file.path),
+        file.list
+    );
 }
 
 fn load(c: &std::sync::atomic::AtomicU64) -> u64 {
@@ -317,6 +382,31 @@ mod tests {
             }
         }
         assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn the_backends_file() {
+        let mut out = String::new();
+        let file = FileSample {
+            path: "/etc/lb/backends.txt",
+            generation: 3,
+            loaded_unix: 1_764_000_000.25,
+            ok: false,
+            errors: 2,
+            list: 0xab,
+        };
+        render_file(&mut out, &file);
+        for expected in [
+            "# TYPE lb_backends_file_generation gauge",
+            "lb_backends_file_generation 3",
+            "lb_backends_file_last_reload_success_timestamp_seconds 1764000000.250",
+            "lb_backends_file_last_reload_successful 0",
+            "# TYPE lb_backends_file_reload_errors_total counter",
+            "lb_backends_file_reload_errors_total 2",
+            "lb_backends_file_info{path=\"/etc/lb/backends.txt\",list=\"00000000000000ab\"} 1",
+        ] {
+            assert!(out.lines().any(|l| l == expected), "{expected:?} in\n{out}");
+        }
     }
 
     #[test]

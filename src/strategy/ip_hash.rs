@@ -38,7 +38,7 @@ pub fn score(ip: IpAddr, backend: &Backend) -> f64 {
     bytes.extend_from_slice(backend.url.as_bytes());
     // The top 53 bits as a fraction strictly inside (0, 1), so ln(u) is finite and negative.
     let u = ((hash64(&bytes) >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-    -f64::from(backend.weight.max(1)) / u.ln()
+    -f64::from(backend.weight().max(1)) / u.ln()
 }
 
 impl Strategy for IpHash {

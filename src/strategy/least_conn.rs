@@ -38,7 +38,7 @@ impl Strategy for LeastConn {
             if !usable(b) {
                 continue;
             }
-            let (active, weight) = (b.active() as u64, u64::from(b.weight.max(1)));
+            let (active, weight) = (b.active() as u64, u64::from(b.weight().max(1)));
             // active/weight < best_active/best_weight, without division. Strictly less: on a
             // tie the earlier one in this scan (the round-robin order) stays.
             if best.is_none_or(|(_, ba, bw)| active * bw < ba * weight) {

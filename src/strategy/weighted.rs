@@ -45,7 +45,7 @@ impl Strategy for Weighted {
                 // nor counts in the sum: the others share its turns.
                 continue;
             }
-            let weight = i64::from(backend.weight);
+            let weight = i64::from(backend.weight());
             let w = current.entry(backend.id).or_insert(0);
             *w += weight;
             total += weight;

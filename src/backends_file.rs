@@ -1,0 +1,539 @@
+//! `--backends-file PATH`: the backend list kept in a file that something else writes (a
+//! Kubernetes ConfigMap, consul-template, any configuration tool), so that several copies of
+//! the balancer serve one list.
+//!
+//! The file has one backend a line, as `--backend` takes it (`http://HOST:PORT[,weight=N]`);
+//! `#` starts a comment, and blank lines are skipped:
+//!
+//! ```text
+//! # backends for the shop, written by consul-template
+//! http://10.0.0.11:8080
+//! http://10.0.0.12:8080,weight=2   # the bigger machine
+//! ```
+//!
+//! `main` reads it once at start ([`load`]; a bad file stops the start with exit status 2 and
+//! names the line). Then a [`Watcher`] thread looks at the file's modification time, size
+//! and inode every `--backends-file-interval` (1 s) and reads it again when one of them
+//! changed; [`Watcher::reload`] (`SIGHUP`) reads it at once. Writers replace the file by
+//! renaming a new one over it, so a half-written file is never read; a file that does not
+//! parse anyway is ignored whole: the list stays as it was, one error line names the file
+//! and the line, and the counters in [`FileState`] count it (`/metrics`, `/status`).
+//!
+//! A good file is applied as a diff ([`Backends::replace`]): a backend whose URL is still
+//! listed stays the same backend, with its idle connections, counters and health (a new
+//! weight is set in place); new ones start as a backend added by the admin API does; a
+//! backend no longer listed is drained at once (no new requests, its idle connections
+//! close) and dropped when its last request in flight has finished. Requests that were
+//! being routed while the list changed take the new list ([`Backends::candidates`]), so a
+//! reload fails no request.
+//!
+//! Identity across copies: each backend is named by its URL as written in the file. The
+//! affinity strategies hash that URL ([`crate::strategy::ip_hash`], the cookie's
+//! [`crate::backend::Backend::tag`]), never a number given out at run time, so every copy
+//! that reads the same file sends a client to the same backend.
+
+use crate::backend::{Backend, hash64};
+use crate::backends::{Backends, Diff};
+use crate::config::{BackendSpec, is_own_address};
+use std::fmt::Write as _;
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, SystemTime};
+
+/// Largest backends file read, in bytes: about thirty thousand backends. A bigger file is
+/// refused as a bad file (the list stays), not read into memory.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Why a backends file was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileError {
+    /// The line at fault, counted from 1; `None` for the whole file.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub why: String,
+}
+
+impl std::fmt::Display for FileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(n) => write!(f, "line {n}: {}", self.why),
+            None => f.write_str(&self.why),
+        }
+    }
+}
+
+/// Parses the text of a backends file. `listen` is the balancer's own address, which no line
+/// may name (every request would come back to the balancer).
+///
+/// # Errors
+/// The first line that is not a backend ([`BackendSpec::parse`] says why), a backend listed
+/// twice (by URL or by address), the balancer's own address, or a file without any backend:
+/// an empty list would answer every request with `503`, which is never what a half-rendered
+/// template meant (nginx refuses an upstream without servers, too).
+pub fn parse(text: &str, listen: SocketAddr) -> Result<Vec<BackendSpec>, FileError> {
+    let mut specs: Vec<(usize, BackendSpec)> = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let n = i + 1;
+        let at = |why: String| FileError { line: Some(n), why };
+        // A URL never holds `#` (BackendSpec refuses it), so `#` always starts a comment.
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let spec = BackendSpec::parse(line).map_err(at)?;
+        if let Some((first, _)) = specs
+            .iter()
+            .find(|(_, s)| s.url == spec.url || s.addr == spec.addr)
+        {
+            return Err(at(format!(
+                "{} is already a backend (line {first}, address {})",
+                spec.url, spec.addr
+            )));
+        }
+        if is_own_address(listen, spec.addr) {
+            return Err(at(format!(
+                "{} is this balancer's own --listen address {listen}: every request would \
+                 come back to it",
+                spec.url
+            )));
+        }
+        specs.push((n, spec));
+    }
+    if specs.is_empty() {
+        return Err(FileError {
+            line: None,
+            why: "no backend in the file (an empty list would answer every request with 503)"
+                .into(),
+        });
+    }
+    Ok(specs.into_iter().map(|(_, s)| s).collect())
+}
+
+/// Reads and parses the backends file at `path` (see [`parse`]).
+///
+/// # Errors
+/// A message that names the file, and the line when one is at fault: the file cannot be
+/// read, is larger than [`MAX_FILE_BYTES`], is not UTF-8, or does not parse.
+pub fn load(path: &Path, listen: SocketAddr) -> Result<Vec<BackendSpec>, String> {
+    let named = |why: &dyn std::fmt::Display| format!("{}: {why}", path.display());
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| named(&e))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(named(&format!("larger than {MAX_FILE_BYTES} bytes")));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| named(&"the file is not UTF-8 text"))?;
+    parse(&text, listen).map_err(|e| named(&e))
+}
+
+/// A 64-bit name of a list: the same backends with the same weights in the same order give
+/// the same value in every copy (shown as 16 hex digits in `/status` and `/metrics`).
+pub fn list_hash<'a>(list: impl IntoIterator<Item = (&'a str, u32)>) -> u64 {
+    let mut text = String::new();
+    for (url, weight) in list {
+        let _ = writeln!(text, "{url},weight={weight}");
+    }
+    hash64(text.as_bytes())
+}
+
+/// What the file watcher has done, for `/status` and `/metrics`.
+#[derive(Debug)]
+pub struct FileState {
+    /// The file, as given to `--backends-file`.
+    pub path: PathBuf,
+    /// Times the list changed, counting the list read at start as 1.
+    generation: AtomicU64,
+    /// Reads of the file that were refused (bad syntax, unreadable, missing).
+    errors: AtomicU64,
+    /// The rest, changed together.
+    last: Mutex<Last>,
+}
+
+/// The parts of [`FileState`] that change together.
+#[derive(Debug, Clone)]
+struct Last {
+    /// When the file was last read and taken.
+    loaded: SystemTime,
+    /// Why the last read was refused; `None` when it was taken.
+    error: Option<String>,
+    /// [`list_hash`] of the list in force.
+    list: u64,
+}
+
+/// A copy of [`FileState`] at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    /// The file.
+    pub path: String,
+    /// Times the list changed; 1 is the list read at start.
+    pub generation: u64,
+    /// When the file was last read and taken.
+    pub loaded: SystemTime,
+    /// Reads of the file that were refused since start.
+    pub errors: u64,
+    /// Why the last read was refused, if it was.
+    pub last_error: Option<String>,
+    /// [`list_hash`] of the list in force: two copies with the same value serve the same list.
+    pub list: u64,
+}
+
+impl FileState {
+    /// The state of a balancer started with the list of `path`, `specs`: generation 1.
+    pub fn new(path: PathBuf, specs: &[BackendSpec]) -> FileState {
+        FileState {
+            path,
+            generation: AtomicU64::new(1),
+            errors: AtomicU64::new(0),
+            last: Mutex::new(Last {
+                loaded: SystemTime::now(),
+                error: None,
+                list: list_hash(specs.iter().map(|s| (s.url.as_str(), s.weight))),
+            }),
+        }
+    }
+
+    /// What it says now.
+    pub fn info(&self) -> FileInfo {
+        let last = self.lock().clone();
+        FileInfo {
+            path: self.path.display().to_string(),
+            generation: self.generation.load(Ordering::SeqCst),
+            loaded: last.loaded,
+            errors: self.errors.load(Ordering::SeqCst),
+            last_error: last.error,
+            list: last.list,
+        }
+    }
+
+    /// Records a read that was taken; `changed`: it changed the list.
+    fn taken(&self, changed: bool, list: u64) -> u64 {
+        let mut last = self.lock();
+        *last = Last {
+            loaded: SystemTime::now(),
+            error: None,
+            list,
+        };
+        if changed {
+            self.generation.fetch_add(1, Ordering::SeqCst) + 1
+        } else {
+            self.generation.load(Ordering::SeqCst)
+        }
+    }
+
+    /// Records a read that was refused, for `why`.
+    fn refused(&self, why: String) {
+        self.lock().error = Some(why);
+        self.errors.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Last> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What tells a changed file from an unchanged one without reading it: modification time,
+/// size, and (on Unix) device and inode, which change when a new file is renamed over the
+/// old one even within one tick of the clock. Read through symbolic links, so a ConfigMap
+/// volume's swapped `..data` link counts as a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    file: (u64, u64),
+}
+
+impl Stamp {
+    /// The file's stamp now; `None` when it cannot be read (missing, no permission).
+    fn of(path: &Path) -> Option<Stamp> {
+        let meta = std::fs::metadata(path).ok()?;
+        #[cfg(unix)]
+        let file = {
+            use std::os::unix::fs::MetadataExt;
+            (meta.dev(), meta.ino())
+        };
+        #[cfg(not(unix))]
+        let file = (0, 0);
+        Some(Stamp {
+            modified: meta.modified().ok(),
+            len: meta.len(),
+            file,
+        })
+    }
+}
+
+/// The watcher's wake-up call: stop, or read now.
+#[derive(Debug, Default)]
+struct Wake {
+    /// (stop, read now)
+    flags: Mutex<(bool, bool)>,
+    bell: Condvar,
+}
+
+impl Wake {
+    /// Waits up to `interval` for a stop or a [`Watcher::reload`]; returns (stop, read now)
+    /// and clears "read now".
+    fn wait(&self, interval: Duration) -> (bool, bool) {
+        let flags = self.flags.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut flags, _) = self
+            .bell
+            .wait_timeout_while(flags, interval, |(stop, now)| !*stop && !*now)
+            .unwrap_or_else(|e| e.into_inner());
+        let woke = *flags;
+        flags.1 = false;
+        woke
+    }
+
+    fn ring(&self, stop: bool) {
+        let mut flags = self.flags.lock().unwrap_or_else(|e| e.into_inner());
+        if stop {
+            flags.0 = true;
+        } else {
+            flags.1 = true;
+        }
+        self.bell.notify_all();
+    }
+}
+
+/// The thread that watches the backends file. [`Watcher::stop`] (or dropping it) stops and
+/// joins it.
+#[derive(Debug)]
+pub struct Watcher {
+    wake: Arc<Wake>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// What the watcher thread works with.
+struct Watch {
+    state: Arc<FileState>,
+    backends: Arc<Backends>,
+    listen: SocketAddr,
+    interval: Duration,
+    /// The file's stamp when it was last read.
+    seen: Option<Stamp>,
+    /// Backends the file no longer lists that still have requests in flight.
+    leaving: Vec<Arc<Backend>>,
+}
+
+impl Watcher {
+    /// Starts watching `state.path` every `interval` for `backends`, which hold the file's
+    /// list already. The file is read once more here, before the thread starts, so that a
+    /// change made between the read at start and this call is not missed (an unchanged
+    /// file changes nothing).
+    ///
+    /// # Errors
+    /// The thread could not be started.
+    pub fn start(
+        state: Arc<FileState>,
+        backends: Arc<Backends>,
+        listen: SocketAddr,
+        interval: Duration,
+    ) -> io::Result<Watcher> {
+        let wake = Arc::new(Wake::default());
+        let mut watch = Watch {
+            seen: Stamp::of(&state.path),
+            state,
+            backends,
+            listen,
+            interval,
+            leaving: Vec::new(),
+        };
+        watch.read();
+        let thread = {
+            let wake = Arc::clone(&wake);
+            thread::Builder::new()
+                .name("backends-file".into())
+                .spawn(move || watch.run(&wake))?
+        };
+        Ok(Watcher {
+            wake,
+            thread: Some(thread),
+        })
+    }
+
+    /// Reads the file now, changed or not (what `SIGHUP` does).
+    pub fn reload(&self) {
+        self.wake.ring(false);
+    }
+
+    /// Stops the thread and waits for it.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.wake.ring(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+impl Watch {
+    /// Looks at the file every interval, and at once when asked, until stopped.
+    fn run(&mut self, wake: &Wake) {
+        loop {
+            let (stop, now) = wake.wait(self.interval);
+            if stop {
+                return;
+            }
+            // Stamp first, then read: a change after the stamp is seen at the next look.
+            let stamp = Stamp::of(&self.state.path);
+            if now || stamp != self.seen {
+                self.seen = stamp;
+                self.read();
+            }
+            self.sweep();
+        }
+    }
+
+    /// Reads the file and applies it, or refuses it whole.
+    fn read(&mut self) {
+        let path = &self.state.path;
+        let specs = match load(path, self.listen) {
+            Ok(specs) => specs,
+            Err(why) => {
+                eprintln!(
+                    "[Backends] {why}: file ignored, the backend list stays as it was \
+                     (generation {})",
+                    self.state.info().generation
+                );
+                self.state.refused(why);
+                return;
+            }
+        };
+        let diff = self.backends.replace(&specs);
+        let list = list_hash(specs.iter().map(|s| (s.url.as_str(), s.weight)));
+        let generation = self.state.taken(!diff.is_empty(), list);
+        if !diff.is_empty() {
+            println!(
+                "[Backends] {} generation {generation}: {}",
+                path.display(),
+                describe(&diff)
+            );
+        }
+        for gone in diff.removed {
+            gone.set_draining(true);
+            self.leaving.push(gone);
+        }
+    }
+
+    /// Drops the backends that left the list once their last request has finished.
+    fn sweep(&mut self) {
+        self.leaving.retain(|b| {
+            let busy = b.active() > 0;
+            if !busy {
+                println!("[Backends] {} dropped: no request left in flight", b.url);
+            }
+            busy
+        });
+    }
+}
+
+/// One line saying what a reload changed.
+fn describe(diff: &Diff) -> String {
+    let mut parts = Vec::new();
+    for b in &diff.added {
+        parts.push(format!("+ {} (id {}, weight {})", b.url, b.id, b.weight()));
+    }
+    for b in &diff.removed {
+        let busy = match b.active() {
+            0 => String::new(),
+            n => format!(", {n} in flight finish first"),
+        };
+        parts.push(format!("- {} (id {}, draining{busy})", b.url, b.id));
+    }
+    for (b, old) in &diff.reweighted {
+        parts.push(format!("~ {} weight {old} -> {}", b.url, b.weight()));
+    }
+    if diff.reordered {
+        parts.push("same backends, new order".into());
+    }
+    parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listen() -> SocketAddr {
+        "127.0.0.1:9000".parse().unwrap()
+    }
+
+    #[test]
+    fn lines_comments_and_weights() {
+        let text = "# the shop\n\n  http://127.0.0.1:8001  \nhttp://127.0.0.1:8002,weight=3 # big\n\t# done\n";
+        let specs = parse(text, listen()).unwrap();
+        let got: Vec<(&str, u32)> = specs.iter().map(|s| (s.url.as_str(), s.weight)).collect();
+        assert_eq!(
+            got,
+            [("http://127.0.0.1:8001", 1), ("http://127.0.0.1:8002", 3)]
+        );
+        // CRLF line ends, as an editor on Windows writes them.
+        assert_eq!(
+            parse("http://127.0.0.1:8001\r\n", listen()).unwrap().len(),
+            1
+        );
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        for (text, line, needle) in [
+            ("http://127.0.0.1:8001\nhttps://x:1\n", Some(2), "https"),
+            ("\n\n127.0.0.1:8001", Some(3), "http://HOST:PORT"),
+            ("http://127.0.0.1:8001,weight=0", Some(1), "weight"),
+            (
+                "http://127.0.0.1:8001\nhttp://127.0.0.1:8001/",
+                Some(2),
+                "line 1",
+            ),
+            ("http://127.0.0.1:9000", Some(1), "own --listen"),
+            ("# nothing\n\n", None, "no backend"),
+            ("", None, "no backend"),
+        ] {
+            let e = parse(text, listen()).unwrap_err();
+            assert_eq!(e.line, line, "{text:?}: {e}");
+            assert!(e.to_string().contains(needle), "{text:?}: {e}");
+        }
+        let e = parse("\nhttp://x", listen()).unwrap_err();
+        assert!(e.to_string().starts_with("line 2: "), "{e}");
+    }
+
+    #[test]
+    fn the_list_hash_follows_urls_weights_and_order() {
+        let a = list_hash([("http://a:1", 1), ("http://b:1", 1)]);
+        assert_eq!(a, list_hash([("http://a:1", 1), ("http://b:1", 1)]));
+        assert_ne!(a, list_hash([("http://b:1", 1), ("http://a:1", 1)]));
+        assert_ne!(a, list_hash([("http://a:1", 2), ("http://b:1", 1)]));
+    }
+
+    #[test]
+    fn a_file_too_large_or_missing_is_refused_with_its_name() {
+        let dir = std::env::temp_dir().join(format!("lb-file-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let big = dir.join("big.txt");
+        let line = "# padding padding padding padding padding padding padding padding\n";
+        std::fs::write(
+            &big,
+            line.repeat((MAX_FILE_BYTES as usize / line.len()) + 1),
+        )
+        .unwrap();
+        let e = load(&big, listen()).unwrap_err();
+        assert!(e.contains("big.txt") && e.contains("larger than"), "{e}");
+        let e = load(&dir.join("missing.txt"), listen()).unwrap_err();
+        assert!(e.contains("missing.txt"), "{e}");
+        std::fs::write(&big, [0xff, b'\n']).unwrap();
+        assert!(load(&big, listen()).unwrap_err().contains("UTF-8"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

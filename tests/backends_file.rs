@@ -1,0 +1,634 @@
+//! `--backends-file` (issue 15): the list follows a file that writers replace by rename,
+//! changes are diffs that fail no request, a bad file is kept out, removed backends drain,
+//! SIGHUP reads at once, the admin API leaves the list to the file, and two copies with one
+//! file agree on affinity (ip-hash and the `lb_backend` cookie). Every wait polls the
+//! admin listener for the file's generation or error count, with a deadline.
+
+mod support;
+
+use load_balancer::backends_file;
+use load_balancer::config::Config;
+use load_balancer::demo::DemoBackend;
+use load_balancer::server::Balancer;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+use support::*;
+
+/// How long a reload may take to show, here on a busy 2-core machine: generous, since
+/// every wait polls and returns as soon as the change is seen.
+const RELOAD_DEADLINE: Duration = Duration::from_secs(10);
+/// The polling interval the tests give the watcher: short, so that 20 reloads take seconds.
+const FAST_POLL: &str = "100ms";
+
+/// A directory of its own for one test's files, removed when dropped.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(test: &str) -> Dir {
+        let dir = std::env::temp_dir().join(format!("lb-file-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Dir(dir)
+    }
+
+    fn file(&self) -> PathBuf {
+        self.0.join("backends.txt")
+    }
+
+    /// Writes `text` as the backends file the way writers do: a new file, renamed over the
+    /// old one, so a reader sees the old or the new file and never half of one.
+    fn write(&self, text: &str) {
+        let tmp = self.0.join(".backends.txt.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.file()).unwrap();
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The file's text for these URLs, with a comment and a blank line as people write them.
+fn listing(urls: &[String]) -> String {
+    let mut text = String::from("# written by the test\n\n");
+    for url in urls {
+        text.push_str(url);
+        text.push('\n');
+    }
+    text
+}
+
+/// An in-process balancer over `dir`'s file with an admin listener on port 0, as `main`
+/// starts one: the file read first, then the balancer.
+fn start_in_process(dir: &Dir, tweak: impl FnOnce(&mut Config)) -> Balancer {
+    let mut config = config(&[]);
+    config.admin = Some("127.0.0.1:0".parse().unwrap());
+    config.admin_required = true;
+    config.backends_file = Some(dir.file());
+    config.backends_file_interval = Duration::from_millis(100);
+    config.backends = backends_file::load(&dir.file(), config.listen).unwrap();
+    tweak(&mut config);
+    Balancer::start(config).unwrap()
+}
+
+/// `GET` on the admin listener: status and body.
+fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
+    get(&format!("http://{admin}{path}"))
+}
+
+/// A sample's value from `/metrics` (the first line that starts with `name` and a space or `{`).
+fn metric(admin: SocketAddr, name: &str) -> f64 {
+    let (status, text) = admin_get(admin, "/metrics");
+    assert_eq!(status, 200);
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+}
+
+/// Waits until `/metrics` shows `name` at `value` or more.
+fn wait_metric(admin: SocketAddr, name: &str, value: f64) {
+    wait_for(RELOAD_DEADLINE, &format!("{name} >= {value}"), || {
+        metric(admin, name) >= value
+    });
+}
+
+/// The URLs of the backend list, from `GET /backends`.
+fn listed(admin: SocketAddr) -> Vec<String> {
+    let (_, json) = admin_get(admin, "/backends");
+    json.split("\"url\":\"")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn reload_under_load_fails_no_request() {
+    const RELOADS: usize = 20;
+    const CLIENTS: usize = 3;
+    let demos = demos(5);
+    let all = urls(&demos);
+    // Twenty lists: a backend in or out, one weight changed, and the whole list swapped
+    // for one with nothing in common (which drains every backend a request may have seen).
+    let lists: Vec<Vec<String>> = (0..RELOADS)
+        .map(|i| match i % 4 {
+            0 => vec![all[0].clone(), all[1].clone()],
+            1 => vec![all[2].clone(), all[3].clone(), all[4].clone()],
+            2 => vec![
+                all[2].clone(),
+                format!("{},weight=3", all[3]),
+                all[0].clone(),
+            ],
+            _ => vec![all[4].clone()],
+        })
+        .collect();
+    let dir = Dir::new("load");
+    dir.write(&listing(&[all[1].clone(), all[2].clone()]));
+    let lb = start_in_process(&dir, |_| {});
+    let admin = lb.admin_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let served = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|n| {
+            let (stop, failures, served) = (stop.clone(), failures.clone(), served.clone());
+            let url = format!("http://{}/?client={n}", lb.addr());
+            thread::spawn(move || {
+                // One agent per client: keep-alive connections to the balancer, reused.
+                let agent = agent();
+                while !stop.load(Ordering::SeqCst) {
+                    match agent.get(&url).call() {
+                        Ok(mut r) if r.status() == 200 => {
+                            let _ = r.body_mut().read_to_string();
+                            served.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(r) => failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("status {}", r.status())),
+                        Err(e) => failures.lock().unwrap().push(e.to_string()),
+                    }
+                }
+            })
+        })
+        .collect();
+    for (i, list) in lists.iter().enumerate() {
+        // Some requests between two reloads, so each list really carries traffic.
+        let before = served.load(Ordering::SeqCst);
+        wait_for(RELOAD_DEADLINE, "requests between reloads", || {
+            served.load(Ordering::SeqCst) >= before + CLIENTS
+        });
+        dir.write(&listing(list));
+        wait_metric(admin, "lb_backends_file_generation", (i + 2) as f64);
+        let want: Vec<String> = list
+            .iter()
+            .map(|u| u.split(',').next().unwrap().to_string())
+            .collect();
+        assert_eq!(listed(admin), want, "reload {}", i + 1);
+    }
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:?}",
+        failures.len()
+    );
+    assert!(served.load(Ordering::SeqCst) >= RELOADS * CLIENTS);
+    assert_eq!(metric(admin, "lb_backends_file_reload_errors_total"), 0.0);
+    // Every backend that was listed served requests.
+    for d in &demos {
+        assert!(d.requests() > 0, "{} served nothing", d.url());
+    }
+}
+
+#[test]
+fn a_bad_file_is_kept_out_and_counted() {
+    let demos = demos(2);
+    let good = urls(&demos);
+    let dir = Dir::new("bad");
+    dir.write(&listing(&good));
+    let lb = start_in_process(&dir, |_| {});
+    let admin = lb.admin_addr().unwrap();
+    assert_eq!(metric(admin, "lb_backends_file_generation"), 1.0);
+    assert_eq!(
+        metric(admin, "lb_backends_file_last_reload_successful"),
+        1.0
+    );
+    // Line 3 is wrong; lines 1 and 2 alone would be a valid list, and still none of it counts.
+    dir.write(&format!("{}\n# fine so far\nhttp://nowhere\n", good[0]));
+    wait_metric(admin, "lb_backends_file_reload_errors_total", 1.0);
+    assert_eq!(
+        metric(admin, "lb_backends_file_last_reload_successful"),
+        0.0
+    );
+    assert_eq!(metric(admin, "lb_backends_file_generation"), 1.0);
+    assert_eq!(listed(admin), good, "the old list stays");
+    let (_, status) = admin_get(admin, "/status.json");
+    assert!(status.contains("line 3: "), "{status}");
+    for _ in 0..4 {
+        assert_eq!(get(&format!("http://{}/", lb.addr())).0, 200);
+    }
+    // A file that goes missing is refused the same way, once.
+    std::fs::remove_file(dir.file()).unwrap();
+    wait_metric(admin, "lb_backends_file_reload_errors_total", 2.0);
+    assert_eq!(listed(admin), good);
+    // A good file is taken again.
+    dir.write(&listing(&good[1..]));
+    wait_metric(admin, "lb_backends_file_generation", 2.0);
+    assert_eq!(
+        metric(admin, "lb_backends_file_last_reload_successful"),
+        1.0
+    );
+    assert_eq!(listed(admin), good[1..]);
+    assert_eq!(metric(admin, "lb_backends_file_reload_errors_total"), 2.0);
+}
+
+/// What the scripted backend of the drain test reports.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    /// A request for `/slow` arrived; it is answered when the test says so.
+    Slow,
+    /// A connection from the balancer closed (after `n` requests on it).
+    Closed(usize),
+}
+
+#[test]
+fn a_removed_backend_drains_its_requests_and_closes_its_idle_connections() {
+    let (events, seen) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let events = Mutex::new(events);
+    let released = Mutex::new(released);
+    // A keep-alive backend: `/slow` waits for the test's word; every connection reports
+    // when the balancer closes it.
+    let slow = ScriptedBackend::start(move |mut s| {
+        let mut served = 0;
+        while let Some(head) = read_head(&mut s) {
+            if head.starts_with("GET /slow ") {
+                let _ = events.lock().unwrap().send(Seen::Slow);
+                let _ = released
+                    .lock()
+                    .unwrap()
+                    .recv_timeout(Duration::from_secs(20));
+            }
+            served += 1;
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nscript");
+        }
+        let _ = events.lock().unwrap().send(Seen::Closed(served));
+    });
+    let other = demos(1);
+    let dir = Dir::new("drain");
+    dir.write(&listing(&[slow.url()]));
+    let lb = start_in_process(&dir, |_| {});
+    let admin = lb.admin_addr().unwrap();
+    let addr = lb.addr();
+    let next = |what: &str| {
+        seen.recv_timeout(RELOAD_DEADLINE)
+            .unwrap_or_else(|_| panic!("no word from the backend: {what}"))
+    };
+    // One request in flight on connection A, and a second one that leaves connection B idle
+    // in the balancer's pool.
+    let in_flight = thread::spawn(move || {
+        let mut s = connect(addr);
+        s.write_all(b"GET /slow HTTP/1.1\r\nHost: lb\r\n\r\n")
+            .unwrap();
+        read_response(&mut s)
+    });
+    assert_eq!(next("the slow request"), Seen::Slow);
+    assert_eq!(get(&format!("http://{addr}/fast")), (200, "script".into()));
+    // The file no longer lists it.
+    dir.write(&listing(&urls(&other)));
+    wait_metric(admin, "lb_backends_file_generation", 2.0);
+    // The idle connection closes at once, while the request in flight goes on.
+    assert_eq!(next("the idle connection closing"), Seen::Closed(1));
+    assert!(!in_flight.is_finished(), "the slow request was cut");
+    let (status, body) = get(&format!("http://{addr}/"));
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("Red Server"),
+        "new requests go to the list: {body}"
+    );
+    // Its request finishes, and its connection is not pooled again.
+    release.send(()).unwrap();
+    let (head, body) = in_flight.join().unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert_eq!(body, b"script");
+    assert_eq!(next("the last connection closing"), Seen::Closed(1));
+    assert_eq!(listed(admin), urls(&other));
+}
+
+#[test]
+fn the_admin_api_leaves_the_list_to_the_file() {
+    let demos = demos(2);
+    let dir = Dir::new("api");
+    dir.write(&listing(&urls(&demos)));
+    let lb = start_in_process(&dir, |_| {});
+    let admin = lb.admin_addr().unwrap();
+    let agent = agent();
+    let call = |method: &str, path: &str, body: &str| {
+        let url = format!("http://{admin}{path}");
+        let mut r = match method {
+            "POST" => agent.post(&url).send(body).unwrap(),
+            _ => agent.delete(&url).call().unwrap(),
+        };
+        let text = r.body_mut().read_to_string().unwrap();
+        (r.status().as_u16(), text)
+    };
+    let (status, page) = call("POST", "/backends", "url=http://127.0.0.1:1");
+    assert_eq!(status, 409);
+    assert!(page.contains("--backends-file"), "{page}");
+    assert!(page.contains("backends.txt"), "{page}");
+    assert_eq!(call("POST", "/backends/0/drain", "").0, 200);
+    let (status, page) = call("DELETE", "/backends/0", "");
+    assert_eq!(status, 409, "even drained and idle");
+    assert!(page.contains("--backends-file"), "{page}");
+    assert_eq!(call("POST", "/backends/0/enable", "").0, 200);
+    assert_eq!(listed(admin), urls(&demos));
+    // A drain survives a reload that keeps the backend, and is the only difference.
+    assert_eq!(call("POST", "/backends/1/drain", "").0, 200);
+    dir.write(&listing(&[
+        format!("{},weight=2", demos[1].url()),
+        demos[0].url(),
+    ]));
+    wait_metric(admin, "lb_backends_file_generation", 2.0);
+    let (_, one) = admin_get(admin, "/backends/1");
+    assert!(one.contains("\"state\":\"DRAINING\""), "{one}");
+    assert!(one.contains("\"weight\":2"), "{one}");
+    // /status and /status.json name the file.
+    let (_, json) = admin_get(admin, "/status.json");
+    assert!(json.contains("\"backends_file\":{\"path\":"), "{json}");
+    assert!(json.contains("\"generation\":2"), "{json}");
+    let (_, html) = admin_get(admin, "/status");
+    assert!(
+        html.contains("backends.txt &middot; generation 2"),
+        "{html}"
+    );
+}
+
+/// The real binary, started with `args`; its stdout line by line. Killed when dropped.
+struct Running {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+    addr: SocketAddr,
+    admin: Option<SocketAddr>,
+}
+
+impl Running {
+    fn start(args: &[&str]) -> Running {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_load-balancer"))
+            .args(["--listen", "127.0.0.1:0", "--quiet"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut running = Running {
+            child,
+            lines,
+            seen: Vec::new(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            admin: None,
+        };
+        running.addr = running.address_after("[LoadBalancer] Running at http://");
+        if args.windows(2).any(|w| w[0] == "--admin" && w[1] != "off") {
+            running.admin = Some(running.address_after("[Admin] Status page at http://"));
+        }
+        running
+    }
+
+    /// The address that follows `prefix` on a stdout line.
+    fn address_after(&mut self, prefix: &str) -> SocketAddr {
+        let line = self.line_with(prefix);
+        let rest = &line[line.find(prefix).unwrap() + prefix.len()..];
+        rest.split([' ', '/']).next().unwrap().parse().unwrap()
+    }
+
+    /// Waits (up to the reload deadline) for a stdout line containing `needle`.
+    fn line_with(&mut self, needle: &str) -> String {
+        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + RELOAD_DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with {needle:?}; got {:?}", self.seen),
+            }
+        }
+    }
+
+    fn hang_up(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn admin(&self) -> SocketAddr {
+        self.admin.expect("started with --admin")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn sighup_reads_the_file_at_once() {
+    let demos = demos(2);
+    let dir = Dir::new("hup");
+    dir.write(&listing(&urls(&demos[..1])));
+    let file = dir.file();
+    // Polled once an hour: only the signal can make this reload happen within the test.
+    let mut lb = Running::start(&[
+        "--admin",
+        "127.0.0.1:0",
+        "--backends-file",
+        file.to_str().unwrap(),
+        "--backends-file-interval",
+        "1h",
+    ]);
+    let admin = lb.admin();
+    dir.write(&listing(&urls(&demos)));
+    assert_eq!(metric(admin, "lb_backends_file_generation"), 1.0);
+    lb.hang_up();
+    wait_metric(admin, "lb_backends_file_generation", 2.0);
+    assert_eq!(listed(admin), urls(&demos));
+    lb.line_with("SIGHUP: reading --backends-file again");
+    lb.line_with(&format!("generation 2: + {}", demos[1].url()));
+    // A SIGHUP re-reads even an unchanged file: the list stays, the load time moves on.
+    let loaded = "lb_backends_file_last_reload_success_timestamp_seconds";
+    let before = metric(admin, loaded);
+    lb.hang_up();
+    wait_for(RELOAD_DEADLINE, "a second read", || {
+        metric(admin, loaded) > before
+    });
+    assert_eq!(metric(admin, "lb_backends_file_generation"), 2.0);
+}
+
+#[cfg(unix)]
+#[test]
+fn sighup_without_a_file_does_not_stop_the_balancer() {
+    let demo = demos(1);
+    let mut lb = Running::start(&["--admin", "off", "--backend", &demo[0].url()]);
+    lb.hang_up();
+    lb.line_with("SIGHUP: nothing to re-read");
+    assert_eq!(get(&format!("http://{}/", lb.addr)).0, 200);
+    assert!(lb.child.try_wait().unwrap().is_none(), "still running");
+}
+
+#[test]
+fn a_bad_file_at_start_exits_2_naming_the_line() {
+    let dir = Dir::new("start");
+    dir.write("http://127.0.0.1:8001\n\nhttp://127.0.0.1:8002,weight=zero\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_load-balancer"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "off",
+            "--backends-file",
+        ])
+        .arg(dir.file())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("backends.txt: line 3: "), "{err}");
+    assert!(err.contains("weight"), "{err}");
+}
+
+/// Two copies of the balancer over one file, the second started with another list (so its
+/// backends got their ids in another order) and brought to the file by SIGHUP-less polling.
+fn two_copies(dir: &Dir, all: &[String], strategy: &str) -> (Running, Running) {
+    let file = dir.file();
+    let args = |file: &Path| {
+        vec![
+            "--admin".to_string(),
+            "127.0.0.1:0".into(),
+            "--strategy".into(),
+            strategy.into(),
+            "--backends-file-interval".into(),
+            FAST_POLL.into(),
+            "--backends-file".into(),
+            file.to_str().unwrap().to_string(),
+        ]
+    };
+    let mut reversed: Vec<String> = all.to_vec();
+    reversed.reverse();
+    dir.write(&listing(&reversed));
+    let second = Running::start(&args(&file).iter().map(String::as_str).collect::<Vec<_>>());
+    dir.write(&listing(all));
+    wait_metric(second.admin(), "lb_backends_file_generation", 2.0);
+    let first = Running::start(&args(&file).iter().map(String::as_str).collect::<Vec<_>>());
+    (first, second)
+}
+
+/// Which demo backend answered, by its page.
+fn server_of(body: &str, demos: &[DemoBackend]) -> usize {
+    demos
+        .iter()
+        .position(|d| body.contains(d.page()))
+        .unwrap_or_else(|| panic!("no demo backend's page: {body}"))
+}
+
+/// The backend that `lb` picks for this test's client address (127.0.0.1).
+fn pick(lb: &Running, demos: &[DemoBackend]) -> usize {
+    let (status, body) = get(&format!("http://{}/", lb.addr));
+    assert_eq!(status, 200);
+    server_of(&body, demos)
+}
+
+#[test]
+fn two_copies_agree_under_ip_hash() {
+    let demos = demos(6);
+    let all = urls(&demos);
+    let dir = Dir::new("iphash");
+    let (first, second) = two_copies(&dir, &all, "ip-hash");
+    // One client address, but several lists: each list is a new draw of the hash, so copies
+    // that agreed by chance would not agree on all of them.
+    let subsets: [&[usize]; 5] = [
+        &[0, 1, 2, 3, 4, 5],
+        &[1, 3, 5],
+        &[0, 2, 4, 5],
+        &[5, 4, 0],
+        &[2, 3],
+    ];
+    for (n, subset) in subsets.iter().enumerate() {
+        let list: Vec<String> = subset.iter().map(|&i| all[i].clone()).collect();
+        if n > 0 {
+            dir.write(&listing(&list));
+            wait_metric(first.admin(), "lb_backends_file_generation", (n + 1) as f64);
+            wait_metric(
+                second.admin(),
+                "lb_backends_file_generation",
+                (n + 2) as f64,
+            );
+        }
+        let a = pick(&first, &demos);
+        assert!(subset.contains(&a));
+        for _ in 0..3 {
+            assert_eq!(pick(&first, &demos), a, "ip-hash is stable in one copy");
+            assert_eq!(pick(&second, &demos), a, "list {n}: the copies disagree");
+        }
+    }
+    // And both say they serve the same list.
+    let hash = |lb: &Running| {
+        let (_, text) = admin_get(lb.admin(), "/metrics");
+        text.lines()
+            .find(|l| l.starts_with("lb_backends_file_info{"))
+            .map(String::from)
+            .unwrap()
+    };
+    assert_eq!(hash(&first), hash(&second));
+}
+
+#[test]
+fn two_copies_honour_each_others_cookie() {
+    let demos = demos(4);
+    let all = urls(&demos);
+    let dir = Dir::new("cookie");
+    let (first, second) = two_copies(&dir, &all, "cookie");
+    let agent = agent();
+    // Cookies from the first copy: round robin gives one for each backend.
+    let mut cookies = Vec::new();
+    for _ in 0..all.len() {
+        let mut r = agent
+            .get(&format!("http://{}/", first.addr))
+            .call()
+            .unwrap();
+        let set = r.headers().get("set-cookie").unwrap().to_str().unwrap();
+        let cookie = set.split(';').next().unwrap().to_string();
+        let body = r.body_mut().read_to_string().unwrap();
+        cookies.push((cookie, server_of(&body, &demos)));
+    }
+    let mut backends: Vec<usize> = cookies.iter().map(|(_, b)| *b).collect();
+    backends.sort_unstable();
+    assert_eq!(backends, [0, 1, 2, 3], "{cookies:?}");
+    // The second copy sends each cookie to the same backend, and sees no need for a new one.
+    for (cookie, backend) in &cookies {
+        for _ in 0..2 {
+            let mut r = agent
+                .get(&format!("http://{}/", second.addr))
+                .header("Cookie", cookie)
+                .call()
+                .unwrap();
+            assert!(r.headers().get("set-cookie").is_none(), "{cookie}");
+            let body = r.body_mut().read_to_string().unwrap();
+            assert_eq!(server_of(&body, &demos), *backend, "{cookie}");
+        }
+    }
+}
