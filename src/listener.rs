@@ -238,7 +238,9 @@ where
             }
         };
         inc(&stats.accepted);
-        if stats.open.fetch_add(1, Ordering::SeqCst) as usize >= options.max_connections {
+        let taken =
+            stats.open.fetch_add(1, Ordering::SeqCst) + stats.tunnels.load(Ordering::SeqCst);
+        if taken as usize >= options.max_connections {
             stats.open.fetch_sub(1, Ordering::SeqCst);
             inc(&stats.rejected);
             refuse(stream, options.refusal, &mut lingerer);
@@ -323,6 +325,34 @@ impl Drop for OpenGuard<'_> {
     fn drop(&mut self) {
         self.state.connections.remove(self.id);
         self.state.options.stats.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The slot of the connection cap that an upgraded tunnel's second thread takes (see
+/// [`crate::relay`]): a connection and its tunnel thread count two, so `--max-connections`
+/// bounds the threads, as it is meant to. Given back when dropped.
+#[derive(Debug)]
+pub struct TunnelSlot<'a>(&'a ServerStats);
+
+impl TunnelSlot<'_> {
+    /// Takes a slot for a tunnel thread if connections and tunnels together leave one free
+    /// under `max` (the cap `stats` are counted against); `None` at the cap.
+    pub fn take(stats: &ServerStats, max: usize) -> Option<TunnelSlot<'_>> {
+        // The accept loop adds to `open` and then reads `tunnels`; this does the reverse: of
+        // two racing takers, at least one sees the other (sequentially consistent order).
+        let taken =
+            stats.tunnels.fetch_add(1, Ordering::SeqCst) + stats.open.load(Ordering::SeqCst);
+        if taken as usize >= max {
+            stats.tunnels.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(TunnelSlot(stats))
+    }
+}
+
+impl Drop for TunnelSlot<'_> {
+    fn drop(&mut self) {
+        self.0.tunnels.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
