@@ -30,7 +30,7 @@ pub mod csp;
 pub mod status;
 
 use crate::backend::Backend;
-use crate::config::BackendSpec;
+use crate::config::{BackendSpec, is_own_address};
 use crate::conn::{BufConn, LINGER, Timeouts, is_timeout, linger_close};
 use crate::context::Shared;
 use crate::http::framing::{self, Body};
@@ -47,6 +47,13 @@ use std::time::{Duration, Instant};
 /// Limit on reading one admin request and on writing its answer. Admin clients are scripts
 /// and browsers on the operator's side: a few seconds is plenty.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a new admin connection may stay silent before its first byte; then it is closed
+/// without an answer. Short, because the listener serves at most [`MAX_ADMIN_CONNECTIONS`] at
+/// once: without it, that many sockets that never send a byte would lock the operator out for
+/// the whole [`ADMIN_TIMEOUT`] and its lingering close. A script or a browser sends its
+/// request at once after connecting (nginx closes a silent connection at its
+/// `client_header_timeout` the same way, without a response).
+pub const ADMIN_FIRST_BYTE: Duration = Duration::from_secs(1);
 /// Largest admin request body: the API takes one URL and a weight.
 pub const MAX_ADMIN_BODY: u64 = 4 * 1024;
 /// Most admin connections served at once; past it, `503`. The admin port must not become a
@@ -159,6 +166,10 @@ struct AdminRequest {
 
 fn serve(accepted: Accepted<'_>, shared: &AdminShared) {
     let mut conn = BufConn::new(accepted.stream, 4096, MAX_HEAD + 4096);
+    if conn.set_read_timeout(ADMIN_FIRST_BYTE).is_err() || !matches!(conn.fill(), Ok(1..)) {
+        // Silent (or closed) since it connected: nothing was asked, so nothing to answer.
+        return;
+    }
     let answer = match read_request(&mut conn, shared) {
         Ok(req) => handle(&req, shared),
         Err(answer) => render(answer, false),
@@ -171,8 +182,17 @@ fn serve(accepted: Accepted<'_>, shared: &AdminShared) {
 fn read_request(conn: &mut BufConn, shared: &AdminShared) -> Result<AdminRequest, Answer> {
     let deadline = Instant::now() + ADMIN_TIMEOUT;
     let fill = |conn: &mut BufConn| fill_by(conn, deadline);
+    let admin_name = shared.balancer.config.admin_name.as_deref();
     let (mut req, body, head_len) = loop {
         if let Parse::Complete { head, len } = request::parse(conn.data()).map_err(Answer::from)? {
+            let host = head.host().map_err(Answer::from)?;
+            if host.is_some_and(|h| !names_this_listener(h, admin_name)) {
+                return Err(Answer::page(
+                    421,
+                    "this admin listener answers only to an IP address, localhost or its \
+                     --admin name in Host: a page of another site cannot read it",
+                ));
+            }
             let body = framing::request_body(&head).map_err(Answer::from)?;
             let path = head.target.split('?').next().unwrap_or("").to_string();
             let authorization = head::values(&head.headers, "authorization")
@@ -237,12 +257,37 @@ fn fill_by(conn: &mut BufConn, deadline: Instant) -> Result<(), Answer> {
     }
 }
 
+/// Does a `Host` name this listener as only its operator would? An IP address, `localhost`,
+/// or the name given with `--admin`; the port is not looked at.
+///
+/// Every admin request must pass this rule (else `421 Misdirected Request`), against DNS
+/// rebinding: a page on `evil.example` whose name is then made to resolve to 127.0.0.1 is
+/// same-origin with that name for the browser, which sends no `Origin` on a same-origin GET,
+/// and could otherwise read `/status.json`, `/metrics` and `/backends`. But the browser still
+/// sends `Host: evil.example`. A name only its owner's DNS controls cannot be rebound by
+/// anyone else, and an IP literal cannot be rebound at all.
+fn names_this_listener(host: &[u8], admin_name: Option<&str>) -> bool {
+    let name = match host.iter().rposition(|&b| b == b':') {
+        Some(colon) if !host.ends_with(b"]") => &host[..colon],
+        _ => host,
+    };
+    let Ok(name) = std::str::from_utf8(name) else {
+        return false;
+    };
+    let literal = match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => name.parse::<std::net::Ipv4Addr>().is_ok(),
+    };
+    literal
+        || name.eq_ignore_ascii_case("localhost")
+        || admin_name.is_some_and(|n| name.eq_ignore_ascii_case(n))
+}
+
 /// Did a browser send this request from a page of another site? Browsers add `Origin` to a
 /// form's POST; a page on any web site could otherwise post to `127.0.0.1:9001/backends` and
 /// add a backend of its choosing (cross-site request forgery). The status page's own buttons
-/// come from the listener itself: `Origin` is `http://` + `Host`. A `Host` that is a name
-/// other than `localhost` is refused too, so that a name made to resolve to 127.0.0.1 (DNS
-/// rebinding) does not pass. Clients such as curl send no `Origin` and are not affected.
+/// come from the listener itself: `Origin` is `http://` + `Host` (and `Host` has passed
+/// [`names_this_listener`]). Clients such as curl send no `Origin` and are not affected.
 fn is_cross_site(headers: &[crate::http::Header<'_>]) -> bool {
     let Some(origin) = head::values(headers, "origin").next() else {
         return false;
@@ -250,17 +295,9 @@ fn is_cross_site(headers: &[crate::http::Header<'_>]) -> bool {
     let Some(host) = head::values(headers, "host").next() else {
         return true;
     };
-    let name = match host.iter().rposition(|&b| b == b':') {
-        Some(colon) if !host.ends_with(b"]") => &host[..colon],
-        _ => host,
-    };
-    let literal = name.eq_ignore_ascii_case(b"localhost")
-        || name.starts_with(b"[")
-        || name.iter().all(|&b| b.is_ascii_digit() || b == b'.');
-    let same = origin
+    !origin
         .strip_prefix(b"http://")
-        .is_some_and(|o| o.eq_ignore_ascii_case(host));
-    !(literal && same)
+        .is_some_and(|o| o.eq_ignore_ascii_case(host))
 }
 
 /// Checks the bearer token when one is configured.
@@ -565,6 +602,15 @@ fn add(body: &[u8], shared: &AdminShared) -> Answer {
         Err(why) => return Answer::page(400, why),
     };
     let lb = &shared.balancer;
+    if is_own_address(lb.config.listen, spec.addr) {
+        return Answer::page(
+            400,
+            format!(
+                "{} is this balancer's own listener {}: every request would come back to it",
+                spec.url, lb.config.listen
+            ),
+        );
+    }
     let _changing = shared.changes.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(existing) = lb.backends.snapshot().iter().find(|b| b.addr == spec.addr) {
         return Answer::page(409, "this address is already a backend")
@@ -735,10 +781,37 @@ mod tests {
         assert!(!h(Some(b"http://localhost:9001"), b"localhost:9001"));
         assert!(h(Some(b"http://evil.example"), b"127.0.0.1:9001"));
         assert!(h(Some(b"null"), b"127.0.0.1:9001"));
-        assert!(
-            h(Some(b"http://rebind.example:9001"), b"rebind.example:9001"),
-            "DNS rebinding"
-        );
+    }
+
+    #[test]
+    fn host_rule() {
+        let ok = |host: &[u8], name| names_this_listener(host, name);
+        for host in [
+            &b"127.0.0.1:9001"[..],
+            b"127.0.0.1",
+            b"10.1.2.3:9001",
+            b"[::1]:9001",
+            b"[::1]",
+            b"localhost:9001",
+            b"LocalHost",
+        ] {
+            assert!(ok(host, None), "{}", String::from_utf8_lossy(host));
+        }
+        for host in [
+            &b"evil.example:9001"[..],
+            b"evil.example",
+            b"rebind.example:9001",
+            b"localhost.evil.example",
+            b"localhost.",
+            b"1.2.3",
+            b"[evil]:9001",
+            b"",
+        ] {
+            assert!(!ok(host, None), "{}", String::from_utf8_lossy(host));
+        }
+        assert!(ok(b"ops.internal:9001", Some("ops.internal")));
+        assert!(ok(b"OPS.internal", Some("ops.internal")));
+        assert!(!ok(b"ops.internal.evil.example", Some("ops.internal")));
     }
 
     #[test]

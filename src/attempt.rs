@@ -18,6 +18,14 @@ use std::io::{self, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// Most interim (`1xx`) responses read before the final one; past it the backend gets the
+/// blame and the client `502`. Each interim head is read and dropped, so without a cap a
+/// backend could hold a request (and the client's thread) forever by sending `103 Early
+/// Hints` without end: each one resets `--backend-timeout`. A real exchange has one or two.
+pub const MAX_INTERIM: usize = 32;
+/// Why a backend that passed [`MAX_INTERIM`] failed.
+const TOO_MANY_INTERIM: &str = "the backend sent more than 32 interim (1xx) responses";
+
 /// The client's side of one request, as the attempts at backends see and change it.
 pub(crate) struct Exchange<'a> {
     /// The client connection (its buffer holds the body when it came whole).
@@ -244,21 +252,24 @@ fn io_why(e: &io::Error, otherwise: &'static str) -> &'static str {
 }
 
 /// Reads the backend's response head (skipping `1xx` interim responses other than `101`, as
-/// nginx does) and writes the head for the client.
+/// nginx does, at most [`MAX_INTERIM`] of them) and writes the head for the client.
 fn read_reply(
     up: &mut BufConn,
     x: &Exchange<'_>,
     add: &impl Fn(&mut Vec<u8>),
 ) -> Result<Reply, Fault> {
-    let mut interim = false;
+    let mut interims = 0;
     loop {
         match response::parse(up.data()) {
             Err(e) => return Err(Fault::Backend(Failure::BadResponse, e.why)),
             Ok(Parse::Complete { head, len })
                 if (100..200).contains(&head.status) && head.status != 101 =>
             {
+                interims += 1;
+                if interims > MAX_INTERIM {
+                    return Err(Fault::Backend(Failure::BadResponse, TOO_MANY_INTERIM));
+                }
                 up.consume(len);
-                interim = true;
                 continue;
             }
             Ok(Parse::Complete { head, len }) => {
@@ -270,7 +281,7 @@ fn read_reply(
             }
             Ok(Parse::Partial) => {}
         }
-        let answered = interim || !up.data().is_empty();
+        let answered = interims > 0 || !up.data().is_empty();
         let broke = |why| {
             let failure = if answered {
                 Failure::BadResponse

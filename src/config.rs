@@ -86,6 +86,10 @@ pub struct Config {
     pub admin_required: bool,
     /// Bearer token every admin request must carry (`--admin-token`).
     pub admin_token: Option<String>,
+    /// The host name `--admin` was given with (`--admin ops.internal:9001`), lowercase; `None`
+    /// for an IP address. Admin requests must name the listener by an IP address,
+    /// `localhost`, or this name (see [`crate::admin`]).
+    pub admin_name: Option<String>,
     /// How long a shutdown waits for in-flight requests (`--drain-timeout`).
     pub drain_timeout: Duration,
     /// The file that manages the backend list (`--backends-file`). `backends` must hold its
@@ -129,6 +133,7 @@ impl Default for Config {
             ),
             admin_required: false,
             admin_token: None,
+            admin_name: None,
             drain_timeout: Duration::from_secs(10),
             backends_file: None,
             backends_file_interval: Duration::from_secs(1),
@@ -519,6 +524,7 @@ pub const FLAGS: &[Flag] = &[
         apply: |c, v| {
             c.admin = if v == "off" { None } else { Some(resolve(v)?) };
             c.admin_required = c.admin.is_some();
+            c.admin_name = admin_name(v);
             Ok(())
         },
     },
@@ -652,6 +658,15 @@ fn check(config: &mut Config, given: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
+/// The host name in an `--admin HOST:PORT` value, lowercase; `None` for `off` or an IP
+/// address (literals pass the admin's `Host` rule anyway).
+fn admin_name(value: &str) -> Option<String> {
+    let (host, _port) = value.rsplit_once(':')?;
+    let literal =
+        host.parse::<std::net::IpAddr>().is_ok() || (host.starts_with('[') && host.ends_with(']'));
+    (!literal).then(|| host.to_ascii_lowercase())
+}
+
 /// The backend list comes from `--backend` or from `--backends-file`, not both: the file
 /// replaces the whole list on every change, and would silently drop the flags' backends.
 fn one_source_of_backends(given: &[&str]) -> Result<(), String> {
@@ -773,6 +788,16 @@ mod tests {
             "the default admin address may be skipped when taken"
         );
         assert!(run(&["--admin", "127.0.0.1:9100"]).unwrap().admin_required);
+    }
+
+    #[test]
+    fn the_admin_name_is_kept_for_the_host_rule() {
+        let name = |v: &str| run(&["--admin", v]).unwrap().admin_name;
+        assert_eq!(name("LocalHost:9100"), Some("localhost".into()));
+        assert_eq!(name("127.0.0.1:9100"), None);
+        assert_eq!(name("[::1]:9100"), None);
+        assert_eq!(name("off"), None);
+        assert_eq!(run(&[]).unwrap().admin_name, None);
     }
 
     #[test]

@@ -70,14 +70,22 @@ impl Timeouts {
     }
 
     /// Sets up a connection a listener accepted: no Nagle delay, writes limited by
-    /// [`Timeouts::client`], reads by [`Timeouts::idle`] until the first request starts.
+    /// [`Timeouts::client`], reads by [`Timeouts::first_byte`].
     ///
     /// # Errors
     /// The socket's error.
     pub fn accepted(&self, stream: &TcpStream) -> io::Result<()> {
         stream.set_nodelay(true)?;
         stream.set_write_timeout(Some(self.client))?;
-        stream.set_read_timeout(Some(self.idle))
+        stream.set_read_timeout(Some(self.first_byte()))
+    }
+
+    /// How long a new connection may wait for its first byte: [`Timeouts::header`] (the
+    /// first head must be whole within it from accept, as nginx's `client_header_timeout`
+    /// counts from accept), or [`Timeouts::idle`] when that is shorter. A kept-alive
+    /// connection waits [`Timeouts::idle`] for each later request.
+    pub fn first_byte(&self) -> Duration {
+        self.header.min(self.idle)
     }
 
     /// Does `stream` have the options [`Timeouts::accepted`] sets already? (A socket inherits
@@ -85,7 +93,7 @@ impl Timeouts {
     pub fn accepted_already(&self, stream: &TcpStream) -> bool {
         stream.nodelay().unwrap_or(false)
             && stream.write_timeout().ok() == Some(Some(self.client))
-            && stream.read_timeout().ok() == Some(Some(self.idle))
+            && stream.read_timeout().ok() == Some(Some(self.first_byte()))
     }
 
     /// Opens a connection to a backend within [`Timeouts::connect`]; reads and writes on it
@@ -209,6 +217,12 @@ impl BufConn {
     pub fn read_timeout_is(mut self, timeout: Duration) -> BufConn {
         self.read_timeout = Some(timeout);
         self
+    }
+
+    /// The socket's read timeout as last set through this connection (or noted with
+    /// [`BufConn::read_timeout_is`]); `None` when not known.
+    pub fn read_timeout(&self) -> Option<Duration> {
+        self.read_timeout
     }
 
     /// Sets the socket's read timeout, skipping the system call when it is already set.

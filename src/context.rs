@@ -13,8 +13,10 @@ use crate::conn::Timeouts;
 use crate::health::Policy;
 use crate::log::AccessLog;
 use crate::metrics::ServerStats;
+use crate::rewrite::via_entry;
 use crate::strategy;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 /// Everything the connection threads share: configuration, backends, counters.
 #[derive(Debug)]
@@ -29,12 +31,16 @@ pub struct Shared {
     pub log: AccessLog,
     /// Balancer-wide counters (the listener counts connections in them).
     pub stats: Arc<ServerStats>,
+    /// This balancer's `Via` entry, a pseudonym of this run ([`via_entry`]): forwarded
+    /// requests carry it, and a request that already does is a loop.
+    pub via: String,
     /// With `--backends-file`: the file that manages the backend list, and how its reads went.
     pub file: Option<Arc<FileState>>,
 }
 
 impl Shared {
-    /// Shared state for `config`.
+    /// Shared state for `config`, whose `listen` is the address really bound (the port
+    /// chosen when it asked for port 0).
     pub fn new(config: Config) -> Shared {
         let policy = Policy {
             max_fails: config.max_fails,
@@ -49,6 +55,7 @@ impl Shared {
             )),
             log: AccessLog::new(config.quiet),
             stats: Arc::default(),
+            via: via_entry(config.listen, std::process::id(), SystemTime::now()),
             file: config
                 .backends_file
                 .clone()

@@ -176,7 +176,8 @@ impl Listener {
     /// every socket it accepts, so a connection costs no `setsockopt` (the first accepted
     /// socket is checked, and where they were not inherited they are set on each). Linux also
     /// applies the receive timeout to `accept` itself: that is the *accept timeout* after which
-    /// a spare thread leaves (`--idle-timeout` for the balancer).
+    /// a spare thread leaves ([`Timeouts::first_byte`]: `--header-timeout` for the balancer, or
+    /// `--idle-timeout` if shorter).
     ///
     /// # Errors
     /// The address cannot be read or the first thread cannot start.
@@ -343,15 +344,25 @@ fn spawn_worker<F>(state: &Arc<State>, serve: &Arc<F>) -> io::Result<()>
 where
     F: Fn(Accepted<'_>) + Send + Sync + 'static,
 {
-    let (state, serve) = (Arc::clone(state), Arc::clone(serve));
-    thread::Builder::new()
+    // Counted here, before it runs, so that the counts never lag behind `waiting`.
+    let threads = &state.threads;
+    threads.started.fetch_add(1, Ordering::SeqCst);
+    threads.alive.fetch_add(1, Ordering::SeqCst);
+    let (state2, serve) = (Arc::clone(state), Arc::clone(serve));
+    let spawned = thread::Builder::new()
         .name(state.options.worker.into())
         .stack_size(THREAD_STACK)
-        .spawn(move || work(&state, &serve))?;
+        .spawn(move || work(&state2, &serve));
+    if let Err(e) = spawned {
+        threads.started.fetch_sub(1, Ordering::SeqCst);
+        threads.alive.fetch_sub(1, Ordering::SeqCst);
+        return Err(e);
+    }
     Ok(())
 }
 
-/// Counts a thread alive while it runs, also when it panics.
+/// Counts a thread out of [`Threads::alive`] when it ends, also by a panic (it was counted in
+/// by `spawn_worker`).
 struct Alive<'a>(&'a Threads);
 
 impl Drop for Alive<'_> {
@@ -367,8 +378,6 @@ where
     F: Fn(Accepted<'_>) + Send + Sync + 'static,
 {
     let threads = &state.threads;
-    threads.started.fetch_add(1, Ordering::SeqCst);
-    threads.alive.fetch_add(1, Ordering::SeqCst);
     let _alive = Alive(threads);
     let slot = state.connections.join();
     let options = &state.options;
@@ -490,6 +499,34 @@ impl Drop for OpenGuard<'_> {
         let stream = self.slot.lock().take();
         drop(stream); // closed outside the lock
         self.stats.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The slot of the connection cap that an upgraded tunnel's second thread takes (see
+/// [`crate::relay`]): a connection and its tunnel thread count two, so `--max-connections`
+/// bounds the threads, as it is meant to. Given back when dropped.
+#[derive(Debug)]
+pub struct TunnelSlot<'a>(&'a ServerStats);
+
+impl TunnelSlot<'_> {
+    /// Takes a slot for a tunnel thread if connections and tunnels together leave one free
+    /// under `max` (the cap `stats` are counted against); `None` at the cap.
+    pub fn take(stats: &ServerStats, max: usize) -> Option<TunnelSlot<'_>> {
+        // An accepting thread adds to `open` and then reads `tunnels`; this does the reverse: of
+        // two racing takers, at least one sees the other (sequentially consistent order).
+        let taken =
+            stats.tunnels.fetch_add(1, Ordering::SeqCst) + stats.open.load(Ordering::SeqCst);
+        if taken as usize >= max {
+            stats.tunnels.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(TunnelSlot(stats))
+    }
+}
+
+impl Drop for TunnelSlot<'_> {
+    fn drop(&mut self) {
+        self.0.tunnels.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -162,6 +162,9 @@ pub struct ServerStats {
     pub rejected: AtomicU64,
     /// Client connections open now.
     pub open: AtomicU64,
+    /// Upgraded tunnels open now. Each runs a second thread besides its connection's, and
+    /// takes a slot of the connection cap for it ([`crate::listener::TunnelSlot`]).
+    pub tunnels: AtomicU64,
     /// Requests answered, by a backend or by the balancer itself (one per access-log line).
     pub requests: AtomicU64,
     /// Requests answered by the balancer itself (error pages), by no backend.

@@ -21,11 +21,11 @@ use crate::conn::{BufConn, LINGER, is_timeout, linger_close};
 use crate::context::Shared;
 use crate::http::framing::Body;
 use crate::http::{Error, MAX_HEAD, MAX_REQUEST_LINE, Parse, pages, request};
-use crate::listener::{Accepted, Flags};
+use crate::listener::{Accepted, Flags, TunnelSlot};
 use crate::log::Record;
 use crate::metrics::inc;
 use crate::retry::{BodyState, may_retry};
-use crate::rewrite::{Plan, plan};
+use crate::rewrite::{Hop, Plan, plan};
 use crate::strategy::Key;
 use std::io;
 use std::net::IpAddr;
@@ -40,6 +40,12 @@ pub const CLIENT_BUFFER_MAX: usize = MAX_HEAD + CLIENT_BUFFER;
 const NO_BACKEND: Error = Error {
     status: 503,
     why: "no healthy backend",
+};
+
+/// The answer to an upgrade when the thread its tunnel needs would pass the cap.
+const NO_TUNNEL_SLOT: Error = Error {
+    status: 503,
+    why: "too many connections (--max-connections): no room for this tunnel's second thread",
 };
 
 /// A client connection: the socket with its read buffer, and who it is.
@@ -69,14 +75,18 @@ pub fn serve(conn: Accepted<'_>, ctx: &Shared) {
     } = conn;
     let mut client = Client {
         conn: BufConn::new(stream, CLIENT_BUFFER, CLIENT_BUFFER_MAX)
-            .read_timeout_is(ctx.timeouts.idle),
+            .read_timeout_is(ctx.timeouts.first_byte()),
         ip: peer.ip(),
         ip_text: peer.ip().to_string(),
     };
+    // The first head must be whole within --header-timeout of accept; later ones within it
+    // of their first byte, after up to --idle-timeout of waiting.
+    let mut first_head_by = Some(Instant::now() + ctx.timeouts.header);
     loop {
         let started = Instant::now();
         let time = SystemTime::now();
-        let (plan, pin) = match read_request(&mut client, ctx, flags) {
+        let read = read_request(&mut client, ctx, flags, first_head_by.take());
+        let (plan, pin) = match read {
             Ok(Some(request)) => request,
             Ok(None) => return,
             Err(error) => {
@@ -144,42 +154,44 @@ fn log(
 }
 
 /// Reads the next request head; returns its plan and what the strategy reads from it
-/// ([`Key::pin`]). `Ok(None)`: the client closed or stayed idle past `--idle-timeout`, so the
-/// connection just ends (as nginx does, without a response).
+/// ([`Key::pin`]). `Ok(None)`: the client closed, or sent nothing (within `--idle-timeout`
+/// between requests, or [`crate::conn::Timeouts::first_byte`] after accept), so the
+/// connection just ends (as nginx does, without a response). `first_head_by`: the deadline
+/// of a connection's first head, counted from accept.
 ///
 /// # Errors
 /// The error page to answer with: a parse error, or `408` when the head took longer than
-/// `--header-timeout` from its first byte (slowloris clients hold only their own thread).
+/// `--header-timeout` from its first byte, or from accept for the first (slowloris clients
+/// hold only their own thread, and not for longer than that).
 fn read_request(
     client: &mut Client,
     ctx: &Shared,
     flags: Flags<'_>,
+    first_head_by: Option<Instant>,
 ) -> Result<Option<(Plan, Option<u64>)>, Error> {
     const SLOW: Error = Error {
         status: 408,
         why: "the request head took too long",
     };
-    if client.conn.data().is_empty() {
-        flags.set_idle(true);
-        if flags.draining() {
-            return Ok(None);
-        }
-        let _ = client.conn.set_read_timeout(ctx.timeouts.idle);
-        let read = client.conn.fill_idle();
-        flags.set_idle(false);
-        match read {
-            Ok(0) | Err(_) => return Ok(None),
-            Ok(_) => {}
-        }
+    let wait = match first_head_by {
+        Some(_) => ctx.timeouts.first_byte(),
+        None => ctx.timeouts.idle,
+    };
+    if client.conn.data().is_empty() && !first_byte(&mut client.conn, wait, flags) {
+        return Ok(None);
     }
-    let deadline = Instant::now() + ctx.timeouts.header;
+    let deadline = first_head_by.unwrap_or_else(|| Instant::now() + ctx.timeouts.header);
     let mut scanned = 0;
     loop {
         let data = client.conn.data();
         if (head_may_be_complete(data, scanned) || data.len() > MAX_REQUEST_LINE)
             && let Parse::Complete { head, len } = request::parse(data)?
         {
-            let plan = plan(&head, &client.ip_text, ctx.config.max_body)?;
+            let hop = Hop {
+                client_ip: &client.ip_text,
+                via: &ctx.via,
+            };
+            let plan = plan(&head, hop, ctx.config.max_body)?;
             let pin = ctx.backends.pin(&head.headers);
             client.conn.consume(len);
             return Ok(Some((plan, pin)));
@@ -202,6 +214,35 @@ fn read_request(
             Err(_) => return Ok(None),
         }
     }
+}
+
+/// Waits up to `wait` for the first byte of a request, marked idle meanwhile (a drain may
+/// close the connection then). `false`: none came, the client closed, or the balancer stops.
+///
+/// A socket's read timeout is usually still the shorter one set at accept
+/// ([`crate::conn::Timeouts::first_byte`]): the wait starts with it and is stretched to
+/// `wait` only if nothing came by then. Most clients send their next request, or close,
+/// within it, so most connections never pay a system call to change the timeout.
+fn first_byte(conn: &mut BufConn, wait: std::time::Duration, flags: Flags<'_>) -> bool {
+    flags.set_idle(true);
+    if flags.draining() {
+        return false;
+    }
+    let started = Instant::now();
+    let set = conn.read_timeout().filter(|&t| t <= wait);
+    if set.is_none() {
+        let _ = conn.set_read_timeout(wait);
+    }
+    // No buffer is held while waiting (see `BufConn::fill_idle`).
+    let mut read = conn.fill_idle();
+    if set.is_some_and(|t| t < wait) && matches!(&read, Err(e) if is_timeout(e)) {
+        let rest = wait.saturating_sub(started.elapsed());
+        if !rest.is_zero() && conn.set_read_timeout(rest).is_ok() {
+            read = conn.fill_idle();
+        }
+    }
+    flags.set_idle(false);
+    matches!(read, Ok(1..))
 }
 
 /// Could `data` hold a whole head? Looks for the blank line in the bytes that arrived since
@@ -240,6 +281,14 @@ fn forward(
     ctx: &Shared,
     flags: Flags<'_>,
 ) -> Outcome {
+    // A switch of protocols runs the tunnel's second direction on a thread of its own, which
+    // takes a slot of --max-connections until the tunnel ends (the guard gives it back).
+    let tunnel_slot = plan
+        .upgrade
+        .then(|| TunnelSlot::take(&ctx.stats, ctx.config.max_connections));
+    if let Some(None) = tunnel_slot {
+        return answer(client, plan, ctx, NO_TUNNEL_SLOT, false);
+    }
     // A body that arrived whole with the head stays in the buffer until the request is done,
     // so a second backend can be sent the same bytes if the first fails.
     let body = match plan.body {

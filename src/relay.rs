@@ -206,7 +206,9 @@ pub(crate) fn copy_until_close(
 }
 
 /// After `101 Switching Protocols`: copies bytes both ways until either side closes or both
-/// are silent for `idle`. One direction runs on a second thread for the tunnel's lifetime.
+/// are silent for `idle`. One direction runs on a second thread for the tunnel's lifetime;
+/// the proxy took a slot of `--max-connections` for it before the upgrade was sent on
+/// ([`crate::listener::TunnelSlot`]), so threads stay within the cap.
 pub(crate) fn tunnel(client: &mut BufConn, mut up: BufConn, idle: Duration) {
     // Bytes that arrived with the heads belong to the new protocol: pass them on first.
     let early_client = client.data().len();

@@ -5,16 +5,42 @@
 //! answer back, `Server` and `Date` twice included. Here the client's fields are passed on,
 //! in order, minus those that describe one connection (hop-by-hop), with the framing written
 //! anew and the forwarding fields (`X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`,
-//! `Via`) added; the backend's answer comes back the same way.
+//! `X-Real-IP`, `Forwarded`, `Via`) added; the backend's answer comes back the same way.
 
 use crate::http::framing::{self, Body};
 use crate::http::head;
 use crate::http::request::{Request, Target};
 use crate::http::response::Response;
 use crate::http::{Error, Version};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::SocketAddr;
+use std::time::SystemTime;
 
-/// The `Via` entry added to forwarded requests (RFC 9110 section 7.6.3).
-pub const VIA: &str = "1.1 load-balancer";
+/// The product name at the start of this balancer's `Via` pseudonym.
+pub const VIA_PRODUCT: &str = "load-balancer";
+
+/// This balancer's `Via` entry, `1.1 load-balancer-<8 hex digits>` (RFC 9110 section 7.6.3).
+///
+/// The `received-by` part is a pseudonym, as the RFC allows: the product name and 32 bits of
+/// a hash of the listening address, the process id and the start time, so that it names this
+/// one running balancer without telling a backend where it listens. The balancer refuses a
+/// request whose `Via` already holds its own entry (`508 Loop Detected`): a
+/// product name alone would make two different balancers in a chain see a loop that is not
+/// there.
+pub fn via_entry(listen: SocketAddr, pid: u32, started: SystemTime) -> String {
+    let mut hasher = DefaultHasher::new();
+    (listen, pid, started).hash(&mut hasher);
+    format!("1.1 {VIA_PRODUCT}-{:08x}", hasher.finish() as u32)
+}
+
+/// Who sent a request, and who forwards it: what [`plan`] writes into the forwarding fields.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hop<'a> {
+    /// The client's address as text (`X-Forwarded-For`, `X-Real-IP`).
+    pub(crate) client_ip: &'a str,
+    /// This balancer's `Via` entry ([`via_entry`]).
+    pub(crate) via: &'a str,
+}
 
 /// What [`plan`] learned from a request head, and the head to send to a backend.
 pub(crate) struct Plan {
@@ -44,19 +70,23 @@ impl Plan {
 /// are names with an underscore (nginx's `underscores_in_headers off`: CGI-style backends
 /// read `X_Forwarded_For` and `X-Forwarded-For` as the same variable, so a client could
 /// otherwise forge what the balancer sets). The target becomes origin-form; the framing is
-/// written anew; `X-Forwarded-For` gets the client's address appended, `X-Forwarded-Proto`
-/// and `X-Forwarded-Host` are set, and `Via` gets this balancer's entry. Everything else
-/// passes unchanged, in order.
+/// written anew; the forwarding fields are written as [`push_forwarding`] says. Everything
+/// else passes unchanged, in order.
 ///
 /// # Errors
 /// The page to answer with: `405` for `CONNECT`, `400` for a bad target, `Host` or framing,
 /// `501` for an unknown transfer coding, `413` for a body over `--max-body`, `417` for an
-/// expectation other than `100-continue`.
-pub(crate) fn plan(
-    req: &Request<'_>,
-    client_ip: &str,
-    max_body: Option<u64>,
-) -> Result<Plan, Error> {
+/// expectation other than `100-continue`, `508` for a request that has been through this
+/// balancer before (its `Via` holds [`Hop::via`]: a loop).
+pub(crate) fn plan(req: &Request<'_>, hop: Hop<'_>, max_body: Option<u64>) -> Result<Plan, Error> {
+    if came_through(req, hop.via) {
+        // Forwarding it again would only bring it back, once per thread until the cap.
+        return Err(Error {
+            status: 508,
+            why: "this request has already passed through this balancer (its Via says so): \
+                  a backend leads back here",
+        });
+    }
     if req.method == "CONNECT" {
         // A tunnel to an address of the client's choosing is an open proxy: never.
         return Err(Error {
@@ -82,7 +112,7 @@ pub(crate) fn plan(
         && matches!(body, Body::Empty | Body::Length(0))
         && head::has_token(&req.headers, "connection", "upgrade")
         && head::values(&req.headers, "upgrade").next().is_some();
-    let out = upstream_head(req, &target, host, client_ip, body, upgrade);
+    let out = upstream_head(req, &target, host, hop, body, upgrade);
     Ok(Plan {
         method: req.method.to_string(),
         target: req.target.to_string(),
@@ -93,6 +123,20 @@ pub(crate) fn plan(
         expect_continue,
         upgrade,
     })
+}
+
+/// Does a `Via` element of `req` name this balancer (the `received-by` of `via`)?
+fn came_through(req: &Request<'_>, via: &str) -> bool {
+    let ours = via.split(' ').nth(1).unwrap_or(via).as_bytes();
+    head::values(&req.headers, "via")
+        .flat_map(head::list)
+        .any(|element| {
+            element
+                .split(|&b| b == b' ' || b == b'\t')
+                .filter(|part| !part.is_empty())
+                .nth(1)
+                .is_some_and(|received_by| received_by.eq_ignore_ascii_case(ours))
+        })
 }
 
 /// Does the client wait for `100 Continue` before its body?
@@ -119,7 +163,7 @@ fn upstream_head(
     req: &Request<'_>,
     target: &Target<'_>,
     host: Option<&[u8]>,
-    client_ip: &str,
+    hop: Hop<'_>,
     body: Body,
     upgrade: bool,
 ) -> Vec<u8> {
@@ -135,6 +179,8 @@ fn upstream_head(
         // and the other forwarding fields are the balancer's to write.
         if !(h.is("x-forwarded-for")
             || h.is("via")
+            || h.is("x-real-ip")
+            || h.is("forwarded")
             || hop_by_hop.contains(h.name)
             || h.name.contains('_')
             || h.is("content-length")
@@ -154,7 +200,7 @@ fn upstream_head(
         }
         _ => host,
     };
-    push_forwarding(&mut out, req, host, client_ip);
+    push_forwarding(&mut out, req, host, hop);
     match body {
         Body::Length(n) => push_length(&mut out, n),
         Body::Chunked => push_field(&mut out, "Transfer-Encoding", b"chunked"),
@@ -170,21 +216,44 @@ fn upstream_head(
     out
 }
 
-/// The fields that say where the request came from: `X-Forwarded-For` with the client
-/// appended, `X-Forwarded-Proto`, `X-Forwarded-Host`, and `Via` with this balancer appended.
-fn push_forwarding(out: &mut Vec<u8>, req: &Request<'_>, host: Option<&[u8]>, client_ip: &str) {
+/// The fields that say where the request came from. What a backend can trust: the last
+/// element of `X-Forwarded-For` and of `Via` (appended here; what precedes them is whatever
+/// the client or earlier proxies claimed), and all of `X-Real-IP`, `Forwarded`,
+/// `X-Forwarded-Proto` and `X-Forwarded-Host`, which the client's values never reach: they
+/// are replaced with this hop's: nginx's common `proxy_set_header X-Real-IP $remote_addr`,
+/// and one RFC 7239 `Forwarded` element with `for`, `host` and `proto` (what YARP's
+/// `AddForwarded` writes by default, replacing the client's too). A client's `Forwarded` is
+/// not kept in front of ours: naive readers take its first `for=`, which the client chose.
+fn push_forwarding(out: &mut Vec<u8>, req: &Request<'_>, host: Option<&[u8]>, hop: Hop<'_>) {
     let forwarded_for = head::values(&req.headers, "x-forwarded-for");
     push_list(
         out,
         "X-Forwarded-For",
-        forwarded_for.chain([client_ip.as_bytes()]),
+        forwarded_for.chain([hop.client_ip.as_bytes()]),
     );
     push_field(out, "X-Forwarded-Proto", b"http");
     if let Some(host) = host {
         push_field(out, "X-Forwarded-Host", host);
     }
+    push_field(out, "X-Real-IP", hop.client_ip.as_bytes());
+    // RFC 7239 section 6: an IPv6 node is bracketed and quoted; a host with a port needs the
+    // quotes too (":" is not a token byte). A Host never holds '"' or '\\' (it was checked).
+    out.extend_from_slice(b"Forwarded: for=");
+    if hop.client_ip.contains(':') {
+        out.extend_from_slice(b"\"[");
+        out.extend_from_slice(hop.client_ip.as_bytes());
+        out.extend_from_slice(b"]\"");
+    } else {
+        out.extend_from_slice(hop.client_ip.as_bytes());
+    }
+    if let Some(host) = host {
+        out.extend_from_slice(b";host=\"");
+        out.extend_from_slice(host);
+        out.push(b'"');
+    }
+    out.extend_from_slice(b";proto=http\r\n");
     let via = head::values(&req.headers, "via");
-    push_list(out, "Via", via.chain([VIA.as_bytes()]));
+    push_list(out, "Via", via.chain([hop.via.as_bytes()]));
 }
 
 fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -255,6 +324,12 @@ pub(crate) fn build_reply(
     add: impl FnOnce(&mut Vec<u8>),
 ) -> Result<Reply, Error> {
     let body = framing::response_body(head, &plan.method)?;
+    // A HEAD or 304 answer's Content-Length passes, checked and written once; a 1xx or 204
+    // never carries one (RFC 9110 section 8.6): a backend's is dropped.
+    let declared = match body {
+        Body::Empty if head.status >= 200 && head.status != 204 => framing::declared_length(head)?,
+        _ => None,
+    };
     let switching = head.status == 101;
     if switching && !plan.upgrade {
         return Err(Error {
@@ -273,9 +348,9 @@ pub(crate) fn build_reply(
     out.push(b' ');
     out.extend_from_slice(head.reason);
     out.extend_from_slice(b"\r\n");
-    push_relayed_fields(&mut out, head, body, switching);
-    match body {
-        Body::Length(n) => push_length(&mut out, n),
+    push_relayed_fields(&mut out, head, switching);
+    match (body, declared) {
+        (Body::Length(n), _) | (Body::Empty, Some(n)) => push_length(&mut out, n),
         _ if chunk_out => push_field(&mut out, "Transfer-Encoding", b"chunked"),
         _ => {}
     }
@@ -300,20 +375,14 @@ pub(crate) fn build_reply(
 }
 
 /// The backend's header fields that the client gets: all but the hop-by-hop ones (the
-/// `Upgrade` of a switch passes) and a `Content-Length` the balancer writes itself.
-fn push_relayed_fields(out: &mut Vec<u8>, head: &Response<'_>, body: Body, switching: bool) {
+/// `Upgrade` of a switch passes) and `Content-Length`, which the balancer writes itself.
+fn push_relayed_fields(out: &mut Vec<u8>, head: &Response<'_>, switching: bool) {
     let hop_by_hop = head::HopByHop::new(&head.headers);
     for h in &head.headers {
         let keep = if switching && h.is("upgrade") {
             true
-        } else if hop_by_hop.contains(h.name) {
-            false
         } else {
-            // Content-Length describes the body only when there is none by rule (HEAD, 304):
-            // then it passes as sent. Otherwise the balancer writes it from the framing. A
-            // 1xx or 204 never carries one (RFC 9110 section 8.6): a backend's is dropped.
-            !h.is("content-length")
-                || (body == Body::Empty && head.status != 204 && head.status >= 200)
+            !hop_by_hop.contains(h.name) && !h.is("content-length")
         };
         if keep {
             push_field(out, h.name, h.value);
@@ -324,6 +393,44 @@ fn push_relayed_fields(out: &mut Vec<u8>, head: &Response<'_>, body: Body, switc
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::Parse;
+    use std::time::Duration;
+
+    #[test]
+    fn via_names_one_running_balancer() {
+        let at = |a: &str| a.parse::<SocketAddr>().unwrap();
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let one = via_entry(at("127.0.0.1:9000"), 42, t);
+        assert!(one.starts_with("1.1 load-balancer-"), "{one}");
+        assert_eq!(one.len(), "1.1 load-balancer-".len() + 8);
+        assert_eq!(one, via_entry(at("127.0.0.1:9000"), 42, t), "stable");
+        for other in [
+            via_entry(at("127.0.0.1:9001"), 42, t),
+            via_entry(at("127.0.0.1:9000"), 43, t),
+            via_entry(at("127.0.0.1:9000"), 42, t + Duration::from_nanos(1)),
+        ] {
+            assert_ne!(one, other);
+        }
+    }
+
+    #[test]
+    fn a_loop_is_our_own_received_by() {
+        let ours = "1.1 load-balancer-0123abcd";
+        let looped = |via: &str| {
+            let raw = format!("GET / HTTP/1.1\r\nHost: x\r\nVia: {via}\r\n\r\n");
+            let Ok(Parse::Complete { head, .. }) = crate::http::request::parse(raw.as_bytes())
+            else {
+                panic!("{via}")
+            };
+            came_through(&head, ours)
+        };
+        assert!(looped(ours));
+        assert!(looped("1.0 fred, 1.1 LOAD-BALANCER-0123ABCD (note)"));
+        assert!(looped("HTTP/1.1\tload-balancer-0123abcd"));
+        assert!(!looped("1.1 load-balancer"));
+        assert!(!looped("1.1 load-balancer-0123abce, 1.0 fred"));
+        assert!(!looped("1.1 fred (load-balancer-0123abcd)"));
+    }
 
     #[test]
     fn decimals_match_to_string() {

@@ -70,10 +70,13 @@ impl Balancer {
         Balancer::start_with(config, Some(drills))
     }
 
-    fn start_with(config: Config, drills: Option<Arc<dyn Drills>>) -> io::Result<Balancer> {
+    fn start_with(mut config: Config, drills: Option<Arc<dyn Drills>>) -> io::Result<Balancer> {
         let listener = TcpListener::bind(config.listen).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
         })?;
+        // From here on `listen` is what was bound (port 0 becomes the port chosen), so that
+        // the admin API can refuse a backend that is this listener.
+        config.listen = listener.local_addr()?;
         let shared = Arc::new(Shared::new(config));
         let config = &shared.config;
         // The admin listener is bound before any thread starts, so a bad --admin fails start-up.

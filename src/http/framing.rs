@@ -87,6 +87,19 @@ pub fn response_body(resp: &Response<'_>, method: &str) -> Result<Body, Error> {
     Ok(body)
 }
 
+/// The `Content-Length` of a response that has no body by rule (to `HEAD`, or a `304`), where
+/// it states the size the body would have had (RFC 9110 section 8.6). It does not frame
+/// anything, but a client or a cache reads it, so it must be one number like any other: a
+/// list of identical values counts as that value (RFC 9112 section 6.3 item 5).
+///
+/// # Errors
+/// `502` for a value that is not a decimal number, or differing values: RFC 9112 section 6.3
+/// item 5 tells a proxy to refuse such a response with `502`, and nginx and HAProxy do so
+/// whatever the request's method.
+pub fn declared_length(resp: &Response<'_>) -> Result<Option<u64>, Error> {
+    content_length(&resp.headers).map_err(|why| Error { status: 502, why })
+}
+
 /// What the `Transfer-Encoding` fields of a message ask for.
 #[derive(Debug, PartialEq, Eq)]
 enum Coding {

@@ -21,7 +21,8 @@ pub const PALETTE: [&str; 8] = [
 /// Everything is relayed except `CONNECT`; the list names the registered methods that are.
 pub const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE";
 
-/// The standard reason phrase for the status codes the balancer itself sends (RFC 9110 section 15).
+/// The standard reason phrase for the status codes the balancer itself sends (RFC 9110 section 15;
+/// `508` is RFC 5842 section 7.2).
 pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
@@ -41,6 +42,7 @@ pub fn reason(status: u16) -> &'static str {
         413 => "Content Too Large",
         414 => "URI Too Long",
         417 => "Expectation Failed",
+        421 => "Misdirected Request",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
@@ -48,6 +50,7 @@ pub fn reason(status: u16) -> &'static str {
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
+        508 => "Loop Detected",
         _ => "Error",
     }
 }

@@ -377,18 +377,21 @@ fn api_answers_mistakes_clearly() {
     let admin_addr = admin_addr(&s.lb);
     let chunked = exchange(
         admin_addr,
-        b"POST /backends HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /backends HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     );
     assert!(chunked.starts_with("HTTP/1.1 411 "), "{chunked}");
     let huge = exchange(
         admin_addr,
-        b"POST /backends HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\nurl=",
+        b"POST /backends HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\nurl=",
     );
     assert!(huge.starts_with("HTTP/1.1 413 "), "{huge}");
     let garbage = exchange(admin_addr, b"GET / HTTP/1.1\r\nBad Header\r\n\r\n");
     assert!(garbage.starts_with("HTTP/1.1 400 "), "{garbage}");
     // HEAD: the head only.
-    let head = exchange(admin_addr, b"HEAD /status HTTP/1.1\r\nHost: a\r\n\r\n");
+    let head = exchange(
+        admin_addr,
+        b"HEAD /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    );
     assert!(
         head.starts_with("HTTP/1.1 200 ") && head.ends_with("\r\n\r\n"),
         "{head}"
@@ -644,7 +647,7 @@ fn an_admin_connection_closes_after_its_answer() {
     let addr = admin_addr(&s.lb);
     // `Connection: close`: the answer, then the close.
     let mut c = connect(addr);
-    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         .unwrap();
     let text = String::from_utf8_lossy(&read_until_closed(&mut c)).into_owned();
     let (head, body) = split_answer(&text);

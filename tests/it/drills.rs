@@ -189,7 +189,7 @@ fn admin_post(lb: &Balancer, path: &str, body: &str) -> (u16, Option<String>, St
     let mut c = RawConn::open(admin_addr(lb));
     c.send(
         format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\
              Content-Length: {}\r\n\r\n{body}",
             body.len()
         )

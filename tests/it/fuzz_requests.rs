@@ -213,7 +213,8 @@ fn written_by_balancer(head: &str) -> bool {
     let via = fields(head, "via");
     let xff = fields(head, "x-forwarded-for");
     head.ends_with("\r\n\r\n")
-        && via == ["1.1 load-balancer"]
+        && via.len() == 1
+        && via[0].starts_with("1.1 load-balancer-")
         && xff == ["127.0.0.1"]
         && !head[..head.len() - 2].contains("\r\n\r\n")
 }

@@ -1,8 +1,12 @@
-//! Hardening (issue 11): what a client or a backend cannot make the balancer do.
+//! Hardening (issue 11): what a client or a backend cannot make the balancer do: strip
+//! `Host`, smuggle framing in trailers, point it at itself, loop through it, send heads it
+//! cannot trust, hold it with silence or a flood of `1xx`, outgrow its cap with tunnels, or
+//! claim an address it did not come from.
 
 use crate::support::*;
 use load_balancer::server::Balancer;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
@@ -142,5 +146,320 @@ fn a_health_interval_alone_is_accepted() {
     assert!(
         first.starts_with("[LoadBalancer] Running at http://127.0.0.1:"),
         "{first}"
+    );
+}
+
+/// One admin request from a local script (`Host` is the admin address).
+fn admin_post(admin: SocketAddr, path: &str, body: &str) -> String {
+    let mut c = RawConn::open(admin);
+    c.send(
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {admin}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    c.response().0
+}
+
+#[test]
+fn a_request_carrying_this_balancers_via_entry_gets_508_and_goes_nowhere() {
+    let (backend, seen) = recording();
+    let lb = Balancer::start(config(&[backend.url()])).unwrap();
+    let ours = lb.shared().via.clone();
+    assert!(ours.starts_with("1.1 load-balancer-"), "{ours}");
+    assert_eq!(ours.len(), "1.1 load-balancer-".len() + 8, "{ours}");
+    let request = format!("GET / HTTP/1.1\r\nHost: x\r\nVia: 1.0 fred, {ours} (proxy)\r\n\r\n");
+    let answer = exchange(lb.addr(), request.as_bytes());
+    assert!(
+        answer.starts_with("HTTP/1.1 508 Loop Detected\r\n"),
+        "{answer}"
+    );
+    assert_eq!(seen.count(), 0, "the looping request was forwarded");
+    // The product name alone, or another balancer's entry, is no loop.
+    let mut c = RawConn::open(lb.addr());
+    c.send(
+        b"GET / HTTP/1.1\r\nHost: x\r\nVia: 1.1 load-balancer, 1.1 load-balancer-00000000\r\n\r\n",
+    );
+    assert!(c.response().0.starts_with("HTTP/1.1 200 "));
+    let (head, _) = seen.last();
+    assert_eq!(
+        fields(&head, "via"),
+        [format!(
+            "1.1 load-balancer, 1.1 load-balancer-00000000, {ours}"
+        )]
+    );
+}
+
+#[test]
+fn a_loop_made_at_run_time_through_another_balancer_ends_in_508() {
+    // A balances over B; B starts with a demo backend: a chain of two, not a loop.
+    let demo = demos(1);
+    let b = Balancer::start({
+        let mut c = config(&urls(&demo));
+        c.admin = Some("127.0.0.1:0".parse().unwrap());
+        c.max_connections = 16;
+        c
+    })
+    .unwrap();
+    let a = Balancer::start({
+        let mut c = config(&[format!("http://{}", b.addr())]);
+        c.max_connections = 16;
+        c
+    })
+    .unwrap();
+    let (status, echo) = get(&format!("http://{}/echo", a.addr()));
+    assert_eq!(status, 200, "{echo}");
+    let (via_a, via_b) = (&a.shared().via, &b.shared().via);
+    assert_ne!(via_a, via_b, "two balancers need two names");
+    assert!(echo.contains(&format!("Via: {via_a}, {via_b}\n")), "{echo}");
+
+    // Now B's only backend in rotation is A: every request A sends to B comes back.
+    let add = admin_post(
+        b.admin_addr().unwrap(),
+        "/backends",
+        &format!("url=http://{}", a.addr()),
+    );
+    assert!(add.starts_with("HTTP/1.1 201 "), "{add}");
+    let drain = admin_post(b.admin_addr().unwrap(), "/backends/0/drain", "");
+    assert!(drain.starts_with("HTTP/1.1 200 "), "{drain}");
+    let (status, page) = get(&format!("http://{}/echo", a.addr()));
+    assert_eq!(status, 508, "{page}");
+    assert!(
+        page.contains("already passed through this balancer"),
+        "{page}"
+    );
+    // A saw it twice (from the client, then back from B), and B sent it on once.
+    let to_a = &b.shared().backends.snapshot()[1];
+    assert_eq!(
+        to_a.stats
+            .requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    assert!(
+        a.shared()
+            .stats
+            .accepted
+            .load(std::sync::atomic::Ordering::SeqCst)
+            <= 3
+    );
+}
+
+/// A backend whose answer to `HEAD /NAME` (or `GET /304-NAME`) carries the `Content-Length`
+/// the path names.
+fn lengths_backend() -> ScriptedBackend {
+    ScriptedBackend::start(|mut s| {
+        while let Some((head, _)) = read_message(&mut s) {
+            let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+            let (status, name) = match path.strip_prefix("/304-") {
+                Some(name) => ("304 Not Modified", name.to_string()),
+                None => ("200 OK", path[1..].to_string()),
+            };
+            let value = match name.as_str() {
+                "abc" => "abc",
+                "list" => "5, 7",
+                "twice" => "5, 5",
+                "two-fields" => "5\r\nContent-Length: 7",
+                _ => "5",
+            };
+            let reply =
+                format!("HTTP/1.1 {status}\r\nContent-Length: {value}\r\nX-Name: {name}\r\n\r\n");
+            if s.write_all(reply.as_bytes()).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+#[test]
+fn head_and_304_content_lengths_are_checked_like_any_other() {
+    let b = lengths_backend();
+    let mut c = config(&[b.url()]);
+    c.max_fails = u32::MAX; // the bad answers must not take the only backend out
+    let lb = Balancer::start(c).unwrap();
+    for (method, path) in [
+        ("HEAD", "/abc"),
+        ("HEAD", "/list"),
+        ("HEAD", "/two-fields"),
+        ("GET", "/304-abc"),
+        ("GET", "/304-list"),
+    ] {
+        let mut conn = RawConn::open(lb.addr());
+        conn.send(format!("{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        let (head, _) = conn.response_to(method);
+        assert!(head.starts_with("HTTP/1.1 502 "), "{method} {path}: {head}");
+    }
+    for (method, path, status) in [
+        ("HEAD", "/twice", 200),
+        ("HEAD", "/five", 200),
+        ("GET", "/304-twice", 304),
+    ] {
+        let mut conn = RawConn::open(lb.addr());
+        conn.send(format!("{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        let (head, _) = conn.response_to(method);
+        assert_eq!(status_of(&head), status, "{method} {path}: {head}");
+        assert_eq!(
+            fields(&head, "content-length"),
+            ["5"],
+            "{method} {path}: {head}"
+        );
+    }
+}
+
+#[test]
+fn a_silent_connection_is_closed_at_the_header_timeout_not_the_idle_one() {
+    let s = Setup::new(1, |c| {
+        c.header_timeout = Duration::from_millis(500);
+        c.idle_timeout = Duration::from_secs(60);
+    });
+    let mut quiet = RawConn::open(s.addr());
+    let opened = Instant::now();
+    quiet.expect_close();
+    let held = opened.elapsed();
+    assert!(
+        held >= Duration::from_millis(450) && held < Duration::from_secs(5),
+        "a silent connection was held {held:?}"
+    );
+}
+
+#[test]
+fn a_kept_alive_connection_still_waits_the_idle_timeout_between_requests() {
+    let s = Setup::new(1, |c| {
+        c.header_timeout = Duration::from_millis(300);
+        c.idle_timeout = Duration::from_millis(1500);
+    });
+    let mut c = RawConn::open(s.addr());
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(c.response().0.starts_with("HTTP/1.1 200 "));
+    let answered = Instant::now();
+    c.expect_close();
+    let idle = answered.elapsed();
+    assert!(idle >= Duration::from_millis(1400), "closed after {idle:?}");
+}
+
+/// A backend that answers with `interim` `103 Early Hints` (endless with `None`), then `200`.
+fn hinting_backend(interim: Option<usize>) -> ScriptedBackend {
+    ScriptedBackend::start(move |mut s| {
+        if read_message(&mut s).is_none() {
+            return;
+        }
+        let hint = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n";
+        let mut sent = 0;
+        while interim.is_none_or(|n| sent < n) {
+            if s.write_all(hint).is_err() {
+                return;
+            }
+            sent += 1;
+        }
+        let _ = write_ok(&mut s, "final");
+    })
+}
+
+#[test]
+fn a_backend_flooding_interim_responses_gets_502() {
+    let flood = hinting_backend(None);
+    let lb = Balancer::start(config(&[flood.url()])).unwrap();
+    let started = Instant::now();
+    let (status, body) = get(&format!("http://{}/", lb.addr()));
+    assert_eq!(status, 502, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // 32 interim responses (MAX_INTERIM) are still a normal exchange.
+    let hints = hinting_backend(Some(32));
+    let lb = Balancer::start(config(&[hints.url()])).unwrap();
+    assert_eq!(
+        get(&format!("http://{}/", lb.addr())),
+        (200, "final".into())
+    );
+}
+
+/// A backend that switches protocols when asked, then echoes until the client side closes.
+fn upgrading_backend() -> ScriptedBackend {
+    ScriptedBackend::start(|mut s| {
+        if read_message(&mut s).is_none() {
+            return;
+        }
+        let _ = s.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n",
+        );
+        let mut buf = [0u8; 1024];
+        while let Ok(n @ 1..) = s.read(&mut buf) {
+            if s.write_all(&buf[..n]).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// Asks for an upgrade on a new connection; returns the connection and the status answered.
+fn upgrade(addr: SocketAddr) -> (TcpStream, u16) {
+    let mut c = connect(addr);
+    c.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && c.read(&mut byte).unwrap_or(0) == 1 {
+        head.push(byte[0]);
+    }
+    let status = status_of(&String::from_utf8_lossy(&head));
+    (c, status)
+}
+
+#[test]
+fn a_tunnels_second_thread_takes_a_slot_of_the_connection_cap() {
+    let b = upgrading_backend();
+    let lb = Balancer::start({
+        let mut c = config(&[b.url()]);
+        c.max_connections = 3;
+        c
+    })
+    .unwrap();
+    // The first tunnel: its connection and its second thread, two of three slots.
+    let (mut first, status) = upgrade(lb.addr());
+    assert_eq!(status, 101);
+    first.write_all(b"ping").unwrap();
+    let mut pong = [0u8; 4];
+    first.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"ping");
+    // A second connection fits, but not its tunnel's second thread.
+    let (_second, status) = upgrade(lb.addr());
+    assert_eq!(status, 503, "a tunnel past --max-connections");
+    // Once the first tunnel ends, its slots come back.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_c, status) = upgrade(lb.addr());
+        if status == 101 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slots never came back: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_client_cannot_claim_x_real_ip_or_forwarded() {
+    let (backend, seen) = recording();
+    let lb = Balancer::start(config(&[backend.url()])).unwrap();
+    let mut c = RawConn::open(lb.addr());
+    c.send(
+        b"GET / HTTP/1.1\r\nHost: shop.example:8080\r\nX-Real-IP: 203.0.113.66\r\n\
+          Forwarded: for=203.0.113.66;proto=https\r\nX-Forwarded-For: 203.0.113.66\r\n\r\n",
+    );
+    assert!(c.response().0.starts_with("HTTP/1.1 200 "));
+    let (head, _) = seen.last();
+    assert_eq!(fields(&head, "x-real-ip"), ["127.0.0.1"], "{head}");
+    assert_eq!(
+        fields(&head, "forwarded"),
+        ["for=127.0.0.1;host=\"shop.example:8080\";proto=http"],
+        "{head}"
+    );
+    // X-Forwarded-For keeps the client's claim in front: only its last entry is ours.
+    assert_eq!(
+        fields(&head, "x-forwarded-for"),
+        ["203.0.113.66, 127.0.0.1"]
     );
 }
