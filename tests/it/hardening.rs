@@ -3,12 +3,13 @@
 //! cannot trust, hold it with silence or a flood of `1xx`, outgrow its cap with tunnels, or
 //! claim an address it did not come from.
 
+use crate::support::process::Launch;
 use crate::support::*;
 use load_balancer::server::Balancer;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A backend that records every request and answers `200 ok`.
@@ -124,25 +125,13 @@ fn a_backend_that_is_the_balancer_itself_is_refused_at_start() {
 #[test]
 fn a_health_interval_alone_is_accepted() {
     // The default --health-timeout (1s) follows a shorter interval instead of refusing it.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_load-balancer"))
-        .args(["--listen", "127.0.0.1:0", "--admin", "off", "--quiet"])
-        .args(["--backend", "http://127.0.0.1:1", "--health-check", "/"])
-        .args(["--health-interval", "500ms"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let first = rx.recv_timeout(Duration::from_secs(20));
-    let _ = child.kill();
-    let status = child.wait().unwrap();
-    let first = first.unwrap_or_else(|_| panic!("no start-up line; exit {status}"));
+    let lb = Launch::balancer()
+        .args(&["--listen", "127.0.0.1:0", "--admin", "off", "--quiet"])
+        .args(&["--backend", "http://127.0.0.1:1", "--health-check", "/"])
+        .args(&["--health-interval", "500ms"])
+        .patience(Duration::from_secs(20))
+        .start();
+    let first = &lb.seen()[0];
     assert!(
         first.starts_with("[LoadBalancer] Running at http://127.0.0.1:"),
         "{first}"
