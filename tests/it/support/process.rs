@@ -49,6 +49,19 @@ impl Launch {
         ])
     }
 
+    /// `load-balancer` on `127.0.0.1:0` over the one backend at `url`, with no admin
+    /// listener. Flags added later win.
+    pub fn over(url: &str) -> Launch {
+        Launch::balancer().args(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            url,
+            "--admin",
+            "off",
+        ])
+    }
+
     /// The chapter's one-file balancer (`src/bin/chapter.rs`), with no flags yet.
     pub fn chapter() -> Launch {
         Launch {
