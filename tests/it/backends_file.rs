@@ -14,9 +14,8 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::thread;
 use std::time::Duration;
 
@@ -135,38 +134,15 @@ fn reload_under_load_fails_no_request() {
     dir.write(&listing(&[all[1].clone(), all[2].clone()]));
     let lb = start_in_process(&dir, |_| {});
     let admin = lb.admin_addr().unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(Mutex::new(Vec::new()));
-    let served = Arc::new(AtomicUsize::new(0));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|n| {
-            let (stop, failures, served) = (stop.clone(), failures.clone(), served.clone());
-            let url = format!("http://{}/?client={n}", lb.addr());
-            thread::spawn(move || {
-                // One agent per client: keep-alive connections to the balancer, reused.
-                let agent = agent();
-                while !stop.load(Ordering::SeqCst) {
-                    match agent.get(&url).call() {
-                        Ok(mut r) if r.status() == 200 => {
-                            let _ = r.body_mut().read_to_string();
-                            served.fetch_add(1, Ordering::SeqCst);
-                        }
-                        Ok(r) => failures
-                            .lock()
-                            .unwrap()
-                            .push(format!("status {}", r.status())),
-                        Err(e) => failures.lock().unwrap().push(e.to_string()),
-                    }
-                }
-            })
-        })
-        .collect();
+    // Each client keeps its connections to the balancer alive and reuses them.
+    let load = LoadClients::start(
+        CLIENTS,
+        |n| format!("http://{}/?client={n}", lb.addr()),
+        |_| true,
+    );
     for (i, list) in lists.iter().enumerate() {
         // Some requests between two reloads, so each list really carries traffic.
-        let before = served.load(Ordering::SeqCst);
-        wait_for(RELOAD_DEADLINE, "requests between reloads", || {
-            served.load(Ordering::SeqCst) >= before + CLIENTS
-        });
+        load.wait_for_more(CLIENTS as u64, RELOAD_DEADLINE);
         dir.write(&listing(list));
         wait_metric(admin, "lb_backends_file_generation", (i + 2) as f64);
         let want: Vec<String> = list
@@ -175,17 +151,7 @@ fn reload_under_load_fails_no_request() {
             .collect();
         assert_eq!(listed(admin), want, "reload {}", i + 1);
     }
-    stop.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let failures = failures.lock().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} failed: {failures:?}",
-        failures.len()
-    );
-    assert!(served.load(Ordering::SeqCst) >= RELOADS * CLIENTS);
+    assert!(load.finish() >= (RELOADS * CLIENTS) as u64);
     assert_eq!(metric(admin, "lb_backends_file_reload_errors_total"), 0.0);
     // Every backend that was listed served requests.
     for d in &demos {
