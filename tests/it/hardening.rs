@@ -261,6 +261,13 @@ fn lengths_backend() -> ScriptedBackend {
     })
 }
 
+/// `METHOD PATH` on a new connection to `lb`: the answer's head.
+fn head_of_answer(lb: &Balancer, method: &str, path: &str) -> String {
+    let mut conn = RawConn::open(lb.addr());
+    conn.send(format!("{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+    conn.response_to(method).0
+}
+
 #[test]
 fn head_and_304_content_lengths_are_checked_like_any_other() {
     let b = lengths_backend();
@@ -274,9 +281,7 @@ fn head_and_304_content_lengths_are_checked_like_any_other() {
         ("GET", "/304-abc"),
         ("GET", "/304-list"),
     ] {
-        let mut conn = RawConn::open(lb.addr());
-        conn.send(format!("{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
-        let (head, _) = conn.response_to(method);
+        let head = head_of_answer(&lb, method, path);
         assert!(head.starts_with("HTTP/1.1 502 "), "{method} {path}: {head}");
     }
     for (method, path, status) in [
@@ -284,9 +289,7 @@ fn head_and_304_content_lengths_are_checked_like_any_other() {
         ("HEAD", "/five", 200),
         ("GET", "/304-twice", 304),
     ] {
-        let mut conn = RawConn::open(lb.addr());
-        conn.send(format!("{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
-        let (head, _) = conn.response_to(method);
+        let head = head_of_answer(&lb, method, path);
         assert_eq!(status_of(&head), status, "{method} {path}: {head}");
         assert_eq!(
             fields(&head, "content-length"),
