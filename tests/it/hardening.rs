@@ -85,10 +85,22 @@ fn request_trailers_lose_framing_and_routing_fields() {
 
 #[test]
 fn a_backend_that_is_the_balancer_itself_is_refused_at_start() {
+    // A port nothing can bind (a connection of this test holds it): should the check ever be
+    // skipped, the balancer fails to bind (exit 1) instead of taking a port someone else may
+    // be using, and the test still fails.
+    let held = DeadPort::new();
+    let port = held.addr().port();
     for (listen, backend) in [
-        ("127.0.0.1:19680", "http://127.0.0.1:19680"),
-        ("0.0.0.0:19681", "http://localhost:19681"),
+        (
+            format!("127.0.0.1:{port}"),
+            format!("http://127.0.0.1:{port}"),
+        ),
+        (
+            format!("0.0.0.0:{port}"),
+            format!("http://localhost:{port}"),
+        ),
     ] {
+        let (listen, backend) = (listen.as_str(), backend.as_str());
         let mut child = Command::new(env!("CARGO_BIN_EXE_load-balancer"))
             .args(["--listen", listen, "--backend", backend, "--admin", "off"])
             .stdout(Stdio::null())
