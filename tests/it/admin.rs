@@ -5,9 +5,6 @@
 use crate::support::*;
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::Duration;
 
 /// A balancer over `n` demo backends with the admin listener on a free port.
@@ -420,39 +417,12 @@ fn add_drain_remove_under_load_loses_no_request() {
         .chain([&extra])
         .map(|d| d.page().to_string())
         .collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(Mutex::new(Vec::new()));
-    let clients: Vec<_> = (0..8)
-        .map(|_| {
-            let (stop, ok, failures, pages) =
-                (stop.clone(), ok.clone(), failures.clone(), pages.clone());
-            let url = s.url("/");
-            thread::spawn(move || {
-                let agent = agent();
-                while !stop.load(Ordering::SeqCst) {
-                    match agent.get(&url).call() {
-                        Ok(mut r) => {
-                            let status = r.status().as_u16();
-                            let body = r.body_mut().read_to_string().unwrap_or_default();
-                            if status == 200 && pages.contains(&body) {
-                                ok.fetch_add(1, Ordering::SeqCst);
-                            } else {
-                                failures.lock().unwrap().push(format!("{status}: {body}"));
-                            }
-                        }
-                        Err(e) => failures.lock().unwrap().push(e.to_string()),
-                    }
-                }
-            })
-        })
-        .collect();
-    let more = |n: u64| {
-        let target = ok.load(Ordering::SeqCst) + n;
-        wait_for(Duration::from_secs(10), "more requests", || {
-            ok.load(Ordering::SeqCst) >= target
-        });
-    };
+    let load = LoadClients::start(
+        8,
+        |_| s.url("/"),
+        move |body| pages.iter().any(|p| p == body),
+    );
+    let more = |n: u64| load.wait_for_more(n, Duration::from_secs(10));
     let idle = |id: usize| {
         // Requests that picked the backend before the drain finish; then none is in flight.
         wait_for(
@@ -529,19 +499,7 @@ fn add_drain_remove_under_load_loses_no_request() {
         || s.demos[1].requests() > blue,
     );
     more(50);
-
-    stop.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let failures = failures.lock().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
-    assert!(ok.load(Ordering::SeqCst) >= 550);
+    assert!(load.finish() >= 550);
 }
 
 #[test]

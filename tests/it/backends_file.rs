@@ -4,20 +4,20 @@
 //! file agree on affinity (ip-hash and the `lb_backend` cookie). Every wait polls the
 //! admin listener for the file's generation or error count, with a deadline.
 
+use crate::support::process::{Launch, Running};
 use crate::support::*;
 use load_balancer::backends_file;
 use load_balancer::config::Config;
 use load_balancer::demo::DemoBackend;
 use load_balancer::server::Balancer;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
+use std::sync::Mutex;
+use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a reload may take to show, here on a busy 2-core machine: generous, since
 /// every wait polls and returns as soon as the change is seen.
@@ -134,38 +134,15 @@ fn reload_under_load_fails_no_request() {
     dir.write(&listing(&[all[1].clone(), all[2].clone()]));
     let lb = start_in_process(&dir, |_| {});
     let admin = lb.admin_addr().unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(Mutex::new(Vec::new()));
-    let served = Arc::new(AtomicUsize::new(0));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|n| {
-            let (stop, failures, served) = (stop.clone(), failures.clone(), served.clone());
-            let url = format!("http://{}/?client={n}", lb.addr());
-            thread::spawn(move || {
-                // One agent per client: keep-alive connections to the balancer, reused.
-                let agent = agent();
-                while !stop.load(Ordering::SeqCst) {
-                    match agent.get(&url).call() {
-                        Ok(mut r) if r.status() == 200 => {
-                            let _ = r.body_mut().read_to_string();
-                            served.fetch_add(1, Ordering::SeqCst);
-                        }
-                        Ok(r) => failures
-                            .lock()
-                            .unwrap()
-                            .push(format!("status {}", r.status())),
-                        Err(e) => failures.lock().unwrap().push(e.to_string()),
-                    }
-                }
-            })
-        })
-        .collect();
+    // Each client keeps its connections to the balancer alive and reuses them.
+    let load = LoadClients::start(
+        CLIENTS,
+        |n| format!("http://{}/?client={n}", lb.addr()),
+        |_| true,
+    );
     for (i, list) in lists.iter().enumerate() {
         // Some requests between two reloads, so each list really carries traffic.
-        let before = served.load(Ordering::SeqCst);
-        wait_for(RELOAD_DEADLINE, "requests between reloads", || {
-            served.load(Ordering::SeqCst) >= before + CLIENTS
-        });
+        load.wait_for_more(CLIENTS as u64, RELOAD_DEADLINE);
         dir.write(&listing(list));
         wait_metric(admin, "lb_backends_file_generation", (i + 2) as f64);
         let want: Vec<String> = list
@@ -174,17 +151,7 @@ fn reload_under_load_fails_no_request() {
             .collect();
         assert_eq!(listed(admin), want, "reload {}", i + 1);
     }
-    stop.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let failures = failures.lock().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} failed: {failures:?}",
-        failures.len()
-    );
-    assert!(served.load(Ordering::SeqCst) >= RELOADS * CLIENTS);
+    assert!(load.finish() >= (RELOADS * CLIENTS) as u64);
     assert_eq!(metric(admin, "lb_backends_file_reload_errors_total"), 0.0);
     // Every backend that was listed served requests.
     for d in &demos {
@@ -355,92 +322,14 @@ fn the_admin_api_leaves_the_list_to_the_file() {
     );
 }
 
-/// The real binary, started with `args`; its stdout line by line. Killed when dropped.
-struct Running {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-    addr: SocketAddr,
-    admin: Option<SocketAddr>,
-}
-
-impl Running {
-    fn start(args: &[&str]) -> Running {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_load-balancer"))
-            .args(["--listen", "127.0.0.1:0", "--quiet"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut running = Running {
-            child,
-            lines,
-            seen: Vec::new(),
-            addr: "127.0.0.1:0".parse().unwrap(),
-            admin: None,
-        };
-        running.addr = running.address_after("[LoadBalancer] Running at http://");
-        if args.windows(2).any(|w| w[0] == "--admin" && w[1] != "off") {
-            running.admin = Some(running.address_after("[Admin] Status page at http://"));
-        }
-        running
-    }
-
-    /// The address that follows `prefix` on a stdout line.
-    fn address_after(&mut self, prefix: &str) -> SocketAddr {
-        let line = self.line_with(prefix);
-        let rest = &line[line.find(prefix).unwrap() + prefix.len()..];
-        rest.split([' ', '/']).next().unwrap().parse().unwrap()
-    }
-
-    /// Waits (up to the reload deadline) for a stdout line containing `needle`.
-    fn line_with(&mut self, needle: &str) -> String {
-        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
-            return l.clone();
-        }
-        let deadline = Instant::now() + RELOAD_DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no line with {needle:?}; got {:?}", self.seen),
-            }
-        }
-    }
-
-    fn hang_up(&self) {
-        let status = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    fn admin(&self) -> SocketAddr {
-        self.admin.expect("started with --admin")
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The real binary on a free port, quiet, with `args` after those; its stdout line by line,
+/// waited for up to the reload deadline.
+fn start_binary(args: &[&str]) -> Running {
+    Launch::balancer()
+        .args(&["--listen", "127.0.0.1:0", "--quiet"])
+        .args(args)
+        .patience(RELOAD_DEADLINE)
+        .start()
 }
 
 #[cfg(unix)]
@@ -451,7 +340,7 @@ fn sighup_reads_the_file_at_once() {
     dir.write(&listing(&urls(&demos[..1])));
     let file = dir.file();
     // Polled once an hour: only the signal can make this reload happen within the test.
-    let mut lb = Running::start(&[
+    let mut lb = start_binary(&[
         "--admin",
         "127.0.0.1:0",
         "--backends-file",
@@ -462,7 +351,7 @@ fn sighup_reads_the_file_at_once() {
     let admin = lb.admin();
     dir.write(&listing(&urls(&demos)));
     assert_eq!(metric(admin, "lb_backends_file_generation"), 1.0);
-    lb.hang_up();
+    lb.signal("HUP");
     wait_metric(admin, "lb_backends_file_generation", 2.0);
     assert_eq!(listed(admin), urls(&demos));
     lb.line_with("SIGHUP: reading --backends-file again");
@@ -470,7 +359,7 @@ fn sighup_reads_the_file_at_once() {
     // A SIGHUP re-reads even an unchanged file: the list stays, the load time moves on.
     let loaded = "lb_backends_file_last_reload_success_timestamp_seconds";
     let before = metric(admin, loaded);
-    lb.hang_up();
+    lb.signal("HUP");
     wait_for(RELOAD_DEADLINE, "a second read", || {
         metric(admin, loaded) > before
     });
@@ -481,11 +370,11 @@ fn sighup_reads_the_file_at_once() {
 #[test]
 fn sighup_without_a_file_does_not_stop_the_balancer() {
     let demo = demos(1);
-    let mut lb = Running::start(&["--admin", "off", "--backend", &demo[0].url()]);
-    lb.hang_up();
+    let mut lb = start_binary(&["--admin", "off", "--backend", &demo[0].url()]);
+    lb.signal("HUP");
     lb.line_with("SIGHUP: nothing to re-read");
     assert_eq!(get(&format!("http://{}/", lb.addr)).0, 200);
-    assert!(lb.child.try_wait().unwrap().is_none(), "still running");
+    assert!(lb.is_running(), "still running");
 }
 
 #[test]
@@ -528,10 +417,10 @@ fn two_copies(dir: &Dir, all: &[String], strategy: &str) -> (Running, Running) {
     let mut reversed: Vec<String> = all.to_vec();
     reversed.reverse();
     dir.write(&listing(&reversed));
-    let second = Running::start(&args(&file).iter().map(String::as_str).collect::<Vec<_>>());
+    let mut second = start_binary(&args(&file).iter().map(String::as_str).collect::<Vec<_>>());
     dir.write(&listing(all));
     wait_metric(second.admin(), "lb_backends_file_generation", 2.0);
-    let first = Running::start(&args(&file).iter().map(String::as_str).collect::<Vec<_>>());
+    let first = start_binary(&args(&file).iter().map(String::as_str).collect::<Vec<_>>());
     (first, second)
 }
 
@@ -555,7 +444,8 @@ fn two_copies_agree_under_ip_hash() {
     let demos = demos(6);
     let all = urls(&demos);
     let dir = Dir::new("iphash");
-    let (first, second) = two_copies(&dir, &all, "ip-hash");
+    let (mut first, mut second) = two_copies(&dir, &all, "ip-hash");
+    let admins = [first.admin(), second.admin()];
     // One client address, but several lists: each list is a new draw of the hash, so copies
     // that agreed by chance would not agree on all of them.
     let subsets: [&[usize]; 5] = [
@@ -569,12 +459,8 @@ fn two_copies_agree_under_ip_hash() {
         let list: Vec<String> = subset.iter().map(|&i| all[i].clone()).collect();
         if n > 0 {
             dir.write(&listing(&list));
-            wait_metric(first.admin(), "lb_backends_file_generation", (n + 1) as f64);
-            wait_metric(
-                second.admin(),
-                "lb_backends_file_generation",
-                (n + 2) as f64,
-            );
+            wait_metric(admins[0], "lb_backends_file_generation", (n + 1) as f64);
+            wait_metric(admins[1], "lb_backends_file_generation", (n + 2) as f64);
         }
         let a = pick(&first, &demos);
         assert!(subset.contains(&a));
@@ -584,14 +470,14 @@ fn two_copies_agree_under_ip_hash() {
         }
     }
     // And both say they serve the same list.
-    let hash = |lb: &Running| {
-        let (_, text) = admin_get(lb.admin(), "/metrics");
+    let hash = |admin: SocketAddr| {
+        let (_, text) = admin_get(admin, "/metrics");
         text.lines()
             .find(|l| l.starts_with("lb_backends_file_info{"))
             .map(String::from)
             .unwrap()
     };
-    assert_eq!(hash(&first), hash(&second));
+    assert_eq!(hash(admins[0]), hash(admins[1]));
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The chapter's demo and the core relay: `cargo run` end to end, round robin, a full relay of
 //! methods, statuses and headers, error pages for dead backends, flag errors.
 
-use crate::support::process::{PROCESS_WAIT, Running, url_in};
+use crate::support::process::{Launch, PROCESS_WAIT, url_in};
 use crate::support::*;
 use std::io::{ErrorKind, Write};
 use std::net::TcpStream;
@@ -11,14 +11,7 @@ use std::time::Duration;
 #[test]
 fn the_default_demo_runs_end_to_end_on_free_ports() {
     // `cargo run` with free ports instead of 9000, 8001 and 8002.
-    let mut lb = Running::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--demo-port",
-        "0",
-        "--admin",
-        "off",
-    ]);
+    let mut lb = Launch::demo().start();
     let red = lb.line_with("[Backend] Red Server started at http://");
     let blue = lb.line_with("[Backend] Blue Server started at http://");
     let (red, blue) = (url_in(&red).to_string(), url_in(&blue).to_string());

@@ -7,11 +7,11 @@
 //! The `exercise_` tests belong to the exercises at the end of each page: they are ignored,
 //! and fail until the exercise is done (`cargo test exercise_random_strategy -- --ignored`).
 
+use crate::support::process::{Launch, Running, url_in};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ const WATCH: Duration = Duration::from_secs(1);
 /// The crate's timeouts in these tests: its defaults (10 s for a request head, 30 s for a
 /// silent backend) made short, so that the tests are quick.
 const SHORT: &str = "300ms";
-/// How often a test looks again while waiting for a process or a thread count.
+/// How often a test looks again while waiting for room under a connection cap.
 const POLL: Duration = Duration::from_millis(10);
 
 const RED: &str = "<h1 style='color:red;'>Red Server - Server 1</h1>";
@@ -33,165 +33,26 @@ const BLUE: &str = "<h1 style='color:blue;'>Blue Server - Server 2</h1>";
 // ---------------------------------------------------------------------------------------------
 // The two programs under test.
 
-/// A balancer process, with its console lines (stdout and stderr) and the address it listens
-/// on. Killed and waited for when dropped, so that no test leaves one behind.
-struct Running {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-    addr: SocketAddr,
+/// `chapter` on free ports (Red, Blue and the balancer), with `args` after those; its stdout
+/// and stderr read as one.
+fn the_chapter(args: &[&str]) -> Running {
+    Launch::chapter()
+        .args(&["--port", "0", "--red", "0", "--blue", "0"])
+        .args(args)
+        .and_stderr()
+        .patience(PATIENCE)
+        .start()
 }
 
-impl Running {
-    /// `chapter` on free ports (Red, Blue and the balancer), with `args` after those.
-    fn chapter(args: &[&str]) -> Running {
-        let ports = ["--port", "0", "--red", "0", "--blue", "0"];
-        Running::start(env!("CARGO_BIN_EXE_chapter"), &[&ports[..], args].concat())
-    }
-
-    /// `load-balancer` on a free port, demo backends on free ports, no admin listener, with
-    /// `args` after those (a later flag wins: `--admin 127.0.0.1:0` turns it back on).
-    fn balancer(args: &[&str]) -> Running {
-        let base = [
-            "--listen",
-            "127.0.0.1:0",
-            "--demo-port",
-            "0",
-            "--admin",
-            "off",
-        ];
-        Running::start(
-            env!("CARGO_BIN_EXE_load-balancer"),
-            &[&base[..], args].concat(),
-        )
-    }
-
-    fn start(program: &str, args: &[&str]) -> Running {
-        let mut child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, lines) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        forward_lines("stdout", stdout, tx.clone());
-        forward_lines("stderr", stderr, tx);
-        let mut running = Running {
-            child,
-            lines,
-            seen: Vec::new(),
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        let line = running.line_with("[LoadBalancer] Running at http://");
-        running.addr = SocketAddr::from(([127, 0, 0, 1], port_in(&line)));
-        running
-    }
-
-    /// Waits (up to [`PATIENCE`]) for a console line containing `needle`; returns it.
-    fn line_with(&mut self, needle: &str) -> String {
-        if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
-            return line.clone();
-        }
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!(
-                        "no line with {needle:?} in {PATIENCE:?}; got {:?}",
-                        self.seen
-                    )
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    panic!(
-                        "exited without a line with {needle:?}; it said {:?}",
-                        self.seen
-                    )
-                }
-            }
-        }
-    }
-
-    /// Sends a signal (`"INT"` is Ctrl-C) with the `kill` command.
-    fn signal(&self, name: &str) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &pid])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{name} {pid}");
-    }
-
-    /// Waits up to [`PATIENCE`] for the process to end.
-    fn exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "still running after {PATIENCE:?}"
-            );
-            thread::sleep(POLL);
-        }
-    }
-
-    /// How many threads the process has now (Linux: `/proc/PID/status`).
-    #[cfg(target_os = "linux")]
-    fn threads(&self) -> usize {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("Threads:")).unwrap();
-        line["Threads:".len()..].trim().parse().unwrap()
-    }
-
-    /// Waits up to [`PATIENCE`] until the process has at least `n` threads.
-    #[cfg(target_os = "linux")]
-    fn wait_for_threads(&self, n: usize) {
-        let deadline = Instant::now() + PATIENCE;
-        while self.threads() < n {
-            assert!(
-                Instant::now() < deadline,
-                "{} threads, not {n}",
-                self.threads()
-            );
-            thread::sleep(POLL);
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Sends each line of `from` to `to`, on a thread of its own, until `from` ends.
-fn forward_lines(name: &str, from: impl Read + Send + 'static, to: Sender<String>) {
-    spawn(name, move || {
-        for line in BufReader::new(from).lines().map_while(Result::ok) {
-            if to.send(line).is_err() {
-                return;
-            }
-        }
-    });
-}
-
-/// The port in a start-up line: `... http://localhost:9000` or `... http://127.0.0.1:9000 (...)`.
-fn port_in(line: &str) -> u16 {
-    let url = line.split("http://").nth(1).unwrap();
-    let host_port = url.split(['/', ' ']).next().unwrap();
-    host_port.rsplit_once(':').unwrap().1.parse().unwrap()
+/// `load-balancer` on a free port, demo backends on free ports, no admin listener, with
+/// `args` after those (a later flag wins: `--admin 127.0.0.1:0` turns it back on); its stdout
+/// and stderr read as one.
+fn the_crate(args: &[&str]) -> Running {
+    Launch::demo()
+        .args(args)
+        .and_stderr()
+        .patience(PATIENCE)
+        .start()
 }
 
 fn spawn<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
@@ -480,8 +341,8 @@ fn the_chapter_file_is_small_and_standalone() {
 
 #[test]
 fn the_chapter_behaves_as_the_chapter() {
-    let mut chapter = Running::chapter(&[]);
-    let started: Vec<&String> = chapter.seen.iter().take(3).collect();
+    let mut chapter = the_chapter(&[]);
+    let started: Vec<&String> = chapter.seen().iter().take(3).collect();
     for line in &started[..2] {
         assert!(
             line.starts_with("[Backend] Server started at http://localhost:"),
@@ -489,24 +350,20 @@ fn the_chapter_behaves_as_the_chapter() {
         );
     }
     assert!(started[2].starts_with("[LoadBalancer] Running at http://localhost:"));
-    let red = port_in(started[0]);
-    let blue = port_in(started[1]);
+    let red = url_in(started[0]).to_string();
+    let blue = url_in(started[1]).to_string();
     assert_eq!(get(chapter.addr, "/"), (200, RED.to_string()));
     // The icon is answered by the balancer, and takes no turn.
     let icon = request(chapter.addr, &get_raw("/favicon.ico")).unwrap();
     assert_eq!((icon.status, icon.body.as_str()), (204, ""), "{icon:?}");
     assert_eq!(get(chapter.addr, "/page"), (200, BLUE.to_string()));
     assert_eq!(get(chapter.addr, "/"), (200, RED.to_string()));
-    chapter.line_with(&format!(
-        "[LoadBalancer] Routing path '/' to http://localhost:{red}"
-    ));
-    chapter.line_with(&format!(
-        "[LoadBalancer] Routing path '/page' to http://localhost:{blue}"
-    ));
+    chapter.line_with(&format!("[LoadBalancer] Routing path '/' to {red}"));
+    chapter.line_with(&format!("[LoadBalancer] Routing path '/page' to {blue}"));
     assert!(
-        !chapter.seen.iter().any(|l| l.contains("favicon")),
+        !chapter.seen().iter().any(|l| l.contains("favicon")),
         "{:?}",
-        chapter.seen
+        chapter.seen()
     );
 }
 
@@ -530,7 +387,7 @@ fn quiet_client_then_another(
 fn step1_a_slow_client() {
     // chapter.rs: a thread each, so the other client is served; the quiet one holds its
     // thread and hears nothing.
-    let chapter = Running::chapter(&[]);
+    let chapter = the_chapter(&[]);
     let (other, quiet) = quiet_client_then_another(chapter.addr, WATCH);
     assert_eq!(other, (200, RED.to_string()));
     assert!(
@@ -539,7 +396,7 @@ fn step1_a_slow_client() {
     );
 
     // The crate: the same, and the quiet client gets 408 after --header-timeout.
-    let lb = Running::balancer(&["--header-timeout", SHORT]);
+    let lb = the_crate(&["--header-timeout", SHORT]);
     let started = Instant::now();
     let (other, quiet) = quiet_client_then_another(lb.addr, PATIENCE);
     assert_eq!(other, (200, RED.to_string()));
@@ -552,7 +409,7 @@ fn step1_a_slow_client() {
 #[test]
 #[ignore = "exercise: chapter.rs answers a slow client with 408"]
 fn exercise_chapter_answers_a_slow_client_with_408() {
-    let chapter = Running::chapter(&[]);
+    let chapter = the_chapter(&[]);
     let (other, quiet) = quiet_client_then_another(chapter.addr, PATIENCE);
     assert_eq!(other.0, 200);
     let quiet = quiet.expect("chapter.rs answers the quiet client within 5 s");
@@ -572,19 +429,19 @@ fn quiet_connections_then_one(addr: SocketAddr, n: usize) -> (Vec<TcpStream>, Op
 #[test]
 fn step2_a_cap_on_connections() {
     // chapter.rs: every connection gets a thread, however many there are.
-    let chapter = Running::chapter(&[]);
+    let chapter = the_chapter(&[]);
     #[cfg(target_os = "linux")]
     let before = chapter.threads();
     let quiet: Vec<TcpStream> = (0..20).map(|_| connect(chapter.addr)).collect();
     #[cfg(target_os = "linux")]
-    chapter.wait_for_threads(before + 20);
+    chapter.wait_for_threads(before + 20, PATIENCE);
     let answer = request(chapter.addr, &get_raw("/")).unwrap();
     assert_eq!(answer.status, 200, "{answer:?}");
     drop(quiet);
 
     // The crate with --max-connections 4: four quiet connections fill it, the fifth is
     // turned away with 503 and Retry-After.
-    let lb = Running::balancer(&["--max-connections", "4"]);
+    let lb = the_crate(&["--max-connections", "4"]);
     let (quiet, fifth) = quiet_connections_then_one(lb.addr, 4);
     let fifth = fifth.expect("the crate answers past its cap");
     assert_eq!(fifth.status, 503, "{fifth:?}");
@@ -605,7 +462,7 @@ fn step2_a_cap_on_connections() {
 #[test]
 #[ignore = "exercise: chapter.rs gets --max-connections"]
 fn exercise_chapter_caps_connections() {
-    let chapter = Running::chapter(&["--max-connections", "2"]);
+    let chapter = the_chapter(&["--max-connections", "2"]);
     let (_quiet, third) = quiet_connections_then_one(chapter.addr, 2);
     let third = third.expect("chapter.rs answers past its cap");
     assert_eq!(third.status, 503, "{third:?}");
@@ -629,7 +486,7 @@ fn two_requests_on_one_connection(addr: SocketAddr) -> (Option<Response>, Option
 #[test]
 fn step3_keep_alive() {
     // chapter.rs: one answer, then the connection is closed.
-    let chapter = Running::chapter(&[]);
+    let chapter = the_chapter(&[]);
     let (first, second) = two_requests_on_one_connection(chapter.addr);
     let first = first.unwrap();
     assert_eq!((first.status, first.body.as_str()), (200, RED));
@@ -637,7 +494,7 @@ fn step3_keep_alive() {
     assert!(second.is_none(), "{second:?}");
 
     // The crate: both answered on the one connection, which stays open.
-    let lb = Running::balancer(&[]);
+    let lb = the_crate(&[]);
     let (first, second) = two_requests_on_one_connection(lb.addr);
     let (first, second) = (first.unwrap(), second.unwrap());
     assert_eq!((first.status, first.body.as_str()), (200, RED));
@@ -648,7 +505,7 @@ fn step3_keep_alive() {
 #[test]
 #[ignore = "exercise: --max-requests per keep-alive connection"]
 fn exercise_max_requests_per_connection() {
-    let lb = Running::balancer(&["--max-requests", "2"]);
+    let lb = the_crate(&["--max-requests", "2"]);
     let mut stream = connect(lb.addr);
     stream.write_all(&get_raw("/")).unwrap();
     let first = read_response(&mut stream).unwrap();
@@ -679,7 +536,7 @@ fn step4_methods_headers_and_bodies() {
     // does not reach it, and a POST is not passed on at all.
     let backend = TestBackend::new();
     let port = backend.addr.port().to_string();
-    let chapter = Running::chapter(&["--blue-down", "--blue", &port]);
+    let chapter = the_chapter(&["--blue-down", "--blue", &port]);
     assert_eq!(request(chapter.addr, WITH_COOKIE).unwrap().body, RED);
     assert_eq!(request(chapter.addr, WITH_COOKIE).unwrap().body, "done");
     let (head, _) = backend.next_request();
@@ -695,7 +552,7 @@ fn step4_methods_headers_and_bodies() {
     // The crate: the headers arrive (with X-Forwarded-For added), and so does the POST, body
     // and all.
     let backend = TestBackend::new();
-    let lb = Running::balancer(&["--backend", &backend.url()]);
+    let lb = the_crate(&["--backend", &backend.url()]);
     assert_eq!(request(lb.addr, WITH_COOKIE).unwrap().body, "done");
     let (head, _) = backend.next_request();
     assert!(head.starts_with("GET /who HTTP/1.1\r\n"), "{head}");
@@ -716,7 +573,7 @@ fn step4_methods_headers_and_bodies() {
 fn exercise_chapter_sends_x_forwarded_for() {
     let backend = TestBackend::new();
     let port = backend.addr.port().to_string();
-    let chapter = Running::chapter(&["--blue-down", "--blue", &port]);
+    let chapter = the_chapter(&["--blue-down", "--blue", &port]);
     assert_eq!(get(chapter.addr, "/").1, RED);
     assert_eq!(get(chapter.addr, "/").1, "done");
     let (head, _) = backend.next_request();
@@ -731,7 +588,7 @@ fn exercise_chapter_sends_x_forwarded_for() {
 fn exercise_chapter_relays_a_post_body() {
     let backend = TestBackend::new();
     let port = backend.addr.port().to_string();
-    let chapter = Running::chapter(&["--blue-down", "--blue", &port]);
+    let chapter = the_chapter(&["--blue-down", "--blue", &port]);
     assert_eq!(get(chapter.addr, "/").1, RED);
     let post = request(chapter.addr, A_POST).unwrap();
     assert_eq!((post.status, post.body.as_str()), (200, "done"));
@@ -760,7 +617,7 @@ const MALFORMED: &[(&[u8], u16)] = &[
 fn step5_malformed_requests() {
     // chapter.rs looks at the request line's word count and the method, nothing else: all
     // of these reach a backend and come back 200.
-    let chapter = Running::chapter(&[]);
+    let chapter = the_chapter(&[]);
     for (raw, _) in MALFORMED {
         let answer = request(chapter.addr, raw).unwrap();
         assert_eq!(
@@ -774,7 +631,7 @@ fn step5_malformed_requests() {
     assert_eq!(request(chapter.addr, b"HELLO\r\n\r\n").unwrap().status, 400);
 
     // The crate refuses each with the status RFC 9112 and 9110 name, and closes.
-    let lb = Running::balancer(&[]);
+    let lb = the_crate(&[]);
     for (raw, status) in MALFORMED {
         let answer = request(lb.addr, raw).unwrap();
         assert_eq!(
@@ -791,7 +648,7 @@ fn step5_malformed_requests() {
 #[test]
 #[ignore = "exercise: chapter.rs checks the HTTP version"]
 fn exercise_chapter_checks_the_version() {
-    let chapter = Running::chapter(&[]);
+    let chapter = the_chapter(&[]);
     let answer = request(chapter.addr, b"GET / HTTP/9.9\r\nHost: lb\r\n\r\n").unwrap();
     assert_eq!(answer.status, 505, "{answer:?}");
     let answer = request(chapter.addr, b"GET / banana\r\n\r\n").unwrap();
@@ -814,7 +671,7 @@ fn step6_a_dead_backend() {
     // chapter.rs with Blue down: every second request gets the 502 page.
     let dead = DeadPort::new();
     let port = dead.port.to_string();
-    let chapter = Running::chapter(&["--blue-down", "--blue", &port]);
+    let chapter = the_chapter(&["--blue-down", "--blue", &port]);
     let answers = four_gets(chapter.addr);
     let statuses: Vec<u16> = answers.iter().map(|(status, _)| *status).collect();
     assert_eq!(statuses, [200, 502, 200, 502]);
@@ -823,7 +680,7 @@ fn step6_a_dead_backend() {
 
     // The crate, with the dead backend first and one demo backend: the first request fails
     // over to Red, the dead one is taken out (--max-fails 1), and every request is served.
-    let lb = Running::balancer(&[
+    let lb = the_crate(&[
         "--backend",
         &format!("http://127.0.0.1:{port}"),
         "--demo",
@@ -838,7 +695,7 @@ fn step6_a_dead_backend() {
 fn exercise_chapter_tries_the_next_backend() {
     let dead = DeadPort::new();
     let port = dead.port.to_string();
-    let chapter = Running::chapter(&["--blue-down", "--blue", &port]);
+    let chapter = the_chapter(&["--blue-down", "--blue", &port]);
     assert_eq!(four_gets(chapter.addr), vec![(200, RED.to_string()); 4]);
 }
 
@@ -847,7 +704,7 @@ fn exercise_chapter_tries_the_next_backend() {
 fn exercise_502_page_names_the_backend() {
     let dead = DeadPort::new();
     let url = format!("http://127.0.0.1:{}", dead.port);
-    let lb = Running::balancer(&["--backend", &url]);
+    let lb = the_crate(&["--backend", &url]);
     let (status, page) = get(lb.addr, "/");
     assert_eq!(status, 502);
     assert!(page.contains(&url), "the page names {url}: {page}");
@@ -856,7 +713,7 @@ fn exercise_502_page_names_the_backend() {
 #[test]
 #[ignore = "exercise: a random strategy"]
 fn exercise_random_strategy() {
-    let lb = Running::balancer(&["--strategy", "random", "--demo", "3"]);
+    let lb = the_crate(&["--strategy", "random", "--demo", "3"]);
     let pages: Vec<String> = (0..60).map(|_| get(lb.addr, "/").1).collect();
     for colour in ["red", "blue", "green"] {
         let seen = pages
@@ -881,7 +738,7 @@ fn step7_a_hung_backend() {
     // chapter.rs's TIMEOUT of 10 s; the test watches for one).
     let hung = HungBackend::new();
     let port = hung.port().to_string();
-    let chapter = Running::chapter(&["--blue-down", "--blue", &port]);
+    let chapter = the_chapter(&["--blue-down", "--blue", &port]);
     assert_eq!(get(chapter.addr, "/"), (200, RED.to_string()));
     let mut stream = connect(chapter.addr);
     stream.set_read_timeout(Some(WATCH)).unwrap();
@@ -893,7 +750,7 @@ fn step7_a_hung_backend() {
     // hung backend gets its 504 after one timeout (it may have been acted on, so it is not
     // sent to Red as well), and the next request goes to Red without waiting.
     let url = format!("http://127.0.0.1:{port}");
-    let lb = Running::balancer(&[
+    let lb = the_crate(&[
         "--backend",
         &url,
         "--demo",
@@ -916,7 +773,7 @@ fn step7_a_hung_backend() {
 fn exercise_chapter_answers_504_for_a_silent_backend() {
     let hung = HungBackend::new();
     let port = hung.port().to_string();
-    let chapter = Running::chapter(&["--blue-down", "--blue", &port]);
+    let chapter = the_chapter(&["--blue-down", "--blue", &port]);
     assert_eq!(get(chapter.addr, "/").0, 200);
     let answer = request(chapter.addr, &get_raw("/")).expect("an answer within 5 s");
     assert_eq!(answer.status, 504, "{answer:?}");
@@ -940,17 +797,21 @@ fn step8_graceful_shutdown() {
     // chapter.rs: Ctrl-C (SIGINT) ends the process at once; the request in flight is cut.
     let mut backend = TestBackend::held();
     let port = backend.addr.port().to_string();
-    let mut chapter = Running::chapter(&["--blue-down", "--blue", &port]);
+    let mut chapter = the_chapter(&["--blue-down", "--blue", &port]);
     assert_eq!(get(chapter.addr, "/").1, RED);
     let client = request_in_flight(chapter.addr, &backend);
     chapter.signal("INT");
-    assert_eq!(chapter.exit().signal(), Some(2), "killed by SIGINT");
+    assert_eq!(
+        chapter.exit_within(PATIENCE).signal(),
+        Some(2),
+        "killed by SIGINT"
+    );
     backend.release();
     assert!(client.join().unwrap().is_none(), "no answer");
 
     // The crate: it stops taking connections, lets the request finish, says so, exits 0.
     let mut backend = TestBackend::held();
-    let mut lb = Running::balancer(&["--backend", &backend.url(), "--drain-timeout", "5s"]);
+    let mut lb = the_crate(&["--backend", &backend.url(), "--drain-timeout", "5s"]);
     let client = request_in_flight(lb.addr, &backend);
     lb.signal("INT");
     lb.line_with("SIGINT: draining");
@@ -960,7 +821,7 @@ fn step8_graceful_shutdown() {
         .unwrap()
         .expect("the request in flight finishes");
     assert_eq!((answer.status, answer.body.as_str()), (200, "done"));
-    assert_eq!(lb.exit().code(), Some(0));
+    assert_eq!(lb.exit_within(PATIENCE).code(), Some(0));
     let summary = lb.line_with("[LoadBalancer] Stopped:");
     assert!(summary.contains("1 requests"), "{summary}");
 }
@@ -970,7 +831,7 @@ fn step8_graceful_shutdown() {
 #[ignore = "exercise: /healthz on the admin listener"]
 fn exercise_admin_healthz() {
     let mut backend = TestBackend::held();
-    let mut lb = Running::balancer(&[
+    let mut lb = the_crate(&[
         "--backend",
         &backend.url(),
         "--admin",
@@ -978,7 +839,7 @@ fn exercise_admin_healthz() {
         "--drain-timeout",
         "5s",
     ]);
-    let admin = SocketAddr::from(([127, 0, 0, 1], port_in(&lb.line_with("[Admin]"))));
+    let admin = lb.admin();
     assert_eq!(get(admin, "/healthz"), (200, "ok\n".to_string()));
     // While draining, the balancer tells whoever sends it traffic to stop.
     let client = request_in_flight(lb.addr, &backend);

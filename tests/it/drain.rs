@@ -81,20 +81,13 @@ fn a_drain_timeout_that_runs_out_counts_what_it_leaves() {
 #[cfg(unix)]
 #[test]
 fn the_binary_cuts_what_is_left_at_the_drain_timeout_and_says_so() {
-    use crate::support::process::{PROCESS_WAIT, Running};
+    use crate::support::process::{Launch, PROCESS_WAIT};
     use std::io::Write;
     let gate = Arc::new(Gate::default());
     let backend = slow_on_request(&gate);
-    let mut lb = Running::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--backend",
-        &backend.url(),
-        "--admin",
-        "off",
-        "--drain-timeout",
-        "300ms",
-    ]);
+    let mut lb = Launch::over(&backend.url())
+        .args(&["--drain-timeout", "300ms"])
+        .start();
     let mut busy = connect(lb.addr);
     busy.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();

@@ -160,20 +160,26 @@ fn console_commands_are_checked_and_act() {
     assert_eq!(direct(&fleet.backends[1]).0, 503);
 }
 
-#[test]
-fn slow_backend_loses_traffic_under_least_conn() {
-    let (fleet, lb) = fleet_setup(3, |c| set_strategy(c, "least-conn"));
-    fleet.command("slow red 200").unwrap();
-    let url = format!("http://{}/", lb.addr());
-    let clients: Vec<_> = (0..6)
+/// `clients` clients at once, each sending `each` GETs to `url` one after the other; asserts
+/// that every request was answered with 200.
+fn burst(url: &str, clients: usize, each: usize) {
+    let clients: Vec<_> = (0..clients)
         .map(|_| {
-            let url = url.clone();
-            std::thread::spawn(move || (0..8).all(|_| get(&url).0 == 200))
+            let url = url.to_string();
+            std::thread::spawn(move || (0..each).all(|_| get(&url).0 == 200))
         })
         .collect();
     for c in clients {
         assert!(c.join().unwrap(), "every request answered");
     }
+}
+
+#[test]
+fn slow_backend_loses_traffic_under_least_conn() {
+    let (fleet, lb) = fleet_setup(3, |c| set_strategy(c, "least-conn"));
+    fleet.command("slow red 200").unwrap();
+    let url = format!("http://{}/", lb.addr());
+    burst(&url, 6, 8);
     let [red, blue, green] = [0, 1, 2].map(|i| fleet.backends[i].requests());
     assert_eq!(red + blue + green, 48);
     // 48 requests; round robin would give Red 16. Least-conn sends new requests elsewhere
@@ -281,15 +287,7 @@ fn start_after_stop_under_traffic_listens_again_at_once() {
         Duration::from_secs(10),
         "several pooled connections to red",
         || {
-            let clients: Vec<_> = (0..8)
-                .map(|_| {
-                    let url = url.clone();
-                    std::thread::spawn(move || (0..5).all(|_| get(&url).0 == 200))
-                })
-                .collect();
-            for c in clients {
-                assert!(c.join().unwrap());
-            }
+            burst(&url, 8, 5);
             pooled(&lb, 0) > 1
         },
     );

@@ -3,12 +3,13 @@
 //! cannot trust, hold it with silence or a flood of `1xx`, outgrow its cap with tunnels, or
 //! claim an address it did not come from.
 
+use crate::support::process::Launch;
 use crate::support::*;
 use load_balancer::server::Balancer;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A backend that records every request and answers `200 ok`.
@@ -84,10 +85,22 @@ fn request_trailers_lose_framing_and_routing_fields() {
 
 #[test]
 fn a_backend_that_is_the_balancer_itself_is_refused_at_start() {
+    // A port nothing can bind (a connection of this test holds it): should the check ever be
+    // skipped, the balancer fails to bind (exit 1) instead of taking a port someone else may
+    // be using, and the test still fails.
+    let held = DeadPort::new();
+    let port = held.addr().port();
     for (listen, backend) in [
-        ("127.0.0.1:19680", "http://127.0.0.1:19680"),
-        ("0.0.0.0:19681", "http://localhost:19681"),
+        (
+            format!("127.0.0.1:{port}"),
+            format!("http://127.0.0.1:{port}"),
+        ),
+        (
+            format!("0.0.0.0:{port}"),
+            format!("http://localhost:{port}"),
+        ),
     ] {
+        let (listen, backend) = (listen.as_str(), backend.as_str());
         let mut child = Command::new(env!("CARGO_BIN_EXE_load-balancer"))
             .args(["--listen", listen, "--backend", backend, "--admin", "off"])
             .stdout(Stdio::null())
@@ -124,25 +137,13 @@ fn a_backend_that_is_the_balancer_itself_is_refused_at_start() {
 #[test]
 fn a_health_interval_alone_is_accepted() {
     // The default --health-timeout (1s) follows a shorter interval instead of refusing it.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_load-balancer"))
-        .args(["--listen", "127.0.0.1:0", "--admin", "off", "--quiet"])
-        .args(["--backend", "http://127.0.0.1:1", "--health-check", "/"])
-        .args(["--health-interval", "500ms"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let first = rx.recv_timeout(Duration::from_secs(20));
-    let _ = child.kill();
-    let status = child.wait().unwrap();
-    let first = first.unwrap_or_else(|_| panic!("no start-up line; exit {status}"));
+    let lb = Launch::balancer()
+        .args(&["--listen", "127.0.0.1:0", "--admin", "off", "--quiet"])
+        .args(&["--backend", "http://127.0.0.1:1", "--health-check", "/"])
+        .args(&["--health-interval", "500ms"])
+        .patience(Duration::from_secs(20))
+        .start();
+    let first = &lb.seen()[0];
     assert!(
         first.starts_with("[LoadBalancer] Running at http://127.0.0.1:"),
         "{first}"
@@ -272,6 +273,13 @@ fn lengths_backend() -> ScriptedBackend {
     })
 }
 
+/// `METHOD PATH` on a new connection to `lb`: the answer's head.
+fn head_of_answer(lb: &Balancer, method: &str, path: &str) -> String {
+    let mut conn = RawConn::open(lb.addr());
+    conn.send(format!("{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+    conn.response_to(method).0
+}
+
 #[test]
 fn head_and_304_content_lengths_are_checked_like_any_other() {
     let b = lengths_backend();
@@ -285,9 +293,7 @@ fn head_and_304_content_lengths_are_checked_like_any_other() {
         ("GET", "/304-abc"),
         ("GET", "/304-list"),
     ] {
-        let mut conn = RawConn::open(lb.addr());
-        conn.send(format!("{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
-        let (head, _) = conn.response_to(method);
+        let head = head_of_answer(&lb, method, path);
         assert!(head.starts_with("HTTP/1.1 502 "), "{method} {path}: {head}");
     }
     for (method, path, status) in [
@@ -295,9 +301,7 @@ fn head_and_304_content_lengths_are_checked_like_any_other() {
         ("HEAD", "/five", 200),
         ("GET", "/304-twice", 304),
     ] {
-        let mut conn = RawConn::open(lb.addr());
-        conn.send(format!("{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
-        let (head, _) = conn.response_to(method);
+        let head = head_of_answer(&lb, method, path);
         assert_eq!(status_of(&head), status, "{method} {path}: {head}");
         assert_eq!(
             fields(&head, "content-length"),

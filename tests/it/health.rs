@@ -1,11 +1,11 @@
 //! Active health checks: `--health-check PATH` takes a backend out after `--fall` failed
 //! checks and brings it back after `--rise` passed ones, with no client traffic at all.
 
+use crate::support::process::Launch;
 use crate::support::*;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const INTERVAL: Duration = Duration::from_millis(100);
@@ -163,8 +163,9 @@ fn shutdown_does_not_wait_for_the_next_check() {
 #[test]
 fn the_console_says_which_backend_went_down_and_why() {
     let dead = DeadPort::new();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_load-balancer"))
-        .args([
+    // Its stderr is read too: the health reports go there.
+    let mut lb = Launch::balancer()
+        .args(&[
             "--listen",
             "127.0.0.1:0",
             "--admin",
@@ -180,36 +181,11 @@ fn the_console_says_which_backend_went_down_and_why() {
             "--fall",
             "2",
         ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+        .and_stderr()
+        .start();
     let expected = format!(
         "[Health] {} is DOWN: connection refused, 2 checks failed in a row",
         dead.url()
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut seen = Vec::new();
-    let found = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if line == expected => break true,
-            Ok(line) => seen.push(line),
-            Err(_) => break false,
-        }
-    };
-    child.kill().unwrap();
-    child.wait().unwrap();
-    reader.join().unwrap();
-    assert!(found, "no {expected:?} in {seen:?}");
+    assert_eq!(lb.line_with(&expected), expected);
 }

@@ -175,6 +175,25 @@ fn pool_a_connection_the_backend_then_closes(lb: &Balancer, closed: &AtomicBool)
     c
 }
 
+/// Reads the next response on `c`: the backend's answer to a first request, `200` and `first`.
+fn assert_first_answer(c: &mut RawConn) {
+    let (head, body) = c.response();
+    assert_eq!(status_line(&head), "HTTP/1.1 200 OK", "{head}");
+    assert_eq!(body, b"first");
+}
+
+/// Reads the next response on `c`: the balancer's 502 page for a backend that closed the
+/// connection without a byte of answer.
+fn assert_502_for_no_answer(c: &mut RawConn) {
+    let (head, body) = c.response();
+    assert_page(
+        &head,
+        &body,
+        "502 Bad Gateway",
+        "the backend closed the connection without a response",
+    );
+}
+
 #[test]
 fn a_pooled_connection_closed_by_the_backend_is_retried_once_for_get() {
     let (backend, seen, closed) = closes_after_one();
@@ -182,9 +201,7 @@ fn a_pooled_connection_closed_by_the_backend_is_retried_once_for_get() {
     let mut c = pool_a_connection_the_backend_then_closes(&lb, &closed);
     // The pooled connection is dead; the GET goes out again on a fresh one, unnoticed.
     c.send(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n");
-    let (head, body) = c.response();
-    assert_eq!(status_line(&head), "HTTP/1.1 200 OK", "{head}");
-    assert_eq!(body, b"first");
+    assert_first_answer(&mut c);
     assert_eq!(seen.connections(), 2);
     assert_eq!(seen.count_starting("GET /b "), 1);
     assert!(backend_up(&lb, 0), "a closed idle connection is no failure");
@@ -198,9 +215,7 @@ fn a_post_never_goes_out_on_a_pooled_connection_the_backend_closed() {
     // The balancer checks a pooled connection before it trusts it with a POST: it sees the
     // backend's close and opens a fresh connection instead, so the POST is sent once.
     c.send(b"POST /pay HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
-    let (head, body) = c.response();
-    assert_eq!(status_line(&head), "HTTP/1.1 200 OK", "{head}");
-    assert_eq!(body, b"first");
+    assert_first_answer(&mut c);
     assert_eq!(seen.connections(), 2);
     assert_eq!(seen.last().1, b"hello");
     assert_eq!(seen.count(), 2);
@@ -228,13 +243,7 @@ fn the_retry_on_a_fresh_connection_happens_once() {
     c.send(b"GET /warm HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(c.response().1, b"first");
     c.send(b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n");
-    let (head, body) = c.response();
-    assert_page(
-        &head,
-        &body,
-        "502 Bad Gateway",
-        "the backend closed the connection without a response",
-    );
+    assert_502_for_no_answer(&mut c);
     // Once on the pooled connection, once on a fresh one: no more.
     assert_eq!(backend.count_starting("GET /again "), 2);
 }
@@ -265,9 +274,7 @@ fn a_get_that_dies_on_a_pooled_connection_is_sent_again_but_a_post_is_not() {
         pooled(&lb, 0) == 1
     });
     c.send(b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n");
-    let (head, body) = c.response();
-    assert_eq!(status_line(&head), "HTTP/1.1 200 OK", "{head}");
-    assert_eq!(body, b"first");
+    assert_first_answer(&mut c);
     assert_eq!(backend.count_starting("GET /again "), 2);
     assert_eq!(backend.connections(), 2);
 
@@ -277,13 +284,7 @@ fn a_get_that_dies_on_a_pooled_connection_is_sent_again_but_a_post_is_not() {
         pooled(&lb, 0) == 1
     });
     c.send(b"POST /pay HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
-    let (head, body) = c.response();
-    assert_page(
-        &head,
-        &body,
-        "502 Bad Gateway",
-        "the backend closed the connection without a response",
-    );
+    assert_502_for_no_answer(&mut c);
     assert_eq!(
         backend.count_starting("POST /pay "),
         1,

@@ -1,7 +1,7 @@
 //! Graceful stop of the real binary: SIGTERM or SIGINT during a slow request lets it finish
 //! with 200, the process prints a summary and exits 0; a second signal exits at once.
 
-use crate::support::process::{PROCESS_WAIT, Running};
+use crate::support::process::{Launch, PROCESS_WAIT, Running};
 use crate::support::*;
 use std::io::Write;
 use std::net::TcpStream;
@@ -38,16 +38,9 @@ fn slow_backend(delay: Duration) -> (ScriptedBackend, Receiver<()>, Arc<AtomicBo
 
 fn slow_request_survives(signal: &str) {
     let (backend, arrived, _) = slow_backend(SLOW);
-    let mut lb = Running::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--backend",
-        &backend.url(),
-        "--admin",
-        "off",
-        "--drain-timeout",
-        "5s",
-    ]);
+    let mut lb = Launch::over(&backend.url())
+        .args(&["--drain-timeout", "5s"])
+        .start();
     let addr = lb.addr;
     let client = thread::spawn(move || {
         let mut s = connect(addr);
@@ -94,16 +87,9 @@ fn sigint_lets_a_slow_request_finish_and_exits_0() {
 fn a_second_signal_exits_at_once() {
     // The backend holds the request far longer than the test waits.
     let (backend, arrived, answered) = slow_backend(Duration::from_secs(30));
-    let mut lb = Running::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--backend",
-        &backend.url(),
-        "--admin",
-        "off",
-        "--drain-timeout",
-        "60s",
-    ]);
+    let mut lb = Launch::over(&backend.url())
+        .args(&["--drain-timeout", "60s"])
+        .start();
     let addr = lb.addr;
     let client = thread::spawn(move || exchange(addr, b"GET / HTTP/1.1\r\nHost: lb\r\n\r\n"));
     arrived.recv_timeout(PROCESS_WAIT).unwrap();
@@ -165,14 +151,7 @@ fn a_signal_as_soon_as_it_runs_is_a_drain() {
     // main thread had not yet installed the handler, and SIGTERM's default action won.)
     for _ in 0..3 {
         let demo = demo(0);
-        let mut lb = Running::start(&[
-            "--listen",
-            "127.0.0.1:0",
-            "--backend",
-            &demo.url(),
-            "--admin",
-            "off",
-        ]);
+        let mut lb = Launch::over(&demo.url()).start();
         lb.signal("TERM");
         assert_eq!(lb.exit_within(PROCESS_WAIT).code(), Some(0));
         assert!(lb.has_line("[LoadBalancer] SIGTERM: draining"));

@@ -8,7 +8,7 @@
 
 use crate::support::*;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
@@ -26,22 +26,36 @@ fn assert_about(took: Duration, timeout: Duration, what: &str) {
     );
 }
 
+/// Sends `request` on a new connection and reads until the balancer closes it: the answer,
+/// and how long that took, timed from before the connect.
+fn timed_exchange(addr: SocketAddr, request: &[u8]) -> (String, Duration) {
+    let started = Instant::now();
+    let text = exchange(addr, request);
+    (text, started.elapsed())
+}
+
+/// Sends a GET on a new connection and reads one response: its head and body, and how long
+/// that took, timed from before the connect.
+fn timed_get(addr: SocketAddr) -> (String, Vec<u8>, Duration) {
+    let started = Instant::now();
+    let mut conn = RawConn::open(addr);
+    conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (head, body) = conn.response();
+    (head, body, started.elapsed())
+}
+
+/// Asserts that `text` is the 408 page that gives `reason`, with `Connection: close`.
+fn assert_408_and_close(text: &str, reason: &str) {
+    let (head, body) = split_answer(text);
+    assert_page(head, body.as_bytes(), "408 Request Timeout", reason);
+    assert_eq!(fields(head, "connection"), ["close"], "{head}");
+}
+
 #[test]
 fn a_head_that_takes_too_long_gets_408_and_a_close() {
     let s = Setup::new(1, |c| c.header_timeout = SHORT);
-    let started = Instant::now();
-    let mut c = connect(s.addr());
-    c.write_all(b"GET / HTTP/1.1\r\nHost:").unwrap();
-    let text = String::from_utf8_lossy(&read_until_closed(&mut c)).into_owned();
-    let took = started.elapsed();
-    let (head, body) = split_answer(&text);
-    assert_page(
-        head,
-        body.as_bytes(),
-        "408 Request Timeout",
-        "the request head took too long",
-    );
-    assert_eq!(fields(head, "connection"), ["close"], "{head}");
+    let (text, took) = timed_exchange(s.addr(), b"GET / HTTP/1.1\r\nHost:");
+    assert_408_and_close(&text, "the request head took too long");
     assert_about(took, SHORT, "408");
 }
 
@@ -109,14 +123,7 @@ fn slowloris_clients_get_408_and_do_not_starve_others() {
     );
     for t in trickling {
         let (text, took) = t.join().unwrap();
-        let (head, body) = split_answer(&text);
-        assert_page(
-            head,
-            body.as_bytes(),
-            "408 Request Timeout",
-            "the request head took too long",
-        );
-        assert_eq!(fields(head, "connection"), ["close"], "{head}");
+        assert_408_and_close(&text, "the request head took too long");
         assert_about(took, HEADER_TIMEOUT, "a trickler's 408");
     }
 }
@@ -124,20 +131,11 @@ fn slowloris_clients_get_408_and_do_not_starve_others() {
 #[test]
 fn a_body_that_stalls_gets_408_and_a_close() {
     let s = Setup::new(1, |c| c.client_timeout = SHORT);
-    let started = Instant::now();
-    let mut c = connect(s.addr());
-    c.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
-        .unwrap();
-    let text = String::from_utf8_lossy(&read_until_closed(&mut c)).into_owned();
-    let took = started.elapsed();
-    let (head, body) = split_answer(&text);
-    assert_page(
-        head,
-        body.as_bytes(),
-        "408 Request Timeout",
-        "the request body took too long (--client-timeout)",
+    let (text, took) = timed_exchange(
+        s.addr(),
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
     );
-    assert_eq!(fields(head, "connection"), ["close"], "{head}");
+    assert_408_and_close(&text, "the request body took too long (--client-timeout)");
     assert_about(took, SHORT, "408");
 }
 
@@ -158,11 +156,7 @@ fn a_backend_that_never_answers_gets_504() {
     let mut c = config(&[b.url()]);
     c.backend_timeout = SHORT;
     let lb = start(c);
-    let started = Instant::now();
-    let mut conn = RawConn::open(lb.addr());
-    conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-    let (head, body) = conn.response();
-    let took = started.elapsed();
+    let (head, body, took) = timed_get(lb.addr());
     assert_page(
         &head,
         &body,
@@ -178,12 +172,7 @@ fn a_backend_silent_mid_body_gets_the_client_closed() {
     let mut c = config(&[b.url()]);
     c.backend_timeout = SHORT;
     let lb = start(c);
-    let started = Instant::now();
-    let mut conn = connect(lb.addr());
-    conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let text = String::from_utf8_lossy(&read_until_closed(&mut conn)).into_owned();
-    let took = started.elapsed();
+    let (text, took) = timed_exchange(lb.addr(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     let (head, body) = split_answer(&text);
     assert_eq!(status_line(head), "HTTP/1.1 200 OK", "{head}");
     assert_eq!(body, "abc", "only what the backend sent");
@@ -225,11 +214,7 @@ fn a_backend_that_cannot_be_reached_in_time_is_skipped_then_502() {
     let mut c = config(&[full_url]);
     c.connect_timeout = SHORT;
     let lb = start(c);
-    let started = Instant::now();
-    let mut conn = RawConn::open(lb.addr());
-    conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-    let (head, body) = conn.response();
-    let took = started.elapsed();
+    let (head, body, took) = timed_get(lb.addr());
     assert_page(
         &head,
         &body,

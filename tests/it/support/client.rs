@@ -7,6 +7,9 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 /// Read and write timeout of test client sockets: how long a test waits for a byte, or
@@ -30,6 +33,108 @@ pub fn get(url: &str) -> (u16, String) {
         .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = resp.status().as_u16();
     (status, resp.body_mut().read_to_string().unwrap())
+}
+
+/// Clients that send GETs without a pause until they are stopped, each with an agent of its
+/// own (so each keeps its connections to the balancer alive and reuses them), counting the
+/// answers that were as expected and keeping what went wrong otherwise.
+pub struct LoadClients {
+    stop: Arc<AtomicBool>,
+    served: Arc<AtomicU64>,
+    failures: Arc<Mutex<Vec<String>>>,
+    clients: Vec<JoinHandle<()>>,
+}
+
+impl LoadClients {
+    /// Starts `n` clients; client `i` GETs `url(i)`. An answer is served when its status is
+    /// 200 and `good` accepts its body; any other status, a body `good` refuses, or an error
+    /// is a failure.
+    pub fn start(
+        n: usize,
+        url: impl Fn(usize) -> String,
+        good: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> LoadClients {
+        let stop = Arc::new(AtomicBool::new(false));
+        let served = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let good = Arc::new(good);
+        let clients = (0..n)
+            .map(|i| {
+                let (stop, served, failures, good) = (
+                    Arc::clone(&stop),
+                    Arc::clone(&served),
+                    Arc::clone(&failures),
+                    Arc::clone(&good),
+                );
+                let url = url(i);
+                thread::spawn(move || {
+                    let agent = agent();
+                    while !stop.load(Ordering::SeqCst) {
+                        let failure = match agent.get(&url).call() {
+                            Ok(mut r) => {
+                                let status = r.status().as_u16();
+                                match r.body_mut().read_to_string() {
+                                    Ok(body) if status == 200 && good(&body) => None,
+                                    Ok(body) => Some(format!("{status}: {body}")),
+                                    Err(e) => Some(format!("{status}, body: {e}")),
+                                }
+                            }
+                            Err(e) => Some(e.to_string()),
+                        };
+                        match failure {
+                            None => {
+                                served.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Some(f) => failures.lock().unwrap().push(f),
+                        }
+                    }
+                })
+            })
+            .collect();
+        LoadClients {
+            stop,
+            served,
+            failures,
+            clients,
+        }
+    }
+
+    /// Answers served so far.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `n` more answers than now are served; panics after `limit`.
+    pub fn wait_for_more(&self, n: u64, limit: Duration) {
+        let target = self.served() + n;
+        super::wait_for(limit, &format!("{n} more answers"), || {
+            self.served() >= target
+        });
+    }
+
+    /// Stops the clients and waits for them; panics if a request failed. Returns how many
+    /// answers were served.
+    pub fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        for c in self.clients.drain(..) {
+            c.join().unwrap();
+        }
+        let failures = self.failures.lock().unwrap();
+        assert!(
+            failures.is_empty(),
+            "{} failed: {:?}",
+            failures.len(),
+            &failures[..failures.len().min(5)]
+        );
+        self.served()
+    }
+}
+
+impl Drop for LoadClients {
+    /// Stops the clients of a test that failed before [`LoadClients::finish`].
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
 }
 
 /// Connects to `addr` with [`CLIENT_WAIT`] timeouts.

@@ -5,10 +5,11 @@
 //! (configuration, starting, counters, pool sizes), so a rename in `src/` is fixed in one place.
 //!
 //! - [`client`]: the client's side of the wire: raw connections, one strict "read until the
-//!   balancer closed" rule, response parsing, ureq calls;
+//!   balancer closed" rule, response parsing, ureq calls, clients under load;
 //! - [`backend`]: scripted backends: one record-and-reply backend, one that can be switched
 //!   off without giving up its port, gates that hold requests;
-//! - [`process`]: the real binary, its stdout line by line, signals;
+//! - [`process`]: the real binaries (`load-balancer` and the chapter's `chapter`), their
+//!   output line by line, signals;
 //! - [`fuzz`]: the seeded generator and the panic counter both fuzzers use.
 
 pub mod backend;

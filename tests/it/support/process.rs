@@ -1,69 +1,163 @@
-//! The real binary: started with flags, its stdout read line by line, stopped with a signal.
+//! The real binaries (`load-balancer`, and the chapter's one-file `chapter`): started with
+//! flags, their console read line by line with a deadline, stopped with a signal.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
 
 /// How long a test waits for a line of the binary's output, or for it to exit.
 pub const PROCESS_WAIT: Duration = Duration::from_secs(10);
 
-/// The `load-balancer` binary, running. Killed if still running when dropped, so a failed
-/// test does not leave it behind.
+/// The start of the line both binaries print once they listen, before the address.
+const RUNNING_AT: &str = "[LoadBalancer] Running at http://";
+
+/// A binary to start: the program, its flags, which of its output a test reads, and how long
+/// a test waits for a line of it.
+pub struct Launch {
+    program: &'static str,
+    args: Vec<String>,
+    stderr: bool,
+    patience: Duration,
+}
+
+impl Launch {
+    /// The `load-balancer` binary, with no flags yet; its stdout is read, and a line is
+    /// waited for up to [`PROCESS_WAIT`].
+    pub fn balancer() -> Launch {
+        Launch {
+            program: env!("CARGO_BIN_EXE_load-balancer"),
+            args: Vec::new(),
+            stderr: false,
+            patience: PROCESS_WAIT,
+        }
+    }
+
+    /// `load-balancer` as `cargo run` starts it, but on free ports: the balancer on
+    /// `127.0.0.1:0`, the demo backends on port 0, no admin listener. Flags added later
+    /// win (`--admin 127.0.0.1:0` turns the admin listener back on).
+    pub fn demo() -> Launch {
+        Launch::balancer().args(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--demo-port",
+            "0",
+            "--admin",
+            "off",
+        ])
+    }
+
+    /// `load-balancer` on `127.0.0.1:0` over the one backend at `url`, with no admin
+    /// listener. Flags added later win.
+    pub fn over(url: &str) -> Launch {
+        Launch::balancer().args(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            url,
+            "--admin",
+            "off",
+        ])
+    }
+
+    /// The chapter's one-file balancer (`src/bin/chapter.rs`), with no flags yet.
+    pub fn chapter() -> Launch {
+        Launch {
+            program: env!("CARGO_BIN_EXE_chapter"),
+            ..Launch::balancer()
+        }
+    }
+
+    /// Adds flags after those given so far.
+    pub fn args(mut self, args: &[&str]) -> Launch {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// Reads stderr as well as stdout, as one stream of lines.
+    pub fn and_stderr(mut self) -> Launch {
+        self.stderr = true;
+        self
+    }
+
+    /// Waits up to `limit` for each line, not [`PROCESS_WAIT`].
+    pub fn patience(mut self, limit: Duration) -> Launch {
+        self.patience = limit;
+        self
+    }
+
+    /// Starts the process (stdin empty; stderr discarded unless [`Launch::and_stderr`]) and
+    /// waits for its `[LoadBalancer] Running at http://ADDR` line.
+    pub fn start(self) -> Running {
+        let mut child = Command::new(self.program)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(if self.stderr {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}", self.program));
+        let (tx, lines) = mpsc::channel();
+        if let Some(stderr) = child.stderr.take() {
+            forward_lines("stderr-reader", stderr, tx.clone());
+        }
+        forward_lines("stdout-reader", child.stdout.take().unwrap(), tx);
+        let mut running = Running {
+            child,
+            lines,
+            seen: Vec::new(),
+            patience: self.patience,
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        };
+        running.addr = running.address_after(RUNNING_AT);
+        running
+    }
+}
+
+/// Sends each line of `from` to `to`, on a thread of its own, until `from` ends.
+fn forward_lines(name: &str, from: impl Read + Send + 'static, to: Sender<String>) {
+    thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            for line in BufReader::new(from).lines().map_while(Result::ok) {
+                if to.send(line).is_err() {
+                    return;
+                }
+            }
+        })
+        .unwrap();
+}
+
+/// A binary, running. Killed if still running when dropped, so a failed test does not leave
+/// it behind.
 pub struct Running {
     child: Child,
     lines: Receiver<String>,
     seen: Vec<String>,
+    patience: Duration,
     /// The balanced listener's address, from the `Running at` line.
     pub addr: SocketAddr,
 }
 
 impl Running {
-    /// Starts the binary with `args` (stdin empty, stderr discarded) and waits for its
-    /// `[LoadBalancer] Running at http://ADDR` line.
+    /// Starts the `load-balancer` binary with `args` (stdin empty, stderr discarded) and
+    /// waits for its `[LoadBalancer] Running at http://ADDR` line.
     pub fn start(args: &[&str]) -> Running {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_load-balancer"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        thread::Builder::new()
-            .name("stdout-reader".into())
-            .spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        return;
-                    }
-                }
-            })
-            .unwrap();
-        let mut running = Running {
-            child,
-            lines,
-            seen: Vec::new(),
-            addr: "127.0.0.1:0".parse().unwrap(),
-        };
-        let line = running.line_with("[LoadBalancer] Running at http://");
-        running.addr = url_in(&line)
-            .trim_start_matches("http://")
-            .parse()
-            .unwrap_or_else(|e| panic!("{line}: {e}"));
-        running
+        Launch::balancer().args(args).start()
     }
 
-    /// Waits (up to [`PROCESS_WAIT`]) for a stdout line containing `needle`; returns it.
-    /// Lines read while looking are kept, so they can be asked for later.
+    /// Waits (up to [`PROCESS_WAIT`], or the launch's patience) for a line containing
+    /// `needle`; returns it. Lines read while looking are kept, so they can be asked for later.
     pub fn line_with(&mut self, needle: &str) -> String {
         if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
             return l.clone();
         }
-        let deadline = Instant::now() + PROCESS_WAIT;
+        let deadline = Instant::now() + self.patience;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
@@ -73,9 +167,44 @@ impl Running {
                         return line;
                     }
                 }
-                Err(_) => panic!("no line with {needle:?}; got {:?}", self.seen),
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "no line with {needle:?} in {:?}; got {:?}",
+                    self.patience, self.seen
+                ),
+                Err(RecvTimeoutError::Disconnected) => panic!(
+                    "exited without a line with {needle:?}; it said {:?}",
+                    self.seen
+                ),
             }
         }
+    }
+
+    /// The address on the line that contains `prefix` (waited for as by
+    /// [`Running::line_with`]), right after it: up to a space or a `/`, `localhost` read as
+    /// `127.0.0.1`.
+    pub fn address_after(&mut self, prefix: &str) -> SocketAddr {
+        let line = self.line_with(prefix);
+        let rest = &line[line.find(prefix).unwrap() + prefix.len()..];
+        let host_port = rest.split([' ', '/']).next().unwrap();
+        let addr = match host_port.strip_prefix("localhost:") {
+            Some(port) => port
+                .parse()
+                .ok()
+                .map(|port| SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
+            None => host_port.parse().ok(),
+        };
+        addr.unwrap_or_else(|| panic!("no address after {prefix:?} in {line:?}"))
+    }
+
+    /// The admin listener's address, from its `[Admin] Status page at http://ADDR/status`
+    /// line (so the binary must have been started with one).
+    pub fn admin(&mut self) -> SocketAddr {
+        self.address_after("[Admin] Status page at http://")
+    }
+
+    /// The lines read so far, in the order they came.
+    pub fn seen(&self) -> &[String] {
+        &self.seen
     }
 
     /// Did the process print a line containing `needle`? Reads its output to the end, so
@@ -84,20 +213,26 @@ impl Running {
         loop {
             match self.lines.recv_timeout(PROCESS_WAIT) {
                 Ok(line) => self.seen.push(line),
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => panic!("stdout still open"),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => panic!("its output is still open"),
             }
         }
         self.seen.iter().any(|l| l.contains(needle))
     }
 
-    /// Sends a signal (`TERM`, `INT`) with `kill`.
+    /// Sends a signal (`TERM`, `INT`, `HUP`) with `kill`.
     pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
         let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .args([&format!("-{name}"), &pid])
             .status()
             .unwrap();
-        assert!(status.success(), "kill -{name}");
+        assert!(status.success(), "kill -{name} {pid}");
+    }
+
+    /// Is the process still running (not exited, not killed)?
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 
     /// Waits up to `limit` for the process to exit.
@@ -108,6 +243,28 @@ impl Running {
                 return status;
             }
             assert!(Instant::now() < deadline, "still running after {limit:?}");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// How many threads the process has now (Linux: `/proc/PID/status`).
+    #[cfg(target_os = "linux")]
+    pub fn threads(&self) -> usize {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("Threads:")).unwrap();
+        line["Threads:".len()..].trim().parse().unwrap()
+    }
+
+    /// Waits up to `limit` until the process has at least `n` threads.
+    #[cfg(target_os = "linux")]
+    pub fn wait_for_threads(&self, n: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.threads() < n {
+            assert!(
+                Instant::now() < deadline,
+                "{} threads, not {n}",
+                self.threads()
+            );
             thread::sleep(Duration::from_millis(10));
         }
     }
