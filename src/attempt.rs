@@ -335,34 +335,10 @@ fn relay_response(
                 client_keep: false,
             });
         }
-        Body::Empty => to.write_all(&reply.head).map_err(CopyError::Dest),
         Body::Length(n) if n <= up.data().len() as u64 => {
-            // The whole response is read (the common case for small pages): head and body go
-            // out in one write, and the backend connection goes back to the pool first, so
-            // that a request this client sends as soon as it has read the answer finds it
-            // there (nginx also releases an upstream connection when the response is read).
-            let mut message = reply.head;
-            message.extend_from_slice(&up.data()[..n as usize]);
-            up.consume(n as usize);
-            if reply.upstream_keep {
-                backend.release(up);
-            }
-            let written = to.write_all(&message);
-            sent = if written.is_ok() { n } else { 0 };
-            backend.stats.bytes_out.fetch_add(sent, Ordering::Relaxed);
-            return match written {
-                Ok(()) => Ok(Relayed {
-                    status,
-                    bytes: sent,
-                    client_keep: reply.client_keep,
-                }),
-                Err(_) => Err(Fault::Broken {
-                    status,
-                    bytes: sent,
-                    blame: None,
-                }),
-            };
+            return relay_read_whole(to, up, reply, n as usize, backend);
         }
+        Body::Empty => to.write_all(&reply.head).map_err(CopyError::Dest),
         Body::Length(n) => copy_exact(&mut up, to, n, reply.head, &mut sent),
         Body::Chunked => copy_chunked(&mut up, to, None, reply.head, reply.chunk_out, &mut sent),
         Body::UntilClose => copy_until_close(&mut up, to, reply.head, reply.chunk_out, &mut sent),
@@ -388,4 +364,40 @@ fn relay_response(
         bytes: sent,
         blame,
     })
+}
+
+/// Relays a response whose body of `n` bytes is already whole in `up`'s buffer (the common
+/// case for small pages): head and body go out in one write, and the backend connection
+/// goes back to the pool first, so that a request this client sends as soon as it has read
+/// the answer finds it there (nginx also releases an upstream connection once the response
+/// is read).
+fn relay_read_whole(
+    to: &TcpStream,
+    mut up: BufConn,
+    reply: Reply,
+    n: usize,
+    backend: &Backend,
+) -> Result<Relayed, Fault> {
+    let mut message = reply.head;
+    message.extend_from_slice(&up.data()[..n]);
+    up.consume(n);
+    if reply.upstream_keep {
+        backend.release(up);
+    }
+    let mut to = to;
+    let written = to.write_all(&message);
+    let sent = if written.is_ok() { n as u64 } else { 0 };
+    backend.stats.bytes_out.fetch_add(sent, Ordering::Relaxed);
+    match written {
+        Ok(()) => Ok(Relayed {
+            status: reply.status,
+            bytes: sent,
+            client_keep: reply.client_keep,
+        }),
+        Err(_) => Err(Fault::Broken {
+            status: reply.status,
+            bytes: sent,
+            blame: None,
+        }),
+    }
 }
