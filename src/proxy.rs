@@ -7,12 +7,14 @@
 //! 1. [`serve`]: the connection loop, one request after another (keep-alive, pipelining).
 //! 2. `read_request`: the request head, under the idle and header timeouts; `plan` (in
 //!    [`crate::rewrite`]) checks it and writes the head the backend will get.
-//! 3. `forward`: a plain `for` over the backends the set offers for this request
-//!    ([`crate::backends::Backends::candidates`]), one `attempt` ([`crate::attempt`]) each, until
-//!    one answers or [`crate::retry::may_retry`] says the request may not go further.
+//! 3. `forward`, then `try_candidates`: a plain `for` over the backends the set offers for
+//!    this request ([`crate::backends::Backends::candidates`]), one `attempt`
+//!    ([`crate::attempt`]) each, until one answers or [`crate::retry::may_retry`] says the
+//!    request may not go further.
 //! 4. `answer`: the balancer's own page when no backend answered.
 //!
-//! Bodies are never held whole: they stream through fixed-size buffers in both directions.
+//! Bodies are never held whole (beyond what one read brings): they stream through buffers of
+//! bounded size in both directions.
 
 use crate::attempt::{Exchange, Fault, attempt};
 use crate::backend::Backend;

@@ -1,13 +1,14 @@
 //! A running balancer: the chapter's `HTTPServer(('localhost', 9000), ...).serve_forever()`,
 //! with a clean stop.
 //!
-//! [`Balancer::start`] binds, builds the shared context ([`Shared`]), and starts the parts in
-//! the order the chapter's "Request Flow" uses them: the [`Listener`] whose connections go to
-//! [`proxy::serve`], the health [`Checker`], the [`Watcher`] of `--backends-file`, the
-//! access log's writer, and the [`Admin`] listener. [`Balancer::shutdown`] (or dropping the handle) stops accepting, lets requests in
-//! flight finish for up to `--drain-timeout`, closes idle keep-alive connections, and joins
-//! its own threads (accept, log, health checker, admin); connection threads still busy when
-//! the drain timeout runs out end with the process.
+//! [`Balancer::start`] binds, builds the shared context ([`Shared`]), and starts the parts:
+//! the [`Admin`] listener first (so that a bad `--admin` fails start-up before the rest
+//! starts), the health [`Checker`], the [`Watcher`] of `--backends-file`, the [`Listener`] whose
+//! connections go to [`proxy::serve`], and the access log's writer. [`Balancer::shutdown`]
+//! (or dropping the handle) stops accepting, lets requests in flight finish for up to
+//! `--drain-timeout`, closes idle keep-alive connections, joins its own threads (health
+//! checker, file watcher, log writer) and stops the admin listener; connection threads still
+//! busy when the drain timeout runs out end with the process.
 
 use crate::admin::{Admin, Drills};
 use crate::backends_file::Watcher;
