@@ -2,7 +2,8 @@
 //!
 //! The chapter's "Monitoring" and "Production Considerations" (metrics, auto-scaling
 //! integration) made real. A second `TcpListener` (`--admin`, default `127.0.0.1:9001`)
-//! serves, one short-lived thread per connection, one request per connection:
+//! serves, on a [`Listener`] of its own (a thread per connection, at most
+//! [`MAX_ADMIN_CONNECTIONS`] at once), one request per connection:
 //!
 //! | request | answer |
 //! |---|---|

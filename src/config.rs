@@ -53,8 +53,9 @@ pub struct Config {
     /// Limit on a backend's silence: no byte of the response (or of its body) for this long
     /// gives `504` or a closed connection (`--backend-timeout`, nginx's `proxy_read_timeout`).
     pub backend_timeout: Duration,
-    /// Limit on a client's whole request head once its first byte came (`--header-timeout`,
-    /// nginx's `client_header_timeout`): past it, `408`.
+    /// Limit on a client's whole request head, from accept for a connection's first head and
+    /// from its first byte for later ones (`--header-timeout`, nginx's
+    /// `client_header_timeout`): past it, `408`.
     pub header_timeout: Duration,
     /// Limit on a client's silence while sending a body or taking a response
     /// (`--client-timeout`, nginx's `client_body_timeout` and `send_timeout`).
@@ -564,7 +565,7 @@ pub fn usage() -> String {
     for f in FLAGS {
         let left = format!("{} {}", f.name, f.value.unwrap_or(""));
         out.push_str(&format!(
-            "  {left:<26}{} [default: {}]\n",
+            "  {left:<25} {} [default: {}]\n",
             f.help, f.default
         ));
     }

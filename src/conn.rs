@@ -38,7 +38,8 @@ pub struct Timeouts {
     pub connect: Duration,
     /// A backend's silence while it is sent a request or sends a response (`--backend-timeout`).
     pub backend: Duration,
-    /// A client's whole request head, from its first byte (`--header-timeout`).
+    /// A client's whole request head, from accept for a connection's first head, from its
+    /// first byte for later ones (`--header-timeout`).
     pub header: Duration,
     /// A client's silence while it sends a body or takes a response (`--client-timeout`).
     pub client: Duration,

@@ -5,7 +5,8 @@
 //!
 //! New here? Start with the [`guide`]: the chapter in one Rust file (`src/bin/chapter.rs`),
 //! then eight steps from it to this crate, each with a test that shows what it fixes; and the
-//! reference pages (configuration, failover, operations, drills, performance, testing).
+//! reference pages (configuration, failover, operations, many copies, drills, performance,
+//! testing).
 //!
 //! The chapter's picture, and where each part lives:
 //!
@@ -38,7 +39,8 @@
 //! 9. [`log`], [`metrics`]: what the console and the counters say.
 //! 10. [`admin`]: the admin listener: `/metrics`, the `/status` page, the backend API.
 //! 11. [`demo`]: the Red and Blue servers, a user of the library like `main`.
-//! 12. [`signal`]: Ctrl-C and `SIGTERM` become a graceful drain.
+//! 12. [`signal`]: Ctrl-C and `SIGTERM` become a graceful drain; `SIGHUP` re-reads
+//!     `--backends-file`.
 //!
 //! ```no_run
 //! use load_balancer::{config::{BackendSpec, Config}, demo::DemoBackend, server::Balancer};

@@ -11,8 +11,8 @@
 //!   [`Timeouts`] in place before anything reads from it: they are set once, on the listening
 //!   socket, and every accepted socket inherits them (see [`Listener::start`]);
 //! - **cap** the connections open at once ([`Options::max_connections`]); a refused client
-//!   gets its `503` and a gentle close on a thread of its own ([`LINGER`], so the answer is not
-//!   lost to a reset);
+//!   gets its `503` and a gentle close on the listener's one lingering thread ([`LINGER`], so
+//!   the answer is not lost to a reset);
 //! - **no hand-off**: there is no accept thread. The connection threads take turns waiting in
 //!   `accept` themselves (the "leader/follower" pattern): the thread that accepts a
 //!   connection serves it, after making sure another thread waits in `accept` (starting one if

@@ -8,7 +8,8 @@
 //! only noted, and never ends the process as its default action would.
 //!
 //! The standard library has no signal API, so this file holds the crate's only `unsafe`: the
-//! declaration of C's `signal` function (libc is linked by `std` already) and its two calls.
+//! declaration of C's `signal` function (libc is linked by `std` already) and its one call,
+//! made for each of the three signals.
 //! A signal handler interrupts a thread at an arbitrary instruction, so it may only do what is
 //! async-signal-safe; ours does one atomic addition and one atomic store, nothing else: no
 //! allocation, no lock, no printing. The main thread polls [`received`] and does the rest.

@@ -1,10 +1,10 @@
 //! Sticky sessions by cookie: a client that was served once keeps going to the same backend,
 //! the chapter's "session affinity" done the way HAProxy's `cookie ... insert` does it.
 //!
-//! The first response to a client carries `Set-Cookie: lb_backend=TOKEN; HttpOnly` (this
-//! strategy's [`Strategy::on_response`] hook writes it): the token is the backend's
-//! [`Backend::tag`], a hash of its URL, so the cookie names the backend without showing its
-//! address. A later request carrying the token of a usable backend goes there (read by the
+//! The first response to a client carries `Set-Cookie: lb_backend=TOKEN; Path=/; HttpOnly;
+//! SameSite=Lax` (this strategy's [`Strategy::on_response`] hook writes it): the token is the
+//! backend's [`Backend::tag`], a hash of its URL, so the cookie names the backend without
+//! showing its address. A later request carrying the token of a usable backend goes there (read by the
 //! [`Strategy::pin`] hook). Without a cookie, with an unknown token, or when the backend it
 //! names is down, draining or already failed for this request, the pick falls back to round
 //! robin, and the response sets a new cookie for the backend that answered.
