@@ -158,7 +158,8 @@ impl BackendStats {
 pub struct ServerStats {
     /// Client connections accepted since start.
     pub accepted: AtomicU64,
-    /// Client connections refused with `503` at the connection cap.
+    /// Client connections refused with `503`: at the connection cap, or when no thread could
+    /// be started to keep accepting.
     pub rejected: AtomicU64,
     /// Client connections open now.
     pub open: AtomicU64,

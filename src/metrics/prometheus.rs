@@ -152,7 +152,7 @@ const BALANCER: [(&str, &str, Kind, BalancerValue); 5] = [
     ),
     (
         "lb_client_connections_rejected_total",
-        "Client connections refused with 503 at --max-connections.",
+        "Client connections refused with 503: at --max-connections, or when no thread could start.",
         Kind::Counter,
         |s| s.rejected.load(Ordering::Relaxed),
     ),
