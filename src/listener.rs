@@ -648,17 +648,26 @@ fn spawn_lingerer() -> io::Result<mpsc::SyncSender<TcpStream>> {
 mod tests {
     use super::*;
 
+    /// The options of a test listener: this cap and these timeouts, counting into `stats`.
+    fn test_options(
+        max_connections: usize,
+        timeouts: Timeouts,
+        stats: &Arc<ServerStats>,
+    ) -> Options {
+        Options {
+            name: "test-accept".into(),
+            worker: "test-conn",
+            max_connections,
+            refusal: "full",
+            timeouts,
+            stats: Arc::clone(stats),
+        }
+    }
+
     #[test]
     fn past_the_cap_a_client_gets_503_and_stop_closes_idle_connections() {
         let stats = Arc::new(ServerStats::default());
-        let options = Options {
-            name: "test-accept".into(),
-            worker: "test-conn",
-            max_connections: 1,
-            refusal: "full",
-            timeouts: Timeouts::uniform(Duration::from_secs(5)),
-            stats: Arc::clone(&stats),
-        };
+        let options = test_options(1, Timeouts::uniform(Duration::from_secs(5)), &stats);
         // Each connection waits, marked idle, until it is closed.
         let listener =
             Listener::start(TcpListener::bind("127.0.0.1:0").unwrap(), options, |conn| {
@@ -691,14 +700,7 @@ mod tests {
     #[test]
     fn the_thread_that_accepts_serves_and_one_more_waits() {
         let stats = Arc::new(ServerStats::default());
-        let options = Options {
-            name: "test-accept".into(),
-            worker: "test-conn",
-            max_connections: 8,
-            refusal: "full",
-            timeouts: Timeouts::uniform(Duration::from_secs(5)),
-            stats: Arc::clone(&stats),
-        };
+        let options = test_options(8, Timeouts::uniform(Duration::from_secs(5)), &stats);
         let listener =
             Listener::start(TcpListener::bind("127.0.0.1:0").unwrap(), options, |conn| {
                 let _ = (&*conn.stream).write_all(b"hello");
@@ -737,14 +739,8 @@ mod tests {
     #[test]
     fn spare_threads_leave_after_an_accept_timeout_but_the_last_stays() {
         // Accept timeout 300 ms: the read timeout accepted sockets start with.
-        let options = Options {
-            name: "test-accept".into(),
-            worker: "test-conn",
-            max_connections: 16,
-            refusal: "full",
-            timeouts: Timeouts::uniform(Duration::from_millis(300)),
-            stats: Arc::new(ServerStats::default()),
-        };
+        let stats = Arc::new(ServerStats::default());
+        let options = test_options(16, Timeouts::uniform(Duration::from_millis(300)), &stats);
         // Each connection is held until its client closes (read timeouts or not): four at
         // once need four threads.
         let listener =
