@@ -395,7 +395,10 @@ where
         match accepted {
             Ok((stream, peer)) => {
                 inc(&stats.accepted);
-                if stats.open.fetch_add(1, Ordering::SeqCst) as usize >= options.max_connections {
+                // Connections and tunnel threads share the cap (see `TunnelSlot`).
+                let taken = stats.open.fetch_add(1, Ordering::SeqCst)
+                    + stats.tunnels.load(Ordering::SeqCst);
+                if taken as usize >= options.max_connections {
                     stats.open.fetch_sub(1, Ordering::SeqCst);
                     inc(&stats.rejected);
                     refuse(state, stream, options.refusal);

@@ -445,6 +445,28 @@ fn a_tunnels_second_thread_takes_a_slot_of_the_connection_cap() {
 }
 
 #[test]
+fn an_open_tunnel_leaves_one_slot_fewer_for_new_connections() {
+    let b = upgrading_backend();
+    let lb = Balancer::start({
+        let mut c = config(&[b.url()]);
+        c.max_connections = 2;
+        c
+    })
+    .unwrap();
+    // The tunnel: its connection and its second thread, both slots.
+    let (mut tunnel, status) = upgrade(lb.addr());
+    assert_eq!(status, 101);
+    tunnel.write_all(b"ping").unwrap();
+    let mut pong = [0u8; 4];
+    tunnel.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"ping");
+    // A plain connection finds the cap full at accept.
+    let answer = exchange(lb.addr(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(answer.contains("--max-connections"), "{answer}");
+}
+
+#[test]
 fn a_client_cannot_claim_x_real_ip_or_forwarded() {
     let (backend, seen) = recording();
     let lb = Balancer::start(config(&[backend.url()])).unwrap();
