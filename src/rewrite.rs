@@ -323,13 +323,9 @@ pub(crate) fn build_reply(
     draining: bool,
     add: impl FnOnce(&mut Vec<u8>),
 ) -> Result<Reply, Error> {
-    let body = framing::response_body(head, &plan.method)?;
     // A HEAD or 304 answer's Content-Length passes, checked and written once; a 1xx or 204
     // never carries one (RFC 9110 section 8.6): a backend's is dropped.
-    let declared = match body {
-        Body::Empty if head.status >= 200 && head.status != 204 => framing::declared_length(head)?,
-        _ => None,
-    };
+    let (body, declared) = framing::response_framing(head, &plan.method)?;
     let switching = head.status == 101;
     if switching && !plan.upgrade {
         return Err(Error {

@@ -52,18 +52,32 @@ pub fn request_body(req: &Request<'_>) -> Result<Body, Error> {
 }
 
 /// The body framing of a response to a request with method `method` (RFC 9112 section 6.3,
-/// items 1 to 7).
+/// items 1 to 7). See [`response_framing`], which also gives the length a bodiless answer
+/// declares.
+///
+/// # Errors
+/// As [`response_framing`].
+pub fn response_body(resp: &Response<'_>, method: &str) -> Result<Body, Error> {
+    response_framing(resp, method).map(|(body, _)| body)
+}
+
+/// The body framing of a response to a request with method `method` (RFC 9112 section 6.3,
+/// items 1 to 7), and the `Content-Length` it declares without framing anything: a `HEAD`
+/// or `304` answer states the size the body would have had (RFC 9110 section 8.6), and that
+/// value passes on to the client, a list of identical values as one. A `1xx` or `204` never
+/// carries one (`None`).
 ///
 /// The framing fields are checked on every response, also on those that cannot have a body
-/// (to `HEAD`, `1xx`, `204`, `304`): there they do not delimit anything, but a `HEAD` or
-/// `304` answer passes its `Content-Length` on to the client, which must not get a value it
-/// cannot read. nginx and HAProxy refuse such a response with `502` too.
+/// (to `HEAD`, `1xx`, `204`, `304`): there they do not delimit anything, but a client or a
+/// cache reads a `HEAD` or `304` answer's length, and must not get a value it cannot read.
+/// nginx and HAProxy refuse such a response with `502` too.
 ///
 /// # Errors
 /// `502` for framing a proxy cannot trust: both `Transfer-Encoding` and `Content-Length`
-/// (section 6.3 item 3 calls it a likely smuggling attempt), a bad `Content-Length`, or a
-/// transfer coding other than `chunked` (the balancer could not re-frame it).
-pub fn response_body(resp: &Response<'_>, method: &str) -> Result<Body, Error> {
+/// (section 6.3 item 3 calls it a likely smuggling attempt), a bad `Content-Length` (not a
+/// decimal number, or differing values: section 6.3 item 5), or a transfer coding other than
+/// `chunked` (the balancer could not re-frame it).
+pub fn response_framing(resp: &Response<'_>, method: &str) -> Result<(Body, Option<u64>), Error> {
     let bad = |why| Error { status: 502, why };
     let length = content_length(&resp.headers).map_err(bad)?;
     let coding = transfer_coding(&resp.headers).map_err(|e| bad(e.why))?;
@@ -77,27 +91,13 @@ pub fn response_body(resp: &Response<'_>, method: &str) -> Result<Body, Error> {
         Some(Coding::Chunked) => Body::Chunked,
         Some(_) => return Err(bad("backend used a transfer coding other than chunked")),
     };
-    if method == "HEAD"
-        || (100..200).contains(&resp.status)
-        || resp.status == 204
-        || resp.status == 304
-    {
-        return Ok(Body::Empty);
+    if (100..200).contains(&resp.status) || resp.status == 204 {
+        return Ok((Body::Empty, None));
     }
-    Ok(body)
-}
-
-/// The `Content-Length` of a response that has no body by rule (to `HEAD`, or a `304`), where
-/// it states the size the body would have had (RFC 9110 section 8.6). It does not frame
-/// anything, but a client or a cache reads it, so it must be one number like any other: a
-/// list of identical values counts as that value (RFC 9112 section 6.3 item 5).
-///
-/// # Errors
-/// `502` for a value that is not a decimal number, or differing values: RFC 9112 section 6.3
-/// item 5 tells a proxy to refuse such a response with `502`, and nginx and HAProxy do so
-/// whatever the request's method.
-pub fn declared_length(resp: &Response<'_>) -> Result<Option<u64>, Error> {
-    content_length(&resp.headers).map_err(|why| Error { status: 502, why })
+    if method == "HEAD" || resp.status == 304 {
+        return Ok((Body::Empty, length));
+    }
+    Ok((body, None))
 }
 
 /// What the `Transfer-Encoding` fields of a message ask for.
@@ -195,6 +195,62 @@ mod tests {
             panic!("bad test input")
         };
         response_body(&head, method).map_err(|e| e.status)
+    }
+
+    #[test]
+    fn the_length_a_bodiless_answer_declares() {
+        let declared = |raw: &[u8], method: &str| {
+            let Ok(Parse::Complete { head, .. }) = response::parse(raw) else {
+                panic!("bad test input")
+            };
+            response_framing(&head, method).map_err(|e| e.status)
+        };
+        let cases: &[(&[u8], &str, Result<(Body, Option<u64>), u16>)] = &[
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                "HEAD",
+                Ok((Body::Empty, Some(5))),
+            ),
+            (
+                b"HTTP/1.1 304 X\r\nContent-Length: 5, 5\r\n\r\n",
+                "GET",
+                Ok((Body::Empty, Some(5))),
+            ),
+            (
+                b"HTTP/1.1 304 X\r\nContent-Length: 5, 7\r\n\r\n",
+                "GET",
+                Err(502),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n",
+                "HEAD",
+                Err(502),
+            ),
+            (
+                b"HTTP/1.1 204 X\r\nContent-Length: 0\r\n\r\n",
+                "HEAD",
+                Ok((Body::Empty, None)),
+            ),
+            (
+                b"HTTP/1.1 103 X\r\nContent-Length: 3\r\n\r\n",
+                "GET",
+                Ok((Body::Empty, None)),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                "GET",
+                Ok((Body::Length(5), None)),
+            ),
+            (b"HTTP/1.1 200 OK\r\n\r\n", "HEAD", Ok((Body::Empty, None))),
+        ];
+        for (raw, method, want) in cases {
+            assert_eq!(
+                declared(raw, method),
+                *want,
+                "{method} {:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
     }
 
     #[test]
