@@ -205,7 +205,8 @@ mod tests {
             };
             response_framing(&head, method).map_err(|e| e.status)
         };
-        let cases: &[(&[u8], &str, Result<(Body, Option<u64>), u16>)] = &[
+        type Case<'a> = (&'a [u8], &'a str, Result<(Body, Option<u64>), u16>);
+        let cases: &[Case<'_>] = &[
             (
                 b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
                 "HEAD",
