@@ -93,8 +93,7 @@ pub(crate) fn attempt(
         Fault::Backend(Failure::Connect, connect_error(&e))
     };
     let idempotent = crate::http::request::is_idempotent(&x.plan.method);
-    let (mut up, idle_for) = backend.connect(x.timeouts).map_err(connect_failed)?;
-    let mut reused = idle_for.is_some();
+    let (mut up, mut reused) = backend.connect(x.timeouts).map_err(connect_failed)?;
     // A pooled connection is used only if nothing arrived on it while it sat idle: a byte
     // there is the tail of an earlier response (a body on a HEAD, 204 or 304 answer, bytes
     // past its Content-Length) or an answer nobody asked for (a 408), and relayed it would

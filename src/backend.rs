@@ -138,16 +138,16 @@ impl Backend {
         }
     }
 
-    /// A connection to this backend: a pooled one if a fresh-enough one is idle (with how
-    /// long it was idle), else a new one (`None`).
+    /// A connection to this backend: a pooled one if a fresh-enough one is idle (`true`: it
+    /// was pooled, and the caller checks nothing arrived on it meanwhile), else a new one.
     ///
     /// # Errors
     /// Connection refused, unreachable, or the connect timeout passed.
-    pub fn connect(&self, timeouts: &Timeouts) -> io::Result<(BufConn, Option<Duration>)> {
-        if let Some((conn, idle)) = self.pooled() {
-            return Ok((conn, Some(idle)));
+    pub fn connect(&self, timeouts: &Timeouts) -> io::Result<(BufConn, bool)> {
+        if let Some(conn) = self.pooled() {
+            return Ok((conn, true));
         }
-        self.connect_fresh(timeouts).map(|c| (c, None))
+        self.connect_fresh(timeouts).map(|c| (c, false))
     }
 
     /// A new connection, never a pooled one, with the limits of `timeouts`.
@@ -165,7 +165,7 @@ impl Backend {
     /// The most recently idled pooled connection that is still young. Connections idle past
     /// [`POOL_IDLE_TIMEOUT`] sit at the front (the pool is used last-in, first-out) and are
     /// closed here, so none lingers half-closed by its backend while traffic never pauses.
-    fn pooled(&self) -> Option<(BufConn, Duration)> {
+    fn pooled(&self) -> Option<BufConn> {
         let mut pool = self.lock_pool();
         let mut stale = Vec::new();
         while pool
@@ -174,7 +174,7 @@ impl Backend {
         {
             stale.extend(pool.pop_front());
         }
-        let conn = pool.pop_back().map(|(conn, since)| (conn, since.elapsed()));
+        let conn = pool.pop_back().map(|(conn, _)| conn);
         drop(pool);
         drop(stale); // closed outside the lock
         conn
