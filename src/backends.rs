@@ -22,6 +22,8 @@ use crate::http::Header;
 use crate::metrics::inc;
 use crate::retry::Failure;
 use crate::strategy::{Hooks, Key, Strategy};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -64,10 +66,7 @@ impl Backends {
 
     /// Adds a backend; returns it.
     pub fn add(&self, spec: &BackendSpec) -> Arc<Backend> {
-        let backend = Arc::new(Backend::new(
-            self.next_id.fetch_add(1, Ordering::Relaxed),
-            spec,
-        ));
+        let backend = self.create(spec);
         let mut list = self.lock();
         let mut new = Vec::clone(&list);
         new.push(Arc::clone(&backend));
@@ -95,11 +94,12 @@ impl Backends {
         let mut list = self.lock();
         let mut diff = Diff::default();
         let mut new = Vec::with_capacity(specs.len());
+        // Looked up by URL and address, so a long list is matched in one pass, not one scan
+        // per entry, while requests wait for this lock.
+        let current: HashMap<(&str, SocketAddr), &Arc<Backend>> =
+            list.iter().map(|b| ((b.url.as_str(), b.addr), b)).collect();
         for spec in specs {
-            let known = list
-                .iter()
-                .find(|b| b.url == spec.url && b.addr == spec.addr);
-            match known {
+            match current.get(&(spec.url.as_str(), spec.addr)) {
                 Some(kept) => {
                     if kept.weight() != spec.weight {
                         diff.reweighted.push((Arc::clone(kept), kept.weight()));
@@ -108,16 +108,16 @@ impl Backends {
                     new.push(Arc::clone(kept));
                 }
                 None => {
-                    let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                    let added = Arc::new(Backend::new(id, spec));
+                    let added = self.create(spec);
                     diff.added.push(Arc::clone(&added));
                     new.push(added);
                 }
             }
         }
+        let kept: HashSet<usize> = new.iter().map(|b| b.id).collect();
         diff.removed = list
             .iter()
-            .filter(|b| !new.iter().any(|n| Arc::ptr_eq(n, b)))
+            .filter(|b| !kept.contains(&b.id))
             .cloned()
             .collect();
         let same_order = |a: &[Arc<Backend>], b: &[Arc<Backend>]| {
@@ -127,6 +127,12 @@ impl Backends {
             diff.added.is_empty() && diff.removed.is_empty() && !same_order(&list, &new);
         *list = Arc::new(new);
         diff
+    }
+
+    /// A new backend for `spec`, with the next id (ids are never reused in one run).
+    fn create(&self, spec: &BackendSpec) -> Arc<Backend> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        Arc::new(Backend::new(id, spec))
     }
 
     /// The backend with this id, if present.
