@@ -203,7 +203,7 @@ fn read_request(conn: &mut BufConn, shared: &AdminShared) -> Result<AdminRequest
                 method: head.method.to_string(),
                 path,
                 authorization,
-                cross_site: is_cross_site(&head.headers),
+                cross_site: is_cross_site(&head.headers, host),
                 body: Vec::new(),
             };
             break (req, body, len);
@@ -289,11 +289,12 @@ fn names_this_listener(host: &[u8], admin_name: Option<&str>) -> bool {
 /// add a backend of its choosing (cross-site request forgery). The status page's own buttons
 /// come from the listener itself: `Origin` is `http://` + `Host` (and `Host` has passed
 /// [`names_this_listener`]). Clients such as curl send no `Origin` and are not affected.
-fn is_cross_site(headers: &[crate::http::Header<'_>]) -> bool {
+/// `host` is the request's `Host`, as [`request::Request::host`] checked it.
+fn is_cross_site(headers: &[crate::http::Header<'_>], host: Option<&[u8]>) -> bool {
     let Some(origin) = head::values(headers, "origin").next() else {
         return false;
     };
-    let Some(host) = head::values(headers, "host").next() else {
+    let Some(host) = host else {
         return true;
     };
     !origin
@@ -772,7 +773,7 @@ mod tests {
                 name: "Origin",
                 value: o,
             }));
-            is_cross_site(&v)
+            is_cross_site(&v, Some(host))
         };
         assert!(!h(None, b"127.0.0.1:9001"), "curl sends no Origin");
         assert!(
