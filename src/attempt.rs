@@ -400,3 +400,15 @@ fn relay_read_whole(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_interim_message_names_the_cap() {
+        // The message is a `&'static str` (no formatting on the error path): it must say the
+        // number the constant holds.
+        assert!(TOO_MANY_INTERIM.contains(&format!(" {MAX_INTERIM} ")));
+    }
+}
