@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct Balancer {
     shared: Arc<Shared>,
-    addr: SocketAddr,
     listener: Option<Listener>,
     flusher: Option<JoinHandle<()>>,
     /// The active health checker, with `--health-check`.
@@ -119,7 +118,6 @@ impl Balancer {
         };
         Ok(Balancer {
             shared,
-            addr: listener.addr(),
             listener: Some(listener),
             flusher: Some(flusher),
             checker,
@@ -131,7 +129,7 @@ impl Balancer {
 
     /// The address the balancer listens on (with the real port when started on port 0).
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.shared.config.listen
     }
 
     /// The address of the admin listener, when `--admin` is not `off`.
