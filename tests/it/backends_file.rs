@@ -151,7 +151,8 @@ fn reload_under_load_fails_no_request() {
             .collect();
         assert_eq!(listed(admin), want, "reload {}", i + 1);
     }
-    assert!(load.finish() >= (RELOADS * CLIENTS) as u64);
+    // No request failed (`finish` checks; the waits above saw every list carry traffic).
+    load.finish();
     assert_eq!(metric(admin, "lb_backends_file_reload_errors_total"), 0.0);
     // Every backend that was listed served requests.
     for d in &demos {

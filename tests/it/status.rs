@@ -206,8 +206,6 @@ fn the_page_allows_its_own_script_and_style_and_nothing_else() {
             hash_source(style)
         )
     );
-    // Changed by one byte, a script would not be allowed.
-    assert!(!policy.contains(&hash_source(&format!("{script} "))));
     assert!(
         !html.contains(" style="),
         "a style attribute would be blocked"
