@@ -689,7 +689,7 @@ mod tests {
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
         let mut answer = String::new();
-        let _ = second.read_to_string(&mut answer);
+        second.read_to_string(&mut answer).unwrap();
         assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
         assert_eq!(stats.rejected.load(Ordering::SeqCst), 1);
         assert_eq!(

@@ -398,7 +398,8 @@ fn api_answers_mistakes_clearly() {
 #[test]
 fn a_taken_admin_port_fails_start_up() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut c = config(&["http://127.0.0.1:1".to_string()]);
+    let dead = DeadPort::new();
+    let mut c = config(&[dead.url()]);
     c.admin = Some(taken.local_addr().unwrap());
     c.admin_required = true; // as with --admin ADDR on the command line
     let err = try_start(c).unwrap_err();

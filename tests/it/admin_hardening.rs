@@ -6,12 +6,9 @@ use crate::support::*;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-fn with_admin() -> Setup {
-    Setup::new(1, |c| c.admin = Some("127.0.0.1:0".parse().unwrap()))
-}
-
-fn admin(s: &Setup) -> SocketAddr {
-    s.lb.admin_addr().unwrap()
+/// One demo backend behind a balancer with an admin listener.
+fn setup() -> Setup {
+    Setup::new(1, with_admin)
 }
 
 /// One admin request with the given `Host`; returns the head and the body as text.
@@ -36,64 +33,68 @@ fn request(
 
 #[test]
 fn every_admin_request_must_name_the_listener_by_address_or_localhost() {
-    let s = with_admin();
-    let port = admin(&s).port();
+    let s = setup();
+    let admin = admin_addr(&s.lb);
+    let port = admin.port();
     for path in ["/status.json", "/metrics", "/backends"] {
         // A rebinding page's same-origin GET: no Origin, but its own name in Host.
         for host in ["evil.example", &format!("evil.example:{port}")] {
-            let (head, body) = request(admin(&s), "GET", path, host, "");
+            let (head, body) = request(admin, "GET", path, host, "");
             assert!(head.starts_with("HTTP/1.1 421 "), "{path} {host}: {head}");
             assert!(!body.contains("127.0.0.1:"), "{path} leaked: {body}");
         }
         for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
-            let (head, _) = request(admin(&s), "GET", path, &host, "");
+            let (head, _) = request(admin, "GET", path, &host, "");
             assert!(head.starts_with("HTTP/1.1 200 "), "{path} {host}: {head}");
         }
     }
     // Changes too, and before the backend list is touched.
-    let (head, _) = request(admin(&s), "POST", "/backends/0/drain", "evil.example", "");
+    let (head, _) = request(admin, "POST", "/backends/0/drain", "evil.example", "");
     assert!(head.starts_with("HTTP/1.1 421 "), "{head}");
-    assert!(!s.lb.shared().backends.snapshot()[0].is_draining());
+    assert!(!backend(&s.lb, 0).is_draining());
 }
 
 #[test]
 fn the_name_given_with_admin_is_accepted_too() {
     let s = Setup::new(1, |c| {
-        c.admin = Some("127.0.0.1:0".parse().unwrap());
+        with_admin(c);
         c.admin_name = Some("ops.internal".into());
     });
-    let (head, _) = request(admin(&s), "GET", "/status.json", "ops.internal:9001", "");
+    let admin = admin_addr(&s.lb);
+    let (head, _) = request(admin, "GET", "/status.json", "ops.internal:9001", "");
     assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
-    let (head, _) = request(admin(&s), "GET", "/status.json", "evil.example", "");
+    let (head, _) = request(admin, "GET", "/status.json", "evil.example", "");
     assert!(head.starts_with("HTTP/1.1 421 "), "{head}");
 }
 
 #[test]
 fn the_api_refuses_a_backend_that_is_the_balancer_itself() {
-    let s = with_admin();
-    let host = admin(&s).to_string();
+    let s = setup();
+    let admin = admin_addr(&s.lb);
+    let host = admin.to_string();
     let own = format!("url=http://{}", s.addr());
-    let (head, body) = request(admin(&s), "POST", "/backends", &host, &own);
+    let (head, body) = request(admin, "POST", "/backends", &host, &own);
     assert!(head.starts_with("HTTP/1.1 400 "), "{head}");
     assert!(body.contains("own listener"), "{body}");
-    assert_eq!(s.lb.shared().backends.snapshot().len(), 1, "not added");
+    assert_eq!(backends(&s.lb).len(), 1, "not added");
     // Another address is still taken.
     let dead = DeadPort::new();
     let other = format!("url={}", dead.url());
-    let (head, _) = request(admin(&s), "POST", "/backends", &host, &other);
+    let (head, _) = request(admin, "POST", "/backends", &host, &other);
     assert!(head.starts_with("HTTP/1.1 201 "), "{head}");
 }
 
 #[test]
 fn silent_sockets_do_not_lock_the_operator_out() {
-    let s = with_admin();
+    let s = setup();
+    let admin = admin_addr(&s.lb);
     // More silent connections than the admin listener serves at once
     // (MAX_ADMIN_CONNECTIONS, 32), kept open by this test until its end.
-    let silent: Vec<TcpStream> = (0..40).map(|_| connect(admin(&s))).collect();
+    let silent: Vec<TcpStream> = (0..40).map(|_| connect(admin)).collect();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(15);
     let status = loop {
-        let (head, _) = request(admin(&s), "GET", "/status.json", &admin(&s).to_string(), "");
+        let (head, _) = request(admin, "GET", "/status.json", &admin.to_string(), "");
         if !head.starts_with("HTTP/1.1 503 ") || Instant::now() > deadline {
             break head;
         }

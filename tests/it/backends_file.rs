@@ -7,9 +7,7 @@
 use crate::support::process::{Launch, Running};
 use crate::support::*;
 use load_balancer::backends_file;
-use load_balancer::config::Config;
 use load_balancer::demo::DemoBackend;
-use load_balancer::server::Balancer;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -69,13 +67,13 @@ fn listing(urls: &[String]) -> String {
 /// starts one: the file read first, then the balancer.
 fn start_in_process(dir: &Dir, tweak: impl FnOnce(&mut Config)) -> Balancer {
     let mut config = config(&[]);
-    config.admin = Some("127.0.0.1:0".parse().unwrap());
+    with_admin(&mut config);
     config.admin_required = true;
     config.backends_file = Some(dir.file());
     config.backends_file_interval = Duration::from_millis(100);
     config.backends = backends_file::load(&dir.file(), config.listen).unwrap();
     tweak(&mut config);
-    Balancer::start(config).unwrap()
+    start(config)
 }
 
 /// `GET` on the admin listener: status and body.
@@ -133,7 +131,7 @@ fn reload_under_load_fails_no_request() {
     let dir = Dir::new("load");
     dir.write(&listing(&[all[1].clone(), all[2].clone()]));
     let lb = start_in_process(&dir, |_| {});
-    let admin = lb.admin_addr().unwrap();
+    let admin = admin_addr(&lb);
     // Each client keeps its connections to the balancer alive and reuses them.
     let load = LoadClients::start(
         CLIENTS,
@@ -151,7 +149,8 @@ fn reload_under_load_fails_no_request() {
             .collect();
         assert_eq!(listed(admin), want, "reload {}", i + 1);
     }
-    assert!(load.finish() >= (RELOADS * CLIENTS) as u64);
+    // No request failed (`finish` checks; the waits above saw every list carry traffic).
+    load.finish();
     assert_eq!(metric(admin, "lb_backends_file_reload_errors_total"), 0.0);
     // Every backend that was listed served requests.
     for d in &demos {
@@ -166,7 +165,7 @@ fn a_bad_file_is_kept_out_and_counted() {
     let dir = Dir::new("bad");
     dir.write(&listing(&good));
     let lb = start_in_process(&dir, |_| {});
-    let admin = lb.admin_addr().unwrap();
+    let admin = admin_addr(&lb);
     assert_eq!(metric(admin, "lb_backends_file_generation"), 1.0);
     assert_eq!(
         metric(admin, "lb_backends_file_last_reload_successful"),
@@ -237,7 +236,7 @@ fn a_removed_backend_drains_its_requests_and_closes_its_idle_connections() {
     let dir = Dir::new("drain");
     dir.write(&listing(&[slow.url()]));
     let lb = start_in_process(&dir, |_| {});
-    let admin = lb.admin_addr().unwrap();
+    let admin = admin_addr(&lb);
     let addr = lb.addr();
     let next = |what: &str| {
         seen.recv_timeout(RELOAD_DEADLINE)
@@ -280,7 +279,7 @@ fn the_admin_api_leaves_the_list_to_the_file() {
     let dir = Dir::new("api");
     dir.write(&listing(&urls(&demos)));
     let lb = start_in_process(&dir, |_| {});
-    let admin = lb.admin_addr().unwrap();
+    let admin = admin_addr(&lb);
     let agent = agent();
     let call = |method: &str, path: &str, body: &str| {
         let url = format!("http://{admin}{path}");

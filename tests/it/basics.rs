@@ -256,12 +256,13 @@ fn flag_errors_exit_2_and_name_the_flag() {
 fn port_in_use_exits_1_naming_the_address() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
+    let dead = DeadPort::new();
     let out = Command::new(env!("CARGO_BIN_EXE_load-balancer"))
         .args([
             "--listen",
             &addr,
             "--backend",
-            "http://127.0.0.1:1",
+            &dead.url(),
             "--admin",
             "off",
         ])

@@ -7,8 +7,9 @@
 //! The `exercise_` tests belong to the exercises at the end of each page: they are ignored,
 //! and fail until the exercise is done (`cargo test exercise_random_strategy -- --ignored`).
 
+use crate::support::DeadPort;
 use crate::support::process::{Launch, Running, url_in};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -106,35 +107,85 @@ fn connect(addr: SocketAddr) -> TcpStream {
     stream
 }
 
+/// Why no response came.
+#[derive(Debug, PartialEq)]
+enum NoResponse {
+    /// The peer closed the connection (the FIN, a reset, or a write that found it gone)
+    /// before a byte of a response.
+    Closed,
+    /// The connection is still open, and no byte came within the read timeout.
+    Silent,
+}
+
+/// What one read on a client connection came to.
+enum Io {
+    Data,
+    Closed,
+    Silent,
+}
+
+/// Reads more into `data`. Panics on an error that is neither a close nor a timeout.
+fn read_more(stream: &mut TcpStream, data: &mut Vec<u8>) -> Io {
+    let mut buf = [0; 4096];
+    match stream.read(&mut buf) {
+        Ok(0) => Io::Closed,
+        Ok(n) => {
+            data.extend_from_slice(&buf[..n]);
+            Io::Data
+        }
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => Io::Closed,
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Io::Silent,
+        Err(e) => panic!("read: {e}"),
+    }
+}
+
+/// Sends `raw`; `Err(Closed)` if the peer has closed the connection already.
+fn send(stream: &mut TcpStream, raw: &[u8]) -> Result<(), NoResponse> {
+    match stream.write_all(raw) {
+        Ok(()) => Ok(()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::BrokenPipe | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+            ) =>
+        {
+            Err(NoResponse::Closed)
+        }
+        Err(e) => panic!("write: {e}"),
+    }
+}
+
 /// Sends `raw` on a new connection; reads one response.
-fn request(addr: SocketAddr, raw: &[u8]) -> Option<Response> {
+fn request(addr: SocketAddr, raw: &[u8]) -> Result<Response, NoResponse> {
     let mut stream = connect(addr);
-    stream.write_all(raw).ok()?;
+    send(&mut stream, raw)?;
     read_response(&mut stream)
 }
 
 /// Reads one response: the head, then a `Content-Length` body or, without one, everything
-/// until the peer closes. `None` if the connection closes or times out before a whole head.
-fn read_response(stream: &mut TcpStream) -> Option<Response> {
+/// until the peer closes. `Err` if not a byte of it came: the peer closed
+/// ([`NoResponse::Closed`]) or the read timed out ([`NoResponse::Silent`]). Panics on half a
+/// response (closed or timed out after its first byte).
+fn read_response(stream: &mut TcpStream) -> Result<Response, NoResponse> {
     let mut data = Vec::new();
-    let mut buf = [0; 4096];
-    let mut more = |data: &mut Vec<u8>| match stream.read(&mut buf) {
-        Ok(0) | Err(_) => false,
-        Ok(n) => {
-            data.extend_from_slice(&buf[..n]);
-            true
-        }
-    };
     let head_end = loop {
         if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
             break at + 4;
         }
-        if !more(&mut data) {
-            return None;
+        match read_more(stream, &mut data) {
+            Io::Data => {}
+            Io::Closed if data.is_empty() => return Err(NoResponse::Closed),
+            Io::Silent if data.is_empty() => return Err(NoResponse::Silent),
+            Io::Closed | Io::Silent => {
+                panic!("half a head: {:?}", String::from_utf8_lossy(&data))
+            }
         }
     };
     let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
-    let status = head.get(9..12)?.parse().ok()?;
+    let status = head
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not a response: {head:?}"));
     let mut response = Response {
         status,
         head,
@@ -145,14 +196,23 @@ fn read_response(stream: &mut TcpStream) -> Option<Response> {
     match length {
         Some(length) => {
             while body.len() < length {
-                assert!(more(&mut body), "closed mid-body: {response:?}");
+                assert!(
+                    matches!(read_more(stream, &mut body), Io::Data),
+                    "no more of the body: {response:?}"
+                );
             }
         }
         None if status == 204 || status == 304 => {}
-        None => while more(&mut body) {},
+        None => loop {
+            match read_more(stream, &mut body) {
+                Io::Data => {}
+                Io::Closed => break,
+                Io::Silent => panic!("a body delimited by the close, not closed: {response:?}"),
+            }
+        },
     }
     response.body = String::from_utf8_lossy(&body).into_owned();
-    Some(response)
+    Ok(response)
 }
 
 /// A GET for `path` with HTTP/1.1 and a Host field, as raw bytes.
@@ -162,26 +222,6 @@ fn get_raw(path: &str) -> Vec<u8> {
 
 // ---------------------------------------------------------------------------------------------
 // Backends the tests play themselves.
-
-/// A port where nothing listens, for the test's whole life: one of our own connections holds
-/// it as its local port, so no listener can bind it, and connecting to it is refused. (A port
-/// that was bound and released could be taken by anything meanwhile.)
-struct DeadPort {
-    port: u16,
-    _held: (TcpStream, TcpStream),
-}
-
-impl DeadPort {
-    fn new() -> DeadPort {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let theirs = listener.accept().unwrap().0;
-        DeadPort {
-            port: ours.local_addr().unwrap().port(),
-            _held: (ours, theirs),
-        }
-    }
-}
 
 /// A backend that accepts connections (the system completes them into its backlog) and never
 /// reads or answers: a hung server.
@@ -375,7 +415,7 @@ fn the_chapter_behaves_as_the_chapter() {
 fn quiet_client_then_another(
     addr: SocketAddr,
     watch: Duration,
-) -> ((u16, String), Option<Response>) {
+) -> ((u16, String), Result<Response, NoResponse>) {
     let mut quiet = connect(addr);
     quiet.write_all(b"GET / HTT").unwrap();
     let other = get(addr, "/");
@@ -390,9 +430,10 @@ fn step1_a_slow_client() {
     let chapter = the_chapter(&[]);
     let (other, quiet) = quiet_client_then_another(chapter.addr, WATCH);
     assert_eq!(other, (200, RED.to_string()));
-    assert!(
-        quiet.is_none(),
-        "chapter.rs answered a half request: {quiet:?}"
+    assert_eq!(
+        quiet.unwrap_err(),
+        NoResponse::Silent,
+        "chapter.rs answers a half request with nothing, and keeps the connection"
     );
 
     // The crate: the same, and the quiet client gets 408 after --header-timeout.
@@ -421,7 +462,10 @@ fn exercise_chapter_answers_a_slow_client_with_408() {
 
 /// Opens `n` connections that never send a byte, then asks for `/` on one more. The quiet
 /// connections are returned, so that they stay open until the caller is done.
-fn quiet_connections_then_one(addr: SocketAddr, n: usize) -> (Vec<TcpStream>, Option<Response>) {
+fn quiet_connections_then_one(
+    addr: SocketAddr,
+    n: usize,
+) -> (Vec<TcpStream>, Result<Response, NoResponse>) {
     let quiet: Vec<TcpStream> = (0..n).map(|_| connect(addr)).collect();
     (quiet, request(addr, &get_raw("/")))
 }
@@ -450,7 +494,7 @@ fn step2_a_cap_on_connections() {
     // Once one of them leaves, there is room again.
     drop(quiet);
     let deadline = Instant::now() + PATIENCE;
-    while request(lb.addr, &get_raw("/")).map(|r| r.status) != Some(200) {
+    while request(lb.addr, &get_raw("/")).map(|r| r.status) != Ok(200) {
         assert!(
             Instant::now() < deadline,
             "no room after the quiet clients left"
@@ -472,14 +516,11 @@ fn exercise_chapter_caps_connections() {
 // Step 3: keep-alive.
 
 /// Two GETs, one after the other, on one connection.
-fn two_requests_on_one_connection(addr: SocketAddr) -> (Option<Response>, Option<Response>) {
+fn two_requests_on_one_connection(addr: SocketAddr) -> (Response, Result<Response, NoResponse>) {
     let mut stream = connect(addr);
     stream.write_all(&get_raw("/")).unwrap();
-    let first = read_response(&mut stream);
-    let second = match stream.write_all(&get_raw("/")) {
-        Ok(()) => read_response(&mut stream),
-        Err(_) => None,
-    };
+    let first = read_response(&mut stream).expect("an answer to the first request");
+    let second = send(&mut stream, &get_raw("/")).and_then(|()| read_response(&mut stream));
     (first, second)
 }
 
@@ -488,15 +529,14 @@ fn step3_keep_alive() {
     // chapter.rs: one answer, then the connection is closed.
     let chapter = the_chapter(&[]);
     let (first, second) = two_requests_on_one_connection(chapter.addr);
-    let first = first.unwrap();
     assert_eq!((first.status, first.body.as_str()), (200, RED));
     assert!(first.closes(), "{first:?}");
-    assert!(second.is_none(), "{second:?}");
+    assert_eq!(second.unwrap_err(), NoResponse::Closed);
 
     // The crate: both answered on the one connection, which stays open.
     let lb = the_crate(&[]);
     let (first, second) = two_requests_on_one_connection(lb.addr);
-    let (first, second) = (first.unwrap(), second.unwrap());
+    let second = second.unwrap();
     assert_eq!((first.status, first.body.as_str()), (200, RED));
     assert_eq!((second.status, second.body.as_str()), (200, BLUE));
     assert!(!first.closes() && !second.closes(), "{first:?} {second:?}");
@@ -517,8 +557,9 @@ fn exercise_max_requests_per_connection() {
         second.closes(),
         "the last allowed request says so: {second:?}"
     );
-    assert!(
-        read_response(&mut stream).is_none(),
+    assert_eq!(
+        read_response(&mut stream).unwrap_err(),
+        NoResponse::Closed,
         "then the connection closes"
     );
 }
@@ -670,7 +711,7 @@ fn four_gets(addr: SocketAddr) -> Vec<(u16, String)> {
 fn step6_a_dead_backend() {
     // chapter.rs with Blue down: every second request gets the 502 page.
     let dead = DeadPort::new();
-    let port = dead.port.to_string();
+    let port = dead.addr().port().to_string();
     let chapter = the_chapter(&["--blue-down", "--blue", &port]);
     let answers = four_gets(chapter.addr);
     let statuses: Vec<u16> = answers.iter().map(|(status, _)| *status).collect();
@@ -694,7 +735,7 @@ fn step6_a_dead_backend() {
 #[ignore = "exercise: chapter.rs tries the next backend"]
 fn exercise_chapter_tries_the_next_backend() {
     let dead = DeadPort::new();
-    let port = dead.port.to_string();
+    let port = dead.addr().port().to_string();
     let chapter = the_chapter(&["--blue-down", "--blue", &port]);
     assert_eq!(four_gets(chapter.addr), vec![(200, RED.to_string()); 4]);
 }
@@ -703,7 +744,7 @@ fn exercise_chapter_tries_the_next_backend() {
 #[ignore = "exercise: name the backend on the 502 page"]
 fn exercise_502_page_names_the_backend() {
     let dead = DeadPort::new();
-    let url = format!("http://127.0.0.1:{}", dead.port);
+    let url = dead.url();
     let lb = the_crate(&["--backend", &url]);
     let (status, page) = get(lb.addr, "/");
     assert_eq!(status, 502);
@@ -743,7 +784,11 @@ fn step7_a_hung_backend() {
     let mut stream = connect(chapter.addr);
     stream.set_read_timeout(Some(WATCH)).unwrap();
     stream.write_all(&get_raw("/")).unwrap();
-    assert!(read_response(&mut stream).is_none(), "chapter.rs answered");
+    assert_eq!(
+        read_response(&mut stream).unwrap_err(),
+        NoResponse::Silent,
+        "chapter.rs answers nothing, and keeps the connection"
+    );
 
     // The crate, the hung backend first and Red second, --backend-timeout 300ms, and
     // --max-fails high enough that the hung one stays in the rotation: a request sent to the
@@ -783,7 +828,10 @@ fn exercise_chapter_answers_504_for_a_silent_backend() {
 // Step 8: graceful shutdown.
 
 /// Starts a GET on its own thread and waits until `backend` has it: a request in flight.
-fn request_in_flight(addr: SocketAddr, backend: &TestBackend) -> JoinHandle<Option<Response>> {
+fn request_in_flight(
+    addr: SocketAddr,
+    backend: &TestBackend,
+) -> JoinHandle<Result<Response, NoResponse>> {
     let client = spawn("client", move || request(addr, &get_raw("/slow")));
     backend.next_request();
     client
@@ -810,7 +858,11 @@ fn step8_graceful_shutdown() {
         "killed by SIGTERM"
     );
     backend.release();
-    assert!(client.join().unwrap().is_none(), "no answer");
+    assert_eq!(
+        client.join().unwrap().unwrap_err(),
+        NoResponse::Closed,
+        "no answer, the connection closed"
+    );
 
     // The crate: it stops taking connections, lets the request finish, says so, exits 0.
     let mut backend = TestBackend::held();
@@ -826,7 +878,7 @@ fn step8_graceful_shutdown() {
     assert_eq!((answer.status, answer.body.as_str()), (200, "done"));
     assert_eq!(lb.exit_within(PATIENCE).code(), Some(0));
     let summary = lb.line_with("[LoadBalancer] Stopped:");
-    assert!(summary.contains("1 requests"), "{summary}");
+    assert!(summary.contains("Stopped: 1 requests "), "{summary}");
 }
 
 #[cfg(unix)]
@@ -850,5 +902,9 @@ fn exercise_admin_healthz() {
     lb.line_with("draining");
     assert_eq!(get(admin, "/healthz").0, 503);
     backend.release();
-    assert!(client.join().unwrap().is_some());
+    let answer = client
+        .join()
+        .unwrap()
+        .expect("the request in flight finishes");
+    assert_eq!((answer.status, answer.body.as_str()), (200, "done"));
 }

@@ -7,17 +7,6 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// A backend that answers `/slow` only once `gate` opens, and everything else at once.
-fn slow_on_request(gate: &Arc<Gate>) -> Recorder {
-    let gate = Arc::clone(gate);
-    Recorder::start(move |(head, _), _| {
-        if target_of(head) == "/slow" {
-            gate.pass();
-        }
-        Reply::ok(target_of(head))
-    })
-}
-
 #[test]
 fn a_drain_closes_idle_clients_at_once_and_lets_busy_ones_finish() {
     let gate = Arc::new(Gate::default());

@@ -164,14 +164,8 @@ fn shutdown_does_not_wait_for_the_next_check() {
 fn the_console_says_which_backend_went_down_and_why() {
     let dead = DeadPort::new();
     // Its stderr is read too: the health reports go there.
-    let mut lb = Launch::balancer()
+    let mut lb = Launch::over(&dead.url())
         .args(&[
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "off",
-            "--backend",
-            &dead.url(),
             "--health-check",
             "/health",
             "--health-interval",

@@ -5,12 +5,8 @@
 
 use crate::support::*;
 use load_balancer::admin::csp::hash_source;
-use load_balancer::config::Config;
-use load_balancer::demo::{DemoBackend, Fleet};
-use load_balancer::server::Balancer;
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::net::SocketAddr;
 
 /// Status, headers (lowercased names) and body of an admin answer.
 fn fetch(method: &str, addr: SocketAddr, path: &str) -> (u16, HashMap<String, String>, String) {
@@ -30,7 +26,7 @@ fn fetch(method: &str, addr: SocketAddr, path: &str) -> (u16, HashMap<String, St
 }
 
 fn status_json(lb: &Balancer) -> String {
-    let (status, headers, body) = fetch("GET", lb.admin_addr().unwrap(), "/status.json");
+    let (status, headers, body) = fetch("GET", admin_addr(lb), "/status.json");
     assert_eq!(status, 200);
     assert_eq!(headers["content-type"], "application/json");
     body
@@ -89,8 +85,8 @@ fn the_history_counts_the_requests_sent() {
     let mut urls = urls(&demos);
     urls.push(dead.clone());
     let mut c = config(&urls);
-    c.admin = Some("127.0.0.1:0".parse().unwrap());
-    let lb = Balancer::start(c).unwrap();
+    with_admin(&mut c);
+    let lb = start(c);
     for _ in 0..7 {
         assert_eq!(get(&format!("http://{}/", lb.addr())).0, 200);
     }
@@ -136,12 +132,9 @@ fn the_history_counts_the_requests_sent() {
 #[test]
 fn a_drill_shows_in_the_history_at_once() {
     // The demo backends belong to the balancer, so the admin's drill buttons reach them.
-    let fleet = Arc::new(Fleet::start(2, Ipv4Addr::LOCALHOST.into(), 0).unwrap());
+    let (fleet, lb) = fleet_setup(2, with_admin);
     let (red, blue) = (fleet.backends[0].url(), fleet.backends[1].url());
-    let mut c: Config = config(&[red.clone(), blue.clone()]);
-    c.admin = Some("127.0.0.1:0".parse().unwrap());
-    let lb = Balancer::start_with_drills(c, Arc::clone(&fleet) as _).unwrap();
-    let admin = lb.admin_addr().unwrap();
+    let admin = admin_addr(&lb);
     let send = |n| {
         for _ in 0..n {
             assert_eq!(get(&format!("http://{}/", lb.addr())).0, 200);
@@ -185,11 +178,11 @@ fn only_element<'h>(html: &'h str, tag: &str) -> &'h str {
 
 #[test]
 fn the_page_allows_its_own_script_and_style_and_nothing_else() {
-    let demo = DemoBackend::start(0, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let demo = demo(0);
     let mut c = config(&[demo.url()]);
-    c.admin = Some("127.0.0.1:0".parse().unwrap());
-    let lb = Balancer::start(c).unwrap();
-    let admin = lb.admin_addr().unwrap();
+    with_admin(&mut c);
+    let lb = start(c);
+    let admin = admin_addr(&lb);
     let (status, headers, html) = fetch("GET", admin, "/status");
     assert_eq!(status, 200);
     let policy = &headers["content-security-policy"];
@@ -206,8 +199,6 @@ fn the_page_allows_its_own_script_and_style_and_nothing_else() {
             hash_source(style)
         )
     );
-    // Changed by one byte, a script would not be allowed.
-    assert!(!policy.contains(&hash_source(&format!("{script} "))));
     assert!(
         !html.contains(" style="),
         "a style attribute would be blocked"

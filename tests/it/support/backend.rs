@@ -386,3 +386,15 @@ pub fn gated_backend(gate: &Arc<Gate>, body: &'static str) -> ScriptedBackend {
         }
     })
 }
+
+/// A backend that answers `200` with the request's target as the body: at once, except
+/// `/slow`, which it holds at `gate` first.
+pub fn slow_on_request(gate: &Arc<Gate>) -> Recorder {
+    let gate = Arc::clone(gate);
+    Recorder::start(move |(head, _), _| {
+        if target_of(head) == "/slow" {
+            gate.pass();
+        }
+        Reply::ok(target_of(head))
+    })
+}

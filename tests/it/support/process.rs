@@ -145,12 +145,6 @@ pub struct Running {
 }
 
 impl Running {
-    /// Starts the `load-balancer` binary with `args` (stdin empty, stderr discarded) and
-    /// waits for its `[LoadBalancer] Running at http://ADDR` line.
-    pub fn start(args: &[&str]) -> Running {
-        Launch::balancer().args(args).start()
-    }
-
     /// Waits (up to [`PROCESS_WAIT`], or the launch's patience) for a line containing
     /// `needle`; returns it. Lines read while looking are kept, so they can be asked for later.
     pub fn line_with(&mut self, needle: &str) -> String {
