@@ -738,6 +738,7 @@ mod tests {
         // Stopped means the port is closed: a new connection is refused, not queued.
         assert!(TcpStream::connect(addr).is_err(), "still listening");
     }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn spare_threads_leave_after_an_accept_timeout_but_the_last_stays() {
