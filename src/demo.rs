@@ -22,7 +22,7 @@ use crate::http::framing::{self, Body};
 use crate::http::pages::PALETTE;
 use crate::http::{Parse, Version, pages, request};
 use crate::listener::{Listener, Options};
-use std::io;
+use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -40,6 +40,10 @@ pub const COLOURS: [(&str, &str); 8] = [
     ("Pink", PALETTE[7]),
 ];
 
+/// Size of one read or write when a demo backend moves a long body (`/bytes/N`, a long
+/// request body): large, so that a bandwidth test through the balancer measures the balancer
+/// and not a backend's many small system calls.
+pub const BULK_IO: usize = 256 * 1024;
 /// Most body bytes `/echo` shows; the rest is read and counted.
 pub const ECHO_MAX_BODY: usize = 64 * 1024;
 /// Limit on a demo backend's wait for a client (it is a demo, not a target for slowloris).
@@ -365,7 +369,23 @@ fn read_body(conn: &mut BufConn, body: Body) -> io::Result<Vec<u8>> {
     match body {
         Body::Empty | Body::UntilClose => {}
         Body::Length(mut left) => {
+            // A long body is read past the connection's small buffer, in large reads: a
+            // backend that reads 8 KiB at a time would make a bandwidth test measure it.
+            let mut chunk = Vec::new();
             while left > 0 {
+                if conn.data().is_empty() && left > BULK_IO as u64 {
+                    if chunk.is_empty() {
+                        chunk = vec![0; BULK_IO];
+                    }
+                    let want = left.min(BULK_IO as u64) as usize;
+                    let n = (&*conn.stream).read(&mut chunk[..want])?;
+                    if n == 0 {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
+                    }
+                    keep(&chunk[..n]);
+                    left -= n as u64;
+                    continue;
+                }
                 if conn.data().is_empty() && conn.fill()? == 0 {
                     return Err(io::ErrorKind::UnexpectedEof.into());
                 }
@@ -494,7 +514,7 @@ fn echo(r: &Received, body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// `/bytes/N`: `N` bytes of a repeating pattern, in 64 KiB writes.
+/// `/bytes/N`: `N` bytes of a repeating pattern, in [`BULK_IO`] writes.
 fn stream_bytes(conn: &mut BufConn, r: &Received, n: u64) -> io::Result<()> {
     let close = if r.keep_alive {
         ""
@@ -508,7 +528,7 @@ fn stream_bytes(conn: &mut BufConn, r: &Received, n: u64) -> io::Result<()> {
     if r.method == "HEAD" {
         return Ok(());
     }
-    let block: Vec<u8> = (0..64 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
+    let block: Vec<u8> = (0..BULK_IO).map(|i| b'a' + (i % 26) as u8).collect();
     let mut left = n;
     while left > 0 {
         let take = left.min(block.len() as u64) as usize;
