@@ -48,7 +48,7 @@ fn a_finished_connection_thread_serves_the_next_connection() {
 fn the_floor_of_spare_threads_is_no_higher_than_the_cap() {
     // Four connections at most: four threads wait for them, not the usual floor.
     let s = Setup::new(1, |c| c.max_connections = 4);
-    assert!(load_balancer::listener::SPARE_MIN > 4);
+    const { assert!(load_balancer::listener::SPARE_MIN > 4) };
     assert_eq!((started_threads(&s.lb), waiting_threads(&s.lb)), (4, 4));
     let response = exchange(s.addr(), CLOSE);
     assert_eq!(status_line(split_answer(&response).0), "HTTP/1.1 200 OK");
