@@ -360,6 +360,34 @@ fn demo_serve(stream: Arc<TcpStream>, shared: &DemoShared) -> io::Result<()> {
     }
 }
 
+/// Reads a `Content-Length` body of `left` bytes, handing each piece to `keep`: what the
+/// connection has buffered, then reads of up to [`BULK_IO`] bytes (a backend that read 8 KiB
+/// at a time would make a bandwidth test through the balancer measure the backend).
+fn read_length(conn: &mut BufConn, mut left: u64, keep: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+    let mut chunk = Vec::new();
+    while left > 0 {
+        let took = if conn.data().is_empty() {
+            if chunk.is_empty() {
+                chunk = vec![0; left.min(BULK_IO as u64) as usize];
+            }
+            let want = left.min(chunk.len() as u64) as usize;
+            let n = (&*conn.stream).read(&mut chunk[..want])?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            keep(&chunk[..n]);
+            n
+        } else {
+            let take = left.min(conn.data().len() as u64) as usize;
+            keep(&conn.data()[..take]);
+            conn.consume(take);
+            take
+        };
+        left -= took as u64;
+    }
+    Ok(())
+}
+
 /// Reads a request body, keeping the first [`ECHO_MAX_BODY`] bytes.
 fn read_body(conn: &mut BufConn, body: Body) -> io::Result<Vec<u8>> {
     let mut kept = Vec::new();
@@ -369,33 +397,7 @@ fn read_body(conn: &mut BufConn, body: Body) -> io::Result<Vec<u8>> {
     };
     match body {
         Body::Empty | Body::UntilClose => {}
-        Body::Length(mut left) => {
-            // A long body is read past the connection's small buffer, in large reads: a
-            // backend that reads 8 KiB at a time would make a bandwidth test measure it.
-            let mut chunk = Vec::new();
-            while left > 0 {
-                if conn.data().is_empty() && left > BULK_IO as u64 {
-                    if chunk.is_empty() {
-                        chunk = vec![0; BULK_IO];
-                    }
-                    let want = left.min(BULK_IO as u64) as usize;
-                    let n = (&*conn.stream).read(&mut chunk[..want])?;
-                    if n == 0 {
-                        return Err(io::ErrorKind::UnexpectedEof.into());
-                    }
-                    keep(&chunk[..n]);
-                    left -= n as u64;
-                    continue;
-                }
-                if conn.data().is_empty() && conn.fill()? == 0 {
-                    return Err(io::ErrorKind::UnexpectedEof.into());
-                }
-                let take = left.min(conn.data().len() as u64) as usize;
-                keep(&conn.data()[..take]);
-                conn.consume(take);
-                left -= take as u64;
-            }
-        }
+        Body::Length(left) => read_length(conn, left, &mut keep)?,
         Body::Chunked => {
             let mut decoder = Decoder::new();
             loop {

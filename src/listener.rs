@@ -409,7 +409,6 @@ where
     let _alive = Alive(threads);
     let slot = state.connections.join();
     let options = &state.options;
-    let stats = &options.stats;
     // On entry, and at the top of each turn, this thread is counted in `waiting`.
     loop {
         let accepted = match state.socket.upgrade() {
@@ -421,29 +420,7 @@ where
             return; // a wake-up connection, or a client too late: dropped
         }
         match accepted {
-            Ok((stream, peer)) => {
-                inc(&stats.accepted);
-                // Connections and tunnel threads share the cap (see `TunnelSlot`).
-                let taken = stats.open.fetch_add(1, Ordering::SeqCst)
-                    + stats.tunnels.load(Ordering::SeqCst);
-                if taken as usize >= options.max_connections {
-                    stats.open.fetch_sub(1, Ordering::SeqCst);
-                    inc(&stats.rejected);
-                    refuse(state, stream, options.refusal);
-                } else if others < options.floor()
-                    && !start_waiting_thread(state, serve)
-                    && others == 0
-                {
-                    // Fewer than the floor wait in `accept`, so one more was to start; none
-                    // could, and none waits: this one goes back to `accept`, and the client
-                    // is told to come back.
-                    stats.open.fetch_sub(1, Ordering::SeqCst);
-                    inc(&stats.rejected);
-                    refuse(state, stream, "out of threads");
-                } else {
-                    serve_one(state, &**serve, &slot.slot, stream, peer);
-                }
-            }
+            Ok((stream, peer)) => take(state, serve, &slot.slot, stream, peer, others),
             // Waited a whole accept timeout for nothing: leave, unless the floor needs it.
             Err(e) if is_timeout(&e) && others >= options.floor() => return,
             Err(e) if is_timeout(&e) => {}
@@ -461,6 +438,38 @@ where
             threads.waiting.fetch_sub(1, Ordering::SeqCst);
             return;
         }
+    }
+}
+
+/// What a thread does with the connection it accepted while `others` threads still wait in
+/// `accept`: refuses it past the cap, keeps the floor of waiting threads, and serves it.
+fn take<F>(
+    state: &Arc<State>,
+    serve: &Arc<F>,
+    slot: &Slot,
+    stream: TcpStream,
+    peer: SocketAddr,
+    others: usize,
+) where
+    F: Fn(Accepted<'_>) + Send + Sync + 'static,
+{
+    let options = &state.options;
+    let stats = &options.stats;
+    inc(&stats.accepted);
+    // Connections and tunnel threads share the cap (see `TunnelSlot`).
+    let taken = stats.open.fetch_add(1, Ordering::SeqCst) + stats.tunnels.load(Ordering::SeqCst);
+    if taken as usize >= options.max_connections {
+        stats.open.fetch_sub(1, Ordering::SeqCst);
+        inc(&stats.rejected);
+        refuse(state, stream, options.refusal);
+    } else if others < options.floor() && !start_waiting_thread(state, serve) && others == 0 {
+        // Fewer than the floor wait in `accept`, so one more was to start; none could, and
+        // none waits: this one goes back to `accept`, and the client is told to come back.
+        stats.open.fetch_sub(1, Ordering::SeqCst);
+        inc(&stats.rejected);
+        refuse(state, stream, "out of threads");
+    } else {
+        serve_one(state, &**serve, slot, stream, peer);
     }
 }
 
