@@ -18,7 +18,10 @@
 //! | `POST /demo/{name}/{drill}` | a failure drill, when demo backends are wired in ([`Drills`]) |
 //!
 //! The balanced port never answers these paths: they are only on this listener. With
-//! `--admin-token`, every request needs `Authorization: Bearer TOKEN` (RFC 6750), else `401`.
+//! `--admin-token`, every request needs the token, else `401`: as `Authorization: Bearer
+//! TOKEN` (RFC 6750) from a script, or as the password of HTTP Basic credentials (RFC 7617,
+//! any user name) from a browser, which asks for it once and then sends it with the status
+//! page's own requests too (HAProxy's stats page and nginx's `auth_basic` work the same way).
 //!
 //! Removal follows HAProxy's runtime API (`del server`): a backend must be put out of
 //! rotation first (its `set server ... state drain`, here `POST .../drain`), and the removal
@@ -27,6 +30,7 @@
 //! With `--backends-file`, the file manages the list: `POST /backends` and `DELETE` answer
 //! `409` and say so ([`crate::backends_file`]); drain and enable still work.
 
+pub mod base64;
 pub mod csp;
 pub mod status;
 
@@ -60,8 +64,8 @@ pub const MAX_ADMIN_BODY: u64 = 4 * 1024;
 /// Most admin connections served at once; past it, `503`. The admin port must not become a
 /// way to exhaust the balancer's threads.
 pub const MAX_ADMIN_CONNECTIONS: usize = 32;
-/// The realm in `WWW-Authenticate` (RFC 6750 section 3).
-const REALM: &str = "Bearer realm=\"load-balancer admin\"";
+/// The protection space named in both `WWW-Authenticate` challenges (RFC 9110 section 11.5).
+const REALM: &str = "realm=\"load-balancer admin\"";
 
 /// Failure drills that the admin listener can switch (`POST /demo/{name}/{drill}`) and the
 /// status page shows with buttons. The balancer knows nothing of demo backends: whoever runs
@@ -303,28 +307,52 @@ fn is_cross_site(headers: &[crate::http::Header<'_>], host: Option<&[u8]>) -> bo
         .is_some_and(|o| o.eq_ignore_ascii_case(host))
 }
 
-/// Checks the bearer token when one is configured.
+/// Checks the token when one is configured.
 ///
 /// # Errors
-/// `401` with `WWW-Authenticate` when the token is missing or wrong.
+/// `401` with a `WWW-Authenticate` challenge for each scheme when the token is missing or
+/// wrong: Basic first, so that a browser asks its user (it knows no Bearer).
 fn authorize(req: &AdminRequest, token: Option<&str>) -> Result<(), Answer> {
     let Some(token) = token else { return Ok(()) };
-    let presented = req.authorization.as_deref().and_then(|v| {
-        // The scheme is case-insensitive (RFC 9110 section 11.1), then one or more spaces.
-        let (scheme, rest) = v.split_at(v.iter().position(|&b| b == b' ')?);
-        scheme
-            .eq_ignore_ascii_case(b"bearer")
-            .then(|| head::trim_ows(rest))
-    });
-    match presented {
-        Some(p) if same_secret(p, token.as_bytes()) => Ok(()),
-        _ => Err(Answer {
-            status: 401,
-            body: Err(
-                "this admin listener needs Authorization: Bearer TOKEN (--admin-token)".into(),
+    if let Some(value) = &req.authorization
+        && presents(value, token.as_bytes())
+    {
+        return Ok(());
+    }
+    Err(Answer {
+        status: 401,
+        body: Err("this admin listener needs the token of --admin-token: \
+                   Authorization: Bearer TOKEN, or Basic with the token as the password"
+            .into()),
+        fields: vec![
+            (
+                "WWW-Authenticate",
+                format!("Basic {REALM}, charset=\"UTF-8\""),
             ),
-            fields: vec![("WWW-Authenticate", REALM.to_string())],
-        }),
+            ("WWW-Authenticate", format!("Bearer {REALM}")),
+        ],
+    })
+}
+
+/// Does an `Authorization` value present `token`? Either `Bearer TOKEN`, or `Basic` and the
+/// base64 of `USER:TOKEN` with any user name (a user name cannot hold a colon, RFC 7617
+/// section 2, so the password is everything after the first). The scheme is case-insensitive
+/// (RFC 9110 section 11.1) and followed by one or more spaces.
+fn presents(value: &[u8], token: &[u8]) -> bool {
+    let Some(space) = value.iter().position(|&b| b == b' ') else {
+        return false;
+    };
+    let (scheme, rest) = value.split_at(space);
+    let credentials = head::trim_ows(rest);
+    if scheme.eq_ignore_ascii_case(b"bearer") {
+        same_secret(credentials, token)
+    } else if scheme.eq_ignore_ascii_case(b"basic") {
+        base64::decode(credentials).is_some_and(|pair| {
+            let colon = pair.iter().position(|&b| b == b':');
+            colon.is_some_and(|colon| same_secret(&pair[colon + 1..], token))
+        })
+    } else {
+        false
     }
 }
 
@@ -818,7 +846,7 @@ mod tests {
     }
 
     #[test]
-    fn bearer_scheme() {
+    fn the_token_as_bearer_or_as_a_basic_password() {
         let req = |auth: Option<&str>| AdminRequest {
             method: "GET".into(),
             path: "/".into(),
@@ -826,21 +854,49 @@ mod tests {
             cross_site: false,
             body: Vec::new(),
         };
+        let basic = |pair: &str| format!("Basic {}", base64::encode(pair.as_bytes()));
         assert!(authorize(&req(None), None).is_ok());
-        assert!(authorize(&req(Some("Bearer t0k")), Some("t0k")).is_ok());
-        assert!(authorize(&req(Some("bearer   t0k")), Some("t0k")).is_ok());
+        for good in [
+            "Bearer t0k".to_string(),
+            "bearer   t0k".into(),
+            basic("admin:t0k"),
+            basic(":t0k"),
+            basic("a:t0k"),
+            basic("anyone:t0k").replacen("Basic", "BASIC", 1),
+        ] {
+            assert!(authorize(&req(Some(&good)), Some("t0k")).is_ok(), "{good}");
+        }
         for bad in [
             None,
-            Some("Bearer t0x"),
-            Some("Basic t0k"),
-            Some("t0k"),
-            Some("Bearer"),
+            Some("Bearer t0x".to_string()),
+            Some("Basic t0k".into()),
+            Some("t0k".into()),
+            Some("Bearer".into()),
+            Some(basic("t0k")),
+            Some(basic("admin:t0x")),
+            Some(basic("admin:t0k:")),
+            Some(format!("Bearer {}", base64::encode(b"admin:t0k"))),
+            Some(basic("a:t0k").trim_end_matches('=').to_string()),
         ] {
-            let Err(answer) = authorize(&req(bad), Some("t0k")) else {
+            let Err(answer) = authorize(&req(bad.as_deref()), Some("t0k")) else {
                 panic!("{bad:?} passed")
             };
             assert_eq!(answer.status, 401);
-            assert_eq!(answer.fields[0].0, "WWW-Authenticate");
+            let challenges: Vec<_> = answer
+                .fields
+                .iter()
+                .map(|(n, v)| (*n, v.as_str()))
+                .collect();
+            assert_eq!(
+                challenges,
+                [
+                    (
+                        "WWW-Authenticate",
+                        "Basic realm=\"load-balancer admin\", charset=\"UTF-8\""
+                    ),
+                    ("WWW-Authenticate", "Bearer realm=\"load-balancer admin\""),
+                ]
+            );
         }
     }
 }

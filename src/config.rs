@@ -85,7 +85,8 @@ pub struct Config {
     /// `--admin` was given: failing to bind it stops start-up. The default address is only a
     /// convenience: if it is taken (another balancer runs), the balancer starts without it.
     pub admin_required: bool,
-    /// Bearer token every admin request must carry (`--admin-token`).
+    /// Token every admin request must carry (`--admin-token`): as a bearer token, or as the
+    /// password of HTTP Basic credentials.
     pub admin_token: Option<String>,
     /// The host name `--admin` was given with (`--admin ops.internal:9001`), lowercase; `None`
     /// for an IP address. Admin requests must name the listener by an IP address,
@@ -533,7 +534,7 @@ pub const FLAGS: &[Flag] = &[
         name: "--admin-token",
         value: Some("TOKEN"),
         default: "none",
-        help: "require Authorization: Bearer TOKEN on admin requests",
+        help: "admin requests need this token (Bearer, or as a Basic password)",
         apply: |c, v| {
             if v.is_empty() || v.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
                 return Err("the token must be visible ASCII characters, without spaces".into());
