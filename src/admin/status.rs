@@ -209,6 +209,8 @@ pub struct Status {
     pub recent: Vec<Decision>,
     /// Client connections open now.
     pub open: u64,
+    /// Of those, the ones upgraded to a tunnel (`101 Switching Protocols`).
+    pub tunnels: u64,
     /// Client connections accepted since start.
     pub accepted: u64,
     /// Requests answered since start.
@@ -261,6 +263,7 @@ impl Status {
                 .collect(),
             recent: shared.log.recent(),
             open: stats.open.load(Ordering::Relaxed),
+            tunnels: stats.tunnels.load(Ordering::Relaxed),
             accepted: stats.accepted.load(Ordering::Relaxed),
             requests: stats.requests.load(Ordering::Relaxed),
             strategy: shared.config.strategy.name(),
@@ -291,12 +294,13 @@ impl Status {
              <title>load-balancer status</title>\n<style>{STATUS_STYLE}</style></head>\n\
              <body data-refresh=\"{REFRESH_SECS}\" data-first-bucket=\"{first}\" data-last-bucket=\"{last}\">\n\
              <h1>load-balancer</h1>\n\
-             <p id=\"summary\">{} &middot; {} requests &middot; {} connections open, {} accepted</p>\n\
+             <p id=\"summary\">{} &middot; {} requests &middot; {} connections open ({} tunnels), {} accepted</p>\n\
              <p id=\"note\" class=\"note\"></p>\n\
              <h2>Routing: the last {RECENT_DECISIONS} decisions, oldest first</h2>\n",
             escape(self.strategy),
             self.requests,
             self.open,
+            self.tunnels,
             self.accepted
         );
         self.strip(&mut out);
@@ -455,10 +459,11 @@ impl Status {
         json_string(&mut out, self.strategy);
         let _ = write!(
             out,
-            ",\"requests\":{},\"connections_open\":{},\"connections_accepted\":{},\
+            ",\"requests\":{},\"connections_open\":{},\"tunnels_open\":{},\"connections_accepted\":{},\
              \"time_ms\":{},\"history_seconds\":{HISTORY_SECONDS},\"backends\":[",
             self.requests,
             self.open,
+            self.tunnels,
             self.accepted,
             unix_millis(self.time)
         );
@@ -680,6 +685,7 @@ mod tests {
                 200,
             )],
             open: 3,
+            tunnels: 1,
             accepted: 7,
             requests: 30,
             strategy: "round-robin",
@@ -707,7 +713,7 @@ mod tests {
         assert_eq!(
             json,
             "{\"strategy\":\"round-robin\",\"requests\":30,\"connections_open\":3,\
-             \"connections_accepted\":7,\"time_ms\":1795606219500,\"history_seconds\":60,\
+             \"tunnels_open\":1,\"connections_accepted\":7,\"time_ms\":1795606219500,\"history_seconds\":60,\
              \"backends\":[\
              {\"id\":0,\"url\":\"http://127.0.0.1:8001\",\"state\":\"UP\",\"reason\":null,\
              \"colour\":\"red\",\"weight\":1,\"active\":2,\"requests\":10,\"errors\":1,\

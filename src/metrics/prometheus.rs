@@ -137,12 +137,18 @@ const PER_BACKEND: [(&str, &str, Kind, BackendValue); 10] = [
 type BalancerValue = fn(&ServerStats) -> u64;
 
 /// The balancer-wide families: name, help, type, value.
-const BALANCER: [(&str, &str, Kind, BalancerValue); 5] = [
+const BALANCER: [(&str, &str, Kind, BalancerValue); 6] = [
     (
         "lb_client_connections_open",
         "Client connections open now.",
         Kind::Gauge,
         |s| s.open.load(Ordering::Relaxed),
+    ),
+    (
+        "lb_client_tunnels_open",
+        "Client connections upgraded to a tunnel (101 Switching Protocols) open now; each takes a second slot of --max-connections.",
+        Kind::Gauge,
+        |s| s.tunnels.load(Ordering::Relaxed),
     ),
     (
         "lb_client_connections_accepted_total",

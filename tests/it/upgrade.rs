@@ -240,3 +240,44 @@ fn an_upgrade_with_an_empty_content_length_is_still_an_upgrade() {
     c.write_all(b"echo").unwrap();
     assert_eq!(read_exactly(&mut c, 4), "ECHO");
 }
+
+#[test]
+fn an_open_tunnel_is_counted_on_metrics_and_status() {
+    let (b, _) = upgrading_backend();
+    let mut c = config(&[b.url()]);
+    with_admin(&mut c);
+    let lb = start(c);
+    // The gauge on /metrics and the field of /status.json, read together.
+    let counts = || {
+        let (_, metrics) = get(&admin_url(&lb, "/metrics"));
+        let gauge = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("lb_client_tunnels_open "))
+            .map(str::to_string);
+        let (_, status) = get(&admin_url(&lb, "/status.json"));
+        let field = status
+            .split_once("\"tunnels_open\":")
+            .and_then(|(_, rest)| rest.split(',').next())
+            .map(str::to_string);
+        (gauge, field)
+    };
+    let both = |n: &str| (Some(n.to_string()), Some(n.to_string()));
+    assert_eq!(counts(), both("0"));
+    let mut tunnel = connect(lb.addr());
+    tunnel
+        .write_all(
+            b"GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .unwrap();
+    assert_switched(&read_head_only(&mut tunnel));
+    assert_eq!(read_exactly(&mut tunnel, 3), "hi!");
+    wait_for(Duration::from_secs(10), "the tunnel to be counted", || {
+        counts() == both("1")
+    });
+    drop(tunnel);
+    wait_for(
+        Duration::from_secs(10),
+        "the closed tunnel to be let go",
+        || counts() == both("0"),
+    );
+}
