@@ -293,7 +293,10 @@ fn names_this_listener(host: &[u8], admin_name: Option<&str>) -> bool {
 /// form's POST; a page on any web site could otherwise post to `127.0.0.1:9001/backends` and
 /// add a backend of its choosing (cross-site request forgery). The status page's own buttons
 /// come from the listener itself: `Origin` is `http://` + `Host` (and `Host` has passed
-/// [`names_this_listener`]). Clients such as curl send no `Origin` and are not affected.
+/// [`names_this_listener`]), or `https://` + `Host` when a TLS proxy in front serves the page.
+/// Clients such as curl send no `Origin` and are not affected. With `--admin-token` this check
+/// matters all the more: a browser that logged in with Basic credentials sends them with
+/// every request to the listener, also with a forged one from another site's page.
 /// `host` is the request's `Host`, as [`request::Request::host`] checked it.
 fn is_cross_site(headers: &[crate::http::Header<'_>], host: Option<&[u8]>) -> bool {
     let Some(origin) = head::values(headers, "origin").next() else {
@@ -302,9 +305,10 @@ fn is_cross_site(headers: &[crate::http::Header<'_>], host: Option<&[u8]>) -> bo
     let Some(host) = host else {
         return true;
     };
-    !origin
+    let authority = origin
         .strip_prefix(b"http://")
-        .is_some_and(|o| o.eq_ignore_ascii_case(host))
+        .or_else(|| origin.strip_prefix(b"https://"));
+    !authority.is_some_and(|o| o.eq_ignore_ascii_case(host))
 }
 
 /// Checks the token when one is configured.
@@ -810,7 +814,13 @@ mod tests {
             "the status page"
         );
         assert!(!h(Some(b"http://localhost:9001"), b"localhost:9001"));
+        assert!(
+            !h(Some(b"https://lb.example"), b"lb.example"),
+            "the status page behind a TLS proxy"
+        );
         assert!(h(Some(b"http://evil.example"), b"127.0.0.1:9001"));
+        assert!(h(Some(b"https://evil.example"), b"lb.example"));
+        assert!(h(Some(b"ftp://lb.example"), b"lb.example"));
         assert!(h(Some(b"null"), b"127.0.0.1:9001"));
     }
 

@@ -48,16 +48,22 @@ fn a_browser_gets_in_with_the_token_as_its_basic_password() {
     use load_balancer::admin::base64;
     let s = admin_setup(1, |c| c.admin_token = Some("s3cret".into()));
     let addr = admin_addr(&s.lb);
-    let ask = |method: &str, path: &str, authorization: Option<&str>| {
+    let ask_from = |origin: &str, method: &str, path: &str, authorization: Option<&str>| {
         let mut c = RawConn::open(addr);
-        let auth = authorization
+        let mut auth = authorization
             .map(|a| format!("Authorization: {a}\r\n"))
             .unwrap_or_default();
+        if !origin.is_empty() {
+            auth.push_str(&format!("Origin: {origin}\r\n"));
+        }
         c.send(
             format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\n\r\n")
                 .as_bytes(),
         );
         c.response().0
+    };
+    let ask = |method: &str, path: &str, authorization: Option<&str>| {
+        ask_from("", method, path, authorization)
     };
     // A browser's first request has no credentials: both challenges come back, Basic first
     // (a browser knows no Bearer, and asks its user for a name and a password).
@@ -77,7 +83,18 @@ fn a_browser_gets_in_with_the_token_as_its_basic_password() {
         let head = ask("GET", path, Some(&basic));
         assert_eq!(status_line(&head), "HTTP/1.1 200 OK", "{path}: {head}");
     }
-    let head = ask("POST", "/backends/0/drain", Some(&basic));
+    // The browser sends them with a forged request from another site's page too: its
+    // `Origin` gives it away.
+    let head = ask_from(
+        "http://evil.example",
+        "POST",
+        "/backends/0/drain",
+        Some(&basic),
+    );
+    assert_eq!(status_line(&head), "HTTP/1.1 403 Forbidden", "{head}");
+    assert!(!backend(&s.lb, 0).is_draining());
+    let own = format!("http://{addr}");
+    let head = ask_from(&own, "POST", "/backends/0/drain", Some(&basic));
     assert_eq!(status_line(&head), "HTTP/1.1 200 OK", "{head}");
     assert!(backend(&s.lb, 0).is_draining());
     // A wrong password is refused like a wrong token.

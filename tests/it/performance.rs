@@ -8,7 +8,9 @@ const CLOSE: &[u8] = b"GET / HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n";
 
 #[test]
 fn a_finished_connection_thread_serves_the_next_connection() {
-    let s = Setup::new(2, |_| {});
+    // A long accept timeout: the floor's threads, started with the balancer, must not time
+    // out (and one leave) while the test counts them.
+    let s = Setup::new(2, |c| c.header_timeout = Duration::from_secs(600));
     let pages = s.pages();
     // The floor of spare threads waits from the start, for a burst of new connections.
     let floor = load_balancer::listener::SPARE_MIN;
@@ -47,7 +49,10 @@ fn a_finished_connection_thread_serves_the_next_connection() {
 #[test]
 fn the_floor_of_spare_threads_is_no_higher_than_the_cap() {
     // Four connections at most: four threads wait for them, not the usual floor.
-    let s = Setup::new(1, |c| c.max_connections = 4);
+    let s = Setup::new(1, |c| {
+        c.max_connections = 4;
+        c.header_timeout = Duration::from_secs(600); // no spare leaves while counted
+    });
     const { assert!(load_balancer::listener::SPARE_MIN > 4) };
     assert_eq!((started_threads(&s.lb), waiting_threads(&s.lb)), (4, 4));
     let response = exchange(s.addr(), CLOSE);
