@@ -10,7 +10,7 @@
 //! cargo run --release --bin bench -- --connections 64 --seconds 5
 //! cargo run --release --bin bench -- --target http://127.0.0.1:9000/ --connections 256
 //! cargo run --release --bin bench -- --hold 10000 --target http://127.0.0.1:9000/ --pid PID
-//! cargo run --release --bin bench -- --download 1g --upload 1g
+//! cargo run --release --bin bench -- --download 1g --upload 1g --repeat 5
 //! ```
 //!
 //! "Closed loop": each of `--connections` threads owns one connection and sends its next
@@ -45,7 +45,7 @@ const STREAM_BUFFER: usize = 256 * 1024;
 const USAGE: &str = "\
 usage: bench [--connections N] [--seconds S] [--close] [--path PATH] [--target URL]
        bench --hold N --target URL [--pid PID]
-       bench [--download SIZE] [--upload SIZE] [--target URL --direct URL] [--pid PID]
+       bench [--download SIZE] [--upload SIZE] [--repeat N] [--target URL --direct URL] [--pid PID]
 
 Without --target: starts two demo backends and a balancer in this process, drives the
 balancer, then one demo backend directly with the same load, and prints the ratio.
@@ -60,6 +60,9 @@ balancer, then one demo backend directly with the same load, and prints the rati
                    that a new request is served; with --pid, print that process's memory
   --download SIZE  fetch /bytes/SIZE through the balancer and directly (512m, 1g)
   --upload SIZE    POST SIZE bytes to /echo through the balancer and directly
+  --repeat N       with --download/--upload: N transfers each way, through and direct in
+                   turn, then the median ratio (one transfer of 1 GiB lasts under a second,
+                   so one ratio is mostly the scheduler's luck; default 1)
   --pid PID        the balancer's process, for its memory (VmRSS, VmHWM from /proc)
 ";
 
@@ -74,6 +77,7 @@ struct Options {
     direct: Option<Url>,
     hold: Option<usize>,
     download: Option<u64>,
+    repeat: usize,
     upload: Option<u64>,
     pid: Option<u32>,
 }
@@ -118,6 +122,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
         direct: None,
         hold: None,
         download: None,
+        repeat: 1,
         upload: None,
         pid: None,
     };
@@ -151,6 +156,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
             "--hold" => o.hold = Some(count(value()?)?),
             "--download" => o.download = Some(parse_size(&value()?)?),
             "--upload" => o.upload = Some(parse_size(&value()?)?),
+            "--repeat" => o.repeat = count(value()?)?,
             "--pid" => {
                 let v = value()?;
                 o.pid = Some(
@@ -237,10 +243,10 @@ fn run(o: &Options) -> io::Result<bool> {
     if o.download.is_some() || o.upload.is_some() {
         let mut ok = true;
         if let Some(size) = o.download {
-            ok &= stream("download", size, &balancer, direct.as_ref(), o.pid)?;
+            ok &= stream("download", size, &balancer, direct.as_ref(), o)?;
         }
         if let Some(size) = o.upload {
-            ok &= stream("upload", size, &balancer, direct.as_ref(), o.pid)?;
+            ok &= stream("upload", size, &balancer, direct.as_ref(), o)?;
         }
         return Ok(ok);
     }
@@ -553,40 +559,55 @@ fn mib(bytes: u64) -> f64 {
 // ---------------------------------------------------------------------------------------
 // Streaming
 
-/// Moves `size` bytes through the balancer and directly (when known), one request each, and
-/// prints the bandwidths, their ratio, and the balancer's peak memory when its pid is known.
+/// Moves `size` bytes through the balancer and directly (when known), one request each and
+/// `--repeat` times in turn, and prints the bandwidths, each ratio, their median, and the
+/// balancer's peak memory (when its pid is known; else this process's).
 fn stream(
     what: &str,
     size: u64,
     balancer: &Url,
     direct: Option<&Url>,
-    pid: Option<u32>,
+    o: &Options,
 ) -> io::Result<bool> {
-    let own = std::process::id();
-    let through = transfer(what, size, balancer)?;
-    let (rss, hwm) = memory(pid.unwrap_or(own)).unwrap_or_default();
-    let whose = if pid.is_some() {
+    let gib = size as f64 / (1u64 << 30) as f64;
+    let whose = if o.pid.is_some() {
         "balancer"
     } else {
         "this process (balancer, backends and client)"
     };
-    println!(
-        "{what:8} {:.2} GiB through the balancer: {:.0} MiB/s  ({whose}: VmRSS {:.1} MiB, peak VmHWM {:.1} MiB)",
-        size as f64 / (1u64 << 30) as f64,
-        mib(size) / through.as_secs_f64(),
-        mib(rss),
-        mib(hwm)
-    );
-    if let Some(direct) = direct {
-        let straight = transfer(what, size, direct)?;
+    let mut ratios = Vec::new();
+    for _ in 0..o.repeat {
+        let through = transfer(what, size, balancer)?;
+        let (rss, hwm) = memory(o.pid.unwrap_or(std::process::id())).unwrap_or_default();
         println!(
-            "{what:8} {:.2} GiB directly:             {:.0} MiB/s",
-            size as f64 / (1u64 << 30) as f64,
-            mib(size) / straight.as_secs_f64()
+            "{what:8} {gib:.2} GiB through the balancer: {:.0} MiB/s  ({whose}: VmRSS {:.1} MiB, peak VmHWM {:.1} MiB)",
+            mib(size) / through.as_secs_f64(),
+            mib(rss),
+            mib(hwm)
         );
+        if let Some(direct) = direct {
+            let straight = transfer(what, size, direct)?;
+            println!(
+                "{what:8} {gib:.2} GiB directly:             {:.0} MiB/s",
+                mib(size) / straight.as_secs_f64()
+            );
+            let ratio = straight.as_secs_f64() / through.as_secs_f64();
+            println!("ratio {what} balancer/direct: {ratio:.2}");
+            ratios.push(ratio);
+        }
+    }
+    if ratios.len() > 1 {
+        ratios.sort_by(f64::total_cmp);
+        let n = ratios.len();
+        let median = if n % 2 == 1 {
+            ratios[n / 2]
+        } else {
+            (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0
+        };
         println!(
-            "ratio {what} balancer/direct: {:.2}",
-            straight.as_secs_f64() / through.as_secs_f64()
+            "median ratio {what} balancer/direct: {median:.2} (of {n}: {:.2} to {:.2})",
+            ratios[0],
+            ratios[n - 1]
         );
     }
     Ok(true)

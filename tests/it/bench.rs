@@ -58,6 +58,41 @@ fn bench_streams_a_body_both_ways_through_the_balancer() {
 }
 
 #[test]
+fn bench_repeats_transfers_and_reports_the_median_ratio() {
+    let stdout = run_bench(&["--download", "2m", "--upload", "2m", "--repeat", "3"]);
+    for what in ["download", "upload"] {
+        let ratios: Vec<f64> = stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("ratio {what} balancer/direct: ")))
+            .map(|r| r.parse().unwrap())
+            .collect();
+        assert_eq!(ratios.len(), 3, "{stdout}");
+        let median = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("median ratio {what} balancer/direct: ")))
+            .unwrap_or_else(|| panic!("no median for {what}: {stdout}"));
+        // The median of three is the middle one, as printed (two decimals).
+        let mut sorted = ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        let expected = format!(
+            "{:.2} (of 3: {:.2} to {:.2})",
+            sorted[1], sorted[0], sorted[2]
+        );
+        assert_eq!(median, expected, "{stdout}");
+    }
+}
+
+#[test]
+fn bench_refuses_a_repeat_of_zero() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(["--upload", "1m", "--repeat", "0"])
+        .output()
+        .expect("the bench binary starts");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--repeat"));
+}
+
+#[test]
 fn bench_rejects_unknown_flags() {
     let out = Command::new(env!("CARGO_BIN_EXE_bench"))
         .arg("--bogus")
