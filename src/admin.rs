@@ -134,7 +134,6 @@ impl Admin {
             refusal: "too many admin connections",
             timeouts: Timeouts::uniform(ADMIN_TIMEOUT),
             stats: Arc::default(),
-            spare_min: 1,
         };
         let listener = Listener::start(listener, options, move |conn| serve(conn, &shared))?;
         Ok(Admin { listener })

@@ -175,7 +175,6 @@ impl DemoBackend {
             refusal: "too many connections to this demo backend",
             timeouts: Timeouts::uniform(DEMO_TIMEOUT),
             stats: Arc::default(),
-            spare_min: 1,
         };
         let shared = Arc::clone(&self.shared);
         let listener = Listener::start(listener, options, move |conn| {

@@ -15,14 +15,12 @@
 //!   the answer is not lost to a reset);
 //! - **no hand-off**: there is no accept thread. The connection threads take turns waiting in
 //!   `accept` themselves (the "leader/follower" pattern): the thread that accepts a
-//!   connection serves it, after making sure enough others wait in `accept` (starting one if
-//!   fewer than [`Options::spare_min`] do). So a new connection wakes one thread, not an
-//!   accept thread and then a connection thread, and no lock or condition variable sits
-//!   between them. A thread whose
+//!   connection serves it, after making sure another thread waits in `accept` (starting one if
+//!   none does). So a new connection wakes one thread, not an accept thread and then a
+//!   connection thread, and no lock or condition variable sits between them. A thread whose
 //!   connection ended goes back to `accept` as a spare (Apache httpd's worker MPM keeps spare
 //!   threads for the same reason, `MaxSpareThreads`), up to [`SPARE_MAX`] of them. A spare
-//!   thread that waited a whole accept timeout for nothing exits, unless fewer than
-//!   [`Options::spare_min`] would be left (`MinSpareThreads`);
+//!   thread that waited a whole accept timeout for nothing exits, unless it is the last;
 //! - **drain**: [`Listener::stop`] stops accepting, closes the connections that wait for their
 //!   next request, and lets busy ones finish, up to a deadline; [`Listener::abort`] closes
 //!   them all (a demo backend that is "switched off").
@@ -49,21 +47,6 @@ pub const LINGER_MAX: usize = 1024;
 /// Most threads waiting in `accept` at once; a thread whose connection ends while this many
 /// wait exits instead. Apache httpd's `MaxSpareThreads` default (worker MPM) is 250.
 pub const SPARE_MAX: usize = 250;
-/// Threads the balancer keeps waiting in `accept` however idle it is (its
-/// [`Options::spare_min`]; Apache httpd's `MinSpareThreads`, whose worker MPM default is 75).
-/// They are there for a burst of new connections after a quiet spell: std listens with a
-/// backlog of 128, and one thread that accepts, starts a thread and accepts again cannot keep up
-/// with hundreds of handshakes arriving within milliseconds, so the kernel drops the ones past
-/// the backlog and each of those clients retries a second later. Measured with `wrk -c256`
-/// (and `-c512`) `Connection: close` against a balancer idle until then: 106–119 (246–633)
-/// dropped handshakes with one waiting thread, none with 64. Cost: about 11–13 KiB of memory per
-/// waiting thread (resident memory, measured; the kernel keeps a stack and a task of its own
-/// for each thread besides).
-pub const SPARE_MIN: usize = 64;
-const _: () = assert!(
-    SPARE_MIN <= SPARE_MAX,
-    "the floor must fit under the spare cap"
-);
 /// Limit on writing the `503` to a refused client: the refusing thread never waits longer.
 pub const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause after a failed `accept` (out of file descriptors, an aborted handshake), so that the
@@ -90,18 +73,6 @@ pub struct Options {
     pub timeouts: Timeouts,
     /// Where the listener counts connections accepted, refused and open.
     pub stats: Arc<ServerStats>,
-    /// Threads kept waiting in `accept` however idle the port is (at least one): started
-    /// with the listener, started again as connections take them, and not let go by the
-    /// accept timeout ([`SPARE_MIN`] for the balancer, one for the admin and demo ports).
-    pub spare_min: usize,
-}
-
-impl Options {
-    /// [`Options::spare_min`], at least one and at most [`SPARE_MAX`] (a floor above the
-    /// cap would start a thread at every accept and end one at every return).
-    fn floor(&self) -> usize {
-        self.spare_min.clamp(1, SPARE_MAX)
-    }
 }
 
 /// A running listener. [`Listener::stop`], [`Listener::abort`] or dropping it stops it.
@@ -230,12 +201,6 @@ impl Listener {
         if let Err(e) = spawn_worker(&state, &serve) {
             state.threads.waiting.fetch_sub(1, Ordering::SeqCst);
             return Err(e);
-        }
-        // The rest of the floor as far as the machine allows: one thread serves already.
-        for _ in 1..state.options.floor() {
-            if !start_waiting_thread(&state, &serve) {
-                break;
-            }
         }
         Ok(Listener {
             addr,
@@ -407,7 +372,7 @@ impl Drop for Alive<'_> {
 }
 
 /// A connection thread's life: wait in `accept`, serve what it accepted (after making sure
-/// enough others wait in `accept`), and again, until it is not needed.
+/// another thread waits in `accept`), and again, until it is not needed.
 fn work<F>(state: &Arc<State>, serve: &Arc<F>)
 where
     F: Fn(Accepted<'_>) + Send + Sync + 'static,
@@ -416,6 +381,7 @@ where
     let _alive = Alive(threads);
     let slot = state.connections.join();
     let options = &state.options;
+    let stats = &options.stats;
     // On entry, and at the top of each turn, this thread is counted in `waiting`.
     loop {
         let accepted = match state.socket.upgrade() {
@@ -427,9 +393,27 @@ where
             return; // a wake-up connection, or a client too late: dropped
         }
         match accepted {
-            Ok((stream, peer)) => take(state, serve, &slot.slot, stream, peer, others),
-            // Waited a whole accept timeout for nothing: leave, unless the floor needs it.
-            Err(e) if is_timeout(&e) && others >= options.floor() => return,
+            Ok((stream, peer)) => {
+                inc(&stats.accepted);
+                // Connections and tunnel threads share the cap (see `TunnelSlot`).
+                let taken = stats.open.fetch_add(1, Ordering::SeqCst)
+                    + stats.tunnels.load(Ordering::SeqCst);
+                if taken as usize >= options.max_connections {
+                    stats.open.fetch_sub(1, Ordering::SeqCst);
+                    inc(&stats.rejected);
+                    refuse(state, stream, options.refusal);
+                } else if others == 0 && !start_waiting_thread(state, serve) {
+                    // No thread could be started to wait in `accept`: this one goes back to
+                    // it, and the client is told to come back.
+                    stats.open.fetch_sub(1, Ordering::SeqCst);
+                    inc(&stats.rejected);
+                    refuse(state, stream, "out of threads");
+                } else {
+                    serve_one(state, &**serve, &slot.slot, stream, peer);
+                }
+            }
+            // Waited a whole accept timeout for nothing: leave if another thread waits.
+            Err(e) if is_timeout(&e) && others > 0 => return,
             Err(e) if is_timeout(&e) => {}
             Err(e) => {
                 eprintln!("[{}] accept failed: {e}", options.name);
@@ -446,42 +430,6 @@ where
             return;
         }
     }
-}
-
-/// What a thread does with the connection it accepted while `others` threads still wait in
-/// `accept`: refuses it past the cap, keeps the floor of waiting threads, and serves it.
-fn take<F>(
-    state: &Arc<State>,
-    serve: &Arc<F>,
-    slot: &Slot,
-    stream: TcpStream,
-    peer: SocketAddr,
-    others: usize,
-) where
-    F: Fn(Accepted<'_>) + Send + Sync + 'static,
-{
-    let options = &state.options;
-    let stats = &options.stats;
-    inc(&stats.accepted);
-    // Connections and tunnel threads share the cap (see `TunnelSlot`).
-    let taken = stats.open.fetch_add(1, Ordering::SeqCst) + stats.tunnels.load(Ordering::SeqCst);
-    if taken as usize >= options.max_connections {
-        stats.open.fetch_sub(1, Ordering::SeqCst);
-        inc(&stats.rejected);
-        refuse(state, stream, options.refusal);
-        return;
-    }
-    // Fewer than the floor wait in `accept`: one more is to wait there.
-    let started = others < options.floor() && start_waiting_thread(state, serve);
-    if others == 0 && !started {
-        // None waits and none could start: this one goes back to `accept`, and the client is
-        // told to come back.
-        stats.open.fetch_sub(1, Ordering::SeqCst);
-        inc(&stats.rejected);
-        refuse(state, stream, "out of threads");
-        return;
-    }
-    serve_one(state, &**serve, slot, stream, peer);
 }
 
 /// Starts a thread to wait in `accept` in this one's place; `false` if none could start.
@@ -716,7 +664,6 @@ mod tests {
             refusal: "full",
             timeouts,
             stats: Arc::clone(stats),
-            spare_min: 1,
         }
     }
 
@@ -794,14 +741,10 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn spare_threads_leave_after_an_accept_timeout_down_to_the_floor() {
-        // Accept timeout 300 ms: the read timeout accepted sockets start with. Two threads
-        // are to wait in `accept` at all times.
+    fn spare_threads_leave_after_an_accept_timeout_but_the_last_stays() {
+        // Accept timeout 300 ms: the read timeout accepted sockets start with.
         let stats = Arc::new(ServerStats::default());
-        let options = Options {
-            spare_min: 2,
-            ..test_options(16, Timeouts::uniform(Duration::from_millis(300)), &stats)
-        };
+        let options = test_options(16, Timeouts::uniform(Duration::from_millis(300)), &stats);
         // Each connection is held until its client closes (read timeouts or not): four at
         // once need four threads.
         let listener =
@@ -823,36 +766,21 @@ mod tests {
                 thread::sleep(Duration::from_millis(5));
             }
         };
-        assert_eq!(threads.started(), 2, "the floor starts with the listener");
         let clients: Vec<_> = (0..4)
             .map(|_| TcpStream::connect(listener.addr()).unwrap())
             .collect();
-        wait_for("four served and two waiting", &|| {
-            threads.alive() == 6 && threads.waiting() == 2
+        wait_for("four served and one waiting", &|| {
+            threads.alive() == 5 && threads.waiting() == 1
         });
         drop(clients);
-        wait_for("the four back in accept", &|| threads.waiting() >= 3);
-        // After one accept timeout with nothing to accept, all but the floor leave, and the
-        // floor stays through further timeouts (three of them here).
-        wait_for("all but two threads gone", &|| threads.alive() == 2);
-        // (`alive` and `started`, not `waiting`: a thread back from a timeout is out of
-        // `waiting` for a moment before it counts itself in again.)
-        let started = threads.started();
-        let timeouts_before = Instant::now();
-        while timeouts_before.elapsed() < Duration::from_millis(900) {
-            assert_eq!(
-                (threads.alive(), threads.started()),
-                (2, started),
-                "the floor left"
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-        // The two left still serve, and another is started to keep two waiting.
+        wait_for("the four back in accept", &|| threads.waiting() >= 2);
+        // After one accept timeout with nothing to accept, all but one leave.
+        wait_for("all but one thread gone", &|| threads.alive() == 1);
+        assert_eq!(threads.waiting(), 1);
+        // The one left still serves.
         let mut client = TcpStream::connect(listener.addr()).unwrap();
         client.write_all(b"x").unwrap();
-        wait_for("a thread started for the next", &|| {
-            threads.alive() == 3 && threads.waiting() == 2
-        });
+        wait_for("a thread started for the next", &|| threads.alive() == 2);
         listener.abort();
     }
 }

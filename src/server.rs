@@ -15,7 +15,7 @@ use crate::backends_file::Watcher;
 use crate::checker::{Checker, Checks};
 use crate::config::Config;
 pub use crate::context::Shared;
-use crate::listener::{Listener, Options, SPARE_MIN, Threads};
+use crate::listener::{Listener, Options, Threads};
 use crate::log::FLUSH_INTERVAL;
 use crate::proxy;
 use std::io;
@@ -104,7 +104,6 @@ impl Balancer {
             refusal: "too many connections (--max-connections)",
             timeouts: shared.timeouts,
             stats: Arc::clone(&shared.stats),
-            spare_min: SPARE_MIN.min(config.max_connections),
         };
         let listener = {
             let shared = Arc::clone(&shared);
