@@ -209,7 +209,8 @@ pub struct Status {
     pub recent: Vec<Decision>,
     /// Client connections open now.
     pub open: u64,
-    /// Of those, the ones upgraded to a tunnel (`101 Switching Protocols`).
+    /// Of those, the ones upgraded to a tunnel (`101 Switching Protocols`), or asking a
+    /// backend to be (the tunnel's slot of the cap is taken before the request goes out).
     pub tunnels: u64,
     /// Client connections accepted since start.
     pub accepted: u64,

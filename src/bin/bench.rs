@@ -10,7 +10,7 @@
 //! cargo run --release --bin bench -- --connections 64 --seconds 5
 //! cargo run --release --bin bench -- --target http://127.0.0.1:9000/ --connections 256
 //! cargo run --release --bin bench -- --hold 10000 --target http://127.0.0.1:9000/ --pid PID
-//! cargo run --release --bin bench -- --download 1g --upload 1g --repeat 5
+//! cargo run --release --bin bench -- --download 1g --upload 1g --repeat 9
 //! ```
 //!
 //! "Closed loop": each of `--connections` threads owns one connection and sends its next
@@ -61,8 +61,9 @@ balancer, then one demo backend directly with the same load, and prints the rati
   --download SIZE  fetch /bytes/SIZE through the balancer and directly (512m, 1g)
   --upload SIZE    POST SIZE bytes to /echo through the balancer and directly
   --repeat N       with --download/--upload: N transfers each way, through and direct in
-                   turn, then the median ratio (one transfer of 1 GiB lasts under a second,
-                   so one ratio is mostly the scheduler's luck; default 1)
+                   turn, then the median ratio when there is a direct one to compare (one
+                   transfer of 1 GiB lasts under a second, so one ratio is mostly the
+                   scheduler's luck; default 1)
   --pid PID        the balancer's process, for its memory (VmRSS, VmHWM from /proc)
 ";
 
@@ -166,6 +167,9 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
             }
             other => return Err(format!("unknown flag {other:?}")),
         }
+    }
+    if o.repeat > 1 && o.download.is_none() && o.upload.is_none() {
+        return Err("--repeat needs --download or --upload".into());
     }
     if o.hold.is_some() && o.target.is_none() {
         return Err("--hold needs --target (run the balancer as its own process, so that its memory is its own)".into());

@@ -146,7 +146,7 @@ const BALANCER: [(&str, &str, Kind, BalancerValue); 6] = [
     ),
     (
         "lb_client_tunnels_open",
-        "Client connections upgraded to a tunnel (101 Switching Protocols) open now; each takes a second slot of --max-connections.",
+        "Client connections upgraded to a tunnel (101 Switching Protocols), or asking a backend to be, open now; each takes a second slot of --max-connections.",
         Kind::Gauge,
         |s| s.tunnels.load(Ordering::Relaxed),
     ),

@@ -83,13 +83,18 @@ fn bench_repeats_transfers_and_reports_the_median_ratio() {
 }
 
 #[test]
-fn bench_refuses_a_repeat_of_zero() {
-    let out = Command::new(env!("CARGO_BIN_EXE_bench"))
-        .args(["--upload", "1m", "--repeat", "0"])
-        .output()
-        .expect("the bench binary starts");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--repeat"));
+fn bench_refuses_a_repeat_of_zero_or_without_a_transfer() {
+    for args in [&["--upload", "1m", "--repeat", "0"][..], &["--repeat", "3"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_bench"))
+            .args(args)
+            .output()
+            .expect("the bench binary starts");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        // The first line names the flag (the usage text that follows names every flag).
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let first = stderr.lines().next().unwrap_or("");
+        assert!(first.starts_with("bench: --repeat"), "{args:?}: {stderr}");
+    }
 }
 
 #[test]
