@@ -461,13 +461,13 @@ fn route(method: &str, path: &str, body: &[u8], shared: &AdminShared) -> Answer 
             "GET, HEAD",
             (method == "GET").then(|| Answer {
                 status: 200,
-                body: Ok(("text/html; charset=utf-8", status(shared).html())),
+                body: Ok(("text/html; charset=utf-8", status(shared, false).html())),
                 fields: vec![("Content-Security-Policy", csp::STATUS_POLICY.clone())],
             }),
         ),
         ["status.json"] => (
             "GET, HEAD",
-            (method == "GET").then(|| Answer::json(200, status(shared).json())),
+            (method == "GET").then(|| Answer::json(200, status(shared, true).json())),
         ),
         ["backends"] => match method {
             "GET" => ("", Some(list(lb))),
@@ -543,10 +543,11 @@ fn demo_drill(
     }
 }
 
-/// The status page's data now, with the drill rows when demo backends are wired in.
-fn status(shared: &AdminShared) -> Status {
+/// The status page's data now, with the drill rows when demo backends are wired in, and
+/// with each backend's last minute when `history` (see [`Status::collect`]).
+fn status(shared: &AdminShared, history: bool) -> Status {
     let demos = shared.drills.as_ref().map_or_else(Vec::new, |d| d.rows());
-    Status::collect(&shared.balancer, demos)
+    Status::collect(&shared.balancer, demos, history)
 }
 
 fn metrics(lb: &Shared) -> Answer {

@@ -25,7 +25,7 @@ use crate::listener::{Listener, Options};
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Names and CSS colours of the demo backends, in order: the chapter's two first.
@@ -516,6 +516,11 @@ fn echo(r: &Received, body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The pattern `/bytes/N` sends, one [`BULK_IO`] write of it at a time: built once, not per
+/// request.
+static BYTES_BLOCK: LazyLock<Vec<u8>> =
+    LazyLock::new(|| (0..BULK_IO).map(|i| b'a' + (i % 26) as u8).collect());
+
 /// `/bytes/N`: `N` bytes of a repeating pattern, in [`BULK_IO`] writes.
 fn stream_bytes(conn: &mut BufConn, r: &Received, n: u64) -> io::Result<()> {
     let close = if r.keep_alive {
@@ -530,7 +535,7 @@ fn stream_bytes(conn: &mut BufConn, r: &Received, n: u64) -> io::Result<()> {
     if r.method == "HEAD" {
         return Ok(());
     }
-    let block: Vec<u8> = (0..BULK_IO).map(|i| b'a' + (i % 26) as u8).collect();
+    let block = &*BYTES_BLOCK;
     let mut left = n;
     while left > 0 {
         let take = left.min(block.len() as u64) as usize;

@@ -49,10 +49,8 @@ pub struct Histogram {
     pub buckets: [AtomicU64; DURATION_BUCKETS.len()],
     /// Observations over the last bound.
     pub overflow: AtomicU64,
-    /// Sum of all observations, in microseconds.
+    /// Sum of all observations, in microseconds. (Their number is the sum of the buckets.)
     pub sum_micros: AtomicU64,
-    /// Number of observations.
-    pub count: AtomicU64,
 }
 
 impl Histogram {
@@ -69,7 +67,6 @@ impl Histogram {
         };
         self.sum_micros
             .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The duration under which a fraction `q` (0 to 1) of observations fall, estimated as the

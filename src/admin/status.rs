@@ -251,17 +251,20 @@ pub const DRILL_BUTTONS: [(&str, &str); 6] = [
 
 impl Status {
     /// Reads the balancer's state now; `demos` are the drill rows (see
-    /// [`crate::admin::Drills`]).
-    pub fn collect(shared: &Shared, demos: Vec<DemoRow>) -> Status {
+    /// [`crate::admin::Drills`]). With `history`, each row carries its last minute, for
+    /// [`Status::json`] (the HTML page draws its charts from that JSON, so it needs none).
+    pub fn collect(shared: &Shared, demos: Vec<DemoRow>, history: bool) -> Status {
         let stats = &shared.stats;
         let now = history::current_second();
+        let row = |b: &Backend| {
+            if history {
+                Row::with_history(b, now)
+            } else {
+                Row::of(b)
+            }
+        };
         Status {
-            backends: shared
-                .backends
-                .snapshot()
-                .iter()
-                .map(|b| Row::with_history(b, now))
-                .collect(),
+            backends: shared.backends.snapshot().iter().map(|b| row(b)).collect(),
             recent: shared.log.recent(),
             open: stats.open.load(Ordering::Relaxed),
             tunnels: stats.tunnels.load(Ordering::Relaxed),
