@@ -107,11 +107,7 @@ pub(crate) fn attempt(
         let result = send_request(x, &mut up, backend).and_then(|()| read_reply(&mut up, x, add));
         match result {
             Ok(reply) => break reply,
-            Err(Fault::Backend(failure, _))
-                if reused
-                    && !matches!(failure, Failure::TimedOut { .. })
-                    && may_retry(failure, x.body, idempotent) =>
-            {
+            Err(Fault::Backend(failure, _)) if reused && may_retry(failure, x.body, idempotent) => {
                 // The backend had closed this idle connection: not its fault. Once more, on
                 // a new connection.
                 up = backend.connect_fresh(x.timeouts).map_err(connect_failed)?;
@@ -234,7 +230,7 @@ fn send_whole(x: &Exchange<'_>, up: &mut BufConn, backend: &Backend) -> Result<(
 fn send_failed(e: &io::Error, partly: bool) -> Fault {
     let why = io_why(e, "could not send the request to the backend");
     let failure = if is_timeout(e) {
-        Failure::TimedOut { answered: false }
+        Failure::TimedOut
     } else {
         Failure::Send { partly }
     };
@@ -298,7 +294,7 @@ fn read_reply(
             Ok(_) => {}
             Err(e) if is_timeout(&e) => {
                 return Err(Fault::Backend(
-                    Failure::TimedOut { answered },
+                    Failure::TimedOut,
                     "the backend did not answer in time (--backend-timeout)",
                 ));
             }

@@ -54,12 +54,9 @@ pub enum Failure {
     },
     /// The backend closed or reset the connection before any byte of a response.
     Closed,
-    /// The backend was silent for `--backend-timeout` after the request was sent.
-    /// `answered`: part of a response head had come.
-    TimedOut {
-        /// Some bytes of a response head had arrived.
-        answered: bool,
-    },
+    /// The backend was silent for `--backend-timeout` after the request was sent (before a
+    /// response head, or in the middle of one: the same failure either way).
+    TimedOut,
     /// A response came but its head was malformed, too large, or broke off.
     BadResponse,
 }
@@ -70,7 +67,7 @@ impl Failure {
     /// 15.6.3 and 15.6.5).
     pub fn status(self) -> u16 {
         match self {
-            Failure::TimedOut { .. } => 504,
+            Failure::TimedOut => 504,
             _ => 502,
         }
     }
@@ -96,7 +93,7 @@ pub fn may_retry(failure: Failure, body: BodyState, idempotent: bool) -> bool {
     match failure {
         Failure::Connect | Failure::Send { partly: false } => true,
         Failure::Send { partly: true } | Failure::Closed => idempotent,
-        Failure::TimedOut { .. } | Failure::BadResponse => false,
+        Failure::TimedOut | Failure::BadResponse => false,
     }
 }
 
@@ -110,8 +107,6 @@ mod tests {
     fn the_retry_table() {
         const PARTLY: Failure = Send { partly: true };
         const UNSENT: Failure = Send { partly: false };
-        const SILENT: Failure = TimedOut { answered: false };
-        const HALF_HEAD: Failure = TimedOut { answered: true };
         // failure     body       GET?   may go elsewhere
         let table = [
             (Connect, NoBody, false, true),
@@ -125,10 +120,9 @@ mod tests {
             (Closed, NoBody, true, true),
             (Closed, Whole, false, false),
             (Closed, Waiting, true, true),
-            (SILENT, NoBody, true, false),
-            (SILENT, Whole, true, false),
-            (SILENT, NoBody, false, false),
-            (HALF_HEAD, NoBody, true, false),
+            (TimedOut, NoBody, true, false),
+            (TimedOut, Whole, true, false),
+            (TimedOut, NoBody, false, false),
             (BadResponse, NoBody, true, false),
             (Connect, Consumed, true, false),
             (Closed, Consumed, true, false),
@@ -146,8 +140,7 @@ mod tests {
 
     #[test]
     fn statuses() {
-        assert_eq!(TimedOut { answered: false }.status(), 504);
-        assert_eq!(TimedOut { answered: true }.status(), 504);
+        assert_eq!(TimedOut.status(), 504);
         for f in [Connect, Send { partly: true }, Closed, BadResponse] {
             assert_eq!(f.status(), 502, "{f:?}");
         }

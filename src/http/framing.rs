@@ -52,16 +52,6 @@ pub fn request_body(req: &Request<'_>) -> Result<Body, Error> {
 }
 
 /// The body framing of a response to a request with method `method` (RFC 9112 section 6.3,
-/// items 1 to 7). See [`response_framing`], which also gives the length a bodiless answer
-/// declares.
-///
-/// # Errors
-/// As [`response_framing`].
-pub fn response_body(resp: &Response<'_>, method: &str) -> Result<Body, Error> {
-    response_framing(resp, method).map(|(body, _)| body)
-}
-
-/// The body framing of a response to a request with method `method` (RFC 9112 section 6.3,
 /// items 1 to 7), and the `Content-Length` it declares without framing anything: a `HEAD`
 /// or `304` answer states the size the body would have had (RFC 9110 section 8.6), and that
 /// value passes on to the client, a list of identical values as one. A `1xx` or `204` never
@@ -194,7 +184,9 @@ mod tests {
         let Ok(Parse::Complete { head, .. }) = response::parse(raw) else {
             panic!("bad test input")
         };
-        response_body(&head, method).map_err(|e| e.status)
+        response_framing(&head, method)
+            .map(|(body, _)| body)
+            .map_err(|e| e.status)
     }
 
     #[test]
