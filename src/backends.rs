@@ -21,7 +21,7 @@ use crate::health::Policy;
 use crate::http::Header;
 use crate::metrics::inc;
 use crate::retry::Failure;
-use crate::strategy::{Hooks, Key, Strategy};
+use crate::strategy::{Key, Strategy};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,8 +36,6 @@ pub struct Backends {
     list: Mutex<Arc<Vec<Arc<Backend>>>>,
     next_id: AtomicUsize,
     strategy: Box<dyn Strategy>,
-    /// The strategy's hooks, read once.
-    hooks: Hooks,
     policy: Policy,
 }
 
@@ -53,7 +51,6 @@ impl Backends {
         Backends {
             next_id: AtomicUsize::new(list.len()),
             list: Mutex::new(Arc::new(list)),
-            hooks: strategy.hooks(),
             strategy,
             policy,
         }
@@ -147,19 +144,13 @@ impl Backends {
     /// What the strategy reads from a request head for [`Key::pin`] (the affinity cookie);
     /// `None` for strategies that read nothing.
     pub fn pin(&self, headers: &[Header<'_>]) -> Option<u64> {
-        if self.hooks.reads_request {
-            self.strategy.pin(headers)
-        } else {
-            None
-        }
+        self.strategy.pin(headers)
     }
 
     /// Lets the strategy add header lines to the head of the response that `backend` gave
     /// to the request with `key` (the affinity cookie's `Set-Cookie`).
     pub fn on_response(&self, backend: &Backend, key: &Key, out: &mut Vec<u8>) {
-        if self.hooks.writes_response {
-            self.strategy.on_response(backend, key, out);
-        }
+        self.strategy.on_response(backend, key, out);
     }
 
     /// The backends to try for a request, best first: each pick is the strategy's among the

@@ -13,7 +13,7 @@
 //! out, and a phone that changes networks keeps its backend.
 
 use super::round_robin::RoundRobin;
-use super::{Hooks, Key, Strategy};
+use super::{Key, Strategy};
 use crate::backend::Backend;
 use crate::http::{Header, head};
 use std::sync::Arc;
@@ -45,13 +45,6 @@ impl Strategy for Cookie {
         self.fallback.pick(backends, key, usable)
     }
 
-    fn hooks(&self) -> Hooks {
-        Hooks {
-            reads_request: true,
-            writes_response: true,
-        }
-    }
-
     fn pin(&self, headers: &[Header<'_>]) -> Option<u64> {
         affinity_cookie(headers)
     }
@@ -70,8 +63,10 @@ impl Strategy for Cookie {
     }
 }
 
-/// The affinity cookie's value for a backend: its [`Backend::tag`] as 16 lowercase hex digits.
-pub fn affinity_token(backend: &Backend) -> String {
+/// The affinity cookie's value for a backend: its [`Backend::tag`] as 16 lowercase hex digits
+/// (what [`Cookie`]'s `on_response` writes; the tests compare with it).
+#[cfg(test)]
+fn affinity_token(backend: &Backend) -> String {
     let mut out = Vec::with_capacity(16);
     push_token(&mut out, backend.tag);
     String::from_utf8(out).unwrap_or_default()
@@ -85,7 +80,7 @@ fn push_token(out: &mut Vec<u8>, tag: u64) {
 }
 
 /// The backend tag named by the affinity cookie in a request's `Cookie` fields, if any: the
-/// first `lb_backend`, when its value is 16 lowercase hex digits as [`affinity_token`] writes.
+/// first `lb_backend`, when its value is 16 lowercase hex digits as `on_response` writes.
 pub fn affinity_cookie(headers: &[Header<'_>]) -> Option<u64> {
     let value = head::values(headers, "cookie")
         .flat_map(|v| v.split(|&b| b == b';'))

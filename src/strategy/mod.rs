@@ -8,9 +8,9 @@
 //! backend set ([`crate::backends::Backends::candidates`]) asks again, with the failed
 //! backends excluded, when a backend fails, so each backend is tried at most once per request.
 //!
-//! A strategy that needs more than the client's address says so in its [`Hooks`]: it may read
-//! the request head ([`Strategy::pin`]) and add fields to the response head
-//! ([`Strategy::on_response`]), as the affinity cookie does. A new strategy is one file here
+//! A strategy that needs more than the client's address overrides two methods that do nothing
+//! by default: it may read the request head ([`Strategy::pin`]) and add fields to the response
+//! head ([`Strategy::on_response`]), as the affinity cookie does. A new strategy is one file here
 //! and one row in [`build`].
 
 use crate::backend::Backend;
@@ -20,7 +20,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 pub use crate::backend::hash64;
-pub use cookie::{AFFINITY_COOKIE, affinity_cookie, affinity_token};
 
 pub mod cookie;
 pub mod ip_hash;
@@ -38,16 +37,6 @@ pub struct Key {
     pub pin: Option<u64>,
 }
 
-/// Which of a strategy's hooks the proxy calls. Read once, when the backend set is made, so a
-/// strategy without hooks costs the hot path nothing for them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Hooks {
-    /// [`Strategy::pin`] reads the request head.
-    pub reads_request: bool,
-    /// [`Strategy::on_response`] adds fields to the response head.
-    pub writes_response: bool,
-}
-
 /// A load-balancing algorithm.
 pub trait Strategy: Send + Sync + std::fmt::Debug {
     /// Picks the index in `backends` of the backend for a request, among those for which
@@ -59,11 +48,6 @@ pub trait Strategy: Send + Sync + std::fmt::Debug {
         key: &Key,
         usable: &dyn Fn(&Backend) -> bool,
     ) -> Option<usize>;
-
-    /// Which hooks below this strategy uses (none by default).
-    fn hooks(&self) -> Hooks {
-        Hooks::default()
-    }
 
     /// The [`Backend::tag`] a request asks for, from its header fields ([`Key::pin`]).
     fn pin(&self, _headers: &[Header<'_>]) -> Option<u64> {
