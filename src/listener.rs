@@ -196,12 +196,7 @@ impl Listener {
             inherited: AtomicU8::new(INHERIT_UNKNOWN),
             lingerer: Mutex::new(None),
         });
-        let serve = Arc::new(serve);
-        state.threads.waiting.fetch_add(1, Ordering::SeqCst);
-        if let Err(e) = spawn_worker(&state, &serve) {
-            state.threads.waiting.fetch_sub(1, Ordering::SeqCst);
-            return Err(e);
-        }
+        spawn_worker(&state, &Arc::new(serve))?;
         Ok(Listener {
             addr,
             state,
@@ -338,14 +333,16 @@ impl State {
     }
 }
 
-/// Starts a connection thread, which begins by waiting in `accept`. The caller has counted
-/// it in [`Threads::waiting`] already (so that no other thread believes nobody waits).
+/// Starts a connection thread, which begins by waiting in `accept`; it is counted in
+/// [`Threads::waiting`] from before it starts.
 fn spawn_worker<F>(state: &Arc<State>, serve: &Arc<F>) -> io::Result<()>
 where
     F: Fn(Accepted<'_>) + Send + Sync + 'static,
 {
-    // Counted here, before it runs, so that the counts never lag behind `waiting`.
+    // Counted here, before it runs: in `waiting` so that no other thread believes nobody
+    // waits in `accept`, and the other counts so that they never lag behind `waiting`.
     let threads = &state.threads;
+    threads.waiting.fetch_add(1, Ordering::SeqCst);
     threads.started.fetch_add(1, Ordering::SeqCst);
     threads.alive.fetch_add(1, Ordering::SeqCst);
     let (state2, serve) = (Arc::clone(state), Arc::clone(serve));
@@ -354,6 +351,7 @@ where
         .stack_size(THREAD_STACK)
         .spawn(move || work(&state2, &serve));
     if let Err(e) = spawned {
+        threads.waiting.fetch_sub(1, Ordering::SeqCst);
         threads.started.fetch_sub(1, Ordering::SeqCst);
         threads.alive.fetch_sub(1, Ordering::SeqCst);
         return Err(e);
@@ -437,12 +435,9 @@ fn start_waiting_thread<F>(state: &Arc<State>, serve: &Arc<F>) -> bool
 where
     F: Fn(Accepted<'_>) + Send + Sync + 'static,
 {
-    let waiting = &state.threads.waiting;
-    waiting.fetch_add(1, Ordering::SeqCst);
     match spawn_worker(state, serve) {
         Ok(()) => true,
         Err(e) => {
-            waiting.fetch_sub(1, Ordering::SeqCst);
             eprintln!("[{}] cannot start a thread: {e}", state.options.name);
             false
         }
