@@ -25,8 +25,6 @@ const WATCH: Duration = Duration::from_secs(1);
 /// The crate's timeouts in these tests: its defaults (10 s for a request head, 30 s for a
 /// silent backend) made short, so that the tests are quick.
 const SHORT: &str = "300ms";
-/// How often a test looks again while waiting for room under a connection cap.
-const POLL: Duration = Duration::from_millis(10);
 
 const RED: &str = "<h1 style='color:red;'>Red Server - Server 1</h1>";
 const BLUE: &str = "<h1 style='color:blue;'>Blue Server - Server 2</h1>";
@@ -493,14 +491,9 @@ fn step2_a_cap_on_connections() {
     assert!(fifth.body.contains("--max-connections"), "{fifth:?}");
     // Once one of them leaves, there is room again.
     drop(quiet);
-    let deadline = Instant::now() + PATIENCE;
-    while request(lb.addr, &get_raw("/")).map(|r| r.status) != Ok(200) {
-        assert!(
-            Instant::now() < deadline,
-            "no room after the quiet clients left"
-        );
-        thread::sleep(POLL);
-    }
+    crate::support::wait_for(PATIENCE, "room after the quiet clients left", || {
+        request(lb.addr, &get_raw("/")).map(|r| r.status) == Ok(200)
+    });
 }
 
 #[test]

@@ -398,18 +398,11 @@ fn a_tunnels_second_thread_takes_a_slot_of_the_connection_cap() {
     assert_eq!(status, 503, "a tunnel past --max-connections");
     // Once the first tunnel ends, its slots come back.
     drop(first);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_c, status) = upgrade(lb.addr());
-        if status == 101 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the slots never came back: {status}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(
+        Duration::from_secs(10),
+        "the tunnel's slots to come back",
+        || upgrade(lb.addr()).1 == 101,
+    );
 }
 
 #[test]
