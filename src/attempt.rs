@@ -316,7 +316,6 @@ fn relay_response(
     reply: Reply,
     backend: &Backend,
 ) -> Result<Relayed, Fault> {
-    let status = reply.status;
     let mut sent = 0;
     let mut to: &TcpStream = &x.client.stream;
     let result = match reply.body {
@@ -325,29 +324,55 @@ fn relay_response(
                 tunnel(x.client, up, x.timeouts.idle);
             }
             return Ok(Relayed {
-                status,
+                status: reply.status,
                 bytes: 0,
                 client_keep: false,
             });
         }
         Body::Length(n) if n <= up.data().len() as u64 => {
-            return relay_read_whole(to, up, reply, n as usize, backend);
+            // The body is whole in the buffer (the common case for small pages): the backend
+            // connection goes back to the pool before the one write of head and body, so
+            // that a request this client sends as soon as it has read the answer finds it
+            // there (nginx also releases an upstream connection once the response is read).
+            let mut message = reply.head;
+            message.extend_from_slice(&up.data()[..n as usize]);
+            up.consume(n as usize);
+            if reply.upstream_keep {
+                backend.release(up);
+            }
+            let written = to.write_all(&message).map_err(CopyError::Dest);
+            if written.is_ok() {
+                sent = n;
+            }
+            return finish(written, sent, reply.status, reply.client_keep, backend);
         }
         Body::Empty => to.write_all(&reply.head).map_err(CopyError::Dest),
         Body::Length(n) => copy_exact(&mut up, to, n, reply.head, &mut sent),
         Body::Chunked => copy_chunked(&mut up, to, None, reply.head, reply.chunk_out, &mut sent),
         Body::UntilClose => copy_until_close(&mut up, to, reply.head, reply.chunk_out, &mut sent),
     };
+    if result.is_ok() && reply.upstream_keep {
+        backend.release(up);
+    }
+    finish(result, sent, reply.status, reply.client_keep, backend)
+}
+
+/// The end of a relayed response: `sent` body bytes counted for the backend, and what the
+/// copy's `result` means for the client and for the backend's health.
+fn finish(
+    result: Result<(), CopyError>,
+    sent: u64,
+    status: u16,
+    client_keep: bool,
+    backend: &Backend,
+) -> Result<Relayed, Fault> {
     backend.stats.bytes_out.fetch_add(sent, Ordering::Relaxed);
     let blame = match result {
         Ok(()) => {
-            if reply.upstream_keep {
-                backend.release(up);
-            }
             return Ok(Relayed {
                 status,
                 bytes: sent,
-                client_keep: reply.client_keep,
+                client_keep,
             });
         }
         Err(CopyError::Dest(_)) => None,
@@ -359,42 +384,6 @@ fn relay_response(
         bytes: sent,
         blame,
     })
-}
-
-/// Relays a response whose body of `n` bytes is already whole in `up`'s buffer (the common
-/// case for small pages): head and body go out in one write, and the backend connection
-/// goes back to the pool first, so that a request this client sends as soon as it has read
-/// the answer finds it there (nginx also releases an upstream connection once the response
-/// is read).
-fn relay_read_whole(
-    to: &TcpStream,
-    mut up: BufConn,
-    reply: Reply,
-    n: usize,
-    backend: &Backend,
-) -> Result<Relayed, Fault> {
-    let mut message = reply.head;
-    message.extend_from_slice(&up.data()[..n]);
-    up.consume(n);
-    if reply.upstream_keep {
-        backend.release(up);
-    }
-    let mut to = to;
-    let written = to.write_all(&message);
-    let sent = if written.is_ok() { n as u64 } else { 0 };
-    backend.stats.bytes_out.fetch_add(sent, Ordering::Relaxed);
-    match written {
-        Ok(()) => Ok(Relayed {
-            status: reply.status,
-            bytes: sent,
-            client_keep: reply.client_keep,
-        }),
-        Err(_) => Err(Fault::Broken {
-            status: reply.status,
-            bytes: sent,
-            blame: None,
-        }),
-    }
 }
 
 #[cfg(test)]
