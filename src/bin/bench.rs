@@ -168,13 +168,19 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
             other => return Err(format!("unknown flag {other:?}")),
         }
     }
+    check_together(&o)?;
+    Ok(Some(o))
+}
+
+/// Flags that only make sense with another one.
+fn check_together(o: &Options) -> Result<(), String> {
     if o.repeat > 1 && o.download.is_none() && o.upload.is_none() {
         return Err("--repeat needs --download or --upload".into());
     }
     if o.hold.is_some() && o.target.is_none() {
         return Err("--hold needs --target (run the balancer as its own process, so that its memory is its own)".into());
     }
-    Ok(Some(o))
+    Ok(())
 }
 
 impl Url {
