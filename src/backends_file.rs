@@ -39,7 +39,6 @@ use std::fmt::Write as _;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime};
@@ -146,17 +145,17 @@ pub fn list_hash<'a>(list: impl IntoIterator<Item = (&'a str, u32)>) -> u64 {
 pub struct FileState {
     /// The file, as given to `--backends-file`.
     pub path: PathBuf,
-    /// Times the list changed, counting the list read at start as 1.
-    generation: AtomicU64,
-    /// Reads of the file that were refused (bad syntax, unreadable, missing).
-    errors: AtomicU64,
-    /// The rest, changed together.
+    /// What the reads did, changed together under one lock.
     last: Mutex<Last>,
 }
 
-/// The parts of [`FileState`] that change together.
+/// What the reads of the file did, changed together.
 #[derive(Debug, Clone)]
 struct Last {
+    /// Times the list changed, counting the list read at start as 1.
+    generation: u64,
+    /// Reads of the file that were refused (bad syntax, unreadable, missing).
+    errors: u64,
     /// When the file was last read and taken.
     loaded: SystemTime,
     /// Why the last read was refused; `None` when it was taken.
@@ -187,9 +186,9 @@ impl FileState {
     pub fn new(path: PathBuf, specs: &[BackendSpec]) -> FileState {
         FileState {
             path,
-            generation: AtomicU64::new(1),
-            errors: AtomicU64::new(0),
             last: Mutex::new(Last {
+                generation: 1,
+                errors: 0,
                 loaded: SystemTime::now(),
                 error: None,
                 list: list_hash(specs.iter().map(|s| (s.url.as_str(), s.weight))),
@@ -202,9 +201,9 @@ impl FileState {
         let last = self.lock().clone();
         FileInfo {
             path: self.path.display().to_string(),
-            generation: self.generation.load(Ordering::SeqCst),
+            generation: last.generation,
             loaded: last.loaded,
-            errors: self.errors.load(Ordering::SeqCst),
+            errors: last.errors,
             last_error: last.error,
             list: last.list,
         }
@@ -213,22 +212,19 @@ impl FileState {
     /// Records a read that was taken; `changed`: it changed the list.
     fn taken(&self, changed: bool, list: u64) -> u64 {
         let mut last = self.lock();
-        *last = Last {
-            loaded: SystemTime::now(),
-            error: None,
-            list,
-        };
-        if changed {
-            self.generation.fetch_add(1, Ordering::SeqCst) + 1
-        } else {
-            self.generation.load(Ordering::SeqCst)
-        }
+        last.generation += u64::from(changed);
+        last.loaded = SystemTime::now();
+        last.error = None;
+        last.list = list;
+        last.generation
     }
 
-    /// Records a read that was refused, for `why`.
-    fn refused(&self, why: String) {
-        self.lock().error = Some(why);
-        self.errors.fetch_add(1, Ordering::SeqCst);
+    /// Records a read that was refused, for `why`; returns the generation still in force.
+    fn refused(&self, why: String) -> u64 {
+        let mut last = self.lock();
+        last.error = Some(why);
+        last.errors += 1;
+        last.generation
     }
 
     fn lock(&self) -> MutexGuard<'_, Last> {
@@ -403,12 +399,10 @@ impl Watch {
         let specs = match load(path, self.listen) {
             Ok(specs) => specs,
             Err(why) => {
-                eprintln!(
-                    "[Backends] {why}: file ignored, the backend list stays as it was \
-                     (generation {})",
-                    self.state.info().generation
-                );
-                self.state.refused(why);
+                let message =
+                    format!("[Backends] {why}: file ignored, the backend list stays as it was");
+                let generation = self.state.refused(why);
+                eprintln!("{message} (generation {generation})");
                 return;
             }
         };
