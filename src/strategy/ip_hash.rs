@@ -17,6 +17,7 @@
 //! address; a balancer that trusts an `X-Forwarded-For` it did not write lets any client
 //! pick its backend, so this one does not.
 
+use super::explain::{Choice, Reason};
 use super::{Key, Strategy, hash64};
 use crate::backend::Backend;
 use std::net::IpAddr;
@@ -42,19 +43,22 @@ pub fn score(ip: IpAddr, backend: &Backend) -> f64 {
 }
 
 impl Strategy for IpHash {
-    fn pick(
+    fn choose(
         &self,
         backends: &[Arc<Backend>],
         key: &Key,
         usable: &dyn Fn(&Backend) -> bool,
-    ) -> Option<usize> {
+    ) -> Option<Choice> {
         backends
             .iter()
             .enumerate()
             .filter(|(_, b)| usable(b))
             .map(|(i, b)| (i, score(key.client_ip, b)))
             .max_by(|(_, x), (_, y)| x.total_cmp(y))
-            .map(|(i, _)| i)
+            .map(|(index, _)| Choice {
+                index,
+                reason: Reason::IpHash,
+            })
     }
 }
 
