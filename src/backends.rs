@@ -597,6 +597,63 @@ mod tests {
     }
 
     #[test]
+    fn each_pick_says_why_and_names_what_it_passed_over() {
+        use crate::strategy::explain::{Reason, Skip};
+        let set = set(3);
+        // 0 fails (and is out), 1 drains.
+        set.candidates(key())
+            .next()
+            .unwrap()
+            .failed(Failure::Connect, "refused");
+        set.snapshot()[1].set_draining(true);
+        let mut candidates = set.candidates(key());
+        // The rotation stands after 0: 1 is draining, 2 is picked.
+        let first = candidates.next().unwrap();
+        assert_eq!(first.backend().id, 2);
+        let why = *candidates.why();
+        assert_eq!(why.chosen, Some((2, Reason::RoundRobin { after: 0 })));
+        let draining = Skip {
+            id: 1,
+            code: SkipCode::Draining,
+        };
+        assert_eq!(why.skipped(), [draining]);
+        assert!(!why.panic);
+        // 2 fails too: only 0 is left, out of rotation, so it is a panic-mode pick, and not
+        // listed as skipped.
+        candidates.failed(2, "refused");
+        drop(first);
+        assert_eq!(candidates.next().unwrap().backend().id, 0);
+        let why = *candidates.why();
+        let failed = Skip {
+            id: 2,
+            code: SkipCode::Failed("refused"),
+        };
+        assert_eq!(why.skipped(), [draining, failed]);
+        assert!(why.panic);
+        assert_eq!(why.chosen.map(|(id, _)| id), Some(0));
+    }
+
+    #[test]
+    fn a_switch_applies_to_the_next_request_not_to_one_being_routed() {
+        let set = set(2);
+        let mut routing = set.candidates(key());
+        assert_eq!(
+            set.set_strategy(StrategyKind::LeastConn),
+            StrategyKind::RoundRobin
+        );
+        assert_eq!(set.strategy(), StrategyKind::LeastConn);
+        routing.next().unwrap();
+        assert_eq!(routing.why().strategy, StrategyKind::RoundRobin);
+        let mut next = set.candidates(key());
+        next.next().unwrap();
+        assert_eq!(next.why().strategy, StrategyKind::LeastConn);
+        assert!(matches!(
+            next.why().chosen,
+            Some((_, crate::strategy::explain::Reason::LeastConn { .. }))
+        ));
+    }
+
+    #[test]
     fn tried_spills_past_four() {
         let mut t = Tried::default();
         for id in [7, 3, 9, 1, 4, 8] {

@@ -811,6 +811,15 @@ mod tests {
         // The decision: escaped, in the colour of the backend that took it, with its time.
         assert!(html.contains("<td>11:30:19.042</td><td class=\"l\">GET /a&quot;&lt;b&gt;</td>"));
         assert!(html.contains("fill=\"blue\"/></svg>http://127.0.0.1:8002</td><td>200</td>"));
+        // Why, in its column.
+        assert!(html.contains(
+            "<td class=\"l why\">round robin: next after Green; skipped Red: DOWN, refused</td>"
+        ));
+        // The demo's lab controls: the strategy (the current one selected) and each weight.
+        assert!(html.contains("<form method=\"post\" action=\"/strategy\">"));
+        assert!(html.contains("<option selected>round-robin</option><option>weighted</option>"));
+        assert!(html.contains("action=\"/backends/0/weight\"><label>Red weight"));
+        assert!(html.contains("action=\"/backends/2/weight\"><label>#2 weight"));
     }
 
     #[test]
