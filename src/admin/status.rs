@@ -390,15 +390,16 @@ impl Status {
         let _ = write!(
             out,
             "<h2>Last routing decisions</h2>\n<table id=\"recent\" data-rows=\"{DECISION_ROWS}\">\n\
-             <thead><tr><th>time (UTC)</th><th class=\"l\">request</th><th class=\"l\">backend</th>\
+             <thead><tr><th>time (UTC)</th><th class=\"l\">client</th><th class=\"l\">request</th><th class=\"l\">backend</th>\
              <th>status</th></tr></thead>\n<tbody>\n"
         );
         for d in self.recent.iter().rev().take(DECISION_ROWS) {
             let _ = writeln!(
                 out,
-                "<tr><td>{}</td><td class=\"l\">{}</td>\
+                "<tr><td>{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td>\
                  <td class=\"l name\">{}{}</td><td>{}</td></tr>",
                 clock(d.time),
+                d.client,
                 escape(&d.request),
                 square(self.colour_of(&d.backend)),
                 escape(&d.backend),
@@ -499,7 +500,11 @@ impl Status {
             if i > 0 {
                 out.push(',');
             }
-            let _ = write!(out, "{{\"time_ms\":{},\"request\":", unix_millis(d.time));
+            let (time, client) = (unix_millis(d.time), d.client);
+            let _ = write!(
+                out,
+                "{{\"time_ms\":{time},\"client\":\"{client}\",\"request\":"
+            );
             json_string(&mut out, &d.request);
             out.push_str(",\"backend\":");
             json_string(&mut out, &d.backend);
@@ -666,6 +671,7 @@ mod tests {
     fn decision(millis: u64, request: &str, backend: &str, status: u16) -> Decision {
         Decision {
             time: UNIX_EPOCH + Duration::from_millis(millis),
+            client: std::net::Ipv4Addr::LOCALHOST.into(),
             request: request.into(),
             backend: backend.into(),
             status,
@@ -735,7 +741,7 @@ mod tests {
              \"p50_seconds\":0.0005,\"p99_seconds\":null}],\
              \"demos\":[{\"name\":\"Red\",\"url\":\"http://127.0.0.1:8001\",\"colour\":\"red\",\
              \"drill\":\"ok: answering normally\"}],\"backends_file\":null,\
-             \"recent\":[{\"time_ms\":1795606219042,\"request\":\"GET /a\\\"<b>\",\
+             \"recent\":[{\"time_ms\":1795606219042,\"client\":\"127.0.0.1\",\"request\":\"GET /a\\\"<b>\",\
              \"backend\":\"http://127.0.0.1:8002\",\"status\":200}]}"
         );
     }
@@ -762,7 +768,10 @@ mod tests {
         assert!(html.contains("<td class=\"l drill\">ok: answering normally</td>"));
         assert!(html.contains("&le; 0.5 ms"));
         // The decision: escaped, in the colour of the backend that took it, with its time.
-        assert!(html.contains("<td>11:30:19.042</td><td class=\"l\">GET /a&quot;&lt;b&gt;</td>"));
+        assert!(html.contains(
+            "<td>11:30:19.042</td><td class=\"l\">127.0.0.1</td>\
+             <td class=\"l\">GET /a&quot;&lt;b&gt;</td>"
+        ));
         assert!(html.contains("fill=\"blue\"/></svg>http://127.0.0.1:8002</td><td>200</td>"));
     }
 

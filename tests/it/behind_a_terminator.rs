@@ -189,6 +189,26 @@ fn the_access_log_names_the_client_a_trusted_hop_names() {
 }
 
 #[test]
+fn the_status_page_shows_the_client_a_trusted_hop_names() {
+    let backend = Recorder::start(|_, _| Reply::ok("ok"));
+    let mut c = config(&[backend.url()]);
+    with_admin(&mut c);
+    trust(&mut c, &["127.0.0.1"]);
+    let lb = start(c);
+    let request = "GET /seen HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                   X-Forwarded-For: 203.0.113.9\r\n\r\n";
+    assert_eq!(status_of(&exchange(lb.addr(), request.as_bytes())), 200);
+    let (status, json) = get(&admin_url(&lb, "/status.json"));
+    assert_eq!(status, 200);
+    assert!(
+        json.contains("\"client\":\"203.0.113.9\",\"request\":\"GET /seen\""),
+        "{json}"
+    );
+    let (_, html) = get(&admin_url(&lb, "/status"));
+    assert!(html.contains("<td class=\"l\">203.0.113.9</td>"), "{html}");
+}
+
+#[test]
 fn bad_trusted_proxy_flags_are_named() {
     for (value, why) in [
         ("10.0.0.1/8", "written 10.0.0.0/8"),
