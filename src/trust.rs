@@ -124,39 +124,36 @@ pub struct Claims<'a> {
 /// What the forwarding fields of a request from `peer` say, if `peer` is trusted; `None`
 /// otherwise (and with no `--trusted-proxy`, always `None`, after one comparison).
 ///
-/// `X-Forwarded-For` is read when present, else the `for=` of `Forwarded` (RFC 7239); the
-/// scheme likewise from `X-Forwarded-Proto`, else `proto=`; the host from
-/// `X-Forwarded-Host`, else `host=`. Each time the right-most value counts: it is the one
-/// the trusted hop wrote, whether it appends to a list or replaces it.
+/// A hop speaks one dialect: with an `X-Forwarded-For`, the client comes from it, the
+/// scheme from `X-Forwarded-Proto` and the host from `X-Forwarded-Host`; without one, all
+/// three come from `Forwarded` (RFC 7239: `for=`, `proto=`, `host=`). So a client's forged
+/// `Forwarded` never fills in what an `X-Forwarded-*` hop left out. Each time the
+/// right-most value counts: it is the one the trusted hop wrote, whether it appends to a
+/// list or replaces it.
 pub fn believe<'a>(trusted: &[Cidr], peer: IpAddr, headers: &[Header<'a>]) -> Option<Claims<'a>> {
     if trusted.is_empty() || !is_trusted(trusted, peer) {
         return None;
     }
-    let client = if has(headers, "x-forwarded-for") {
-        walk(
-            trusted,
-            peer,
-            elements(headers, "x-forwarded-for").map(node),
+    let (client, https, host) = if has(headers, "x-forwarded-for") {
+        let hops = elements(headers, "x-forwarded-for").map(node);
+        (
+            walk(trusted, peer, hops),
+            last(headers, "x-forwarded-proto").and_then(scheme),
+            last(headers, "x-forwarded-host"),
         )
     } else {
         let hops = elements(headers, "forwarded").map(|e| param(e, b"for").and_then(node));
-        walk(trusted, peer, hops)
+        let nearest = last(headers, "forwarded");
+        (
+            walk(trusted, peer, hops),
+            nearest.and_then(|e| param(e, b"proto")).and_then(scheme),
+            nearest.and_then(|e| param(e, b"host")),
+        )
     };
-    let https = match last(headers, "x-forwarded-proto") {
-        Some(proto) => scheme(proto),
-        None => last(headers, "forwarded")
-            .and_then(|e| param(e, b"proto"))
-            .and_then(scheme),
-    };
-    let host = match last(headers, "x-forwarded-host") {
-        Some(host) => Some(host),
-        None => last(headers, "forwarded").and_then(|e| param(e, b"host")),
-    }
-    .filter(|h| is_plain_host(h));
     Some(Claims {
         client,
         https,
-        host,
+        host: host.filter(|h| is_plain_host(h)),
     })
 }
 
@@ -456,7 +453,14 @@ mod tests {
     #[test]
     fn scheme_and_host_are_the_right_most_plain_values() {
         let t = &["127.0.0.1"];
-        let got = |fields: &[(&str, &str)]| claims(t, "127.0.0.1", fields).map(|c| (c.1, c.2));
+        // With an X-Forwarded-For in front, unless the fields are Forwarded.
+        let got = |fields: &[(&str, &str)]| {
+            let mut with_xff = vec![("X-Forwarded-For", "1.2.3.4")];
+            with_xff.extend_from_slice(fields);
+            let forwarded = fields.iter().any(|(n, _)| *n == "Forwarded");
+            let fields = if forwarded { fields } else { &with_xff[..] };
+            claims(t, "127.0.0.1", fields).map(|c| (c.1, c.2))
+        };
         assert_eq!(
             got(&[("X-Forwarded-Proto", "https")]),
             Some((Some(true), None))
@@ -484,6 +488,15 @@ mod tests {
         assert_eq!(
             got(&[("Forwarded", "proto=\"ht\\tps\"")]),
             Some((None, None))
+        );
+        // An X-Forwarded-For hop speaks that dialect: a Forwarded beside it is the client's.
+        let mixed = [
+            ("X-Forwarded-For", "1.2.3.4"),
+            ("Forwarded", "for=6.6.6.6;proto=https;host=evil.example"),
+        ];
+        assert_eq!(
+            claims(t, "127.0.0.1", &mixed),
+            Some(("1.2.3.4".into(), None, None))
         );
     }
 }
