@@ -5,6 +5,7 @@
 //! name, default and help text, and one function that applies it. `--help` is printed from the
 //! same table, so the two cannot drift apart.
 
+use crate::trust::Cidr;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -103,6 +104,12 @@ pub struct Config {
     /// How often the backends file is checked for a change (`--backends-file-interval`): its
     /// modification time, size and inode, not its content.
     pub backends_file_interval: Duration,
+    /// Peers whose forwarding fields are believed (`--trusted-proxy`, repeatable; nginx's
+    /// `set_real_ip_from`); from them, also a PROXY header. Empty: nobody's.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Every connection to the balanced listener opens with a PROXY protocol header, v1 or
+    /// v2 (`--proxy-protocol`); its source address is the client's.
+    pub proxy_protocol: bool,
 }
 
 impl Default for Config {
@@ -142,6 +149,8 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(10),
             backends_file: None,
             backends_file_interval: Duration::from_secs(1),
+            trusted_proxies: Vec::new(),
+            proxy_protocol: false,
         }
     }
 }
@@ -553,6 +562,26 @@ pub const FLAGS: &[Flag] = &[
                 return Err("the token must be visible ASCII characters, without spaces".into());
             }
             c.admin_token = Some(v.to_string());
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--trusted-proxy",
+        value: Some("CIDR"),
+        default: "none",
+        help: "believe X-Forwarded-For/-Proto/-Host and Forwarded from peers in this range (10.0.0.0/8, ::1); repeat for more",
+        apply: |c, v| {
+            c.trusted_proxies.push(Cidr::parse(v)?);
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--proxy-protocol",
+        value: None,
+        default: "off",
+        help: "every connection starts with a PROXY protocol header (v1 or v2) naming the client; with --trusted-proxy, only from those peers",
+        apply: |c, _| {
+            c.proxy_protocol = true;
             Ok(())
         },
     },

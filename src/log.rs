@@ -65,6 +65,8 @@ pub struct Record<'a> {
 pub struct Decision {
     /// When the request head was read.
     pub time: SystemTime,
+    /// The client: the peer, or the client a trusted hop names.
+    pub client: IpAddr,
     /// `GET /path`.
     pub request: String,
     /// The backend it went to, or `-`.
@@ -167,12 +169,14 @@ impl AccessLog {
         }
         .unwrap_or_else(|| Decision {
             time: r.time,
+            client: r.client,
             request: String::new(),
             backend: String::new(),
             status: r.status,
             why: None,
         });
         decision.time = r.time;
+        decision.client = r.client;
         decision.status = r.status;
         decision.why = r.why.copied();
         decision.request.clear();

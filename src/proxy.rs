@@ -26,10 +26,13 @@ use crate::http::{Error, MAX_HEAD, MAX_REQUEST_LINE, Parse, pages, request};
 use crate::listener::{Accepted, Flags, TunnelSlot};
 use crate::log::Record;
 use crate::metrics::inc;
+use crate::proxy_protocol;
 use crate::retry::{BodyState, may_retry};
 use crate::rewrite::{Hop, Plan, plan};
 use crate::strategy::Key;
 use crate::strategy::explain::{Why, plain_name};
+use crate::trust::{self, Claims, is_trusted};
+use std::fmt::Write as _;
 use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -54,9 +57,63 @@ const NO_TUNNEL_SLOT: Error = Error {
 /// A client connection: the socket with its read buffer, and who it is.
 struct Client {
     conn: BufConn,
+    who: Who,
+}
+
+/// Who a client is: who connected, and who a request says it is for.
+struct Who {
+    /// Who connected: the TCP peer, or the client its PROXY header names (`--proxy-protocol`).
+    peer: IpAddr,
+    /// `peer` as text, for `X-Forwarded-For`: formatted once per connection, not per request.
+    peer_text: String,
+    /// The connection came over TLS: its PROXY header says so (`send-proxy-v2-ssl`).
+    tls: bool,
+    /// This request's client: `peer`, or the client a trusted `peer` names ([`trust`]).
     ip: IpAddr,
-    /// `ip` as text, for `X-Forwarded-For`: formatted once per connection, not per request.
-    ip_text: String,
+    /// `ip` as text when a trusted hop named it (the buffer is kept from one request to
+    /// the next: no allocation per request).
+    named_text: String,
+    /// `named_text` holds this request's client.
+    named: bool,
+    /// This request came over https: the connection's `tls`, or what a trusted hop says.
+    https: bool,
+}
+
+impl Who {
+    fn new(peer: IpAddr, tls: bool) -> Who {
+        Who {
+            peer,
+            peer_text: peer.to_string(),
+            tls,
+            ip: peer,
+            named_text: String::new(),
+            named: false,
+            https: tls,
+        }
+    }
+
+    /// Takes what a trusted hop says about the request (`None`: nothing, or not trusted).
+    fn believe(&mut self, claims: Option<Claims<'_>>) {
+        let Some(claims) = claims else {
+            (self.ip, self.named, self.https) = (self.peer, false, self.tls);
+            return;
+        };
+        if !(self.named && self.ip == claims.client) {
+            self.named_text.clear();
+            let _ = write!(self.named_text, "{}", claims.client);
+        }
+        (self.ip, self.named) = (claims.client, true);
+        self.https = claims.https.unwrap_or(self.tls);
+    }
+
+    /// This request's client as text.
+    fn ip_text(&self) -> &str {
+        if self.named {
+            &self.named_text
+        } else {
+            &self.peer_text
+        }
+    }
 }
 
 /// How a request ended, for the log and for the connection loop.
@@ -78,15 +135,15 @@ pub fn serve(conn: Accepted<'_>, ctx: &Shared) {
         peer,
         flags,
     } = conn;
-    let mut client = Client {
-        conn: BufConn::new(stream, CLIENT_BUFFER, CLIENT_BUFFER_MAX)
-            .read_timeout_is(ctx.timeouts.first_byte()),
-        ip: peer.ip(),
-        ip_text: peer.ip().to_string(),
+    let conn = BufConn::new(stream, CLIENT_BUFFER, CLIENT_BUFFER_MAX)
+        .read_timeout_is(ctx.timeouts.first_byte());
+    // The first head (after a PROXY header) must be whole within --header-timeout of accept;
+    // later ones within it of their first byte, after up to --idle-timeout of waiting.
+    let by = Instant::now() + ctx.timeouts.header;
+    let Some(mut client) = Client::open(conn, peer.ip(), ctx, by) else {
+        return;
     };
-    // The first head must be whole within --header-timeout of accept; later ones within it
-    // of their first byte, after up to --idle-timeout of waiting.
-    let mut first_head_by = Some(Instant::now() + ctx.timeouts.header);
+    let mut first_head_by = Some(by);
     loop {
         let started = Instant::now();
         let time = SystemTime::now();
@@ -101,7 +158,7 @@ pub fn serve(conn: Accepted<'_>, ctx: &Shared) {
                 inc(&ctx.stats.local_responses);
                 eprintln!(
                     "[LoadBalancer] error: {} from {}: {}",
-                    error.status, client.ip, error.why
+                    error.status, client.who.ip, error.why
                 );
                 let line = ("-", "-", "-");
                 log(ctx, &client, time, started, line, error.status, None);
@@ -133,6 +190,36 @@ pub fn serve(conn: Accepted<'_>, ctx: &Shared) {
     }
 }
 
+impl Client {
+    /// A new connection from `peer`. With `--proxy-protocol`, its PROXY header is read
+    /// first (by `by`): the client it names (its peer's address for `LOCAL` and `UNKNOWN`),
+    /// and whether that client spoke TLS. `None`: the connection is to be closed unread, as
+    /// it sent no valid header in time, or its peer is not in `--trusted-proxy` when that
+    /// is given.
+    fn open(mut conn: BufConn, peer: IpAddr, ctx: &Shared, by: Instant) -> Option<Client> {
+        if !ctx.config.proxy_protocol {
+            let who = Who::new(peer, false);
+            return Some(Client { conn, who });
+        }
+        let trusted = &ctx.config.trusted_proxies;
+        let read = if trusted.is_empty() || is_trusted(trusted, peer) {
+            proxy_protocol::read(&mut conn, by)
+        } else {
+            Err("a PROXY header is taken only from --trusted-proxy peers")
+        };
+        match read {
+            Ok(header) => {
+                let who = Who::new(header.source.map_or(peer, |s| s.ip()), header.ssl);
+                Some(Client { conn, who })
+            }
+            Err(why) => {
+                eprintln!("[LoadBalancer] error: closed a connection from {peer}: {why}");
+                None
+            }
+        }
+    }
+}
+
 fn log(
     ctx: &Shared,
     client: &Client,
@@ -153,7 +240,7 @@ fn log(
         _ => String::new(),
     };
     ctx.log.record(&Record {
-        client: client.ip,
+        client: client.who.ip,
         time,
         method,
         target,
@@ -198,13 +285,20 @@ fn read_request(
     }
     let deadline = first_head_by.unwrap_or_else(|| Instant::now() + ctx.timeouts.header);
     let mut scanned = 0;
+    client.who.believe(None);
     loop {
         let data = client.conn.data();
         if (head_may_be_complete(data, scanned) || data.len() > MAX_REQUEST_LINE)
             && let Parse::Complete { head, len } = request::parse(data)?
         {
+            let who = &mut client.who;
+            let claims = trust::believe(&ctx.config.trusted_proxies, who.peer, &head.headers);
+            who.believe(claims);
             let hop = Hop {
-                client_ip: &client.ip_text,
+                client_ip: who.ip_text(),
+                peer_ip: &who.peer_text,
+                https: who.https,
+                host: claims.and_then(|c| c.host),
                 via: &ctx.via,
             };
             let plan = plan(&head, hop, ctx.config.max_body)?;
@@ -326,7 +420,7 @@ fn forward(
         draining: flags.draining_flag(),
     };
     let key = Key {
-        client_ip: client.ip,
+        client_ip: client.who.ip,
         pin,
     };
     let (end, why) = try_candidates(&mut x, ctx, key);

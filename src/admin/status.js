@@ -200,6 +200,7 @@
     table.tBodies[0].replaceChildren(...shown.map((d) => {
       const tr = el("tr", {});
       el("td", {}, clock(d.time_ms), tr);
+      el("td", { class: "l" }, d.client, tr);
       el("td", { class: "l" }, d.request, tr);
       const to = el("td", { class: "l name" }, undefined, tr);
       to.append(square(colourOf(d.backend)), d.backend);

@@ -408,7 +408,7 @@ impl Status {
         let _ = write!(
             out,
             "<h2>Last routing decisions</h2>\n<table id=\"recent\" data-rows=\"{DECISION_ROWS}\">\n\
-             <thead><tr><th>time (UTC)</th><th class=\"l\">request</th><th class=\"l\">backend</th>\
+             <thead><tr><th>time (UTC)</th><th class=\"l\">client</th><th class=\"l\">request</th><th class=\"l\">backend</th>\
              <th>status</th><th class=\"l\">why</th></tr></thead>\n<tbody>\n"
         );
         let whys = self
@@ -421,9 +421,10 @@ impl Status {
             let why = why.and_then(Option::as_ref).map(Explained::text);
             let _ = writeln!(
                 out,
-                "<tr><td>{}</td><td class=\"l\">{}</td>\
+                "<tr><td>{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td>\
                  <td class=\"l name\">{}{}</td><td>{}</td><td class=\"l why\">{}</td></tr>",
                 clock(d.time),
+                d.client,
                 escape(&d.request),
                 square(self.colour_of(&d.backend)),
                 escape(&d.backend),
@@ -520,24 +521,34 @@ impl Status {
         }
         out.push_str("],\"backends_file\":");
         self.file_json(&mut out);
+        self.recent_json(&mut out);
+        out.push('}');
+        out
+    }
+
+    /// `,"recent":[...]`: the decisions, oldest first, each with its `why` (or `null`).
+    fn recent_json(&self, out: &mut String) {
         out.push_str(",\"recent\":[");
         for (i, d) in self.recent.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            let _ = write!(out, "{{\"time_ms\":{},\"request\":", unix_millis(d.time));
-            json_string(&mut out, &d.request);
+            let (time, client) = (unix_millis(d.time), d.client);
+            let _ = write!(
+                out,
+                "{{\"time_ms\":{time},\"client\":\"{client}\",\"request\":"
+            );
+            json_string(out, &d.request);
             out.push_str(",\"backend\":");
-            json_string(&mut out, &d.backend);
+            json_string(out, &d.backend);
             let _ = write!(out, ",\"status\":{},\"why\":", d.status);
             match self.why.get(i).and_then(Option::as_ref) {
-                Some(why) => why.json(&mut out, json_string),
+                Some(why) => why.json(out, json_string),
                 None => out.push_str("null"),
             }
             out.push('}');
         }
-        out.push_str("]}");
-        out
+        out.push(']');
     }
 }
 
@@ -702,6 +713,7 @@ mod tests {
     fn decision(millis: u64, request: &str, backend: &str, status: u16) -> Decision {
         Decision {
             time: UNIX_EPOCH + Duration::from_millis(millis),
+            client: std::net::Ipv4Addr::LOCALHOST.into(),
             request: request.into(),
             backend: backend.into(),
             status,
@@ -779,7 +791,7 @@ mod tests {
              \"p50_seconds\":0.0005,\"p99_seconds\":null}],\
              \"demos\":[{\"name\":\"Red\",\"url\":\"http://127.0.0.1:8001\",\"colour\":\"red\",\
              \"drill\":\"ok: answering normally\"}],\"backends_file\":null,\
-             \"recent\":[{\"time_ms\":1795606219042,\"request\":\"GET /a\\\"<b>\",\
+             \"recent\":[{\"time_ms\":1795606219042,\"client\":\"127.0.0.1\",\"request\":\"GET /a\\\"<b>\",\
              \"backend\":\"http://127.0.0.1:8002\",\"status\":200,\"why\":{\"strategy\":\"round-robin\",\
              \"reason\":\"round robin: next after Green\",\"panic\":false,\"skipped\":[{\"id\":0,\
              \"name\":\"Red\",\"state\":\"DOWN\",\"reason\":\"Red: DOWN, refused\"}],\"more_skipped\":0,\
@@ -809,7 +821,10 @@ mod tests {
         assert!(html.contains("<td class=\"l drill\">ok: answering normally</td>"));
         assert!(html.contains("&le; 0.5 ms"));
         // The decision: escaped, in the colour of the backend that took it, with its time.
-        assert!(html.contains("<td>11:30:19.042</td><td class=\"l\">GET /a&quot;&lt;b&gt;</td>"));
+        assert!(html.contains(
+            "<td>11:30:19.042</td><td class=\"l\">127.0.0.1</td>\
+             <td class=\"l\">GET /a&quot;&lt;b&gt;</td>"
+        ));
         assert!(html.contains("fill=\"blue\"/></svg>http://127.0.0.1:8002</td><td>200</td>"));
         // Why, in its column.
         assert!(html.contains(

@@ -65,6 +65,10 @@ pub mod operations {
     #![doc = include_str!("operations.md")]
 }
 
+pub mod behind_a_tls_terminator {
+    #![doc = include_str!("behind_a_tls_terminator.md")]
+}
+
 pub mod many_copies {
     #![doc = include_str!("many_copies.md")]
 }

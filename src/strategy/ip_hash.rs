@@ -13,9 +13,11 @@
 //! the hash mapped into (0, 1), so a backend of weight 2 wins about twice the clients. With
 //! equal weights this is the plain highest-hash rule.
 //!
-//! The key is the address of the TCP peer. Behind another proxy every client has that proxy's
-//! address; a balancer that trusts an `X-Forwarded-For` it did not write lets any client
-//! pick its backend, so this one does not.
+//! The key is the client's address: the TCP peer's, or the client a `--trusted-proxy` peer
+//! names in `X-Forwarded-For`, or a PROXY protocol header's source (see
+//! [`crate::trust`]). Behind another proxy every client would otherwise have that proxy's
+//! address; an `X-Forwarded-For` from anyone else is not believed, since it would let any
+//! client pick its backend.
 
 use super::explain::{Choice, Reason};
 use super::{Key, Strategy, hash64};

@@ -8,6 +8,7 @@ mod admin;
 mod admin_hardening;
 mod backends_file;
 mod basics;
+mod behind_a_terminator;
 mod bench;
 mod chapter;
 mod drain;
