@@ -12,6 +12,7 @@ mod bench;
 mod chapter;
 mod drain;
 mod drills;
+mod exercises;
 mod failover;
 mod framing;
 mod fuzz_requests;
