@@ -298,6 +298,18 @@ fn exercise_502_page_names_the_backend() {
     let (status, page) = get(lb.addr, "/");
     assert_eq!(status, 502);
     assert!(page.contains(&url), "the page names {url}: {page}");
+
+    // The other way to a 502: a POST sent to a backend that closes without answering is
+    // not sent anywhere else (it may have been acted on), so its 502 comes at once.
+    let broken = TestBackend::replying(Reply::Nothing);
+    let url = broken.url();
+    let lb = the_crate(&["--backend", &url]);
+    let answer = request(lb.addr, A_POST).unwrap();
+    assert_eq!(answer.status, 502, "{answer:?}");
+    assert!(
+        answer.body.contains(&url),
+        "this 502 names {url} too: {answer:?}"
+    );
 }
 
 /// The backends a balancer over three demo backends with `--strategy random` picks for 60
