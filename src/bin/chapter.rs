@@ -14,6 +14,7 @@
 //! cargo run --bin chapter                  Red on 8001, Blue on 8002, the balancer on 9000
 //! cargo run --bin chapter -- --port 0 --red 0 --blue 0     any free ports (printed)
 //! cargo run --bin chapter -- --blue-down   Blue is not started: every second request gets a 502
+//! cargo run --bin chapter -- --red-down --blue-down   neither is started: every request, a 502
 //! curl http://localhost:9000               Red, Blue, Red, Blue, ...
 //! ```
 //!
@@ -42,17 +43,17 @@ const MAX_HEAD: u64 = 16 * 1024;
 const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
 
 /// What `--help` prints (and what a wrong argument is answered with).
-const USAGE: &str = "usage: chapter [--port N] [--red N] [--blue N] [--blue-down]
-  --port N     the balancer's port (default 9000; 0: any free port)
-  --red N      the Red Server's port (default 8001; 0: any free port)
-  --blue N     the Blue Server's port (default 8002; 0: any free port)
-  --blue-down  do not start the Blue Server, but still send it every second request";
+const USAGE: &str = "usage: chapter [--port N] [--red N] [--blue N] [--red-down] [--blue-down]
+  --port N                 the balancer's port (default 9000; 0: any free port)
+  --red N, --blue N        the Red and Blue Servers' ports (default 8001, 8002; 0: any)
+  --red-down, --blue-down  do not start that server, but still send it its turn";
 
 /// What the command line asked for. A `struct` is a class with fields and no methods.
 struct Options {
     port: u16,
     red: u16,
     blue: u16,
+    red_down: bool,
     blue_down: bool,
 }
 
@@ -85,12 +86,17 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
         port: 9000,
         red: 8001,
         blue: 8002,
+        red_down: false,
         blue_down: false,
     };
     while let Some(flag) = args.next() {
         // `&mut options.port` borrows that one field, so that it can be changed below.
         let port = match flag.as_str() {
             "--help" | "-h" => return Ok(None),
+            "--red-down" => {
+                options.red_down = true;
+                continue;
+            }
             "--blue-down" => {
                 options.blue_down = true;
                 continue;
@@ -109,8 +115,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
         };
         *port = number;
     }
-    if options.blue_down && options.blue == 0 {
-        return Err("--blue-down needs the port Blue would have: --blue N, not 0".into());
+    if (options.red_down && options.red == 0) || (options.blue_down && options.blue == 0) {
+        return Err("a server left down needs its port: --red N or --blue N, not 0".into());
     }
     Ok(Some(options))
 }
@@ -120,14 +126,8 @@ fn run(options: Options) -> io::Result<()> {
     // Every listener is bound before its thread starts, so the port is ready when its line is
     // printed (the Python original sleeps half a second instead). `?` means: if this failed,
     // return the error to the caller now (a `raise` that the signature declares).
-    let red = start_backend(options.red, "Red", "red", 1)?;
-    let blue_port = options.blue;
-    let blue = if options.blue_down {
-        println!("[Backend] Blue Server left down (http://localhost:{blue_port})");
-        SocketAddr::from((Ipv4Addr::LOCALHOST, blue_port))
-    } else {
-        start_backend(blue_port, "Blue", "blue", 2)?
-    };
+    let red = start_backend(options.red, options.red_down, "Red", 1)?;
+    let blue = start_backend(options.blue, options.blue_down, "Blue", 2)?;
     // The chapter's `BACKENDS` list. An array of two addresses can be copied, so every
     // client thread gets a copy of its own.
     let backends = [red, blue];
@@ -169,18 +169,23 @@ fn serve_forever(listener: TcpListener, mut handle: impl FnMut(TcpStream)) {
     }
 }
 
-/// Starts one demo backend on its own thread; returns its address.
-fn start_backend(port: u16, name: &str, colour: &str, number: u32) -> io::Result<SocketAddr> {
+/// Starts one demo backend on its own thread (unless it is to be left `down`); returns its
+/// address. Its colour is its name in lower case: "Red" is red.
+fn start_backend(port: u16, down: bool, name: &str, number: u32) -> io::Result<SocketAddr> {
+    if down {
+        println!("[Backend] {name} Server left down (http://localhost:{port})");
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    }
     let listener = bind(port)?;
-    let addr = listener.local_addr()?;
-    let port = addr.port();
+    let port = listener.local_addr()?.port();
+    let colour = name.to_lowercase();
     let page = format!("<h1 style='color:{colour};'>{name} Server - Server {number}</h1>");
     println!("[Backend] Server started at http://localhost:{port}");
     // One thread serves this backend's connections one at a time, as Python's `HTTPServer`.
     thread::Builder::new()
-        .name(colour.into())
+        .name(colour)
         .spawn(move || serve_forever(listener, |stream| serve_page(stream, &page)))?;
-    Ok(addr)
+    Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
 }
 
 /// The backend's `do_GET`: reads the request, answers with the page, closes.

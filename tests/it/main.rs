@@ -13,6 +13,7 @@ mod bench;
 mod chapter;
 mod drain;
 mod drills;
+mod exercises;
 mod failover;
 mod framing;
 mod fuzz_requests;

@@ -10,9 +10,12 @@
 //!   off without giving up its port, gates that hold requests;
 //! - [`process`]: the real binaries (`load-balancer` and the chapter's `chapter`), their
 //!   output line by line, signals;
-//! - [`fuzz`]: the seeded generator and the panic counter both fuzzers use.
+//! - [`fuzz`]: the seeded generator and the panic counter both fuzzers use;
+//! - [`chapter`]: what the guide's step tests and its exercises share: the chapter's programs,
+//!   a client that tells a closed connection from a silent one, backends the tests play.
 
 pub mod backend;
+pub mod chapter;
 pub mod client;
 pub mod fuzz;
 pub mod process;

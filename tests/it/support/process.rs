@@ -14,6 +14,18 @@ pub const PROCESS_WAIT: Duration = Duration::from_secs(10);
 /// The start of the line both binaries print once they listen, before the address.
 const RUNNING_AT: &str = "[LoadBalancer] Running at http://";
 
+/// What an exercise test says when there is no copy of the chapter to test.
+const NO_EXERCISE: &str = "
+
+The exercises are done in a copy of the chapter, src/bin/exercise.rs, which is not there
+yet. Make it, from the project's top directory, with
+
+    cp src/bin/chapter.rs src/bin/exercise.rs
+
+then do the exercise in that file and run the test again. (git ignores the copy, and
+chapter.rs stays as the chapter wrote it, for the step tests.)
+";
+
 /// A binary to start: the program, its flags, which of its output a test reads, and how long
 /// a test waits for a line of it.
 pub struct Launch {
@@ -67,6 +79,27 @@ impl Launch {
         Launch {
             program: env!("CARGO_BIN_EXE_chapter"),
             ..Launch::balancer()
+        }
+    }
+
+    /// The learner's copy of the chapter (`src/bin/exercise.rs`, the `exercise` binary), with
+    /// no flags yet. Panics with the `cp` command that makes the copy when there is none.
+    ///
+    /// Cargo builds every binary of the package before it runs an integration test, and
+    /// tells the test where each one is (`CARGO_BIN_EXE_<name>`, read here when the test is
+    /// compiled), so once the copy exists, `cargo test` builds it, fresh, with the tests.
+    /// Adding or removing the file changes the binaries the tests depend on, so Cargo then
+    /// compiles the tests again. The file is checked as well, so that a binary left behind
+    /// in `target/` by a copy since deleted is never run.
+    pub fn exercise() -> Launch {
+        let source = concat!(env!("CARGO_MANIFEST_DIR"), "/src/bin/exercise.rs");
+        let program = option_env!("CARGO_BIN_EXE_exercise");
+        match program {
+            Some(program) if std::path::Path::new(source).exists() => Launch {
+                program,
+                ..Launch::balancer()
+            },
+            _ => panic!("{NO_EXERCISE}"),
         }
     }
 
