@@ -85,8 +85,10 @@ pub struct Config {
     /// `--admin` was given: failing to bind it stops start-up. The default address is only a
     /// convenience: if it is taken (another balancer runs), the balancer starts without it.
     pub admin_required: bool,
-    /// Token every admin request must carry (`--admin-token`): as a bearer token, or as the
-    /// password of HTTP Basic credentials.
+    /// The admin listener's Unix socket (`--admin unix:PATH`); then `admin` is `None`.
+    pub admin_unix: Option<PathBuf>,
+    /// Token every admin request must carry (`--admin-token-file`, or `--admin-token`): as a
+    /// bearer token, or as the password of HTTP Basic credentials.
     pub admin_token: Option<String>,
     /// The host name `--admin` was given with (`--admin ops.internal:9001`), lowercase; `None`
     /// for an IP address. Admin requests must name the listener by an IP address,
@@ -134,6 +136,7 @@ impl Default for Config {
                     .expect("the default admin address parses"),
             ),
             admin_required: false,
+            admin_unix: None,
             admin_token: None,
             admin_name: None,
             drain_timeout: Duration::from_secs(10),
@@ -522,11 +525,32 @@ pub const FLAGS: &[Flag] = &[
         name: "--admin",
         value: Some("ADDR"),
         default: DEFAULT_ADMIN,
-        help: "address of the admin listener (metrics, status page, backend API), or off",
+        help: "address of the admin listener (metrics, status page, backend API), unix:PATH for a 0600 socket, or off",
         apply: |c, v| {
-            c.admin = if v == "off" { None } else { Some(resolve(v)?) };
-            c.admin_required = c.admin.is_some();
-            c.admin_name = admin_name(v);
+            c.admin_unix = v.strip_prefix("unix:").map(PathBuf::from);
+            if c.admin_unix
+                .as_ref()
+                .is_some_and(|p| p.as_os_str().is_empty())
+            {
+                return Err("needs the path of the socket: unix:/run/lb/admin.sock".into());
+            }
+            c.admin = match v {
+                "off" => None,
+                _ if c.admin_unix.is_some() => None,
+                _ => Some(resolve(v)?),
+            };
+            c.admin_required = v != "off";
+            c.admin_name = admin_name(v).filter(|_| c.admin.is_some());
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--admin-token-file",
+        value: Some("PATH"),
+        default: "none",
+        help: "admin requests need the token in this file (mode 0600; Bearer, or as a Basic password)",
+        apply: |c, v| {
+            c.admin_token = Some(crate::secret::read_token_file(std::path::Path::new(v))?);
             Ok(())
         },
     },
@@ -534,7 +558,7 @@ pub const FLAGS: &[Flag] = &[
         name: "--admin-token",
         value: Some("TOKEN"),
         default: "none",
-        help: "admin requests need this token (Bearer, or as a Basic password)",
+        help: "the token as a value: every user sees it in ps; use --admin-token-file",
         apply: |c, v| {
             if v.is_empty() || v.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
                 return Err("the token must be visible ASCII characters, without spaces".into());

@@ -78,6 +78,7 @@ pub mod proxy;
 pub mod relay;
 pub mod retry;
 pub mod rewrite;
+pub mod secret;
 pub mod server;
 pub mod signal;
 pub mod strategy;

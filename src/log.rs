@@ -169,7 +169,11 @@ impl AccessLog {
         decision.request.clear();
         decision.request.push_str(r.method);
         decision.request.push(' ');
-        decision.request.push_str(target);
+        // Without the query: it may hold a secret (`?token=...`), and the status page
+        // shows decisions to anyone who may read it.
+        decision
+            .request
+            .push_str(target.split('?').next().unwrap_or(target));
         decision.backend.clear();
         decision.backend.push_str(r.backend.unwrap_or("-"));
         inner.recent.push_back(decision);

@@ -87,6 +87,13 @@ fn run(mut config: Config) -> ExitCode {
     if let Some(admin) = balancer.admin_addr() {
         println!("[Admin] Status page at http://{admin}/status");
     }
+    if let Some(path) = balancer.admin_socket() {
+        println!(
+            "[Admin] On the socket {} (mode 0600): curl --unix-socket {} http://lb/status.json",
+            path.display(),
+            path.display()
+        );
+    }
     if !fleet.backends.is_empty() && std::io::stdin().is_terminal() {
         start_console(Arc::clone(&fleet));
     }

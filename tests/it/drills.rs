@@ -195,7 +195,8 @@ fn admin_post(lb: &Balancer, path: &str, body: &str) -> (u16, Option<String>, St
     let mut c = RawConn::open(admin_addr(lb));
     c.send(
         format!(
-            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer t0k\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\n\
              Content-Length: {}\r\n\r\n{body}",
             body.len()
         )
@@ -269,6 +270,14 @@ fn drills_through_the_admin_listener_and_the_status_page() {
 #[test]
 fn no_demo_routes_without_demo_backends() {
     let s = Setup::new(1, with_admin);
+    // Without demo backends, a drill is a change like any other: refused on TCP without a
+    // token, and with the token there is no such route.
+    let (status, _, body) = admin_post(&s.lb, "/demo/red/stop", "");
+    assert_eq!(status, 403, "{body}");
+    let s = Setup::new(1, |c| {
+        with_admin(c);
+        c.admin_token = Some("t0k".into());
+    });
     let (status, _, body) = admin_post(&s.lb, "/demo/red/stop", "");
     assert_eq!(status, 404, "{body}");
     assert_eq!(direct(&s.demos[0]), (200, s.demos[0].page().to_string()));

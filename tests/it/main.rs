@@ -5,6 +5,7 @@
 mod support;
 
 mod admin;
+mod admin_access;
 mod admin_hardening;
 mod backends_file;
 mod basics;
