@@ -193,7 +193,7 @@ impl<'a> UnixConn<'a> {
     }
 }
 
-impl super::Source for UnixConn<'_> {
+impl super::reading::Source for UnixConn<'_> {
     fn data(&self) -> &[u8] {
         &self.buf[self.start..]
     }
