@@ -458,6 +458,7 @@ fn metrics(lb: &Shared) -> Answer {
         })
         .collect();
     let mut text = prometheus::render(&samples, &lb.stats);
+    crate::metrics::process::ProcessSample::read().render(&mut text);
     if let Some(file) = &lb.file {
         let info = file.info();
         let loaded_unix = info

@@ -95,7 +95,7 @@ pub fn serve(conn: Accepted<'_>, ctx: &Shared) {
                 // The head could not be trusted: answer, and do not read another request.
                 let page = pages::error_response(error.status, error.why, true, false);
                 let _ = client.conn.write_all(&page);
-                inc(&ctx.stats.local_responses);
+                ctx.stats.count_local(error.status);
                 eprintln!(
                     "[LoadBalancer] error: {} from {}: {}",
                     error.status, client.ip, error.why
@@ -414,7 +414,7 @@ fn answer(client: &mut Client, plan: &Plan, ctx: &Shared, error: Error, keep: bo
     let keep = keep && plan.keep_alive;
     let page = pages::error_response(error.status, error.why, !keep, plan.head_only());
     let written = client.conn.write_all(&page).is_ok();
-    inc(&ctx.stats.local_responses);
+    ctx.stats.count_local(error.status);
     let body = page
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

@@ -176,6 +176,9 @@ fn parse_exposition(text: &str) -> HashMap<String, f64> {
             typed.iter().any(|t| t == family) && helped.iter().any(|h| h == family),
             "{name} has no HELP/TYPE"
         );
+        // A family's samples come together, right after its TYPE (Prometheus's parser
+        // rejects a family that is split).
+        assert_eq!(typed.last().map(String::as_str), Some(family), "{line}");
         samples.insert(key, value);
     }
     samples
@@ -263,7 +266,16 @@ fn metrics_match_the_requests_made() {
     assert_eq!(sample(&m, "lb_client_connections_accepted_total"), 8.0);
     assert_eq!(sample(&m, "lb_requests_total"), 8.0);
     assert_eq!(sample(&m, "lb_client_connections_rejected_total"), 0.0);
-    assert_eq!(sample(&m, "lb_local_responses_total"), 0.0);
+    assert_eq!(sample(&m, "lb_local_responses_total{code=502}"), 0.0);
+    // The standard process metrics and the build, read from /proc/self.
+    assert!(sample(&m, "process_resident_memory_bytes") > 0.0);
+    assert!(sample(&m, "process_open_fds") >= 3.0);
+    assert!(sample(&m, "process_max_fds") >= sample(&m, "process_open_fds"));
+    assert!(sample(&m, "process_cpu_seconds_total") >= 0.0);
+    assert!(sample(&m, "process_virtual_memory_bytes") > 0.0);
+    assert!(sample(&m, "process_start_time_seconds") > 1.7e9);
+    let version = format!("lb_build_info{{version={}}}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(sample(&m, &version), 1.0);
     // The clients are gone; their connection threads end and the gauge comes back to 0.
     wait_for(Duration::from_secs(10), "open connections to drop", || {
         sample(&metrics(&s), "lb_client_connections_open") == 0.0
@@ -604,7 +616,8 @@ fn refused_connections_and_local_answers_are_counted() {
     held.expect_close();
     let m = metrics(&s);
     assert_eq!(sample(&m, "lb_client_connections_rejected_total"), 1.0);
-    assert_eq!(sample(&m, "lb_local_responses_total"), 1.0);
+    assert_eq!(sample(&m, "lb_local_responses_total{code=400}"), 1.0);
+    assert_eq!(sample(&m, "lb_local_responses_total{code=503}"), 0.0);
     assert_eq!(sample(&m, "lb_client_connections_accepted_total"), 2.0);
     assert_eq!(sample(&m, "lb_requests_total"), 2.0);
     let b = format!("backend={}", s.demos[0].url());
