@@ -103,6 +103,10 @@ pub struct Config {
     /// How often the backends file is checked for a change (`--backends-file-interval`): its
     /// modification time, size and inode, not its content.
     pub backends_file_interval: Duration,
+    /// The access log's format (`--access-log-format`).
+    pub access_log_format: crate::log::LogFormat,
+    /// Give every request an `X-Request-Id` (`--request-id`, [`crate::request_id`]).
+    pub request_id: bool,
 }
 
 impl Default for Config {
@@ -142,6 +146,8 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(10),
             backends_file: None,
             backends_file_interval: Duration::from_secs(1),
+            access_log_format: crate::log::LogFormat::Console,
+            request_id: true,
         }
     }
 }
@@ -564,6 +570,33 @@ pub const FLAGS: &[Flag] = &[
                 return Err("the token must be visible ASCII characters, without spaces".into());
             }
             c.admin_token = Some(v.to_string());
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--access-log-format",
+        value: Some("NAME"),
+        default: "console",
+        help: "console (the line shown in the README), combined (nginx's) or json (JSON Lines)",
+        apply: |c, v| {
+            let found = crate::log::LogFormat::ALL.iter().find(|(_, n)| *n == v);
+            c.access_log_format = found
+                .map(|(f, _)| *f)
+                .ok_or_else(|| format!("unknown format {v:?} (console, combined, json)"))?;
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--request-id",
+        value: Some("on|off"),
+        default: "on",
+        help: "give each request an X-Request-Id (kept from the client when sane), sent to the backend, returned and logged",
+        apply: |c, v| {
+            c.request_id = match v {
+                "on" => true,
+                "off" => false,
+                _ => return Err("must be on or off".into()),
+            };
             Ok(())
         },
     },

@@ -53,7 +53,7 @@ impl Shared {
                 strategy::build(config.strategy),
                 policy,
             )),
-            log: AccessLog::new(config.quiet),
+            log: AccessLog::new(config.quiet, config.access_log_format),
             stats: Arc::default(),
             via: via_entry(config.listen, std::process::id(), SystemTime::now()),
             file: config

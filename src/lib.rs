@@ -76,6 +76,7 @@ pub mod log;
 pub mod metrics;
 pub mod proxy;
 pub mod relay;
+pub mod request_id;
 pub mod retry;
 pub mod rewrite;
 pub mod secret;

@@ -8,10 +8,15 @@
 //! 127.0.0.1 - - [25/Nov/2026:11:30:19 +0000] "GET / HTTP/1.1" 200 51 backend=http://127.0.0.1:8001 time=0.412ms
 //! ```
 //!
-//! client address, time (UTC), request line, status, body bytes sent, the backend that answered
-//! (`-` when the balancer answered itself), and the time from the request head to the end of the
-//! response. Lines are collected in memory and written every [`FLUSH_INTERVAL`] by one thread,
+//! client address, time (UTC), request line, status, body bytes sent, the backends tried (the
+//! one that answered; those that failed when the balancer answered itself; `-` when none was),
+//! and the time from the request head to the end of the response. That is the `console`
+//! format; `--access-log-format` also offers nginx's `combined` and JSON Lines ([`mod@format`]). Lines are collected in memory and written every [`FLUSH_INTERVAL`] by one thread,
 //! so a busy balancer makes one `write` for many requests, not one per request.
+
+pub mod format;
+
+pub use format::LogFormat;
 
 use crate::time;
 use std::cell::RefCell;
@@ -49,10 +54,21 @@ pub struct Record<'a> {
     pub status: u16,
     /// Body bytes sent to the client.
     pub bytes: u64,
-    /// The backend that answered, or `None` for the balancer's own answers.
+    /// The backends tried, in order, separated by commas: the one that answered last; when
+    /// the balancer answered itself (`502`, `503`, `504`), those that failed. `None`: none was
+    /// tried.
     pub backend: Option<&'a str>,
     /// Time from the head to the end of the response.
     pub duration: Duration,
+    /// The `Referer`, for the formats that write it (see [`LogFormat::wants_agent`]).
+    pub referer: Option<&'a str>,
+    /// The `User-Agent`, likewise.
+    pub user_agent: Option<&'a str>,
+    /// The request's id (`X-Request-Id`), unless `--request-id off`.
+    pub request_id: Option<&'a str>,
+    /// Time spent with backends: from the first attempt to the end of the response, or to
+    /// the last failure. `None`: none was tried.
+    pub upstream: Option<Duration>,
 }
 
 /// A routing decision, for the status page.
@@ -72,6 +88,7 @@ pub struct Decision {
 #[derive(Debug)]
 pub struct AccessLog {
     quiet: bool,
+    format: LogFormat,
     inner: Mutex<Inner>,
 }
 
@@ -122,10 +139,11 @@ impl TextCache {
 }
 
 impl AccessLog {
-    /// A log that prints lines unless `quiet`; decisions are kept either way.
-    pub fn new(quiet: bool) -> AccessLog {
+    /// A log that prints lines in `format` unless `quiet`; decisions are kept either way.
+    pub fn new(quiet: bool, format: LogFormat) -> AccessLog {
         AccessLog {
             quiet,
+            format,
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -144,7 +162,11 @@ impl AccessLog {
         } else {
             LINE.with_borrow_mut(|(line, cache)| {
                 line.clear();
-                write_line(line, cache, r, &target);
+                match self.format {
+                    LogFormat::Console => write_line(line, cache, r, &target),
+                    LogFormat::Combined => format::combined(line, cache, r, &target),
+                    LogFormat::Json => format::json(line, r, &target),
+                }
                 self.decide(r, &target).append(line);
             });
         }
@@ -175,7 +197,9 @@ impl AccessLog {
             .request
             .push_str(target.split('?').next().unwrap_or(target));
         decision.backend.clear();
-        decision.backend.push_str(r.backend.unwrap_or("-"));
+        // The last backend tried: the one that answered, or the last that failed.
+        let last = r.backend.and_then(|list| list.rsplit(',').next());
+        decision.backend.push_str(last.unwrap_or("-"));
         inner.recent.push_back(decision);
         Locked(inner)
     }
@@ -315,6 +339,10 @@ mod tests {
             bytes: 51,
             backend: Some("http://127.0.0.1:8001"),
             duration: Duration::from_micros(412),
+            referer: None,
+            user_agent: None,
+            request_id: None,
+            upstream: None,
         };
         assert_eq!(
             format_line(&r, r.target),
@@ -346,7 +374,7 @@ mod tests {
         assert!(lines[2].starts_with("10.0.0.2 - - [01/Jan/1970:00:01:01 +0000]"));
         assert!(lines[2].ends_with(" time=1.000ms"), "{}", lines[2]);
 
-        let log = AccessLog::new(true);
+        let log = AccessLog::new(true, LogFormat::Console);
         for _ in 0..RECENT_DECISIONS + 5 {
             log.record(&r);
         }

@@ -22,10 +22,11 @@ use crate::backends::Candidate;
 use crate::conn::{BufConn, LINGER, is_timeout, linger_close};
 use crate::context::Shared;
 use crate::http::framing::Body;
-use crate::http::{Error, MAX_HEAD, MAX_REQUEST_LINE, Parse, pages, request};
+use crate::http::{Error, MAX_HEAD, MAX_REQUEST_LINE, Parse, head, pages, request};
 use crate::listener::{Accepted, Flags, TunnelSlot};
 use crate::log::Record;
 use crate::metrics::inc;
+use crate::request_id;
 use crate::retry::{BodyState, may_retry};
 use crate::rewrite::{Hop, Plan, plan};
 use crate::strategy::Key;
@@ -66,6 +67,11 @@ struct Outcome {
     backend: Option<Arc<Backend>>,
     /// The client connection can take another request.
     keep_alive: bool,
+    /// Backends tried before, or instead of, `backend`, in order (empty, and not allocated,
+    /// when the first one answered).
+    failed: Vec<Arc<Backend>>,
+    /// Time spent with backends (see [`Record::upstream`]).
+    upstream: Option<std::time::Duration>,
 }
 
 /// Serves one client connection until it closes, idles out, or the balancer drains.
@@ -100,25 +106,19 @@ pub fn serve(conn: Accepted<'_>, ctx: &Shared) {
                     "[LoadBalancer] error: {} from {}: {}",
                     error.status, client.ip, error.why
                 );
-                let line = ("-", "-", "-");
-                log(ctx, &client, time, started, line, error.status, None);
+                log(ctx, &client, (time, started), None, error.status, None);
                 linger_close(&client.conn.stream, LINGER);
                 return;
             }
         };
         let outcome = forward(&mut client, &plan, pin, ctx, flags);
-        let line = (
-            plan.method.as_str(),
-            plan.target.as_str(),
-            plan.version.as_str(),
-        );
+        let status = outcome.status;
         log(
             ctx,
             &client,
-            time,
-            started,
-            line,
-            outcome.status,
+            (time, started),
+            Some(&plan),
+            status,
             Some(&outcome),
         );
         if !outcome.keep_alive || flags.draining() {
@@ -130,28 +130,46 @@ pub fn serve(conn: Accepted<'_>, ctx: &Shared) {
     }
 }
 
+/// Writes the access-log line of one request (`plan`: `None` when its head could not be read).
 fn log(
     ctx: &Shared,
     client: &Client,
-    time: SystemTime,
-    started: Instant,
-    (method, target, version): (&str, &str, &str),
+    (time, started): (SystemTime, Instant),
+    plan: Option<&Plan>,
     status: u16,
     outcome: Option<&Outcome>,
 ) {
     inc(&ctx.stats.requests);
+    let joined;
+    let backend = match outcome {
+        Some(o) if o.failed.is_empty() => o.backend.as_deref().map(|b| b.url.as_str()),
+        Some(o) => {
+            let urls: Vec<&str> = o
+                .failed
+                .iter()
+                .chain(&o.backend)
+                .map(|b| b.url.as_str())
+                .collect();
+            joined = urls.join(",");
+            Some(joined.as_str())
+        }
+        None => None,
+    };
+    let text = |f: fn(&Plan) -> &Option<String>| plan.and_then(|p| f(p).as_deref());
     ctx.log.record(&Record {
         client: client.ip,
         time,
-        method,
-        target,
-        version,
+        method: plan.map_or("-", |p| p.method.as_str()),
+        target: plan.map_or("-", |p| p.target.as_str()),
+        version: plan.map_or("-", |p| p.version.as_str()),
         status,
         bytes: outcome.map_or(0, |o| o.bytes),
-        backend: outcome
-            .and_then(|o| o.backend.as_deref())
-            .map(|b| b.url.as_str()),
+        backend,
         duration: started.elapsed(),
+        referer: text(|p| &p.referer),
+        user_agent: text(|p| &p.user_agent),
+        request_id: text(|p| &p.request_id),
+        upstream: outcome.and_then(|o| o.upstream),
     });
 }
 
@@ -189,11 +207,7 @@ fn read_request(
         if (head_may_be_complete(data, scanned) || data.len() > MAX_REQUEST_LINE)
             && let Parse::Complete { head, len } = request::parse(data)?
         {
-            let hop = Hop {
-                client_ip: &client.ip_text,
-                via: &ctx.via,
-            };
-            let plan = plan(&head, hop, ctx.config.max_body)?;
+            let plan = plan_request(&head, client, ctx)?;
             let pin = ctx.backends.pin(&head.headers);
             client.conn.consume(len);
             return Ok(Some((plan, pin)));
@@ -216,6 +230,27 @@ fn read_request(
             Err(_) => return Ok(None),
         }
     }
+}
+
+/// [`plan`] for a request head, with its id ([`request_id`]) and, for a log format that
+/// writes them, its `Referer` and `User-Agent`.
+fn plan_request(head: &request::Request<'_>, client: &Client, ctx: &Shared) -> Result<Plan, Error> {
+    let id = ctx
+        .config
+        .request_id
+        .then(|| request_id::choose(&head.headers));
+    let hop = Hop {
+        client_ip: &client.ip_text,
+        via: &ctx.via,
+        new_request_id: id.as_ref().and_then(|(id, kept)| (!kept).then_some(&**id)),
+    };
+    let mut plan = plan(head, hop, ctx.config.max_body)?;
+    plan.request_id = id.map(|(id, _)| id);
+    if ctx.config.access_log_format.wants_agent() {
+        let field = |name| head::values(&head.headers, name).next().map(lossy);
+        (plan.referer, plan.user_agent) = (field("referer"), field("user-agent"));
+    }
+    Ok(plan)
 }
 
 /// Waits up to `wait` for the first byte of a request, marked idle meanwhile (a drain may
@@ -311,11 +346,13 @@ fn forward(
         client_ip: client.ip,
         pin,
     };
-    let end = try_candidates(&mut x, ctx, key);
+    let (started, mut failed) = (Instant::now(), Vec::new());
+    let end = try_candidates(&mut x, ctx, key, &mut failed);
+    let upstream = started.elapsed();
     if let (BodyState::Whole, Body::Length(n)) = (body, plan.body) {
         client.conn.consume(n as usize);
     }
-    match end {
+    let mut outcome = match end {
         End::Relayed(outcome) => outcome,
         End::Answer(error, keep) => answer(client, plan, ctx, error, keep && !flags.draining()),
         End::Gone => Outcome {
@@ -323,12 +360,24 @@ fn forward(
             bytes: 0,
             backend: None,
             keep_alive: false,
+            failed: Vec::new(),
+            upstream: None,
         },
-    }
+    };
+    let tried = outcome.backend.is_some() || !failed.is_empty();
+    outcome.upstream = tried.then_some(upstream);
+    outcome.failed = failed;
+    outcome
 }
 
 /// The forwarding loop: each candidate once, until one answers or the request may not go on.
-fn try_candidates(x: &mut Exchange<'_>, ctx: &Shared, key: Key) -> End {
+/// Each backend tried that did not answer is added to `failed`.
+fn try_candidates(
+    x: &mut Exchange<'_>,
+    ctx: &Shared,
+    key: Key,
+    failed: &mut Vec<Arc<Backend>>,
+) -> End {
     let mut last = NO_BACKEND;
     for candidate in ctx.backends.candidates(key) {
         let backend = candidate.backend();
@@ -341,12 +390,20 @@ fn try_candidates(x: &mut Exchange<'_>, ctx: &Shared, key: Key) -> End {
                     bytes: done.bytes,
                     backend: Some(Arc::clone(backend)),
                     keep_alive: done.client_keep,
+                    failed: Vec::new(),
+                    upstream: None,
                 });
             }
-            Err(fault) => match settle(fault, &candidate, x) {
-                Next::Retry(error) => last = error,
-                Next::Stop(end) => return end,
-            },
+            Err(fault) => {
+                let next = settle(fault, &candidate, x);
+                if !matches!(next, Next::Stop(End::Relayed(_))) {
+                    failed.push(Arc::clone(backend));
+                }
+                match next {
+                    Next::Retry(error) => last = error,
+                    Next::Stop(end) => return end,
+                }
+            }
         }
     }
     // Unless the body was read to its end, the next bytes on the connection are not a request.
@@ -384,6 +441,8 @@ fn settle(fault: Fault, candidate: &Candidate<'_>, x: &Exchange<'_>) -> Next {
                 bytes,
                 backend: Some(Arc::clone(backend)),
                 keep_alive: false,
+                failed: Vec::new(),
+                upstream: None,
             }))
         }
         Fault::Client(Some(error)) => Next::Stop(End::Answer(error, false)),
@@ -412,7 +471,13 @@ fn report(plan: &Plan, backend: Option<&Arc<Backend>>, why: &str) {
 /// Answers the client with one of the balancer's own pages.
 fn answer(client: &mut Client, plan: &Plan, ctx: &Shared, error: Error, keep: bool) -> Outcome {
     let keep = keep && plan.keep_alive;
-    let page = pages::error_response(error.status, error.why, !keep, plan.head_only());
+    let id = plan
+        .request_id
+        .as_deref()
+        .map(|id| (request_id::HEADER, id));
+    let fields: &[(&str, &str)] = id.as_slice();
+    let page =
+        pages::error_response_adding(error.status, error.why, !keep, plan.head_only(), fields);
     let written = client.conn.write_all(&page).is_ok();
     ctx.stats.count_local(error.status);
     let body = page
@@ -424,7 +489,14 @@ fn answer(client: &mut Client, plan: &Plan, ctx: &Shared, error: Error, keep: bo
         bytes: body as u64,
         backend: None,
         keep_alive: keep && written,
+        failed: Vec::new(),
+        upstream: None,
     }
+}
+
+/// A header field's value as text (a byte that is not UTF-8 becomes U+FFFD).
+fn lossy(value: &[u8]) -> String {
+    String::from_utf8_lossy(value).into_owned()
 }
 
 #[cfg(test)]
