@@ -107,6 +107,10 @@ pub struct Config {
     pub access_log_format: crate::log::LogFormat,
     /// Give every request an `X-Request-Id` (`--request-id`, [`crate::request_id`]).
     pub request_id: bool,
+    /// The `Host` of health checks (`--health-host`); `None`: the backend's `HOST:PORT`.
+    pub health_host: Option<String>,
+    /// The statuses a health check passes with (`--health-status`).
+    pub health_status: crate::http::statuses::StatusSet,
 }
 
 impl Default for Config {
@@ -148,6 +152,8 @@ impl Default for Config {
             backends_file_interval: Duration::from_secs(1),
             access_log_format: crate::log::LogFormat::Console,
             request_id: true,
+            health_host: None,
+            health_status: crate::http::statuses::StatusSet::default(),
         }
     }
 }
@@ -488,6 +494,30 @@ pub const FLAGS: &[Flag] = &[
         },
     },
     Flag {
+        name: "--health-host",
+        value: Some("NAME"),
+        default: "the backend's HOST:PORT",
+        help: "the Host of health checks (a virtual host answers only for its name)",
+        apply: |c, v| {
+            let ok = |b: u8| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b);
+            if v.is_empty() || !v.bytes().all(ok) {
+                return Err("must be a host name, with an optional :PORT".into());
+            }
+            c.health_host = Some(v.to_string());
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--health-status",
+        value: Some("LIST"),
+        default: "200-399",
+        help: "the statuses a health check passes with, e.g. 200-399,401",
+        apply: |c, v| {
+            c.health_status = crate::http::statuses::StatusSet::parse(v)?;
+            Ok(())
+        },
+    },
+    Flag {
         name: "--health-interval",
         value: Some("DUR"),
         default: "2s",
@@ -694,6 +724,13 @@ fn check(config: &mut Config, given: &[&str]) -> Result<(), String> {
             config.health_interval = config.health_interval.max(config.health_timeout);
         }
         _ => {}
+    }
+    for flag in ["--health-host", "--health-status"] {
+        if given.contains(&flag) && config.health_check.is_none() {
+            return Err(format!(
+                "{flag} needs --health-check PATH (it shapes the active checks)"
+            ));
+        }
     }
     if let Some(own) = config
         .backends
@@ -917,6 +954,9 @@ mod tests {
                 "--backends-file-interval 10ms",
             ),
             (&["stray"], "unexpected argument"),
+            (&["--health-status", "200-"], "--health-status 200-"),
+            (&["--health-host", "a b"], "--health-host a b"),
+            (&["--health-host", "app.example"], "needs --health-check"),
             (&["--admin", "0.0.0.0:9001"], "--admin-token"),
             (
                 &["--health-interval", "2s", "--health-timeout", "5s"],

@@ -206,6 +206,8 @@ fn checks(config: &Config) -> Option<Checks> {
         timeout: config.health_timeout,
         rise: config.rise,
         fall: config.fall,
+        host: config.health_host.clone(),
+        statuses: config.health_status.clone(),
     })
 }
 
