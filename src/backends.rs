@@ -21,6 +21,7 @@ use crate::health::Policy;
 use crate::http::Header;
 use crate::metrics::inc;
 use crate::retry::Failure;
+use crate::secret::Secret;
 use crate::strategy::{Key, Strategy};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -37,22 +38,36 @@ pub struct Backends {
     next_id: AtomicUsize,
     strategy: Box<dyn Strategy>,
     policy: Policy,
+    /// The key of the backends' tags (`--cookie-secret-file`, see [`Backend::tag`]).
+    tag_key: Option<Secret>,
 }
 
 impl Backends {
     /// The backends of the command line, numbered from 0, picked by `strategy`, taken out of
     /// rotation by `policy`.
     pub fn new(specs: &[BackendSpec], strategy: Box<dyn Strategy>, policy: Policy) -> Backends {
+        Backends::keyed(specs, strategy, policy, None)
+    }
+
+    /// [`Backends::new`], with every backend's [`Backend::tag`] keyed by `tag_key`, the ones
+    /// added later too.
+    pub fn keyed(
+        specs: &[BackendSpec],
+        strategy: Box<dyn Strategy>,
+        policy: Policy,
+        tag_key: Option<Secret>,
+    ) -> Backends {
         let list: Vec<_> = specs
             .iter()
             .enumerate()
-            .map(|(i, s)| Arc::new(Backend::new(i, s)))
+            .map(|(i, s)| Arc::new(Backend::keyed(i, s, tag_key.as_ref())))
             .collect();
         Backends {
             next_id: AtomicUsize::new(list.len()),
             list: Mutex::new(Arc::new(list)),
             strategy,
             policy,
+            tag_key,
         }
     }
 
@@ -129,7 +144,7 @@ impl Backends {
     /// A new backend for `spec`, with the next id (ids are never reused in one run).
     fn create(&self, spec: &BackendSpec) -> Arc<Backend> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        Arc::new(Backend::new(id, spec))
+        Arc::new(Backend::keyed(id, spec, self.tag_key.as_ref()))
     }
 
     /// The backend with this id, if present.

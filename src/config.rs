@@ -111,6 +111,9 @@ pub struct Config {
     pub health_host: Option<String>,
     /// The statuses a health check passes with (`--health-status`).
     pub health_status: crate::http::statuses::StatusSet,
+    /// The key of the sticky cookie (`--cookie-secret-file`): the cookie is then an HMAC of the
+    /// backend's URL ([`crate::backend::Backend::tag`]); `None`: an unkeyed hash.
+    pub cookie_secret: Option<crate::secret::Secret>,
 }
 
 impl Default for Config {
@@ -154,6 +157,7 @@ impl Default for Config {
             request_id: true,
             health_host: None,
             health_status: crate::http::statuses::StatusSet::default(),
+            cookie_secret: None,
         }
     }
 }
@@ -377,6 +381,16 @@ pub const FLAGS: &[Flag] = &[
                     "unknown strategy {v:?} (round-robin, weighted, least-conn, ip-hash, cookie)"
                 )
             })?;
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--cookie-secret-file",
+        value: Some("PATH"),
+        default: "none",
+        help: "key of the sticky cookie (mode 0600, 16+ bytes): the cookie is an HMAC of the backend, not a plain hash",
+        apply: |c, v| {
+            c.cookie_secret = Some(crate::secret::read_cookie_secret(std::path::Path::new(v))?);
             Ok(())
         },
     },

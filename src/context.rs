@@ -48,10 +48,11 @@ impl Shared {
         };
         Shared {
             timeouts: Timeouts::of(&config),
-            backends: Arc::new(Backends::new(
+            backends: Arc::new(Backends::keyed(
                 &config.backends,
                 strategy::build(config.strategy),
                 policy,
+                config.cookie_secret.clone(),
             )),
             log: AccessLog::new(config.quiet, config.access_log_format),
             stats: Arc::default(),

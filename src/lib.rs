@@ -68,6 +68,7 @@ pub mod config;
 pub mod conn;
 pub mod context;
 pub mod demo;
+pub mod digest;
 pub mod guide;
 pub mod health;
 pub mod http;

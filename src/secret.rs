@@ -1,8 +1,47 @@
 //! Secrets kept in files: reading one that only its owner may read, and comparing a
 //! presented secret without leaking through timing. The admin token
-//! (`--admin-token-file`) comes from here.
+//! (`--admin-token-file`) and the sticky cookie's key (`--cookie-secret-file`) come from here.
 
 use std::path::Path;
+use std::sync::Arc;
+
+/// Shortest `--cookie-secret-file` accepted: 16 bytes, 128 bits when they are random (as
+/// `head -c 32 /dev/urandom | base64` gives), too many to guess.
+pub const MIN_COOKIE_SECRET: usize = 16;
+
+/// A key read from a file. Its `Debug` does not show it, so a printed configuration does not
+/// leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Arc<[u8]>);
+
+impl Secret {
+    /// The key's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+/// Reads the sticky cookie's key from `--cookie-secret-file` ([`read_secret_file`]).
+///
+/// # Errors
+/// As [`read_secret_file`], and a key shorter than [`MIN_COOKIE_SECRET`].
+pub fn read_cookie_secret(path: &Path) -> Result<Secret, String> {
+    let bytes = read_secret_file(path)?;
+    if bytes.len() < MIN_COOKIE_SECRET {
+        return Err(format!(
+            "{} holds {} bytes: a key needs at least {MIN_COOKIE_SECRET} (head -c 32 /dev/urandom | base64 > FILE)",
+            path.display(),
+            bytes.len()
+        ));
+    }
+    Ok(Secret(bytes.into()))
+}
 
 /// Compares a presented secret with the expected one in time that depends only on the
 /// expected one's length, so response times do not reveal how many leading bytes matched.
@@ -101,6 +140,23 @@ mod tests {
             assert!(read_token_file(&file).is_err(), "{bad:?}");
         }
         assert!(read_token_file(&dir.join("missing")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_cookie_key_is_long_enough_and_hidden_from_debug() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("lb-cookie-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("key");
+        std::fs::write(&file, "short\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let err = read_cookie_secret(&file).unwrap_err();
+        assert!(err.contains("at least 16"), "{err}");
+        std::fs::write(&file, "0123456789abcdefXYZ\n").unwrap();
+        let key = read_cookie_secret(&file).unwrap();
+        assert_eq!(key.bytes(), b"0123456789abcdefXYZ");
+        assert_eq!(format!("{key:?}"), "Secret(19 bytes)");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
