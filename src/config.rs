@@ -762,7 +762,7 @@ fn check(config: &mut Config, given: &[&str]) -> Result<(), String> {
         && config.admin_token.is_none()
     {
         return Err(format!(
-            "--admin {admin}: a non-loopback admin address needs --admin-token"
+            "--admin {admin}: a non-loopback admin address needs --admin-token-file"
         ));
     }
     Ok(())

@@ -69,6 +69,8 @@ pub struct Record<'a> {
     /// Time spent with backends: from the first attempt to the end of the response, or to
     /// the last failure. `None`: none was tried.
     pub upstream: Option<Duration>,
+    /// The balancer answered itself (no backend's response was relayed).
+    pub local: bool,
 }
 
 /// A routing decision, for the status page.
@@ -197,8 +199,11 @@ impl AccessLog {
             .request
             .push_str(target.split('?').next().unwrap_or(target));
         decision.backend.clear();
-        // The last backend tried: the one that answered, or the last that failed.
-        let last = r.backend.and_then(|list| list.rsplit(',').next());
+        // The backend that answered (the last one tried), or `-` when the balancer did.
+        let last = r
+            .backend
+            .filter(|_| !r.local)
+            .and_then(|l| l.rsplit(',').next());
         decision.backend.push_str(last.unwrap_or("-"));
         inner.recent.push_back(decision);
         Locked(inner)
@@ -343,6 +348,7 @@ mod tests {
             user_agent: None,
             request_id: None,
             upstream: None,
+            local: false,
         };
         assert_eq!(
             format_line(&r, r.target),

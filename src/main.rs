@@ -26,6 +26,14 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Command::Run(mut config)) => match read_backends_file(&mut config) {
+            Ok(()) if token_on_command_line() => {
+                eprintln!(
+                    "warning: --admin-token shows the token to every user of this machine \
+                     (ps, /proc/PID/cmdline): put it in a file of mode 0600 and pass \
+                     --admin-token-file PATH"
+                );
+                run(*config)
+            }
             Ok(()) => run(*config),
             Err(message) => {
                 eprintln!("error: --backends-file {message}");
@@ -37,6 +45,11 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Was the admin token given as a value on the command line (which `ps` shows)?
+fn token_on_command_line() -> bool {
+    std::env::args().any(|a| a == "--admin-token" || a.starts_with("--admin-token="))
 }
 
 /// With `--backends-file`, its list is the backend list at start. A bad file is a bad flag

@@ -170,6 +170,7 @@ fn log(
         user_agent: text(|p| &p.user_agent),
         request_id: text(|p| &p.request_id),
         upstream: outcome.and_then(|o| o.upstream),
+        local: outcome.is_none_or(|o| o.backend.is_none()),
     });
 }
 

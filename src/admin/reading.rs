@@ -199,7 +199,7 @@ fn names_this_listener(host: &[u8], admin_name: Option<&str>) -> bool {
 /// add a backend of its choosing (cross-site request forgery). The status page's own buttons
 /// come from the listener itself: `Origin` is `http://` + `Host` (and `Host` has passed
 /// [`names_this_listener`]), or `https://` + `Host` when a TLS proxy in front serves the page.
-/// Clients such as curl send no `Origin` and are not affected. With `--admin-token` this check
+/// Clients such as curl send no `Origin` and are not affected. With a token (`--admin-token-file`) this check
 /// matters all the more: a browser that logged in with Basic credentials sends them with
 /// every request to the listener, also with a forged one from another site's page.
 /// `host` is the request's `Host`, as [`request::Request::host`] checked it.

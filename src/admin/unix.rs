@@ -19,6 +19,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+/// How long stopping waits for the accepting thread to notice.
+const STOP_WAIT: Duration = Duration::from_secs(1);
+
 /// A running admin listener on a Unix socket. Stopping or dropping it removes the socket.
 #[derive(Debug)]
 pub struct UnixAdmin {
@@ -120,10 +123,18 @@ impl UnixAdmin {
 impl Drop for UnixAdmin {
     fn drop(&mut self) {
         self.stopping.store(true, Ordering::SeqCst);
-        // Wakes the blocked `accept`, which then sees `stopping`.
+        // Wakes the blocked `accept`, which then sees `stopping`. If the path no longer leads
+        // to this socket (someone removed or replaced it), nothing can wake it: after
+        // `STOP_WAIT` the thread is left to end with the process rather than hang the stop.
         let _ = UnixStream::connect(&self.path);
         if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
+            let deadline = std::time::Instant::now() + STOP_WAIT;
+            while !acceptor.is_finished() && std::time::Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(5));
+            }
+            if acceptor.is_finished() {
+                let _ = acceptor.join();
+            }
         }
         let ours = std::fs::symlink_metadata(&self.path)
             .is_ok_and(|m| (m.dev(), m.ino()) == self.identity);
@@ -254,6 +265,13 @@ mod tests {
         assert_eq!(answer, "hi");
         admin.stop();
         assert!(!path.exists(), "removed on stop");
+        // A listener whose socket file was removed under it still stops (and promptly).
+        let listener = bind(&path).unwrap();
+        let admin = UnixAdmin::start(listener, &path, |_| {}).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let started = std::time::Instant::now();
+        admin.stop();
+        assert!(started.elapsed() < Duration::from_secs(3));
         std::fs::write(&path, "not a socket").unwrap();
         let err = bind(&path).unwrap_err();
         assert!(err.to_string().contains("not a socket"), "{err}");

@@ -200,6 +200,7 @@ mod tests {
             user_agent: Some("curl/8.5.0"),
             request_id: Some("4f0c9d"),
             upstream: Some(Duration::from_micros(900)),
+            local: false,
         }
     }
 
