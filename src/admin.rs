@@ -16,9 +16,10 @@
 //! | `POST /backends/{id}/enable` | undo a drain |
 //! | `DELETE /backends/{id}` | remove a drained backend with no request in flight |
 //! | `POST /demo/{name}/{drill}` | a failure drill, when demo backends are wired in ([`Drills`]) |
+//! | `POST /strategy`, `POST /backends/{id}/weight` | switch live ([`lab`]) |
 //!
 //! The balanced port never answers these paths: they are only on this listener. Who may ask
-//! what is [`access`]'s rule: on TCP without a token, only reading (and the demo's drills);
+//! what is [`access`]'s rule: on TCP without a token, only reading (and the demo's drills and lab switches);
 //! with a token (`--admin-token-file`), every request needs it, else `401`: as
 //! `Authorization: Bearer TOKEN` (RFC 6750) from a script, or as the password of HTTP Basic
 //! credentials (RFC 7617, any user name) from a browser, which asks for it once and then sends
@@ -37,9 +38,11 @@
 pub mod access;
 pub mod base64;
 pub mod csp;
+pub mod lab;
 mod reading;
 pub mod status;
 pub mod unix;
+pub mod why;
 
 use crate::backend::Backend;
 use crate::config::{BackendSpec, is_own_address};
@@ -388,6 +391,9 @@ fn route(method: &str, path: &str, body: &[u8], shared: &AdminShared) -> Answer 
             "POST" => ("", Some(set_draining(lb, id, *action == "drain"))),
             _ => ("POST", None),
         },
+        ["strategy"] | ["backends", _, "weight"] => {
+            ("POST", lab::route(method, &segments, body, shared))
+        }
         ["demo", name, drill, arg @ ..] if arg.len() <= 1 => match method {
             "POST" => (
                 "",

@@ -5,6 +5,7 @@
 //! name, default and help text, and one function that applies it. `--help` is printed from the
 //! same table, so the two cannot drift apart.
 
+use crate::trust::Cidr;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -48,6 +49,8 @@ pub struct Config {
     pub strategy: StrategyKind,
     /// No per-request log lines (`--quiet`); errors still go to stderr.
     pub quiet: bool,
+    /// Each log line says why the request went where it went (`--explain`).
+    pub explain: bool,
     /// Limit on connecting to a backend (`--connect-timeout`, nginx's `proxy_connect_timeout`).
     pub connect_timeout: Duration,
     /// Limit on a backend's silence: no byte of the response (or of its body) for this long
@@ -104,7 +107,7 @@ pub struct Config {
     /// modification time, size and inode, not its content.
     pub backends_file_interval: Duration,
     /// The access log's format (`--access-log-format`).
-    pub access_log_format: crate::log::LogFormat,
+    pub access_log_format: LogFormat,
     /// Give every request an `X-Request-Id` (`--request-id`, [`crate::request_id`]).
     pub request_id: bool,
     /// The `Host` of health checks (`--health-host`); `None`: the backend's `HOST:PORT`.
@@ -114,6 +117,12 @@ pub struct Config {
     /// The key of the sticky cookie (`--cookie-secret-file`): the cookie is then an HMAC of the
     /// backend's URL ([`crate::backend::Backend::tag`]); `None`: an unkeyed hash.
     pub cookie_secret: Option<crate::secret::Secret>,
+    /// Peers whose forwarding fields are believed (`--trusted-proxy`, repeatable; nginx's
+    /// `set_real_ip_from`); from them, also a PROXY header. Empty: nobody's.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Every connection to the balanced listener opens with a PROXY protocol header, v1 or
+    /// v2 (`--proxy-protocol`); its source address is the client's.
+    pub proxy_protocol: bool,
 }
 
 impl Default for Config {
@@ -127,6 +136,7 @@ impl Default for Config {
             demo_port: DEMO_FIRST_PORT,
             strategy: StrategyKind::RoundRobin,
             quiet: false,
+            explain: false,
             connect_timeout: Duration::from_secs(2),
             backend_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
@@ -153,11 +163,13 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(10),
             backends_file: None,
             backends_file_interval: Duration::from_secs(1),
-            access_log_format: crate::log::LogFormat::Console,
+            access_log_format: LogFormat::Console,
             request_id: true,
             health_host: None,
             health_status: crate::http::statuses::StatusSet::default(),
             cookie_secret: None,
+            trusted_proxies: Vec::new(),
+            proxy_protocol: false,
         }
     }
 }
@@ -272,6 +284,31 @@ impl StrategyKind {
             .iter()
             .find(|(k, _)| *k == self)
             .map_or("?", |(_, n)| n)
+    }
+}
+
+/// The formats of `--access-log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// The console line the README shows (the default): close to `combined`, easy to read.
+    Console,
+    /// nginx's `combined`, with the backend, the timings and the request id after it.
+    Combined,
+    /// One JSON object per line (JSON Lines).
+    Json,
+}
+
+impl LogFormat {
+    /// Every format with its flag name.
+    pub const ALL: [(LogFormat, &'static str); 3] = [
+        (LogFormat::Console, "console"),
+        (LogFormat::Combined, "combined"),
+        (LogFormat::Json, "json"),
+    ];
+
+    /// Does the format write `Referer` and `User-Agent` (so the proxy must keep them)?
+    pub fn wants_agent(self) -> bool {
+        self != LogFormat::Console
     }
 }
 
@@ -401,6 +438,16 @@ pub const FLAGS: &[Flag] = &[
         help: "no line per request (errors still go to stderr)",
         apply: |c, _| {
             c.quiet = true;
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--explain",
+        value: None,
+        default: "off",
+        help: "end each log line with why the request went there (why=\"round robin: ...\")",
+        apply: |c, _| {
+            c.explain = true;
             Ok(())
         },
     },
@@ -623,10 +670,20 @@ pub const FLAGS: &[Flag] = &[
         default: "console",
         help: "console (the line shown in the README), combined (nginx's) or json (JSON Lines)",
         apply: |c, v| {
-            let found = crate::log::LogFormat::ALL.iter().find(|(_, n)| *n == v);
+            let found = LogFormat::ALL.iter().find(|(_, n)| *n == v);
             c.access_log_format = found
                 .map(|(f, _)| *f)
                 .ok_or_else(|| format!("unknown format {v:?} (console, combined, json)"))?;
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--trusted-proxy",
+        value: Some("CIDR"),
+        default: "none",
+        help: "believe X-Forwarded-For/-Proto/-Host and Forwarded from peers in this range (10.0.0.0/8, ::1); repeat for more",
+        apply: |c, v| {
+            c.trusted_proxies.push(Cidr::parse(v)?);
             Ok(())
         },
     },
@@ -641,6 +698,16 @@ pub const FLAGS: &[Flag] = &[
                 "off" => false,
                 _ => return Err("must be on or off".into()),
             };
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--proxy-protocol",
+        value: None,
+        default: "off",
+        help: "every connection starts with a PROXY protocol header (v1 or v2) naming the client; with --trusted-proxy, only from those peers",
+        apply: |c, _| {
+            c.proxy_protocol = true;
             Ok(())
         },
     },

@@ -14,7 +14,6 @@ use crate::health::Policy;
 use crate::log::AccessLog;
 use crate::metrics::ServerStats;
 use crate::rewrite::via_entry;
-use crate::strategy;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -50,7 +49,7 @@ impl Shared {
             timeouts: Timeouts::of(&config),
             backends: Arc::new(Backends::keyed(
                 &config.backends,
-                strategy::build(config.strategy),
+                config.strategy,
                 policy,
                 config.cookie_secret.clone(),
             )),

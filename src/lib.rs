@@ -27,7 +27,9 @@
 //! 3. [`listener`]: accept, a thread per connection, the cap, spare threads, the drain
 //!    (the same for the balancer, the admin listener and the demo backends).
 //! 4. [`proxy`]: one connection, top to bottom: read a request, try the candidates, answer.
-//!    [`rewrite`] writes the heads each side gets.
+//!    [`rewrite`] writes the heads each side gets. Behind a TLS terminator or an L4
+//!    balancer, [`proxy_protocol`] reads the header that names the client, and [`trust`]
+//!    says which hops' forwarding fields to believe.
 //! 5. [`backends`]: the backend set; it hands the proxy the candidates for a request
 //!    (failover) using a [`strategy`] (round robin and the chapter's "Related Concepts");
 //!    [`backends_file`] keeps the list in step with a file that many copies share.
@@ -76,6 +78,7 @@ pub mod listener;
 pub mod log;
 pub mod metrics;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod relay;
 pub mod request_id;
 pub mod retry;
@@ -85,3 +88,4 @@ pub mod server;
 pub mod signal;
 pub mod strategy;
 pub mod time;
+pub mod trust;

@@ -16,6 +16,7 @@
 
 pub mod format;
 
+use crate::strategy::explain::Why;
 pub use format::LogFormat;
 
 use crate::time;
@@ -71,6 +72,10 @@ pub struct Record<'a> {
     pub upstream: Option<Duration>,
     /// The balancer answered itself (no backend's response was relayed).
     pub local: bool,
+    /// Why the request went where it went (`None` for the balancer's own answers).
+    pub why: Option<&'a Why>,
+    /// That reason in words, for the line (`--explain`); empty: not written.
+    pub explained: &'a str,
 }
 
 /// A routing decision, for the status page.
@@ -78,12 +83,16 @@ pub struct Record<'a> {
 pub struct Decision {
     /// When the request head was read.
     pub time: SystemTime,
+    /// The client: the peer, or the client a trusted hop names.
+    pub client: IpAddr,
     /// `GET /path`.
     pub request: String,
     /// The backend it went to, or `-`.
     pub backend: String,
     /// The status the client got.
     pub status: u16,
+    /// Why it went there, as facts ([`crate::strategy::explain`]).
+    pub why: Option<Why>,
 }
 
 /// Collected log lines and recent decisions.
@@ -184,12 +193,16 @@ impl AccessLog {
         }
         .unwrap_or_else(|| Decision {
             time: r.time,
+            client: r.client,
             request: String::new(),
             backend: String::new(),
             status: r.status,
+            why: None,
         });
         decision.time = r.time;
+        decision.client = r.client;
         decision.status = r.status;
+        decision.why = r.why.copied();
         decision.request.clear();
         decision.request.push_str(r.method);
         decision.request.push(' ');
@@ -306,7 +319,13 @@ fn write_line(out: &mut String, cache: &mut TextCache, r: &Record<'_>, target: &
         out.push('0');
     }
     push_number(out, frac);
-    out.push_str("ms\n");
+    out.push_str("ms");
+    if !r.explained.is_empty() {
+        out.push_str(" why=\"");
+        out.extend(r.explained.chars().map(|c| if c == '"' { '\'' } else { c }));
+        out.push('"');
+    }
+    out.push('\n');
 }
 
 /// Appends the decimal digits of `n`.
@@ -349,11 +368,22 @@ mod tests {
             request_id: None,
             upstream: None,
             local: false,
+            why: None,
+            explained: "",
         };
         assert_eq!(
             format_line(&r, r.target),
             "127.0.0.1 - - [25/Nov/2026:11:30:19 +0000] \"GET /a%22b HTTP/1.1\" 200 51 \
              backend=http://127.0.0.1:8001 time=0.412ms\n"
+        );
+        // With --explain, the reason ends the line.
+        let explained = Record {
+            explained: "round robin: next after \"x\"",
+            ..r.clone()
+        };
+        assert!(
+            format_line(&explained, r.target)
+                .ends_with("time=0.412ms why=\"round robin: next after 'x'\"\n")
         );
         // Durations keep three decimals, zeros included; the caches follow changes of address
         // and second.

@@ -66,6 +66,29 @@ fn read_backends_file(config: &mut Config) -> Result<(), String> {
     Ok(())
 }
 
+/// Says whose forwarding fields and PROXY headers the balancer believes, if anyone's.
+fn print_trust(config: &Config) {
+    let ranges: Vec<String> = config
+        .trusted_proxies
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    if !ranges.is_empty() {
+        println!(
+            "[LoadBalancer] Trusting X-Forwarded-* and Forwarded from {}",
+            ranges.join(", ")
+        );
+    }
+    if config.proxy_protocol {
+        let from = if ranges.is_empty() {
+            "any peer"
+        } else {
+            "those peers only"
+        };
+        println!("[LoadBalancer] Every connection must open with a PROXY header ({from})");
+    }
+}
+
 fn run(mut config: Config) -> ExitCode {
     // Before anything starts, so that a SIGHUP sent as soon as the ports answer never meets
     // the default action (which ends the process).
@@ -80,6 +103,7 @@ fn run(mut config: Config) -> ExitCode {
         }
     };
     let strategy = config.strategy;
+    print_trust(&config);
     let started = if fleet.backends.is_empty() {
         Balancer::start(config)
     } else {

@@ -26,10 +26,14 @@ use crate::http::{Error, MAX_HEAD, MAX_REQUEST_LINE, Parse, head, pages, request
 use crate::listener::{Accepted, Flags, TunnelSlot};
 use crate::log::Record;
 use crate::metrics::inc;
+use crate::proxy_protocol;
 use crate::request_id;
 use crate::retry::{BodyState, may_retry};
 use crate::rewrite::{Hop, Plan, plan};
 use crate::strategy::Key;
+use crate::strategy::explain::{Why, plain_name};
+use crate::trust::{self, Claims, is_trusted};
+use std::fmt::Write as _;
 use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -54,9 +58,63 @@ const NO_TUNNEL_SLOT: Error = Error {
 /// A client connection: the socket with its read buffer, and who it is.
 struct Client {
     conn: BufConn,
+    who: Who,
+}
+
+/// Who a client is: who connected, and who a request says it is for.
+struct Who {
+    /// Who connected: the TCP peer, or the client its PROXY header names (`--proxy-protocol`).
+    peer: IpAddr,
+    /// `peer` as text, for `X-Forwarded-For`: formatted once per connection, not per request.
+    peer_text: String,
+    /// The connection came over TLS: its PROXY header says so (`send-proxy-v2-ssl`).
+    tls: bool,
+    /// This request's client: `peer`, or the client a trusted `peer` names ([`trust`]).
     ip: IpAddr,
-    /// `ip` as text, for `X-Forwarded-For`: formatted once per connection, not per request.
-    ip_text: String,
+    /// `ip` as text when a trusted hop named it (the buffer is kept from one request to
+    /// the next: no allocation per request).
+    named_text: String,
+    /// `named_text` holds this request's client.
+    named: bool,
+    /// This request came over https: the connection's `tls`, or what a trusted hop says.
+    https: bool,
+}
+
+impl Who {
+    fn new(peer: IpAddr, tls: bool) -> Who {
+        Who {
+            peer,
+            peer_text: peer.to_string(),
+            tls,
+            ip: peer,
+            named_text: String::new(),
+            named: false,
+            https: tls,
+        }
+    }
+
+    /// Takes what a trusted hop says about the request (`None`: nothing, or not trusted).
+    fn believe(&mut self, claims: Option<Claims<'_>>) {
+        let Some(claims) = claims else {
+            (self.ip, self.named, self.https) = (self.peer, false, self.tls);
+            return;
+        };
+        if !(self.named && self.ip == claims.client) {
+            self.named_text.clear();
+            let _ = write!(self.named_text, "{}", claims.client);
+        }
+        (self.ip, self.named) = (claims.client, true);
+        self.https = claims.https.unwrap_or(self.tls);
+    }
+
+    /// This request's client as text.
+    fn ip_text(&self) -> &str {
+        if self.named {
+            &self.named_text
+        } else {
+            &self.peer_text
+        }
+    }
 }
 
 /// How a request ended, for the log and for the connection loop.
@@ -67,6 +125,8 @@ struct Outcome {
     backend: Option<Arc<Backend>>,
     /// The client connection can take another request.
     keep_alive: bool,
+    /// Why it went to `backend` (and which backends it passed over).
+    why: Option<Why>,
     /// Backends tried before, or instead of, `backend`, in order (empty, and not allocated,
     /// when the first one answered).
     failed: Vec<Arc<Backend>>,
@@ -81,15 +141,15 @@ pub fn serve(conn: Accepted<'_>, ctx: &Shared) {
         peer,
         flags,
     } = conn;
-    let mut client = Client {
-        conn: BufConn::new(stream, CLIENT_BUFFER, CLIENT_BUFFER_MAX)
-            .read_timeout_is(ctx.timeouts.first_byte()),
-        ip: peer.ip(),
-        ip_text: peer.ip().to_string(),
+    let conn = BufConn::new(stream, CLIENT_BUFFER, CLIENT_BUFFER_MAX)
+        .read_timeout_is(ctx.timeouts.first_byte());
+    // The first head (after a PROXY header) must be whole within --header-timeout of accept;
+    // later ones within it of their first byte, after up to --idle-timeout of waiting.
+    let by = Instant::now() + ctx.timeouts.header;
+    let Some(mut client) = Client::open(conn, peer.ip(), ctx, by) else {
+        return;
     };
-    // The first head must be whole within --header-timeout of accept; later ones within it
-    // of their first byte, after up to --idle-timeout of waiting.
-    let mut first_head_by = Some(Instant::now() + ctx.timeouts.header);
+    let mut first_head_by = Some(by);
     loop {
         let started = Instant::now();
         let time = SystemTime::now();
@@ -104,7 +164,7 @@ pub fn serve(conn: Accepted<'_>, ctx: &Shared) {
                 ctx.stats.count_local(error.status);
                 eprintln!(
                     "[LoadBalancer] error: {} from {}: {}",
-                    error.status, client.ip, error.why
+                    error.status, client.who.ip, error.why
                 );
                 log(ctx, &client, (time, started), None, error.status, None);
                 linger_close(&client.conn.stream, LINGER);
@@ -126,6 +186,36 @@ pub fn serve(conn: Accepted<'_>, ctx: &Shared) {
                 linger_close(&client.conn.stream, LINGER);
             }
             return;
+        }
+    }
+}
+
+impl Client {
+    /// A new connection from `peer`. With `--proxy-protocol`, its PROXY header is read
+    /// first (by `by`): the client it names (its peer's address for `LOCAL` and `UNKNOWN`),
+    /// and whether that client spoke TLS. `None`: the connection is to be closed unread, as
+    /// it sent no valid header in time, or its peer is not in `--trusted-proxy` when that
+    /// is given.
+    fn open(mut conn: BufConn, peer: IpAddr, ctx: &Shared, by: Instant) -> Option<Client> {
+        if !ctx.config.proxy_protocol {
+            let who = Who::new(peer, false);
+            return Some(Client { conn, who });
+        }
+        let trusted = &ctx.config.trusted_proxies;
+        let read = if trusted.is_empty() || is_trusted(trusted, peer) {
+            proxy_protocol::read(&mut conn, by)
+        } else {
+            Err("a PROXY header is taken only from --trusted-proxy peers")
+        };
+        match read {
+            Ok(header) => {
+                let who = Who::new(header.source.map_or(peer, |s| s.ip()), header.ssl);
+                Some(Client { conn, who })
+            }
+            Err(why) => {
+                eprintln!("[LoadBalancer] error: closed a connection from {peer}: {why}");
+                None
+            }
         }
     }
 }
@@ -156,8 +246,17 @@ fn log(
         None => None,
     };
     let text = |f: fn(&Plan) -> &Option<String>| plan.and_then(|p| f(p).as_deref());
+    let why = outcome.and_then(|o| o.why.as_ref());
+    // Words only when asked for: the facts are what every request pays for.
+    let explained = match why {
+        Some(w) if ctx.config.explain => {
+            let list = ctx.backends.snapshot();
+            w.line(&list, &|id| plain_name(&list, id))
+        }
+        _ => String::new(),
+    };
     ctx.log.record(&Record {
-        client: client.ip,
+        client: client.who.ip,
         time,
         method: plan.map_or("-", |p| p.method.as_str()),
         target: plan.map_or("-", |p| p.target.as_str()),
@@ -171,6 +270,8 @@ fn log(
         request_id: text(|p| &p.request_id),
         upstream: outcome.and_then(|o| o.upstream),
         local: outcome.is_none_or(|o| o.backend.is_none()),
+        why,
+        explained: &explained,
     });
 }
 
@@ -203,12 +304,13 @@ fn read_request(
     }
     let deadline = first_head_by.unwrap_or_else(|| Instant::now() + ctx.timeouts.header);
     let mut scanned = 0;
+    client.who.believe(None);
     loop {
         let data = client.conn.data();
         if (head_may_be_complete(data, scanned) || data.len() > MAX_REQUEST_LINE)
             && let Parse::Complete { head, len } = request::parse(data)?
         {
-            let plan = plan_request(&head, client, ctx)?;
+            let plan = plan_request(&head, &mut client.who, ctx)?;
             let pin = ctx.backends.pin(&head.headers);
             client.conn.consume(len);
             return Ok(Some((plan, pin)));
@@ -233,15 +335,20 @@ fn read_request(
     }
 }
 
-/// [`plan`] for a request head, with its id ([`request_id`]) and, for a log format that
-/// writes them, its `Referer` and `User-Agent`.
-fn plan_request(head: &request::Request<'_>, client: &Client, ctx: &Shared) -> Result<Plan, Error> {
+/// [`plan`] for a request head: who it is from (what a trusted hop claims), its id
+/// ([`request_id`]) and, for a log format that writes them, its `Referer` and `User-Agent`.
+fn plan_request(head: &request::Request<'_>, who: &mut Who, ctx: &Shared) -> Result<Plan, Error> {
+    let claims = trust::believe(&ctx.config.trusted_proxies, who.peer, &head.headers);
+    who.believe(claims);
     let id = ctx
         .config
         .request_id
         .then(|| request_id::choose(&head.headers));
     let hop = Hop {
-        client_ip: &client.ip_text,
+        client_ip: who.ip_text(),
+        peer_ip: &who.peer_text,
+        https: who.https,
+        host: claims.and_then(|c| c.host),
         via: &ctx.via,
         new_request_id: id.as_ref().and_then(|(id, kept)| (!kept).then_some(&**id)),
     };
@@ -294,6 +401,9 @@ fn head_may_be_complete(data: &[u8], scanned: usize) -> bool {
 }
 
 /// How a request's round of attempts ended.
+// An `Outcome` carries its `Why` (about 200 bytes, by value so that routing allocates
+// nothing): boxing it, as the lint suggests, would cost each request an allocation.
+#[allow(clippy::large_enum_variant)]
 enum End {
     /// A response went to the client (whole, or broken off after it started).
     Relayed(Outcome),
@@ -305,6 +415,7 @@ enum End {
 
 /// After a failed attempt: on to the next candidate (with the answer to give if none is
 /// left), or stop here.
+#[allow(clippy::large_enum_variant)] // as `End`
 enum Next {
     Retry(Error),
     Stop(End),
@@ -344,11 +455,11 @@ fn forward(
         draining: flags.draining_flag(),
     };
     let key = Key {
-        client_ip: client.ip,
+        client_ip: client.who.ip,
         pin,
     };
     let (started, mut failed) = (Instant::now(), Vec::new());
-    let end = try_candidates(&mut x, ctx, key, &mut failed);
+    let (end, why) = try_candidates(&mut x, ctx, key, &mut failed);
     let upstream = started.elapsed();
     if let (BodyState::Whole, Body::Length(n)) = (body, plan.body) {
         client.conn.consume(n as usize);
@@ -361,10 +472,12 @@ fn forward(
             bytes: 0,
             backend: None,
             keep_alive: false,
+            why: None,
             failed: Vec::new(),
             upstream: None,
         },
     };
+    outcome.why = Some(why);
     let tried = outcome.backend.is_some() || !failed.is_empty();
     outcome.upstream = tried.then_some(upstream);
     outcome.failed = failed;
@@ -372,28 +485,32 @@ fn forward(
 }
 
 /// The forwarding loop: each candidate once, until one answers or the request may not go on.
-/// Each backend tried that did not answer is added to `failed`.
+/// Returns how it ended and why it went where it went; each backend tried that did not
+/// answer is added to `failed`.
 fn try_candidates(
     x: &mut Exchange<'_>,
     ctx: &Shared,
     key: Key,
     failed: &mut Vec<Arc<Backend>>,
-) -> End {
+) -> (End, Why) {
     let mut last = NO_BACKEND;
-    for candidate in ctx.backends.candidates(key) {
+    let mut candidates = ctx.backends.candidates(key);
+    while let Some(candidate) = candidates.next() {
         let backend = candidate.backend();
-        let add = |out: &mut Vec<u8>| ctx.backends.on_response(backend, &key, out);
+        let add = |out: &mut Vec<u8>| candidates.on_response(backend, out);
         match attempt(x, backend, &add) {
             Ok(done) => {
                 candidate.answered(done.status);
-                return End::Relayed(Outcome {
+                let outcome = Outcome {
                     status: done.status,
                     bytes: done.bytes,
                     backend: Some(Arc::clone(backend)),
                     keep_alive: done.client_keep,
+                    why: None,
                     failed: Vec::new(),
                     upstream: None,
-                });
+                };
+                return (End::Relayed(outcome), *candidates.why());
             }
             Err(fault) => {
                 let next = settle(fault, &candidate, x);
@@ -401,14 +518,17 @@ fn try_candidates(
                     failed.push(Arc::clone(backend));
                 }
                 match next {
-                    Next::Retry(error) => last = error,
-                    Next::Stop(end) => return end,
+                    Next::Retry(error) => {
+                        candidates.failed(backend.id, error.why);
+                        last = error;
+                    }
+                    Next::Stop(end) => return (end, *candidates.why()),
                 }
             }
         }
     }
     // Unless the body was read to its end, the next bytes on the connection are not a request.
-    End::Answer(last, x.body.read_to_end())
+    (End::Answer(last, x.body.read_to_end()), *candidates.why())
 }
 
 /// Each way an attempt can fail, and what follows for the client: here, in one place.
@@ -442,6 +562,7 @@ fn settle(fault: Fault, candidate: &Candidate<'_>, x: &Exchange<'_>) -> Next {
                 bytes,
                 backend: Some(Arc::clone(backend)),
                 keep_alive: false,
+                why: None,
                 failed: Vec::new(),
                 upstream: None,
             }))
@@ -490,6 +611,7 @@ fn answer(client: &mut Client, plan: &Plan, ctx: &Shared, error: Error, keep: bo
         bytes: body as u64,
         backend: None,
         keep_alive: keep && written,
+        why: None,
         failed: Vec::new(),
         upstream: None,
     }

@@ -36,8 +36,17 @@ pub fn via_entry(listen: SocketAddr, pid: u32, started: SystemTime) -> String {
 /// Who sent a request, and who forwards it: what [`plan`] writes into the forwarding fields.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Hop<'a> {
-    /// The client's address as text (`X-Forwarded-For`, `X-Real-IP`).
+    /// The client's address as text (`X-Real-IP`, `Forwarded: for=`): the peer's, or the
+    /// client a trusted peer names ([`crate::trust`]).
     pub(crate) client_ip: &'a str,
+    /// The address this balancer was connected from (or the PROXY header's source), as
+    /// text: appended to `X-Forwarded-For`.
+    pub(crate) peer_ip: &'a str,
+    /// The client spoke https (to a TLS terminator in front): `X-Forwarded-Proto`, `proto=`.
+    pub(crate) https: bool,
+    /// The host the client asked a trusted hop for (its `X-Forwarded-Host`), which then
+    /// replaces `Host` in `X-Forwarded-Host` and `host=`.
+    pub(crate) host: Option<&'a [u8]>,
     /// This balancer's `Via` entry ([`via_entry`]).
     pub(crate) via: &'a str,
     /// A new `X-Request-Id` to write in place of the client's (none, or not sane); `None`
@@ -213,7 +222,7 @@ fn upstream_head(
         }
         _ => host,
     };
-    push_forwarding(&mut out, req, host, hop);
+    push_forwarding(&mut out, req, hop.host.or(host), hop);
     if let Some(id) = hop.new_request_id {
         push_field(&mut out, crate::request_id::HEADER, id.as_bytes());
     }
@@ -245,9 +254,10 @@ fn push_forwarding(out: &mut Vec<u8>, req: &Request<'_>, host: Option<&[u8]>, ho
     push_list(
         out,
         "X-Forwarded-For",
-        forwarded_for.chain([hop.client_ip.as_bytes()]),
+        forwarded_for.chain([hop.peer_ip.as_bytes()]),
     );
-    push_field(out, "X-Forwarded-Proto", b"http");
+    let proto: &[u8] = if hop.https { b"https" } else { b"http" };
+    push_field(out, "X-Forwarded-Proto", proto);
     if let Some(host) = host {
         push_field(out, "X-Forwarded-Host", host);
     }
@@ -267,7 +277,9 @@ fn push_forwarding(out: &mut Vec<u8>, req: &Request<'_>, host: Option<&[u8]>, ho
         out.extend_from_slice(host);
         out.push(b'"');
     }
-    out.extend_from_slice(b";proto=http\r\n");
+    out.extend_from_slice(b";proto=");
+    out.extend_from_slice(proto);
+    out.extend_from_slice(b"\r\n");
     let via = head::values(&req.headers, "via");
     push_list(out, "Via", via.chain([hop.via.as_bytes()]));
 }

@@ -2,7 +2,7 @@
 //!
 //! | listener | reading (`GET`, `HEAD`) | changing (`POST`, `DELETE`) |
 //! |---|---|---|
-//! | TCP, no token (loopback only: [`crate::config`] refuses another address) | open | `403`, except the demo's drills (below) |
+//! | TCP, no token (loopback only: [`crate::config`] refuses another address) | open | `403`, except the demo's drills and lab switches (below) |
 //! | TCP, with a token | the token, else `401` | the token, else `401` |
 //! | Unix socket (`--admin unix:PATH`, mode 0600), no token | open to the socket's owner | open to the socket's owner |
 //! | Unix socket, with a token | the token, else `401` | the token, else `401` |
@@ -14,12 +14,14 @@
 //! protected.
 //!
 //! One exception keeps the demo of a bare `cargo run` working: with demo backends started by
-//! this very process ([`super::Drills`] wired in), `POST /demo/{name}/{drill}` is allowed on a
-//! loopback TCP listener without a token. It is bounded three ways: only those paths (never
-//! `/backends`, so the backend list cannot be changed), only backends that live inside this
-//! process (a drill stops, slows or breaks a demo server; it cannot send traffic anywhere
-//! new), and only when demo backends run at all (`--backend` or `--backends-file` alone start
-//! none).
+//! this very process ([`super::Drills`] wired in), the status page's drill buttons and the
+//! lab's switches (`POST /demo/{name}/{drill}`, `POST /strategy`, `POST /backends/{id}/weight`)
+//! are allowed on a loopback TCP listener without a token. It is bounded three ways: only
+//! those paths (never adding, draining, enabling or removing a backend, so nobody can bring a
+//! server of their own into rotation), only what reshapes traffic among the backends already
+//! configured (a drill stops, slows or breaks a demo server inside this process; a switch
+//! changes the strategy or a weight), and only when demo backends run at all (`--backend` or
+//! `--backends-file` alone start none).
 //!
 //! The token comes from `--admin-token-file` ([`crate::secret::read_token_file`]): a flag's
 //! value is shown by `ps` to every user, a file's content is not.
@@ -60,8 +62,8 @@ pub(super) fn check(asked: &Asked<'_>, token: Option<&str>) -> Result<(), Answer
     if let Some(token) = token {
         return authorize(asked.authorization, token);
     }
-    let demo_drill = asked.drills && asked.path.starts_with("/demo/");
-    if !asked.unix && changes(asked.method) && !demo_drill {
+    let demo_change = asked.drills && is_demo_change(asked.path);
+    if !asked.unix && changes(asked.method) && !demo_change {
         return Err(Answer::page(
             403,
             "changes on a TCP admin listener need a token: start the balancer with \
@@ -69,6 +71,15 @@ pub(super) fn check(asked: &Asked<'_>, token: Option<&str>) -> Result<(), Answer
         ));
     }
     Ok(())
+}
+
+/// The paths of the demo's exception: the drills and the lab's switches.
+fn is_demo_change(path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    matches!(
+        segments.as_slice(),
+        ["demo", ..] | ["strategy"] | ["backends", _, "weight"]
+    )
 }
 
 /// Checks the token.
@@ -152,13 +163,29 @@ mod tests {
                 "unix {path}"
             );
         }
-        // The demo's drills, and only them, when demo backends run.
-        assert_eq!(status(asked("POST", "/demo/red/stop", false, true)), None);
-        assert_eq!(status(asked("POST", "/backends", false, true)), Some(403));
-        assert_eq!(
-            status(asked("DELETE", "/backends/0", false, true)),
-            Some(403)
-        );
+        // The demo's drills and the lab's switches, and only them, when demo backends run.
+        for path in ["/demo/red/stop", "/strategy", "/backends/0/weight"] {
+            assert_eq!(status(asked("POST", path, false, true)), None, "{path}");
+            assert_eq!(
+                status(asked("POST", path, false, false)),
+                Some(403),
+                "{path}"
+            );
+        }
+        for path in [
+            "/backends",
+            "/backends/0/drain",
+            "/backends/0/enable",
+            "/strategy/x",
+        ] {
+            assert_eq!(
+                status(asked("POST", path, false, true)),
+                Some(403),
+                "{path}"
+            );
+        }
+        let delete = asked("DELETE", "/backends/0", false, true);
+        assert_eq!(status(delete), Some(403));
     }
 
     #[test]

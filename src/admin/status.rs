@@ -17,6 +17,7 @@
 //! else.
 
 use super::csp::{STATUS_SCRIPT, STATUS_STYLE};
+use super::why::{self, Explained};
 use crate::backend::Backend;
 use crate::backends_file::FileInfo;
 use crate::context::Shared;
@@ -207,6 +208,8 @@ pub struct Status {
     pub backends: Vec<Row>,
     /// The last routing decisions, oldest first.
     pub recent: Vec<Decision>,
+    /// Why each of `recent` went where it went, in words ([`why::explain`]).
+    pub why: Vec<Option<Explained>>,
     /// Client connections open now.
     pub open: u64,
     /// Of those, the ones upgraded to a tunnel (`101 Switching Protocols`), or asking a
@@ -263,18 +266,27 @@ impl Status {
                 Row::of(b)
             }
         };
+        let list = shared.backends.snapshot();
+        let recent = shared.log.recent();
         Status {
-            backends: shared.backends.snapshot().iter().map(|b| row(b)).collect(),
-            recent: shared.log.recent(),
+            backends: list.iter().map(|b| row(b)).collect(),
+            why: why::explain(&list, &|b| name_of(&demos, b), &recent),
+            recent,
             open: stats.open.load(Ordering::Relaxed),
             tunnels: stats.tunnels.load(Ordering::Relaxed),
             accepted: stats.accepted.load(Ordering::Relaxed),
             requests: stats.requests.load(Ordering::Relaxed),
-            strategy: shared.config.strategy.name(),
+            strategy: shared.backends.strategy().name(),
             demos,
             file: shared.file.as_ref().map(|f| f.info()),
             time: SystemTime::now(),
         }
+    }
+
+    /// A backend's name on the page: the demo's (`Red`), else `#ID`.
+    fn name_of(&self, r: &Row) -> String {
+        (self.demos.iter().find(|d| d.url == r.url))
+            .map_or_else(|| format!("#{}", r.id), |d| d.name.to_string())
     }
 
     /// The colour of the backend with this URL, grey when it is gone (or was none: `-`).
@@ -320,6 +332,12 @@ impl Status {
         self.backend_rows(&mut out);
         self.file_html(&mut out);
         self.demo_table(&mut out);
+        if !self.demos.is_empty() {
+            let rows: Vec<_> = (self.backends.iter())
+                .map(|r| (r.id, self.name_of(r), r.weight))
+                .collect();
+            why::controls_html(self.strategy, &rows, &mut out);
+        }
         self.decision_table(&mut out);
         let _ = write!(
             out,
@@ -390,19 +408,28 @@ impl Status {
         let _ = write!(
             out,
             "<h2>Last routing decisions</h2>\n<table id=\"recent\" data-rows=\"{DECISION_ROWS}\">\n\
-             <thead><tr><th>time (UTC)</th><th class=\"l\">request</th><th class=\"l\">backend</th>\
-             <th>status</th></tr></thead>\n<tbody>\n"
+             <thead><tr><th>time (UTC)</th><th class=\"l\">client</th><th class=\"l\">request</th><th class=\"l\">backend</th>\
+             <th>status</th><th class=\"l\">why</th></tr></thead>\n<tbody>\n"
         );
-        for d in self.recent.iter().rev().take(DECISION_ROWS) {
+        let whys = self
+            .why
+            .iter()
+            .rev()
+            .map(Some)
+            .chain(std::iter::repeat(None));
+        for (d, why) in self.recent.iter().rev().take(DECISION_ROWS).zip(whys) {
+            let why = why.and_then(Option::as_ref).map(Explained::text);
             let _ = writeln!(
                 out,
-                "<tr><td>{}</td><td class=\"l\">{}</td>\
-                 <td class=\"l name\">{}{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td>\
+                 <td class=\"l name\">{}{}</td><td>{}</td><td class=\"l why\">{}</td></tr>",
                 clock(d.time),
+                d.client,
                 escape(&d.request),
                 square(self.colour_of(&d.backend)),
                 escape(&d.backend),
-                d.status
+                d.status,
+                escape(why.as_deref().unwrap_or(""))
             );
         }
     }
@@ -494,19 +521,34 @@ impl Status {
         }
         out.push_str("],\"backends_file\":");
         self.file_json(&mut out);
+        self.recent_json(&mut out);
+        out.push('}');
+        out
+    }
+
+    /// `,"recent":[...]`: the decisions, oldest first, each with its `why` (or `null`).
+    fn recent_json(&self, out: &mut String) {
         out.push_str(",\"recent\":[");
         for (i, d) in self.recent.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            let _ = write!(out, "{{\"time_ms\":{},\"request\":", unix_millis(d.time));
-            json_string(&mut out, &d.request);
+            let (time, client) = (unix_millis(d.time), d.client);
+            let _ = write!(
+                out,
+                "{{\"time_ms\":{time},\"client\":\"{client}\",\"request\":"
+            );
+            json_string(out, &d.request);
             out.push_str(",\"backend\":");
-            json_string(&mut out, &d.backend);
-            let _ = write!(out, ",\"status\":{}}}", d.status);
+            json_string(out, &d.backend);
+            let _ = write!(out, ",\"status\":{},\"why\":", d.status);
+            match self.why.get(i).and_then(Option::as_ref) {
+                Some(why) => why.json(out, json_string),
+                None => out.push_str("null"),
+            }
+            out.push('}');
         }
-        out.push_str("]}");
-        out
+        out.push(']');
     }
 }
 
@@ -554,6 +596,11 @@ impl Status {
         }
         out.push('}');
     }
+}
+
+/// A backend's name in the explanations: the demo's (`Red`), else its URL.
+fn name_of(demos: &[DemoRow], b: &Backend) -> String {
+    (demos.iter().find(|d| d.url == b.url)).map_or_else(|| b.url.clone(), |d| d.name.to_string())
 }
 
 /// `12:04:05.123` (UTC).
@@ -666,9 +713,11 @@ mod tests {
     fn decision(millis: u64, request: &str, backend: &str, status: u16) -> Decision {
         Decision {
             time: UNIX_EPOCH + Duration::from_millis(millis),
+            client: std::net::Ipv4Addr::LOCALHOST.into(),
             request: request.into(),
             backend: backend.into(),
             status,
+            why: None,
         }
     }
 
@@ -682,6 +731,13 @@ mod tests {
                 row(1, State::Down("connection refused <x>".into())),
                 row(2, State::Draining),
             ],
+            why: vec![Some(Explained {
+                strategy: "round-robin",
+                reason: "round robin: next after Green".into(),
+                skipped: vec![(0, "Red".into(), "DOWN", "Red: DOWN, refused".into())],
+                more: 0,
+                panic: false,
+            })],
             recent: vec![decision(
                 1_795_606_219_042,
                 "GET /a\"<b>",
@@ -735,8 +791,11 @@ mod tests {
              \"p50_seconds\":0.0005,\"p99_seconds\":null}],\
              \"demos\":[{\"name\":\"Red\",\"url\":\"http://127.0.0.1:8001\",\"colour\":\"red\",\
              \"drill\":\"ok: answering normally\"}],\"backends_file\":null,\
-             \"recent\":[{\"time_ms\":1795606219042,\"request\":\"GET /a\\\"<b>\",\
-             \"backend\":\"http://127.0.0.1:8002\",\"status\":200}]}"
+             \"recent\":[{\"time_ms\":1795606219042,\"client\":\"127.0.0.1\",\"request\":\"GET /a\\\"<b>\",\
+             \"backend\":\"http://127.0.0.1:8002\",\"status\":200,\"why\":{\"strategy\":\"round-robin\",\
+             \"reason\":\"round robin: next after Green\",\"panic\":false,\"skipped\":[{\"id\":0,\
+             \"name\":\"Red\",\"state\":\"DOWN\",\"reason\":\"Red: DOWN, refused\"}],\"more_skipped\":0,\
+             \"text\":\"round robin: next after Green; skipped Red: DOWN, refused\"}}]}"
         );
     }
 
@@ -762,8 +821,20 @@ mod tests {
         assert!(html.contains("<td class=\"l drill\">ok: answering normally</td>"));
         assert!(html.contains("&le; 0.5 ms"));
         // The decision: escaped, in the colour of the backend that took it, with its time.
-        assert!(html.contains("<td>11:30:19.042</td><td class=\"l\">GET /a&quot;&lt;b&gt;</td>"));
+        assert!(html.contains(
+            "<td>11:30:19.042</td><td class=\"l\">127.0.0.1</td>\
+             <td class=\"l\">GET /a&quot;&lt;b&gt;</td>"
+        ));
         assert!(html.contains("fill=\"blue\"/></svg>http://127.0.0.1:8002</td><td>200</td>"));
+        // Why, in its column.
+        assert!(html.contains(
+            "<td class=\"l why\">round robin: next after Green; skipped Red: DOWN, refused</td>"
+        ));
+        // The demo's lab controls: the strategy (the current one selected) and each weight.
+        assert!(html.contains("<form method=\"post\" action=\"/strategy\">"));
+        assert!(html.contains("<option selected>round-robin</option><option>weighted</option>"));
+        assert!(html.contains("action=\"/backends/0/weight\"><label>Red weight"));
+        assert!(html.contains("action=\"/backends/2/weight\"><label>#2 weight"));
     }
 
     #[test]

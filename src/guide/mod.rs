@@ -65,12 +65,20 @@ pub mod operations {
     #![doc = include_str!("operations.md")]
 }
 
+pub mod behind_a_tls_terminator {
+    #![doc = include_str!("behind_a_tls_terminator.md")]
+}
+
 pub mod many_copies {
     #![doc = include_str!("many_copies.md")]
 }
 
 pub mod drills {
     #![doc = include_str!("drills.md")]
+}
+
+pub mod lab {
+    #![doc = include_str!("lab.md")]
 }
 
 pub mod performance {

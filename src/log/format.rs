@@ -25,33 +25,9 @@
 //! none was tried.
 
 use super::{Record, TextCache, push_number};
+pub use crate::config::LogFormat;
 use crate::time;
 use std::time::Duration;
-
-/// The formats of `--access-log-format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// The console line the README shows (the default): close to `combined`, easy to read.
-    Console,
-    /// nginx's `combined`, with the backend, the timings and the request id after it.
-    Combined,
-    /// One JSON object per line (JSON Lines).
-    Json,
-}
-
-impl LogFormat {
-    /// Every format with its flag name.
-    pub const ALL: [(LogFormat, &'static str); 3] = [
-        (LogFormat::Console, "console"),
-        (LogFormat::Combined, "combined"),
-        (LogFormat::Json, "json"),
-    ];
-
-    /// Does the format write `Referer` and `User-Agent` (so the proxy must keep them)?
-    pub fn wants_agent(self) -> bool {
-        self != LogFormat::Console
-    }
-}
 
 /// Appends one `combined` line.
 pub(super) fn combined(out: &mut String, cache: &mut TextCache, r: &Record<'_>, target: &str) {
@@ -201,6 +177,8 @@ mod tests {
             request_id: Some("4f0c9d"),
             upstream: Some(Duration::from_micros(900)),
             local: false,
+            why: None,
+            explained: "",
         }
     }
 

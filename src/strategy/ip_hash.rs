@@ -13,10 +13,13 @@
 //! the hash mapped into (0, 1), so a backend of weight 2 wins about twice the clients. With
 //! equal weights this is the plain highest-hash rule.
 //!
-//! The key is the address of the TCP peer. Behind another proxy every client has that proxy's
-//! address; a balancer that trusts an `X-Forwarded-For` it did not write lets any client
-//! pick its backend, so this one does not.
+//! The key is the client's address: the TCP peer's, or the client a `--trusted-proxy` peer
+//! names in `X-Forwarded-For`, or a PROXY protocol header's source (see
+//! [`crate::trust`]). Behind another proxy every client would otherwise have that proxy's
+//! address; an `X-Forwarded-For` from anyone else is not believed, since it would let any
+//! client pick its backend.
 
+use super::explain::{Choice, Reason};
 use super::{Key, Strategy, hash64};
 use crate::backend::Backend;
 use std::net::IpAddr;
@@ -42,19 +45,22 @@ pub fn score(ip: IpAddr, backend: &Backend) -> f64 {
 }
 
 impl Strategy for IpHash {
-    fn pick(
+    fn choose(
         &self,
         backends: &[Arc<Backend>],
         key: &Key,
         usable: &dyn Fn(&Backend) -> bool,
-    ) -> Option<usize> {
+    ) -> Option<Choice> {
         backends
             .iter()
             .enumerate()
             .filter(|(_, b)| usable(b))
             .map(|(i, b)| (i, score(key.client_ip, b)))
             .max_by(|(_, x), (_, y)| x.total_cmp(y))
-            .map(|(i, _)| i)
+            .map(|(index, _)| Choice {
+                index,
+                reason: Reason::IpHash,
+            })
     }
 }
 

@@ -12,6 +12,10 @@
 //!   the balancer sent;
 //! - no panic anywhere, and the balancer still answers a control request at the end.
 //!
+//! The same runs again with `--proxy-protocol` and a PROXY header (v1 or v2, now and then
+//! mutated too) in front of every request: the header's bytes must never leak into a
+//! request, and a broken header must close the connection without forwarding anything.
+//!
 //! The generator is a splitmix64 PRNG with a fixed seed, so a failure names the iteration and
 //! reproduces: set `FUZZ_SEED` to try others, `FUZZ_ITERATIONS` for a longer run.
 
@@ -208,24 +212,91 @@ fn exchange_once(addr: SocketAddr, request: &[u8], half_close: bool) -> Result<V
 }
 
 /// Is this head one the balancer wrote? Only the balancer adds its `Via` entry and the
-/// client's address to `X-Forwarded-For`; the fuzzed clients never send either field.
-fn written_by_balancer(head: &str) -> bool {
+/// client's address to `X-Forwarded-For` (127.0.0.1, or the address a PROXY header gave);
+/// the fuzzed clients never send either field.
+fn written_by_balancer(head: &str, proxied: bool) -> bool {
     let via = fields(head, "via");
     let xff = fields(head, "x-forwarded-for");
+    let client_ok = match &xff[..] {
+        [one] if proxied => one.parse::<std::net::IpAddr>().is_ok(),
+        [one] => one == "127.0.0.1",
+        _ => false,
+    };
     head.ends_with("\r\n\r\n")
         && via.len() == 1
         && via[0].starts_with("1.1 load-balancer-")
-        && xff == ["127.0.0.1"]
+        && client_ok
         && !head[..head.len() - 2].contains("\r\n\r\n")
+}
+
+/// A PROXY header for a fuzzed request: v1 or v2 (IPv4, IPv6, with TLVs, `LOCAL`), now and
+/// then mutated like the requests.
+fn proxy_header(rng: &mut Rng) -> Vec<u8> {
+    let v2 = |command: u8, family: u8, body: &[u8]| {
+        let mut out = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+        out.extend_from_slice(&[0x20 | command, family]);
+        out.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        out.extend_from_slice(body);
+        out
+    };
+    let ipv4 = [
+        203,
+        0,
+        113,
+        rng.below(256) as u8,
+        127,
+        0,
+        0,
+        1,
+        0x9c,
+        0x40,
+        0x01,
+        0xbb,
+    ];
+    let mut ipv6 = [0u8; 36];
+    ipv6[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+    ipv6[15] = rng.below(256) as u8;
+    ipv6[31] = 1;
+    let ssl = [0x20, 0x00, 0x05, 0x01, 0, 0, 0, 0];
+    let header = match rng.below(6) {
+        0 => format!(
+            "PROXY TCP4 203.0.113.{} 127.0.0.1 40000 80\r\n",
+            rng.below(256)
+        )
+        .into_bytes(),
+        1 => b"PROXY TCP6 2001:db8::7 ::1 40000 80\r\n".to_vec(),
+        2 => v2(1, 0x11, &ipv4),
+        3 => v2(1, 0x11, &[&ipv4[..], &ssl].concat()),
+        4 => v2(1, 0x21, &ipv6),
+        _ => v2(0, 0x00, &[]),
+    };
+    if rng.one_in(8) {
+        mutate(rng, &header)
+    } else {
+        header
+    }
 }
 
 #[test]
 fn seeded_mutations_never_panic_hang_or_smuggle() {
+    fuzz_requests(false, ITERATIONS);
+}
+
+#[test]
+fn seeded_mutations_behind_a_proxy_header() {
+    fuzz_requests(true, ITERATIONS / 2);
+}
+
+/// Sends seeded mutations of the seed requests through a balancer (`proxied`: with
+/// `--proxy-protocol`, a PROXY header in front of each) and checks what the module's doc
+/// says must hold.
+fn fuzz_requests(proxied: bool, default_iterations: usize) {
     let panics_before = fuzz::balancer_panics();
     let seed = fuzz::seed(0x5EED_CAFE);
-    let iterations = fuzz::iterations(ITERATIONS);
+    let iterations = fuzz::iterations(default_iterations);
     eprintln!(
-        "fuzz (requests): seed {seed:#x} (replay: FUZZ_SEED={seed:#x}), {iterations} iterations"
+        "fuzz (requests, proxied: {proxied}): seed {seed:#x} (replay: FUZZ_SEED={seed:#x}), \
+         {iterations} iterations"
     );
 
     // Every head the backend receives is kept; each request gets a short `200`.
@@ -239,12 +310,21 @@ fn seeded_mutations_never_panic_hang_or_smuggle() {
     c.max_body = Some(1 << 20);
     // Failures (there are some: cut bodies) must not take the only backend out of rotation.
     c.max_fails = u32::MAX;
+    c.proxy_protocol = proxied;
     let lb = start(c);
+    let front = move |rng: &mut Rng, request: &[u8]| -> Vec<u8> {
+        if proxied {
+            [proxy_header(rng), request.to_vec()].concat()
+        } else {
+            request.to_vec()
+        }
+    };
     let addr = lb.addr();
 
     // The seeds as they are: none of the hidden requests may reach the backend.
+    let mut rng = Rng(seed);
     for (i, request) in seeds().iter().enumerate() {
-        let answer = exchange_once(addr, request, true).unwrap();
+        let answer = exchange_once(addr, &front(&mut rng, request), true).unwrap();
         check_responses(&answer)
             .unwrap_or_else(|e| panic!("seed {i}: {e}: {:?}", String::from_utf8_lossy(&answer)));
     }
@@ -264,7 +344,8 @@ fn seeded_mutations_never_panic_hang_or_smuggle() {
                 let mut statuses = Vec::new();
                 for i in 0..iterations / WORKERS {
                     let base = rng.pick(&seeds).clone();
-                    let request = mutate(&mut rng, &base);
+                    let mutated = mutate(&mut rng, &base);
+                    let request = front(&mut rng, &mutated);
                     // Mostly half-closed; now and then the client just stops and waits,
                     // so the header and idle timeouts end the exchange.
                     let half_close = rng.below(40) != 0;
@@ -316,7 +397,7 @@ fn seeded_mutations_never_panic_hang_or_smuggle() {
     let heads = backend.heads();
     for head in &heads {
         assert!(
-            written_by_balancer(head),
+            written_by_balancer(head, proxied),
             "a head the balancer did not write: {head:?}"
         );
     }
@@ -327,7 +408,14 @@ fn seeded_mutations_never_panic_hang_or_smuggle() {
         heads.len()
     );
     // Still answering, nothing left hanging, no panic anywhere.
-    let (status, body) = get(&format!("http://{addr}/control"));
+    let (status, body) = if proxied {
+        let control = b"PROXY TCP4 203.0.113.1 127.0.0.1 1 80\r\n\
+                        GET /control HTTP/1.1\r\nHost: x\r\n\r\n";
+        let answer = String::from_utf8(exchange_once(addr, control, true).unwrap()).unwrap();
+        (status_of(&answer), split_answer(&answer).1.to_string())
+    } else {
+        get(&format!("http://{addr}/control"))
+    };
     assert_eq!((status, body.as_str()), (200, "ok"));
     wait_idle(&lb);
     assert_eq!(

@@ -10,6 +10,7 @@ mod admin_access;
 mod admin_hardening;
 mod backends_file;
 mod basics;
+mod behind_a_terminator;
 mod bench;
 mod chapter;
 mod drain;
@@ -22,6 +23,7 @@ mod hardening;
 mod health;
 mod hygiene;
 mod keepalive;
+mod lab;
 mod performance;
 mod rejects;
 #[cfg(unix)]
