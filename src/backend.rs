@@ -10,8 +10,10 @@
 
 use crate::config::BackendSpec;
 use crate::conn::{BufConn, Timeouts};
+use crate::digest::hmac_sha256;
 use crate::health::{Change, Health};
 use crate::metrics::BackendStats;
+use crate::secret::Secret;
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
@@ -37,9 +39,13 @@ pub struct Backend {
     pub id: usize,
     /// `http://HOST:PORT`, as shown in logs and metrics.
     pub url: String,
-    /// A stable 64-bit name of this backend, a hash of its URL ([`hash64`]): it names the
-    /// backend without showing its address (the affinity cookie carries it), and stays the
-    /// same across restarts. Computed once, here.
+    /// A stable 64-bit name of this backend, a hash of its URL: it names the backend in the
+    /// affinity cookie, and stays the same across restarts and in every copy that lists the
+    /// same URL. Computed once, here. Without a key ([`Backend::keyed`]) it is [`hash64`], which
+    /// anyone can compute for a guessed URL, so the cookie can be matched to an address by
+    /// trying candidates; with `--cookie-secret-file` it is the first 64 bits of
+    /// HMAC-SHA-256(key, URL) ([`crate::digest::hmac_sha256`]), which cannot be matched
+    /// without the key.
     pub tag: u64,
     /// The address connected to.
     pub addr: SocketAddr,
@@ -62,10 +68,22 @@ pub struct Backend {
 impl Backend {
     /// A backend from its command-line spec, up and with an empty pool.
     pub fn new(id: usize, spec: &BackendSpec) -> Backend {
+        Backend::keyed(id, spec, None)
+    }
+
+    /// [`Backend::new`], with its [`Backend::tag`] keyed by `key` when given.
+    pub fn keyed(id: usize, spec: &BackendSpec, key: Option<&Secret>) -> Backend {
+        let tag = match key {
+            Some(key) => {
+                let mac = hmac_sha256(key.bytes(), spec.url.as_bytes());
+                u64::from_be_bytes(mac[..8].try_into().unwrap_or_default())
+            }
+            None => hash64(spec.url.as_bytes()),
+        };
         Backend {
             id,
             url: spec.url.clone(),
-            tag: hash64(spec.url.as_bytes()),
+            tag,
             addr: spec.addr,
             weight: AtomicU32::new(spec.weight),
             health: Health::new(),

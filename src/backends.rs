@@ -21,6 +21,7 @@ use crate::health::Policy;
 use crate::http::Header;
 use crate::metrics::inc;
 use crate::retry::Failure;
+use crate::secret::Secret;
 use crate::strategy::explain::{SkipCode, Why};
 use crate::strategy::{self, Key, Strategy};
 use std::cell::Cell;
@@ -43,16 +44,29 @@ pub struct Backends {
     strategies: [Box<dyn Strategy>; StrategyKind::ALL.len()],
     current: AtomicUsize,
     policy: Policy,
+    /// The key of the backends' tags (`--cookie-secret-file`, see [`Backend::tag`]).
+    tag_key: Option<Secret>,
 }
 
 impl Backends {
     /// The backends of the command line, numbered from 0, picked by `strategy` (until
     /// [`Backends::set_strategy`]), taken out of rotation by `policy`.
     pub fn new(specs: &[BackendSpec], strategy: StrategyKind, policy: Policy) -> Backends {
+        Backends::keyed(specs, strategy, policy, None)
+    }
+
+    /// [`Backends::new`], with every backend's [`Backend::tag`] keyed by `tag_key`, the ones
+    /// added later too.
+    pub fn keyed(
+        specs: &[BackendSpec],
+        strategy: StrategyKind,
+        policy: Policy,
+        tag_key: Option<Secret>,
+    ) -> Backends {
         let list: Vec<_> = specs
             .iter()
             .enumerate()
-            .map(|(i, s)| Arc::new(Backend::new(i, s)))
+            .map(|(i, s)| Arc::new(Backend::keyed(i, s, tag_key.as_ref())))
             .collect();
         Backends {
             next_id: AtomicUsize::new(list.len()),
@@ -60,6 +74,7 @@ impl Backends {
             strategies: StrategyKind::ALL.map(|(kind, _)| strategy::build(kind)),
             current: AtomicUsize::new(position(strategy)),
             policy,
+            tag_key,
         }
     }
 
@@ -136,7 +151,7 @@ impl Backends {
     /// A new backend for `spec`, with the next id (ids are never reused in one run).
     fn create(&self, spec: &BackendSpec) -> Arc<Backend> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        Arc::new(Backend::new(id, spec))
+        Arc::new(Backend::keyed(id, spec, self.tag_key.as_ref()))
     }
 
     /// The backend with this id, if present.

@@ -5,7 +5,8 @@
 //! backend costs a client a retry before it is taken out, and a backend that is out comes back
 //! only when a trial request happens to go there. With `--health-check PATH`, this thread
 //! sends `GET PATH` to every backend each `--health-interval`; any `2xx` or `3xx` answer within
-//! `--health-timeout` passes (HAProxy's `option httpchk` rule), anything else fails. `--fall`
+//! `--health-timeout` passes (HAProxy's `option httpchk` rule; `--health-status` names other
+//! statuses, `--health-host` the `Host` a virtual host answers to), anything else fails. `--fall`
 //! failures in a row take the backend out, `--rise` passes bring it back, even with no client
 //! traffic at all (HAProxy's `inter 2s rise 2 fall 3`).
 //!
@@ -18,6 +19,7 @@
 
 use crate::backend::Backend;
 use crate::backends::Backends;
+use crate::http::statuses::StatusSet;
 use crate::http::{Parse, response};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -42,6 +44,10 @@ pub struct Checks {
     pub rise: u32,
     /// Failed probes in a row that take a backend out.
     pub fall: u32,
+    /// The `Host` of the probes (`--health-host`); `None`: the backend's `HOST:PORT`.
+    pub host: Option<String>,
+    /// The statuses that pass (`--health-status`, default `200-399`).
+    pub statuses: StatusSet,
 }
 
 /// A running checker. [`Checker::stop`] (or dropping it) stops and joins its thread.
@@ -141,7 +147,7 @@ fn run(backends: &Backends, checks: &Checks, stop: &Stop) {
 
 /// Probes one backend, counts the result, and prints a change of state.
 fn check(backend: &Backend, checks: &Checks) {
-    let result = probe(backend, &checks.path, checks.timeout);
+    let result = probe(backend, checks);
     if let Some(change) = backend
         .health
         .record_check(result, checks.rise, checks.fall)
@@ -150,11 +156,13 @@ fn check(backend: &Backend, checks: &Checks) {
     }
 }
 
-/// One health check: `GET path` on a new connection, within `timeout` in all.
+/// One health check: `GET path` on a new connection with the `Host` of `checks`, within its
+/// timeout in all; it passes when the status is one of `checks.statuses`.
 ///
 /// # Errors
 /// Why the check failed, in words for the console: "connection refused", "status 500", ...
-pub fn probe(backend: &Backend, path: &str, timeout: Duration) -> Result<(), String> {
+pub fn probe(backend: &Backend, checks: &Checks) -> Result<(), String> {
+    let (path, timeout) = (&checks.path, checks.timeout);
     let deadline = Instant::now() + timeout;
     let late = || format!("no answer within {timeout:?} (--health-timeout)");
     let mut stream =
@@ -165,7 +173,10 @@ pub fn probe(backend: &Backend, path: &str, timeout: Duration) -> Result<(), Str
         })?;
     // Time left before the deadline; `None` once it has passed.
     let left = || Some(deadline.saturating_duration_since(Instant::now())).filter(|d| !d.is_zero());
-    let host = backend.url.strip_prefix("http://").unwrap_or(&backend.url);
+    let host = match &checks.host {
+        Some(host) => host,
+        None => backend.url.strip_prefix("http://").unwrap_or(&backend.url),
+    };
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\nConnection: close\r\n\r\n"
     );
@@ -181,7 +192,7 @@ pub fn probe(backend: &Backend, path: &str, timeout: Duration) -> Result<(), Str
     let mut chunk = [0u8; 1024];
     loop {
         match response::parse(&buf).map_err(|e| e.why.to_string())? {
-            Parse::Complete { head, .. } if (200..400).contains(&head.status) => return Ok(()),
+            Parse::Complete { head, .. } if checks.statuses.contains(head.status) => return Ok(()),
             Parse::Complete { head, .. } => return Err(format!("status {}", head.status)),
             // (A head over MAX_HEAD is an error from the parser.)
             Parse::Partial => {}

@@ -88,8 +88,10 @@ pub struct Config {
     /// `--admin` was given: failing to bind it stops start-up. The default address is only a
     /// convenience: if it is taken (another balancer runs), the balancer starts without it.
     pub admin_required: bool,
-    /// Token every admin request must carry (`--admin-token`): as a bearer token, or as the
-    /// password of HTTP Basic credentials.
+    /// The admin listener's Unix socket (`--admin unix:PATH`); then `admin` is `None`.
+    pub admin_unix: Option<PathBuf>,
+    /// Token every admin request must carry (`--admin-token-file`, or `--admin-token`): as a
+    /// bearer token, or as the password of HTTP Basic credentials.
     pub admin_token: Option<String>,
     /// The host name `--admin` was given with (`--admin ops.internal:9001`), lowercase; `None`
     /// for an IP address. Admin requests must name the listener by an IP address,
@@ -104,6 +106,17 @@ pub struct Config {
     /// How often the backends file is checked for a change (`--backends-file-interval`): its
     /// modification time, size and inode, not its content.
     pub backends_file_interval: Duration,
+    /// The access log's format (`--access-log-format`).
+    pub access_log_format: LogFormat,
+    /// Give every request an `X-Request-Id` (`--request-id`, [`crate::request_id`]).
+    pub request_id: bool,
+    /// The `Host` of health checks (`--health-host`); `None`: the backend's `HOST:PORT`.
+    pub health_host: Option<String>,
+    /// The statuses a health check passes with (`--health-status`).
+    pub health_status: crate::http::statuses::StatusSet,
+    /// The key of the sticky cookie (`--cookie-secret-file`): the cookie is then an HMAC of the
+    /// backend's URL ([`crate::backend::Backend::tag`]); `None`: an unkeyed hash.
+    pub cookie_secret: Option<crate::secret::Secret>,
     /// Peers whose forwarding fields are believed (`--trusted-proxy`, repeatable; nginx's
     /// `set_real_ip_from`); from them, also a PROXY header. Empty: nobody's.
     pub trusted_proxies: Vec<Cidr>,
@@ -144,11 +157,17 @@ impl Default for Config {
                     .expect("the default admin address parses"),
             ),
             admin_required: false,
+            admin_unix: None,
             admin_token: None,
             admin_name: None,
             drain_timeout: Duration::from_secs(10),
             backends_file: None,
             backends_file_interval: Duration::from_secs(1),
+            access_log_format: LogFormat::Console,
+            request_id: true,
+            health_host: None,
+            health_status: crate::http::statuses::StatusSet::default(),
+            cookie_secret: None,
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
         }
@@ -268,6 +287,31 @@ impl StrategyKind {
     }
 }
 
+/// The formats of `--access-log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// The console line the README shows (the default): close to `combined`, easy to read.
+    Console,
+    /// nginx's `combined`, with the backend, the timings and the request id after it.
+    Combined,
+    /// One JSON object per line (JSON Lines).
+    Json,
+}
+
+impl LogFormat {
+    /// Every format with its flag name.
+    pub const ALL: [(LogFormat, &'static str); 3] = [
+        (LogFormat::Console, "console"),
+        (LogFormat::Combined, "combined"),
+        (LogFormat::Json, "json"),
+    ];
+
+    /// Does the format write `Referer` and `User-Agent` (so the proxy must keep them)?
+    pub fn wants_agent(self) -> bool {
+        self != LogFormat::Console
+    }
+}
+
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Command {
@@ -374,6 +418,16 @@ pub const FLAGS: &[Flag] = &[
                     "unknown strategy {v:?} (round-robin, weighted, least-conn, ip-hash, cookie)"
                 )
             })?;
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--cookie-secret-file",
+        value: Some("PATH"),
+        default: "none",
+        help: "key of the sticky cookie (mode 0600, 16+ bytes): the cookie is an HMAC of the backend, not a plain hash",
+        apply: |c, v| {
+            c.cookie_secret = Some(crate::secret::read_cookie_secret(std::path::Path::new(v))?);
             Ok(())
         },
     },
@@ -501,6 +555,30 @@ pub const FLAGS: &[Flag] = &[
         },
     },
     Flag {
+        name: "--health-host",
+        value: Some("NAME"),
+        default: "the backend's HOST:PORT",
+        help: "the Host of health checks (a virtual host answers only for its name)",
+        apply: |c, v| {
+            let ok = |b: u8| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b);
+            if v.is_empty() || !v.bytes().all(ok) {
+                return Err("must be a host name, with an optional :PORT".into());
+            }
+            c.health_host = Some(v.to_string());
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--health-status",
+        value: Some("LIST"),
+        default: "200-399",
+        help: "the statuses a health check passes with, e.g. 200-399,401",
+        apply: |c, v| {
+            c.health_status = crate::http::statuses::StatusSet::parse(v)?;
+            Ok(())
+        },
+    },
+    Flag {
         name: "--health-interval",
         value: Some("DUR"),
         default: "2s",
@@ -544,11 +622,32 @@ pub const FLAGS: &[Flag] = &[
         name: "--admin",
         value: Some("ADDR"),
         default: DEFAULT_ADMIN,
-        help: "address of the admin listener (metrics, status page, backend API), or off",
+        help: "address of the admin listener (metrics, status page, backend API), unix:PATH for a 0600 socket, or off",
         apply: |c, v| {
-            c.admin = if v == "off" { None } else { Some(resolve(v)?) };
-            c.admin_required = c.admin.is_some();
-            c.admin_name = admin_name(v);
+            c.admin_unix = v.strip_prefix("unix:").map(PathBuf::from);
+            if c.admin_unix
+                .as_ref()
+                .is_some_and(|p| p.as_os_str().is_empty())
+            {
+                return Err("needs the path of the socket: unix:/run/lb/admin.sock".into());
+            }
+            c.admin = match v {
+                "off" => None,
+                _ if c.admin_unix.is_some() => None,
+                _ => Some(resolve(v)?),
+            };
+            c.admin_required = v != "off";
+            c.admin_name = admin_name(v).filter(|_| c.admin.is_some());
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--admin-token-file",
+        value: Some("PATH"),
+        default: "none",
+        help: "admin requests need the token in this file (mode 0600; Bearer, or as a Basic password)",
+        apply: |c, v| {
+            c.admin_token = Some(crate::secret::read_token_file(std::path::Path::new(v))?);
             Ok(())
         },
     },
@@ -556,12 +655,25 @@ pub const FLAGS: &[Flag] = &[
         name: "--admin-token",
         value: Some("TOKEN"),
         default: "none",
-        help: "admin requests need this token (Bearer, or as a Basic password)",
+        help: "the token as a value: every user sees it in ps; use --admin-token-file",
         apply: |c, v| {
             if v.is_empty() || v.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
                 return Err("the token must be visible ASCII characters, without spaces".into());
             }
             c.admin_token = Some(v.to_string());
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--access-log-format",
+        value: Some("NAME"),
+        default: "console",
+        help: "console (the line shown in the README), combined (nginx's) or json (JSON Lines)",
+        apply: |c, v| {
+            let found = LogFormat::ALL.iter().find(|(_, n)| *n == v);
+            c.access_log_format = found
+                .map(|(f, _)| *f)
+                .ok_or_else(|| format!("unknown format {v:?} (console, combined, json)"))?;
             Ok(())
         },
     },
@@ -572,6 +684,20 @@ pub const FLAGS: &[Flag] = &[
         help: "believe X-Forwarded-For/-Proto/-Host and Forwarded from peers in this range (10.0.0.0/8, ::1); repeat for more",
         apply: |c, v| {
             c.trusted_proxies.push(Cidr::parse(v)?);
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--request-id",
+        value: Some("on|off"),
+        default: "on",
+        help: "give each request an X-Request-Id (kept from the client when sane), sent to the backend, returned and logged",
+        apply: |c, v| {
+            c.request_id = match v {
+                "on" => true,
+                "off" => false,
+                _ => return Err("must be on or off".into()),
+            };
             Ok(())
         },
     },
@@ -680,6 +806,13 @@ fn check(config: &mut Config, given: &[&str]) -> Result<(), String> {
         }
         _ => {}
     }
+    for flag in ["--health-host", "--health-status"] {
+        if given.contains(&flag) && config.health_check.is_none() {
+            return Err(format!(
+                "{flag} needs --health-check PATH (it shapes the active checks)"
+            ));
+        }
+    }
     if let Some(own) = config
         .backends
         .iter()
@@ -696,7 +829,7 @@ fn check(config: &mut Config, given: &[&str]) -> Result<(), String> {
         && config.admin_token.is_none()
     {
         return Err(format!(
-            "--admin {admin}: a non-loopback admin address needs --admin-token"
+            "--admin {admin}: a non-loopback admin address needs --admin-token-file"
         ));
     }
     Ok(())
@@ -902,6 +1035,9 @@ mod tests {
                 "--backends-file-interval 10ms",
             ),
             (&["stray"], "unexpected argument"),
+            (&["--health-status", "200-"], "--health-status 200-"),
+            (&["--health-host", "a b"], "--health-host a b"),
+            (&["--health-host", "app.example"], "needs --health-check"),
             (&["--admin", "0.0.0.0:9001"], "--admin-token"),
             (
                 &["--health-interval", "2s", "--health-timeout", "5s"],

@@ -47,8 +47,13 @@ impl Shared {
         };
         Shared {
             timeouts: Timeouts::of(&config),
-            backends: Arc::new(Backends::new(&config.backends, config.strategy, policy)),
-            log: AccessLog::new(config.quiet),
+            backends: Arc::new(Backends::keyed(
+                &config.backends,
+                config.strategy,
+                policy,
+                config.cookie_secret.clone(),
+            )),
+            log: AccessLog::new(config.quiet, config.access_log_format),
             stats: Arc::default(),
             via: via_entry(config.listen, std::process::id(), SystemTime::now()),
             file: config

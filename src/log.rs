@@ -8,12 +8,17 @@
 //! 127.0.0.1 - - [25/Nov/2026:11:30:19 +0000] "GET / HTTP/1.1" 200 51 backend=http://127.0.0.1:8001 time=0.412ms
 //! ```
 //!
-//! client address, time (UTC), request line, status, body bytes sent, the backend that answered
-//! (`-` when the balancer answered itself), and the time from the request head to the end of the
-//! response. Lines are collected in memory and written every [`FLUSH_INTERVAL`] by one thread,
+//! client address, time (UTC), request line, status, body bytes sent, the backends tried (the
+//! one that answered; those that failed when the balancer answered itself; `-` when none was),
+//! and the time from the request head to the end of the response. That is the `console`
+//! format; `--access-log-format` also offers nginx's `combined` and JSON Lines ([`mod@format`]). Lines are collected in memory and written every [`FLUSH_INTERVAL`] by one thread,
 //! so a busy balancer makes one `write` for many requests, not one per request.
 
+pub mod format;
+
 use crate::strategy::explain::Why;
+pub use format::LogFormat;
+
 use crate::time;
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -50,10 +55,23 @@ pub struct Record<'a> {
     pub status: u16,
     /// Body bytes sent to the client.
     pub bytes: u64,
-    /// The backend that answered, or `None` for the balancer's own answers.
+    /// The backends tried, in order, separated by commas: the one that answered last; when
+    /// the balancer answered itself (`502`, `503`, `504`), those that failed. `None`: none was
+    /// tried.
     pub backend: Option<&'a str>,
     /// Time from the head to the end of the response.
     pub duration: Duration,
+    /// The `Referer`, for the formats that write it (see [`LogFormat::wants_agent`]).
+    pub referer: Option<&'a str>,
+    /// The `User-Agent`, likewise.
+    pub user_agent: Option<&'a str>,
+    /// The request's id (`X-Request-Id`), unless `--request-id off`.
+    pub request_id: Option<&'a str>,
+    /// Time spent with backends: from the first attempt to the end of the response, or to
+    /// the last failure. `None`: none was tried.
+    pub upstream: Option<Duration>,
+    /// The balancer answered itself (no backend's response was relayed).
+    pub local: bool,
     /// Why the request went where it went (`None` for the balancer's own answers).
     pub why: Option<&'a Why>,
     /// That reason in words, for the line (`--explain`); empty: not written.
@@ -81,6 +99,7 @@ pub struct Decision {
 #[derive(Debug)]
 pub struct AccessLog {
     quiet: bool,
+    format: LogFormat,
     inner: Mutex<Inner>,
 }
 
@@ -131,10 +150,11 @@ impl TextCache {
 }
 
 impl AccessLog {
-    /// A log that prints lines unless `quiet`; decisions are kept either way.
-    pub fn new(quiet: bool) -> AccessLog {
+    /// A log that prints lines in `format` unless `quiet`; decisions are kept either way.
+    pub fn new(quiet: bool, format: LogFormat) -> AccessLog {
         AccessLog {
             quiet,
+            format,
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -153,7 +173,11 @@ impl AccessLog {
         } else {
             LINE.with_borrow_mut(|(line, cache)| {
                 line.clear();
-                write_line(line, cache, r, &target);
+                match self.format {
+                    LogFormat::Console => write_line(line, cache, r, &target),
+                    LogFormat::Combined => format::combined(line, cache, r, &target),
+                    LogFormat::Json => format::json(line, r, &target),
+                }
                 self.decide(r, &target).append(line);
             });
         }
@@ -182,9 +206,18 @@ impl AccessLog {
         decision.request.clear();
         decision.request.push_str(r.method);
         decision.request.push(' ');
-        decision.request.push_str(target);
+        // Without the query: it may hold a secret (`?token=...`), and the status page
+        // shows decisions to anyone who may read it.
+        decision
+            .request
+            .push_str(target.split('?').next().unwrap_or(target));
         decision.backend.clear();
-        decision.backend.push_str(r.backend.unwrap_or("-"));
+        // The backend that answered (the last one tried), or `-` when the balancer did.
+        let last = r
+            .backend
+            .filter(|_| !r.local)
+            .and_then(|l| l.rsplit(',').next());
+        decision.backend.push_str(last.unwrap_or("-"));
         inner.recent.push_back(decision);
         Locked(inner)
     }
@@ -330,6 +363,11 @@ mod tests {
             bytes: 51,
             backend: Some("http://127.0.0.1:8001"),
             duration: Duration::from_micros(412),
+            referer: None,
+            user_agent: None,
+            request_id: None,
+            upstream: None,
+            local: false,
             why: None,
             explained: "",
         };
@@ -372,7 +410,7 @@ mod tests {
         assert!(lines[2].starts_with("10.0.0.2 - - [01/Jan/1970:00:01:01 +0000]"));
         assert!(lines[2].ends_with(" time=1.000ms"), "{}", lines[2]);
 
-        let log = AccessLog::new(true);
+        let log = AccessLog::new(true, LogFormat::Console);
         for _ in 0..RECENT_DECISIONS + 5 {
             log.record(&r);
         }

@@ -26,6 +26,14 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Command::Run(mut config)) => match read_backends_file(&mut config) {
+            Ok(()) if token_on_command_line() => {
+                eprintln!(
+                    "warning: --admin-token shows the token to every user of this machine \
+                     (ps, /proc/PID/cmdline): put it in a file of mode 0600 and pass \
+                     --admin-token-file PATH"
+                );
+                run(*config)
+            }
             Ok(()) => run(*config),
             Err(message) => {
                 eprintln!("error: --backends-file {message}");
@@ -37,6 +45,11 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Was the admin token given as a value on the command line (which `ps` shows)?
+fn token_on_command_line() -> bool {
+    std::env::args().any(|a| a == "--admin-token" || a.starts_with("--admin-token="))
 }
 
 /// With `--backends-file`, its list is the backend list at start. A bad file is a bad flag
@@ -110,6 +123,13 @@ fn run(mut config: Config) -> ExitCode {
     );
     if let Some(admin) = balancer.admin_addr() {
         println!("[Admin] Status page at http://{admin}/status");
+    }
+    if let Some(path) = balancer.admin_socket() {
+        println!(
+            "[Admin] On the socket {} (mode 0600): curl --unix-socket {} http://lb/status.json",
+            path.display(),
+            path.display()
+        );
     }
     if !fleet.backends.is_empty() && std::io::stdin().is_terminal() {
         start_console(Arc::clone(&fleet));

@@ -7,6 +7,7 @@
 //! class, connection errors, retries, bytes, active requests, time per request).
 
 pub mod history;
+pub mod process;
 pub mod prometheus;
 
 use history::{History, current_second};
@@ -167,6 +168,47 @@ pub struct ServerStats {
     pub requests: AtomicU64,
     /// Requests answered by the balancer itself (error pages), by no backend.
     pub local_responses: AtomicU64,
+    /// The same, by status ([`ServerStats::count_local`]).
+    pub local_by_code: LocalCodes,
+}
+
+impl ServerStats {
+    /// Counts an answer the balancer wrote itself, with its status.
+    pub fn count_local(&self, status: u16) {
+        inc(&self.local_responses);
+        if let Some(counter) = self
+            .local_by_code
+            .0
+            .get(usize::from(status.wrapping_sub(400)))
+        {
+            inc(counter);
+        }
+    }
+}
+
+/// The balancer's own answers by status, one counter for each of `400` to `599`.
+#[derive(Debug)]
+pub struct LocalCodes(Box<[AtomicU64]>);
+
+impl Default for LocalCodes {
+    fn default() -> LocalCodes {
+        LocalCodes((400..600).map(|_| AtomicU64::new(0)).collect())
+    }
+}
+
+impl LocalCodes {
+    /// The statuses always shown in `/metrics` (the errors the balancer answers with, as its
+    /// design lists them), so a dashboard finds them at zero.
+    pub const USUAL: [u16; 10] = [400, 408, 413, 414, 431, 501, 502, 503, 504, 505];
+
+    /// Each status counted at least once, and each of [`LocalCodes::USUAL`], with its count.
+    pub fn counts(&self) -> Vec<(u16, u64)> {
+        (400u16..600)
+            .zip(self.0.iter())
+            .map(|(status, c)| (status, c.load(Ordering::Relaxed)))
+            .filter(|&(status, n)| n > 0 || Self::USUAL.contains(&status))
+            .collect()
+    }
 }
 
 /// Adds one to a counter.

@@ -22,11 +22,12 @@ use crate::backends::Candidate;
 use crate::conn::{BufConn, LINGER, is_timeout, linger_close};
 use crate::context::Shared;
 use crate::http::framing::Body;
-use crate::http::{Error, MAX_HEAD, MAX_REQUEST_LINE, Parse, pages, request};
+use crate::http::{Error, MAX_HEAD, MAX_REQUEST_LINE, Parse, head, pages, request};
 use crate::listener::{Accepted, Flags, TunnelSlot};
 use crate::log::Record;
 use crate::metrics::inc;
 use crate::proxy_protocol;
+use crate::request_id;
 use crate::retry::{BodyState, may_retry};
 use crate::rewrite::{Hop, Plan, plan};
 use crate::strategy::Key;
@@ -126,6 +127,11 @@ struct Outcome {
     keep_alive: bool,
     /// Why it went to `backend` (and which backends it passed over).
     why: Option<Why>,
+    /// Backends tried before, or instead of, `backend`, in order (empty, and not allocated,
+    /// when the first one answered).
+    failed: Vec<Arc<Backend>>,
+    /// Time spent with backends (see [`Record::upstream`]).
+    upstream: Option<std::time::Duration>,
 }
 
 /// Serves one client connection until it closes, idles out, or the balancer drains.
@@ -155,30 +161,24 @@ pub fn serve(conn: Accepted<'_>, ctx: &Shared) {
                 // The head could not be trusted: answer, and do not read another request.
                 let page = pages::error_response(error.status, error.why, true, false);
                 let _ = client.conn.write_all(&page);
-                inc(&ctx.stats.local_responses);
+                ctx.stats.count_local(error.status);
                 eprintln!(
                     "[LoadBalancer] error: {} from {}: {}",
                     error.status, client.who.ip, error.why
                 );
-                let line = ("-", "-", "-");
-                log(ctx, &client, time, started, line, error.status, None);
+                log(ctx, &client, (time, started), None, error.status, None);
                 linger_close(&client.conn.stream, LINGER);
                 return;
             }
         };
         let outcome = forward(&mut client, &plan, pin, ctx, flags);
-        let line = (
-            plan.method.as_str(),
-            plan.target.as_str(),
-            plan.version.as_str(),
-        );
+        let status = outcome.status;
         log(
             ctx,
             &client,
-            time,
-            started,
-            line,
-            outcome.status,
+            (time, started),
+            Some(&plan),
+            status,
             Some(&outcome),
         );
         if !outcome.keep_alive || flags.draining() {
@@ -220,16 +220,32 @@ impl Client {
     }
 }
 
+/// Writes the access-log line of one request (`plan`: `None` when its head could not be read).
 fn log(
     ctx: &Shared,
     client: &Client,
-    time: SystemTime,
-    started: Instant,
-    (method, target, version): (&str, &str, &str),
+    (time, started): (SystemTime, Instant),
+    plan: Option<&Plan>,
     status: u16,
     outcome: Option<&Outcome>,
 ) {
     inc(&ctx.stats.requests);
+    let joined;
+    let backend = match outcome {
+        Some(o) if o.failed.is_empty() => o.backend.as_deref().map(|b| b.url.as_str()),
+        Some(o) => {
+            let urls: Vec<&str> = o
+                .failed
+                .iter()
+                .chain(&o.backend)
+                .map(|b| b.url.as_str())
+                .collect();
+            joined = urls.join(",");
+            Some(joined.as_str())
+        }
+        None => None,
+    };
+    let text = |f: fn(&Plan) -> &Option<String>| plan.and_then(|p| f(p).as_deref());
     let why = outcome.and_then(|o| o.why.as_ref());
     // Words only when asked for: the facts are what every request pays for.
     let explained = match why {
@@ -242,15 +258,18 @@ fn log(
     ctx.log.record(&Record {
         client: client.who.ip,
         time,
-        method,
-        target,
-        version,
+        method: plan.map_or("-", |p| p.method.as_str()),
+        target: plan.map_or("-", |p| p.target.as_str()),
+        version: plan.map_or("-", |p| p.version.as_str()),
         status,
         bytes: outcome.map_or(0, |o| o.bytes),
-        backend: outcome
-            .and_then(|o| o.backend.as_deref())
-            .map(|b| b.url.as_str()),
+        backend,
         duration: started.elapsed(),
+        referer: text(|p| &p.referer),
+        user_agent: text(|p| &p.user_agent),
+        request_id: text(|p| &p.request_id),
+        upstream: outcome.and_then(|o| o.upstream),
+        local: outcome.is_none_or(|o| o.backend.is_none()),
         why,
         explained: &explained,
     });
@@ -291,17 +310,7 @@ fn read_request(
         if (head_may_be_complete(data, scanned) || data.len() > MAX_REQUEST_LINE)
             && let Parse::Complete { head, len } = request::parse(data)?
         {
-            let who = &mut client.who;
-            let claims = trust::believe(&ctx.config.trusted_proxies, who.peer, &head.headers);
-            who.believe(claims);
-            let hop = Hop {
-                client_ip: who.ip_text(),
-                peer_ip: &who.peer_text,
-                https: who.https,
-                host: claims.and_then(|c| c.host),
-                via: &ctx.via,
-            };
-            let plan = plan(&head, hop, ctx.config.max_body)?;
+            let plan = plan_request(&head, &mut client.who, ctx)?;
             let pin = ctx.backends.pin(&head.headers);
             client.conn.consume(len);
             return Ok(Some((plan, pin)));
@@ -324,6 +333,32 @@ fn read_request(
             Err(_) => return Ok(None),
         }
     }
+}
+
+/// [`plan`] for a request head: who it is from (what a trusted hop claims), its id
+/// ([`request_id`]) and, for a log format that writes them, its `Referer` and `User-Agent`.
+fn plan_request(head: &request::Request<'_>, who: &mut Who, ctx: &Shared) -> Result<Plan, Error> {
+    let claims = trust::believe(&ctx.config.trusted_proxies, who.peer, &head.headers);
+    who.believe(claims);
+    let id = ctx
+        .config
+        .request_id
+        .then(|| request_id::choose(&head.headers));
+    let hop = Hop {
+        client_ip: who.ip_text(),
+        peer_ip: &who.peer_text,
+        https: who.https,
+        host: claims.and_then(|c| c.host),
+        via: &ctx.via,
+        new_request_id: id.as_ref().and_then(|(id, kept)| (!kept).then_some(&**id)),
+    };
+    let mut plan = plan(head, hop, ctx.config.max_body)?;
+    plan.request_id = id.map(|(id, _)| id);
+    if ctx.config.access_log_format.wants_agent() {
+        let field = |name| head::values(&head.headers, name).next().map(lossy);
+        (plan.referer, plan.user_agent) = (field("referer"), field("user-agent"));
+    }
+    Ok(plan)
 }
 
 /// Waits up to `wait` for the first byte of a request, marked idle meanwhile (a drain may
@@ -423,7 +458,9 @@ fn forward(
         client_ip: client.who.ip,
         pin,
     };
-    let (end, why) = try_candidates(&mut x, ctx, key);
+    let (started, mut failed) = (Instant::now(), Vec::new());
+    let (end, why) = try_candidates(&mut x, ctx, key, &mut failed);
+    let upstream = started.elapsed();
     if let (BodyState::Whole, Body::Length(n)) = (body, plan.body) {
         client.conn.consume(n as usize);
     }
@@ -436,15 +473,26 @@ fn forward(
             backend: None,
             keep_alive: false,
             why: None,
+            failed: Vec::new(),
+            upstream: None,
         },
     };
     outcome.why = Some(why);
+    let tried = outcome.backend.is_some() || !failed.is_empty();
+    outcome.upstream = tried.then_some(upstream);
+    outcome.failed = failed;
     outcome
 }
 
 /// The forwarding loop: each candidate once, until one answers or the request may not go on.
-/// Returns how it ended and why it went where it went.
-fn try_candidates(x: &mut Exchange<'_>, ctx: &Shared, key: Key) -> (End, Why) {
+/// Returns how it ended and why it went where it went; each backend tried that did not
+/// answer is added to `failed`.
+fn try_candidates(
+    x: &mut Exchange<'_>,
+    ctx: &Shared,
+    key: Key,
+    failed: &mut Vec<Arc<Backend>>,
+) -> (End, Why) {
     let mut last = NO_BACKEND;
     let mut candidates = ctx.backends.candidates(key);
     while let Some(candidate) = candidates.next() {
@@ -459,16 +507,24 @@ fn try_candidates(x: &mut Exchange<'_>, ctx: &Shared, key: Key) -> (End, Why) {
                     backend: Some(Arc::clone(backend)),
                     keep_alive: done.client_keep,
                     why: None,
+                    failed: Vec::new(),
+                    upstream: None,
                 };
                 return (End::Relayed(outcome), *candidates.why());
             }
-            Err(fault) => match settle(fault, &candidate, x) {
-                Next::Retry(error) => {
-                    candidates.failed(backend.id, error.why);
-                    last = error;
+            Err(fault) => {
+                let next = settle(fault, &candidate, x);
+                if !matches!(next, Next::Stop(End::Relayed(_))) {
+                    failed.push(Arc::clone(backend));
                 }
-                Next::Stop(end) => return (end, *candidates.why()),
-            },
+                match next {
+                    Next::Retry(error) => {
+                        candidates.failed(backend.id, error.why);
+                        last = error;
+                    }
+                    Next::Stop(end) => return (end, *candidates.why()),
+                }
+            }
         }
     }
     // Unless the body was read to its end, the next bytes on the connection are not a request.
@@ -507,6 +563,8 @@ fn settle(fault: Fault, candidate: &Candidate<'_>, x: &Exchange<'_>) -> Next {
                 backend: Some(Arc::clone(backend)),
                 keep_alive: false,
                 why: None,
+                failed: Vec::new(),
+                upstream: None,
             }))
         }
         Fault::Client(Some(error)) => Next::Stop(End::Answer(error, false)),
@@ -535,9 +593,15 @@ fn report(plan: &Plan, backend: Option<&Arc<Backend>>, why: &str) {
 /// Answers the client with one of the balancer's own pages.
 fn answer(client: &mut Client, plan: &Plan, ctx: &Shared, error: Error, keep: bool) -> Outcome {
     let keep = keep && plan.keep_alive;
-    let page = pages::error_response(error.status, error.why, !keep, plan.head_only());
+    let id = plan
+        .request_id
+        .as_deref()
+        .map(|id| (request_id::HEADER, id));
+    let fields: &[(&str, &str)] = id.as_slice();
+    let page =
+        pages::error_response_adding(error.status, error.why, !keep, plan.head_only(), fields);
     let written = client.conn.write_all(&page).is_ok();
-    inc(&ctx.stats.local_responses);
+    ctx.stats.count_local(error.status);
     let body = page
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -548,7 +612,14 @@ fn answer(client: &mut Client, plan: &Plan, ctx: &Shared, error: Error, keep: bo
         backend: None,
         keep_alive: keep && written,
         why: None,
+        failed: Vec::new(),
+        upstream: None,
     }
+}
+
+/// A header field's value as text (a byte that is not UTF-8 becomes U+FFFD).
+fn lossy(value: &[u8]) -> String {
+    String::from_utf8_lossy(value).into_owned()
 }
 
 #[cfg(test)]

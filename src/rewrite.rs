@@ -49,6 +49,9 @@ pub(crate) struct Hop<'a> {
     pub(crate) host: Option<&'a [u8]>,
     /// This balancer's `Via` entry ([`via_entry`]).
     pub(crate) via: &'a str,
+    /// A new `X-Request-Id` to write in place of the client's (none, or not sane); `None`
+    /// when the client's passes as it is, or ids are off ([`crate::request_id`]).
+    pub(crate) new_request_id: Option<&'a str>,
 }
 
 /// What [`plan`] learned from a request head, and the head to send to a backend.
@@ -65,6 +68,12 @@ pub(crate) struct Plan {
     pub(crate) expect_continue: bool,
     /// The client asked to switch protocols (`Upgrade`, e.g. WebSocket).
     pub(crate) upgrade: bool,
+    /// The request's id (`X-Request-Id`), unless `--request-id off`; set by the proxy.
+    pub(crate) request_id: Option<String>,
+    /// `Referer` and `User-Agent`, for a log format that writes them; set by the proxy.
+    pub(crate) referer: Option<String>,
+    /// See `referer`.
+    pub(crate) user_agent: Option<String>,
 }
 
 impl Plan {
@@ -131,6 +140,9 @@ pub(crate) fn plan(req: &Request<'_>, hop: Hop<'_>, max_body: Option<u64>) -> Re
         upstream_head: out,
         expect_continue,
         upgrade,
+        request_id: None,
+        referer: None,
+        user_agent: None,
     })
 }
 
@@ -196,6 +208,7 @@ fn upstream_head(
             || h.is("expect")
             || h.is("x-forwarded-proto")
             || h.is("x-forwarded-host")
+            || (hop.new_request_id.is_some() && h.is("x-request-id"))
             || (absolute && h.is("host")))
         {
             push_field(&mut out, h.name, h.value);
@@ -210,6 +223,9 @@ fn upstream_head(
         _ => host,
     };
     push_forwarding(&mut out, req, hop.host.or(host), hop);
+    if let Some(id) = hop.new_request_id {
+        push_field(&mut out, crate::request_id::HEADER, id.as_bytes());
+    }
     match body {
         Body::Length(n) => push_length(&mut out, n),
         Body::Chunked => push_field(&mut out, "Transfer-Encoding", b"chunked"),
@@ -370,6 +386,12 @@ pub(crate) fn build_reply(
         push_field(&mut out, "Connection", b"keep-alive");
     }
     add(&mut out);
+    // The request's id goes back to the client, unless the backend answered with its own.
+    if let Some(id) = &plan.request_id
+        && head::values(&head.headers, "x-request-id").next().is_none()
+    {
+        push_field(&mut out, crate::request_id::HEADER, id.as_bytes());
+    }
     out.extend_from_slice(b"\r\n");
     Ok(Reply {
         status: head.status,

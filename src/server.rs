@@ -80,18 +80,7 @@ impl Balancer {
         let shared = Arc::new(Shared::new(config));
         let config = &shared.config;
         // The admin listener is bound before any thread starts, so a bad --admin fails start-up.
-        // Only the default address may be skipped when taken (a second balancer on one machine).
-        let admin = match config.admin {
-            Some(addr) => match Admin::start(addr, Arc::clone(&shared), drills) {
-                Ok(admin) => Some(admin),
-                Err(e) if !config.admin_required && e.kind() == io::ErrorKind::AddrInUse => {
-                    eprintln!("[Admin] not started: {e} (pass --admin ADDR or --admin off)");
-                    None
-                }
-                Err(e) => return Err(e),
-            },
-            None => None,
-        };
+        let admin = start_admin(&shared, drills)?;
         let checker = match checks(config) {
             Some(checks) => Some(Checker::start(Arc::clone(&shared.backends), checks)?),
             None => None,
@@ -132,9 +121,14 @@ impl Balancer {
         self.shared.config.listen
     }
 
-    /// The address of the admin listener, when `--admin` is not `off`.
+    /// The address of the admin listener, when it listens on TCP.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().map(Admin::addr)
+        self.admin.as_ref().and_then(Admin::addr)
+    }
+
+    /// The path of the admin listener's socket, with `--admin unix:PATH`.
+    pub fn admin_socket(&self) -> Option<&std::path::Path> {
+        self.admin.as_ref().and_then(Admin::socket_path)
     }
 
     /// The state shared with the connection threads (backends, counters, ...).
@@ -212,6 +206,8 @@ fn checks(config: &Config) -> Option<Checks> {
         timeout: config.health_timeout,
         rise: config.rise,
         fall: config.fall,
+        host: config.health_host.clone(),
+        statuses: config.health_status.clone(),
     })
 }
 
@@ -220,6 +216,27 @@ fn write_log(shared: &Shared, stopped: &AtomicBool) {
     while !stopped.load(Ordering::Relaxed) {
         thread::park_timeout(FLUSH_INTERVAL);
         shared.log.flush();
+    }
+}
+
+/// Starts the admin listener of `shared.config`: on its Unix socket, on its TCP address, or
+/// none. Only the default address may be skipped when taken (a second balancer on one
+/// machine).
+fn start_admin(shared: &Arc<Shared>, drills: Option<Arc<dyn Drills>>) -> io::Result<Option<Admin>> {
+    let config = &shared.config;
+    if let Some(path) = &config.admin_unix {
+        return Admin::start_unix(path, Arc::clone(shared), drills).map(Some);
+    }
+    let Some(addr) = config.admin else {
+        return Ok(None);
+    };
+    match Admin::start(addr, Arc::clone(shared), drills) {
+        Ok(admin) => Ok(Some(admin)),
+        Err(e) if !config.admin_required && e.kind() == io::ErrorKind::AddrInUse => {
+            eprintln!("[Admin] not started: {e} (pass --admin ADDR or --admin off)");
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -86,6 +86,18 @@ pub fn log_time(t: SystemTime) -> String {
     )
 }
 
+/// RFC 3339 in UTC with milliseconds, for the JSON access log: `2026-12-07T20:03:15.123Z`.
+pub fn rfc3339_millis(t: SystemTime) -> String {
+    let c = civil(t);
+    let millis = t
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_millis());
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        c.year, c.month, c.day, c.hour, c.minute, c.second
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

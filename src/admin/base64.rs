@@ -1,6 +1,6 @@
 //! Base64 with padding (RFC 4648 section 4), both ways: the status page's CSP hash sources
 //! are written in it ([`super::csp`]), and a browser sends HTTP Basic credentials in it
-//! (RFC 7617), which the admin listener reads when `--admin-token` is set.
+//! (RFC 7617), which the admin listener reads when it has a token (`--admin-token-file`).
 
 /// The 64 symbols, in the order of their values.
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -18,6 +18,7 @@ pub mod head;
 pub mod pages;
 pub mod request;
 pub mod response;
+pub mod statuses;
 
 pub use head::Header;
 

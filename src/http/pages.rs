@@ -61,13 +61,26 @@ pub fn reason(status: u16) -> &'static str {
 /// For a `HEAD` request (`head_only`) the body is left out but `Content-Length` still gives
 /// its size, as RFC 9110 section 9.3.2 allows. A `503` carries `Retry-After`, a `405` `Allow`.
 pub fn error_response(status: u16, why: &str, close: bool, head_only: bool) -> Vec<u8> {
+    error_response_adding(status, why, close, head_only, &[])
+}
+
+/// [`error_response`] with `extra` header fields after the automatic ones (the request's
+/// `X-Request-Id`).
+pub fn error_response_adding(
+    status: u16,
+    why: &str,
+    close: bool,
+    head_only: bool,
+    extra: &[(&str, &str)],
+) -> Vec<u8> {
     let retry_after = RETRY_AFTER_SECS.to_string();
-    let fields: &[(&str, &str)] = match status {
+    let automatic: &[(&str, &str)] = match status {
         503 => &[("Retry-After", &retry_after)],
         405 => &[("Allow", ALLOWED_METHODS)],
         _ => &[],
     };
-    error_response_with(status, why, close, head_only, fields)
+    let fields: Vec<(&str, &str)> = automatic.iter().chain(extra).copied().collect();
+    error_response_with(status, why, close, head_only, &fields)
 }
 
 /// [`error_response`] with the given header `fields` instead of the automatic `Retry-After`

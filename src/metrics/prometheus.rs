@@ -137,7 +137,7 @@ const PER_BACKEND: [(&str, &str, Kind, BackendValue); 10] = [
 type BalancerValue = fn(&ServerStats) -> u64;
 
 /// The balancer-wide families: name, help, type, value.
-const BALANCER: [(&str, &str, Kind, BalancerValue); 6] = [
+const BALANCER: [(&str, &str, Kind, BalancerValue); 5] = [
     (
         "lb_client_connections_open",
         "Client connections open now.",
@@ -168,12 +168,6 @@ const BALANCER: [(&str, &str, Kind, BalancerValue); 6] = [
         Kind::Counter,
         |s| s.requests.load(Ordering::Relaxed),
     ),
-    (
-        "lb_local_responses_total",
-        "Requests the balancer answered itself with an error page.",
-        Kind::Counter,
-        |s| s.local_responses.load(Ordering::Relaxed),
-    ),
 ];
 
 /// Renders every metric: one family per counter, one sample per backend, then the
@@ -192,6 +186,20 @@ pub fn render(backends: &[BackendSample<'_>], server: &ServerStats) -> String {
         family(&mut out, name, help, kind);
         let _ = writeln!(out, "{name} {}", value(server));
     }
+    let name = "lb_local_responses_total";
+    let help = "Requests the balancer answered itself with an error page, by status.";
+    family(&mut out, name, help, Kind::Counter);
+    for (code, n) in server.local_by_code.counts() {
+        let _ = writeln!(out, "{name}{{code=\"{code}\"}} {n}");
+    }
+    let name = "lb_build_info";
+    let help = "The balancer's version; the value is always 1.";
+    family(&mut out, name, help, Kind::Gauge);
+    let _ = writeln!(
+        out,
+        "{name}{{version=\"{}\"}} 1",
+        label(env!("CARGO_PKG_VERSION"))
+    );
     out
 }
 
@@ -427,5 +435,150 @@ mod tests {
     fn label_values_are_escaped() {
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
         assert_eq!(label("http://h:1"), "http://h:1");
+    }
+
+    /// The rules of the text format that Prometheus's own parser enforces, checked line by
+    /// line: what `prometheus_client.parser.text_string_to_metric_families` was run against by
+    /// hand (see the operations guide), kept here so that `cargo test` needs no Python.
+    fn check_exposition(text: &str) -> Result<(), String> {
+        let name_ok = |n: &str, colon: bool| {
+            let mut chars = n.chars();
+            chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || (colon && c == ':'))
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || (colon && c == ':'))
+        };
+        let mut families: Vec<(String, String)> = Vec::new(); // (name, type), in order
+        let mut helped = Vec::new();
+        let mut series = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap_or("");
+                if helped.contains(&name.to_string()) || !name_ok(name, true) {
+                    return Err(format!("HELP again or bad name: {line}"));
+                }
+                helped.push(name.to_string());
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').ok_or(line)?;
+                if families.iter().any(|(f, _)| f == name)
+                    || !["counter", "gauge", "histogram"].contains(&kind)
+                    || (kind == "counter" && !name.ends_with("_total"))
+                    || helped.last().is_none_or(|h| h != name)
+                {
+                    return Err(format!(
+                        "bad TYPE (twice, unknown, or not after HELP): {line}"
+                    ));
+                }
+                families.push((name.to_string(), kind.to_string()));
+                continue;
+            }
+            let (sample, value) = line.rsplit_once(' ').ok_or(line)?;
+            if !["+Inf", "-Inf", "NaN"].contains(&value) && value.parse::<f64>().is_err() {
+                return Err(format!("bad value: {line}"));
+            }
+            let (name, labels) = match sample.split_once('{') {
+                Some((n, l)) => (n, l.strip_suffix('}').ok_or(line)?),
+                None => (sample, ""),
+            };
+            // The sample must belong to the family announced last (families are contiguous).
+            let (family, kind) = families.last().ok_or(line)?;
+            let suffix = name.strip_prefix(family.as_str()).ok_or(line)?;
+            let allowed: &[&str] = match kind.as_str() {
+                "histogram" => &["_bucket", "_sum", "_count"],
+                _ => &[""],
+            };
+            if !allowed.contains(&suffix) || !name_ok(name, true) {
+                return Err(format!("{name} outside its family {family}: {line}"));
+            }
+            let mut rest = labels;
+            while !rest.is_empty() {
+                let (label, after) = rest.split_once("=\"").ok_or(line)?;
+                if !name_ok(label, false) {
+                    return Err(format!("bad label name: {line}"));
+                }
+                let mut end = None;
+                let mut escaped = false;
+                for (i, c) in after.char_indices() {
+                    match (escaped, c) {
+                        (true, '\\' | '"' | 'n') => escaped = false,
+                        (true, _) => return Err(format!("bad escape: {line}")),
+                        (false, '\\') => escaped = true,
+                        (false, '"') => {
+                            end = Some(i);
+                            break;
+                        }
+                        (false, '\n') => return Err(format!("raw newline: {line}")),
+                        _ => {}
+                    }
+                }
+                let end = end.ok_or(line)?;
+                rest = after[end + 1..]
+                    .strip_prefix(',')
+                    .unwrap_or(&after[end + 1..]);
+            }
+            if !series.insert(sample.to_string()) {
+                return Err(format!("duplicate series: {line}"));
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_whole_text_keeps_the_formats_rules() {
+        let stats = BackendStats::default();
+        stats.count_response(200);
+        let server = ServerStats::default();
+        server.count_local(502);
+        server.count_local(508);
+        let backends = [
+            sample("http://127.0.0.1:8001", &stats),
+            sample("http://a\"b\\c:1", &stats),
+        ];
+        let mut text = render(&backends, &server);
+        let file = FileSample {
+            path: "/etc/lb/back\"ends.txt",
+            generation: 1,
+            loaded_unix: 1.5,
+            ok: true,
+            errors: 0,
+            list: 1,
+        };
+        render_file(&mut text, &file);
+        crate::metrics::process::ProcessSample::read().render(&mut text);
+        check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        for expected in [
+            "lb_local_responses_total{code=\"502\"} 1",
+            "lb_local_responses_total{code=\"503\"} 0",
+            "lb_local_responses_total{code=\"508\"} 1",
+            &format!(
+                "lb_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            ),
+        ] {
+            assert!(text.lines().any(|l| l == expected), "{expected} in\n{text}");
+        }
+        for family in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_virtual_memory_bytes",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+        ] {
+            assert!(text.contains(&format!("\n{family} ")), "{family}");
+        }
+        // The checker itself catches what it is there for.
+        for bad in [
+            "lb_x_total 1\n",
+            "# HELP a x\n# TYPE a counter\na 1\n",
+            "# HELP a_total x\n# TYPE a_total counter\na_total 1\n# HELP b x\n# TYPE b gauge\nb 1\na_total 2\n",
+            "# HELP g x\n# TYPE g gauge\ng{l=\"a\\q\"} 1\n",
+            "# HELP g x\n# TYPE g gauge\ng 1\ng 2\n",
+            "# HELP g x\n# TYPE g gauge\ng one\n",
+        ] {
+            assert!(check_exposition(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -15,6 +15,13 @@ fn admin_setup(n: usize, tweak: impl FnOnce(&mut Config)) -> Setup {
     })
 }
 
+/// The token of the tests that change something: on TCP, a change needs one.
+const T: &str = "s3cret";
+
+fn with_token(c: &mut Config) {
+    c.admin_token = Some(T.into());
+}
+
 fn admin(s: &Setup, path: &str) -> String {
     admin_url(&s.lb, path)
 }
@@ -169,6 +176,9 @@ fn parse_exposition(text: &str) -> HashMap<String, f64> {
             typed.iter().any(|t| t == family) && helped.iter().any(|h| h == family),
             "{name} has no HELP/TYPE"
         );
+        // A family's samples come together, right after its TYPE (Prometheus's parser
+        // rejects a family that is split).
+        assert_eq!(typed.last().map(String::as_str), Some(family), "{line}");
         samples.insert(key, value);
     }
     samples
@@ -256,7 +266,16 @@ fn metrics_match_the_requests_made() {
     assert_eq!(sample(&m, "lb_client_connections_accepted_total"), 8.0);
     assert_eq!(sample(&m, "lb_requests_total"), 8.0);
     assert_eq!(sample(&m, "lb_client_connections_rejected_total"), 0.0);
-    assert_eq!(sample(&m, "lb_local_responses_total"), 0.0);
+    assert_eq!(sample(&m, "lb_local_responses_total{code=502}"), 0.0);
+    // The standard process metrics and the build, read from /proc/self.
+    assert!(sample(&m, "process_resident_memory_bytes") > 0.0);
+    assert!(sample(&m, "process_open_fds") >= 3.0);
+    assert!(sample(&m, "process_max_fds") >= sample(&m, "process_open_fds"));
+    assert!(sample(&m, "process_cpu_seconds_total") >= 0.0);
+    assert!(sample(&m, "process_virtual_memory_bytes") > 0.0);
+    assert!(sample(&m, "process_start_time_seconds") > 1.7e9);
+    let version = format!("lb_build_info{{version={}}}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(sample(&m, &version), 1.0);
     // The clients are gone; their connection threads end and the gauge comes back to 0.
     wait_for(Duration::from_secs(10), "open connections to drop", || {
         sample(&metrics(&s), "lb_client_connections_open") == 0.0
@@ -392,10 +411,10 @@ fn the_token_is_required_when_set() {
 
 #[test]
 fn api_answers_mistakes_clearly() {
-    let s = admin_setup(1, |_| {});
+    let s = admin_setup(1, with_token);
     let url = s.demos[0].url();
     let a = |path: &str| admin(&s, path);
-    assert_eq!(call("GET", &a("/nope"), "", None).status, 404);
+    assert_eq!(call("GET", &a("/nope"), "", Some(T)).status, 404);
     for (method, path) in [
         ("GET", "/backends/99"),
         ("POST", "/backends/99/drain"),
@@ -404,15 +423,18 @@ fn api_answers_mistakes_clearly() {
         ("DELETE", "/backends/abc"),
     ] {
         assert_eq!(
-            call(method, &a(path), "", None).status,
+            call(method, &a(path), "", Some(T)).status,
             404,
             "{method} {path}"
         );
     }
-    let wrong = call("PUT", &a("/metrics"), "", None);
+    let wrong = call("PUT", &a("/metrics"), "", Some(T));
     assert_eq!(wrong.status, 405);
     assert_eq!(wrong.headers["allow"], "GET, HEAD");
-    assert_eq!(call("GET", &a("/backends/0/drain"), "", None).status, 405);
+    assert_eq!(
+        call("GET", &a("/backends/0/drain"), "", Some(T)).status,
+        405
+    );
     // Bad bodies: 400 with the reason on the page.
     for (body, why) in [
         ("", "url="),
@@ -420,27 +442,27 @@ fn api_answers_mistakes_clearly() {
         ("url=http://127.0.0.1:1&weight=0", "weight"),
         ("colour=red", "unknown field"),
     ] {
-        let reply = call("POST", &a("/backends"), body, None);
+        let reply = call("POST", &a("/backends"), body, Some(T));
         assert_eq!(reply.status, 400, "{body}");
         assert!(reply.body.contains(why), "{body}: {}", reply.body);
     }
     // The same address twice: 409, pointing at the existing one.
-    let dup = call("POST", &a("/backends"), &url, None);
+    let dup = call("POST", &a("/backends"), &url, Some(T));
     assert_eq!(dup.status, 409);
     assert_eq!(dup.headers["location"], "/backends/0");
     // Removal needs a drain first (HAProxy's del server needs maintenance mode).
-    assert_eq!(call("DELETE", &a("/backends/0"), "", None).status, 409);
+    assert_eq!(call("DELETE", &a("/backends/0"), "", Some(T)).status, 409);
     assert_eq!(backends(&s.lb).len(), 1);
     // A chunked body is refused with 411, a huge one with 413, without reading it.
     let admin_addr = admin_addr(&s.lb);
     let chunked = exchange(
         admin_addr,
-        b"POST /backends HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /backends HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer s3cret\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     );
     assert!(chunked.starts_with("HTTP/1.1 411 "), "{chunked}");
     let huge = exchange(
         admin_addr,
-        b"POST /backends HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\nurl=",
+        b"POST /backends HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer s3cret\r\nContent-Length: 100000\r\n\r\nurl=",
     );
     assert!(huge.starts_with("HTTP/1.1 413 "), "{huge}");
     let garbage = exchange(admin_addr, b"GET / HTTP/1.1\r\nBad Header\r\n\r\n");
@@ -448,7 +470,7 @@ fn api_answers_mistakes_clearly() {
     // HEAD: the head only.
     let head = exchange(
         admin_addr,
-        b"HEAD /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"HEAD /status HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer s3cret\r\n\r\n",
     );
     assert!(
         head.starts_with("HTTP/1.1 200 ") && head.ends_with("\r\n\r\n"),
@@ -471,7 +493,7 @@ fn a_taken_admin_port_fails_start_up() {
 /// another drained and enabled again: no request fails, and a drained backend gets nothing.
 #[test]
 fn add_drain_remove_under_load_loses_no_request() {
-    let s = admin_setup(2, |_| {});
+    let s = admin_setup(2, with_token);
     let extra = demo(2);
     let pages: Vec<String> = s
         .demos
@@ -491,7 +513,7 @@ fn add_drain_remove_under_load_loses_no_request() {
             Duration::from_secs(10),
             "in-flight requests to finish",
             || {
-                call("GET", &admin(&s, &format!("/backends/{id}")), "", None)
+                call("GET", &admin(&s, &format!("/backends/{id}")), "", Some(T))
                     .body
                     .contains("\"active\":0,")
             },
@@ -504,7 +526,7 @@ fn add_drain_remove_under_load_loses_no_request() {
         "POST",
         &admin(&s, "/backends"),
         &format!("url={}&weight=2", extra.url()),
-        None,
+        Some(T),
     );
     assert_eq!(added.status, 201, "{}", added.body);
     assert!(added.body.starts_with("{\"id\":2,"), "{}", added.body);
@@ -516,7 +538,7 @@ fn add_drain_remove_under_load_loses_no_request() {
     );
 
     // Drain Red: once its last request is done, it gets no other.
-    let drained = call("POST", &admin(&s, "/backends/0/drain"), "", None);
+    let drained = call("POST", &admin(&s, "/backends/0/drain"), "", Some(T));
     assert_eq!(drained.status, 200);
     assert!(
         drained.body.contains("\"state\":\"DRAINING\""),
@@ -533,23 +555,26 @@ fn add_drain_remove_under_load_loses_no_request() {
     );
 
     // Remove Red.
-    let removed = call("DELETE", &admin(&s, "/backends/0"), "", None);
+    let removed = call("DELETE", &admin(&s, "/backends/0"), "", Some(T));
     assert_eq!(removed.status, 200, "{}", removed.body);
-    let list = call("GET", &admin(&s, "/backends"), "", None).body;
+    let list = call("GET", &admin(&s, "/backends"), "", Some(T)).body;
     assert!(!list.contains(&s.demos[0].url()), "{list}");
     assert_eq!(list.matches("\"id\":").count(), 2, "{list}");
-    assert_eq!(call("GET", &admin(&s, "/backends/0"), "", None).status, 404);
+    assert_eq!(
+        call("GET", &admin(&s, "/backends/0"), "", Some(T)).status,
+        404
+    );
 
     // Drain Blue, then enable it: it comes back.
     assert_eq!(
-        call("POST", &admin(&s, "/backends/1/drain"), "", None).status,
+        call("POST", &admin(&s, "/backends/1/drain"), "", Some(T)).status,
         200
     );
     idle(1);
     let blue = s.demos[1].requests();
     more(100);
     assert_eq!(s.demos[1].requests(), blue);
-    let enabled = call("POST", &admin(&s, "/backends/1/enable"), "", None);
+    let enabled = call("POST", &admin(&s, "/backends/1/enable"), "", Some(T));
     assert!(
         enabled.body.contains("\"state\":\"UP\""),
         "{}",
@@ -591,7 +616,8 @@ fn refused_connections_and_local_answers_are_counted() {
     held.expect_close();
     let m = metrics(&s);
     assert_eq!(sample(&m, "lb_client_connections_rejected_total"), 1.0);
-    assert_eq!(sample(&m, "lb_local_responses_total"), 1.0);
+    assert_eq!(sample(&m, "lb_local_responses_total{code=400}"), 1.0);
+    assert_eq!(sample(&m, "lb_local_responses_total{code=503}"), 0.0);
     assert_eq!(sample(&m, "lb_client_connections_accepted_total"), 2.0);
     assert_eq!(sample(&m, "lb_requests_total"), 2.0);
     let b = format!("backend={}", s.demos[0].url());
@@ -607,8 +633,11 @@ fn post(s: &Setup, path: &str, extra: &str) -> (String, String) {
     let addr = admin_addr(&s.lb);
     let mut c = RawConn::open(addr);
     c.send(
-        format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Length: 0\r\n\r\n")
-            .as_bytes(),
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {T}\r\n\
+             {extra}Content-Length: 0\r\n\r\n"
+        )
+        .as_bytes(),
     );
     let (head, body) = c.response();
     (head, String::from_utf8_lossy(&body).into_owned())
@@ -616,9 +645,16 @@ fn post(s: &Setup, path: &str, extra: &str) -> (String, String) {
 
 #[test]
 fn a_post_from_another_sites_page_is_refused() {
-    let s = admin_setup(2, |_| {});
+    let s = admin_setup(2, with_token);
     let (head, body) = post(&s, "/backends/0/drain", "Origin: http://evil.example\r\n");
-    assert_page_framing(&head, body.as_bytes(), "403 Forbidden");
+    assert_eq!(status_of(&head), 403, "{head}");
+    // The API's errors are JSON, as its answers are.
+    assert_eq!(
+        fields(&head, "content-type"),
+        ["application/json"],
+        "{head}"
+    );
+    assert!(body.starts_with("{\"status\":403,\"error\":\""), "{body}");
     assert!(!backend(&s.lb, 0).is_draining());
     // The status page's own buttons (same origin) and clients without Origin still work.
     let same = format!("Origin: http://{}\r\n", admin_addr(&s.lb));

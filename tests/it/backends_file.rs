@@ -76,9 +76,19 @@ fn start_in_process(dir: &Dir, tweak: impl FnOnce(&mut Config)) -> Balancer {
     start(config)
 }
 
-/// `GET` on the admin listener: status and body.
+/// The admin token of the test that changes backends through the API (a change on TCP
+/// needs one); the other tests' listeners have none and ignore it.
+const TOKEN: &str = "t0k";
+
+/// `GET` on the admin listener, with [`TOKEN`]: status and body.
 fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
-    get(&format!("http://{admin}{path}"))
+    let mut r = agent()
+        .get(&format!("http://{admin}{path}"))
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .call()
+        .unwrap();
+    let body = r.body_mut().read_to_string().unwrap();
+    (r.status().as_u16(), body)
 }
 
 /// A sample's value from `/metrics` (the first line that starts with `name` and a space or `{`).
@@ -278,15 +288,17 @@ fn the_admin_api_leaves_the_list_to_the_file() {
     let demos = demos(2);
     let dir = Dir::new("api");
     dir.write(&listing(&urls(&demos)));
-    let lb = start_in_process(&dir, |_| {});
+    let lb = start_in_process(&dir, |c| c.admin_token = Some(TOKEN.into()));
     let admin = admin_addr(&lb);
     let agent = agent();
     let call = |method: &str, path: &str, body: &str| {
         let url = format!("http://{admin}{path}");
+        let bearer = format!("Bearer {TOKEN}");
         let mut r = match method {
-            "POST" => agent.post(&url).send(body).unwrap(),
-            _ => agent.delete(&url).call().unwrap(),
-        };
+            "POST" => agent.post(&url).header("Authorization", &bearer).send(body),
+            _ => agent.delete(&url).header("Authorization", &bearer).call(),
+        }
+        .unwrap();
         let text = r.body_mut().read_to_string().unwrap();
         (r.status().as_u16(), text)
     };

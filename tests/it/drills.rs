@@ -251,7 +251,20 @@ fn drills_through_the_admin_listener_and_the_status_page() {
 #[test]
 fn no_demo_routes_without_demo_backends() {
     let s = Setup::new(1, with_admin);
+    // Without demo backends, a drill is a change like any other: refused on TCP without a
+    // token, and with the token there is no such route.
     let (status, _, body) = admin_post(admin_addr(&s.lb), "/demo/red/stop", "");
+    assert_eq!(status, 403, "{body}");
+    let s = Setup::new(1, |c| {
+        with_admin(c);
+        c.admin_token = Some("t0k".into());
+    });
+    let answer = exchange(
+        admin_addr(&s.lb),
+        b"POST /demo/red/stop HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer t0k\r\n\
+          Content-Length: 0\r\n\r\n",
+    );
+    let (status, body) = (status_of(&answer), answer.as_str());
     assert_eq!(status, 404, "{body}");
     assert_eq!(direct(&s.demos[0]), (200, s.demos[0].page().to_string()));
 }

@@ -137,7 +137,8 @@ fn admin_post(admin: SocketAddr, path: &str, body: &str) -> String {
     let mut c = RawConn::open(admin);
     c.send(
         format!(
-            "POST {path} HTTP/1.1\r\nHost: {admin}\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nHost: {admin}\r\nAuthorization: Bearer t0k\r\n\
+             Content-Length: {}\r\n\r\n{body}",
             body.len()
         )
         .as_bytes(),
@@ -181,6 +182,7 @@ fn a_loop_made_at_run_time_through_another_balancer_ends_in_508() {
     let b = start({
         let mut c = config(&urls(&demo));
         with_admin(&mut c);
+        c.admin_token = Some("t0k".into());
         c.max_connections = 16;
         c
     });

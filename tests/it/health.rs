@@ -103,6 +103,64 @@ fn checks_send_get_path_with_host_and_close_and_judge_the_status() {
 }
 
 #[test]
+fn probes_name_the_health_host_and_pass_on_the_statuses_listed() {
+    // A virtual host: `app.example` gets a redirect to its login page (302) or 401 when
+    // `locked`; any other name 404.
+    let locked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hosts = Arc::new(Mutex::new(Vec::new()));
+    let backend = {
+        let (locked, hosts) = (Arc::clone(&locked), Arc::clone(&hosts));
+        ScriptedBackend::start(move |mut s| {
+            if let Some(head) = read_head(&mut s) {
+                let host = fields(&head, "host").join(",");
+                let code = match host.as_str() {
+                    "app.example" if locked.load(Ordering::SeqCst) => 401,
+                    "app.example" => 302,
+                    _ => 404,
+                };
+                hosts.lock().unwrap().push(host);
+                let reply = format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\n\r\n");
+                let _ = s.write_all(reply.as_bytes());
+            }
+        })
+    };
+    // Without --health-host, the probe names the backend's address: 404, down.
+    let mut c = config(&[backend.url()]);
+    checked(&mut c);
+    let plain = start(c);
+    let b = crate::support::backend(&plain, 0);
+    wait_for(Duration::from_secs(10), "down on 404", || !b.health.is_up());
+    drop(plain);
+    // With it, a 302 passes (300-399 is allowed by default), and 401 only when listed.
+    let mut c = config(&[backend.url()]);
+    checked(&mut c);
+    c.health_host = Some("app.example".into());
+    c.health_status = load_balancer::http::statuses::StatusSet::parse("200-399,401").unwrap();
+    let lb = start(c);
+    let b = crate::support::backend(&lb, 0);
+    let before = hosts.lock().unwrap().len();
+    wait_for(Duration::from_secs(10), "three passed checks", || {
+        hosts.lock().unwrap().len() >= before + 3
+    });
+    assert!(b.health.is_up());
+    assert_eq!(hosts.lock().unwrap().last().unwrap(), "app.example");
+    locked.store(true, Ordering::SeqCst);
+    let before = hosts.lock().unwrap().len();
+    wait_for(Duration::from_secs(10), "four checks on 401", || {
+        hosts.lock().unwrap().len() >= before + 4
+    });
+    assert!(b.health.is_up(), "401 is listed: {}", b.health.reason());
+    drop(lb);
+    let mut c = config(&[backend.url()]);
+    checked(&mut c);
+    c.health_host = Some("app.example".into());
+    let strict = start(c);
+    let b = crate::support::backend(&strict, 0);
+    wait_for(Duration::from_secs(10), "down on 401", || !b.health.is_up());
+    assert_eq!(b.health.reason(), "status 401, 3 checks failed in a row");
+}
+
+#[test]
 fn a_silent_backend_fails_its_checks_by_timeout() {
     // Accepts, reads the check, never answers (until the balancer closes).
     let backend = ScriptedBackend::start(|mut s| {

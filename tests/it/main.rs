@@ -4,7 +4,9 @@
 
 mod support;
 
+mod access_log;
 mod admin;
+mod admin_access;
 mod admin_hardening;
 mod backends_file;
 mod basics;

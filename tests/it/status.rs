@@ -13,6 +13,7 @@ fn fetch(method: &str, addr: SocketAddr, path: &str) -> (u16, HashMap<String, St
     let req = ureq::http::Request::builder()
         .method(method)
         .uri(format!("http://{addr}{path}"))
+        .header("Authorization", "Bearer t0k")
         .body(String::new())
         .unwrap();
     let mut resp = agent().run(req).unwrap();
@@ -132,7 +133,11 @@ fn the_history_counts_the_requests_sent() {
 #[test]
 fn a_drill_shows_in_the_history_at_once() {
     // The demo backends belong to the balancer, so the admin's drill buttons reach them.
-    let (fleet, lb) = fleet_setup(2, with_admin);
+    let (fleet, lb) = fleet_setup(2, |c| {
+        with_admin(c);
+        // Draining needs the token on TCP (drills are open in a demo without one).
+        c.admin_token = Some("t0k".into());
+    });
     let (red, blue) = (fleet.backends[0].url(), fleet.backends[1].url());
     let admin = admin_addr(&lb);
     let send = |n| {

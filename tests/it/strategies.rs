@@ -251,6 +251,63 @@ fn cookie_pins_a_client_and_moves_it_with_a_new_cookie_when_its_backend_dies() {
 }
 
 #[test]
+fn with_a_secret_file_the_cookie_cannot_be_matched_to_its_url_but_copies_agree() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("lb-cookie-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("cookie.key");
+    std::fs::write(&file, "0123456789abcdef-shared-by-copies\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let secret = load_balancer::secret::read_cookie_secret(&file).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let backend = demo(0);
+    let cookie_of = |secret: Option<&load_balancer::secret::Secret>| {
+        let mut c = config(&[backend.url()]);
+        set_strategy(&mut c, "cookie");
+        c.cookie_secret = secret.cloned();
+        let lb = start(c);
+        let head = exchange(
+            lb.addr(),
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        let set = fields(split_answer(&head).0, "set-cookie")
+            .pop()
+            .expect("a Set-Cookie");
+        let value = set.strip_prefix("lb_backend=").unwrap();
+        value[..16].to_string()
+    };
+    // What an attacker does: hash every candidate URL on this host and look the value up.
+    let port = backend.addr().port();
+    let candidates = |token: &str| {
+        (port.saturating_sub(500)..=port.saturating_add(500))
+            .filter(|p| {
+                let url = format!("http://127.0.0.1:{p}");
+                format!("{:016x}", load_balancer::strategy::hash64(url.as_bytes())) == token
+            })
+            .count()
+    };
+    // Without the file: the unkeyed hash, which gives the address away.
+    let plain = cookie_of(None);
+    assert_eq!(
+        candidates(&plain),
+        1,
+        "the old cookie is matched by trying ports"
+    );
+    // With it: no candidate matches, and two copies sharing the file agree.
+    let keyed = cookie_of(Some(&secret));
+    assert_eq!(candidates(&keyed), 0, "{keyed}");
+    assert_ne!(keyed, plain);
+    assert_eq!(
+        cookie_of(Some(&secret)),
+        keyed,
+        "another copy, the same file"
+    );
+    let mac = load_balancer::digest::hmac_sha256(secret.bytes(), backend.url().as_bytes());
+    let expected: String = mac[..8].iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(keyed, expected, "HMAC-SHA-256 of the URL, cut to 64 bits");
+}
+
+#[test]
 fn round_robin_skips_a_dead_backend() {
     let (a, dead, c) = (demo(0), DeadPort::new(), demo(2));
     let lb = start_over(&[a.url(), dead.url(), c.url()]);

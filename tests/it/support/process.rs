@@ -257,6 +257,11 @@ impl Running {
         assert!(status.success(), "kill -{name} {pid}");
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Is the process still running (not exited, not killed)?
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
