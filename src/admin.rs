@@ -16,6 +16,7 @@
 //! | `POST /backends/{id}/enable` | undo a drain |
 //! | `DELETE /backends/{id}` | remove a drained backend with no request in flight |
 //! | `POST /demo/{name}/{drill}` | a failure drill, when demo backends are wired in ([`Drills`]) |
+//! | `POST /strategy`, `POST /backends/{id}/weight` | switch live ([`lab`]) |
 //!
 //! The balanced port never answers these paths: they are only on this listener. With
 //! `--admin-token`, every request needs the token, else `401`: as `Authorization: Bearer
@@ -32,7 +33,9 @@
 
 pub mod base64;
 pub mod csp;
+pub mod lab;
 pub mod status;
+pub mod why;
 
 use crate::backend::Backend;
 use crate::config::{BackendSpec, is_own_address};
@@ -494,6 +497,9 @@ fn route(method: &str, path: &str, body: &[u8], shared: &AdminShared) -> Answer 
             "POST" => ("", Some(set_draining(lb, id, *action == "drain"))),
             _ => ("POST", None),
         },
+        ["strategy"] | ["backends", _, "weight"] => {
+            ("POST", lab::route(method, &segments, body, shared))
+        }
         ["demo", name, drill, arg @ ..] if arg.len() <= 1 => match method {
             "POST" => (
                 "",

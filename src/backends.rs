@@ -16,12 +16,14 @@
 //! try at all: none configured, or all draining.
 
 use crate::backend::{ActiveGuard, Backend};
-use crate::config::BackendSpec;
+use crate::config::{BackendSpec, StrategyKind};
 use crate::health::Policy;
 use crate::http::Header;
 use crate::metrics::inc;
 use crate::retry::Failure;
-use crate::strategy::{Key, Strategy};
+use crate::strategy::explain::{SkipCode, Why};
+use crate::strategy::{self, Key, Strategy};
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,14 +37,18 @@ use std::time::Instant;
 pub struct Backends {
     list: Mutex<Arc<Vec<Arc<Backend>>>>,
     next_id: AtomicUsize,
-    strategy: Box<dyn Strategy>,
+    /// One of each strategy, in the order of [`StrategyKind::ALL`], each keeping its own
+    /// state (a rotation's place, current weights), and which one picks now: switching is
+    /// one store, and reading it costs a request one load.
+    strategies: [Box<dyn Strategy>; StrategyKind::ALL.len()],
+    current: AtomicUsize,
     policy: Policy,
 }
 
 impl Backends {
-    /// The backends of the command line, numbered from 0, picked by `strategy`, taken out of
-    /// rotation by `policy`.
-    pub fn new(specs: &[BackendSpec], strategy: Box<dyn Strategy>, policy: Policy) -> Backends {
+    /// The backends of the command line, numbered from 0, picked by `strategy` (until
+    /// [`Backends::set_strategy`]), taken out of rotation by `policy`.
+    pub fn new(specs: &[BackendSpec], strategy: StrategyKind, policy: Policy) -> Backends {
         let list: Vec<_> = specs
             .iter()
             .enumerate()
@@ -51,7 +57,8 @@ impl Backends {
         Backends {
             next_id: AtomicUsize::new(list.len()),
             list: Mutex::new(Arc::new(list)),
-            strategy,
+            strategies: StrategyKind::ALL.map(|(kind, _)| strategy::build(kind)),
+            current: AtomicUsize::new(position(strategy)),
             policy,
         }
     }
@@ -141,28 +148,50 @@ impl Backends {
         self.list.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The strategy that picks now.
+    pub fn strategy(&self) -> StrategyKind {
+        StrategyKind::ALL[self.current.load(Ordering::Relaxed) % StrategyKind::ALL.len()].0
+    }
+
+    /// Makes `kind` pick from the next request on; returns the one it replaces. Requests
+    /// being routed finish with the strategy they started with; the backends, their pools
+    /// and their health stay as they are.
+    pub fn set_strategy(&self, kind: StrategyKind) -> StrategyKind {
+        let old = self.current.swap(position(kind), Ordering::Relaxed);
+        StrategyKind::ALL[old % StrategyKind::ALL.len()].0
+    }
+
+    fn algorithm(&self, kind: StrategyKind) -> &dyn Strategy {
+        self.strategies[position(kind)].as_ref()
+    }
+
     /// What the strategy reads from a request head for [`Key::pin`] (the affinity cookie);
     /// `None` for strategies that read nothing.
     pub fn pin(&self, headers: &[Header<'_>]) -> Option<u64> {
-        self.strategy.pin(headers)
-    }
-
-    /// Lets the strategy add header lines to the head of the response that `backend` gave
-    /// to the request with `key` (the affinity cookie's `Set-Cookie`).
-    pub fn on_response(&self, backend: &Backend, key: &Key, out: &mut Vec<u8>) {
-        self.strategy.on_response(backend, key, out);
+        self.algorithm(self.strategy()).pin(headers)
     }
 
     /// The backends to try for a request, best first: each pick is the strategy's among the
     /// backends that may take a request now and were not tried for this one yet.
     pub fn candidates(&self, key: Key) -> Candidates<'_> {
+        let kind = self.strategy();
         Candidates {
             set: self,
+            strategy: self.algorithm(kind),
             list: self.snapshot(),
             key,
             tried: Tried::default(),
+            why: Why::new(kind, key.client_ip),
         }
     }
+}
+
+/// Where `kind` is in [`StrategyKind::ALL`].
+fn position(kind: StrategyKind) -> usize {
+    StrategyKind::ALL
+        .iter()
+        .position(|(k, _)| *k == kind)
+        .unwrap_or(0)
 }
 
 /// What [`Backends::replace`] changed.
@@ -192,9 +221,12 @@ impl Diff {
 #[derive(Debug)]
 pub struct Candidates<'a> {
     set: &'a Backends,
+    /// The strategy of this request, read once when it started.
+    strategy: &'a dyn Strategy,
     list: Arc<Vec<Arc<Backend>>>,
     key: Key,
     tried: Tried,
+    why: Why,
 }
 
 impl<'a> Iterator for Candidates<'a> {
@@ -207,6 +239,7 @@ impl<'a> Iterator for Candidates<'a> {
             let backend = &self.list[i];
             self.tried.push(backend.id);
             if !panic && !backend.health.claim(now, self.set.policy.fail_timeout) {
+                self.why.skip(backend.id, SkipCode::TrialTaken);
                 continue; // another request took this backend's trial
             }
             // Counted in flight first, then checked again: the admin API removes a backend
@@ -214,6 +247,7 @@ impl<'a> Iterator for Candidates<'a> {
             // other.
             let in_flight = backend.start_request();
             if backend.is_draining() {
+                self.why.skip(backend.id, SkipCode::Draining);
                 continue;
             }
             inc(&backend.stats.requests);
@@ -227,13 +261,53 @@ impl<'a> Iterator for Candidates<'a> {
 }
 
 impl Candidates<'_> {
+    /// Why the last backend offered was picked, and which were passed over (the facts; see
+    /// [`crate::strategy::explain`]).
+    pub fn why(&self) -> &Why {
+        &self.why
+    }
+
+    /// The backend `id` failed this request so (`why`): the explanation says so.
+    pub fn failed(&mut self, id: usize, why: &'static str) {
+        self.why.skip(id, SkipCode::Failed(why));
+    }
+
+    /// Lets this request's strategy add header lines to the head of the response that
+    /// `backend` gave (the affinity cookie's `Set-Cookie`).
+    pub fn on_response(&self, backend: &Backend, out: &mut Vec<u8>) {
+        self.strategy.on_response(backend, &self.key, out);
+    }
+
     /// The index in the list of the next backend to try, and whether it is a panic-mode pick.
     fn pick(&mut self, now: Instant) -> Option<(usize, bool)> {
+        // The backends the strategy looks at and may not take are noted as it goes, in a
+        // `Cell` since it is handed a `Fn`: round robin looks only at those it passes over.
+        let why = Cell::new(self.why);
+        let skip = |id: usize, code: SkipCode| {
+            let mut w = why.get();
+            w.skip(id, code);
+            why.set(w);
+        };
         loop {
             let tried = &self.tried;
-            let usable = |b: &Backend| !tried.contains(b.id) && b.is_eligible(now);
-            if let Some(i) = self.set.strategy.pick(&self.list, &self.key, &usable) {
-                return Some((i, false));
+            let usable = |b: &Backend| {
+                let code = if tried.contains(b.id) {
+                    return false;
+                } else if b.is_draining() {
+                    SkipCode::Draining
+                } else if !b.health.is_eligible(now) {
+                    SkipCode::Down
+                } else {
+                    return true;
+                };
+                skip(b.id, code);
+                false
+            };
+            if let Some(c) = self.strategy.choose(&self.list, &self.key, &usable) {
+                self.why = why.get();
+                self.why.chosen = Some((self.list[c.index].id, c.reason));
+                self.why.panic = false;
+                return Some((c.index, false));
             }
             // The list changed since this request took it (a reload or the admin API): the
             // backends that left are draining, and the new ones were never offered. Take the
@@ -243,17 +317,19 @@ impl Candidates<'_> {
                 break;
             }
         }
+        self.why = why.get();
         // Panic mode (Envoy's name): when no backend the health checks let through is
         // left, the ones they took out are tried too, rather than none. Health is an
         // estimate; a 503 for every client because every backend failed once is worse
         // than asking them again. One that answers is back in rotation at once.
         let tried = &self.tried;
         let in_rotation = |b: &Backend| !tried.contains(b.id) && !b.is_draining();
-        let i = self
-            .set
-            .strategy
-            .pick(&self.list, &self.key, &in_rotation)?;
-        Some((i, true))
+        let c = self.strategy.choose(&self.list, &self.key, &in_rotation)?;
+        let id = self.list[c.index].id;
+        self.why.unskip(id);
+        self.why.chosen = Some((id, c.reason));
+        self.why.panic = true;
+        Some((c.index, true))
     }
 
     /// Takes the backend set's current list if it is not the one this request started
@@ -359,7 +435,6 @@ impl Tried {
 mod tests {
     use super::*;
     use crate::config::StrategyKind;
-    use crate::strategy;
     use std::net::{IpAddr, Ipv4Addr};
     use std::time::Duration;
 
@@ -372,7 +447,7 @@ mod tests {
         let specs: Vec<_> = (0..n)
             .map(|i| BackendSpec::parse(&format!("http://127.0.0.1:{}", 8001 + i)).unwrap())
             .collect();
-        Backends::new(&specs, strategy::build(StrategyKind::RoundRobin), POLICY)
+        Backends::new(&specs, StrategyKind::RoundRobin, POLICY)
     }
 
     fn key() -> Key {

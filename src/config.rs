@@ -49,6 +49,8 @@ pub struct Config {
     pub strategy: StrategyKind,
     /// No per-request log lines (`--quiet`); errors still go to stderr.
     pub quiet: bool,
+    /// Each log line says why the request went where it went (`--explain`).
+    pub explain: bool,
     /// Limit on connecting to a backend (`--connect-timeout`, nginx's `proxy_connect_timeout`).
     pub connect_timeout: Duration,
     /// Limit on a backend's silence: no byte of the response (or of its body) for this long
@@ -121,6 +123,7 @@ impl Default for Config {
             demo_port: DEMO_FIRST_PORT,
             strategy: StrategyKind::RoundRobin,
             quiet: false,
+            explain: false,
             connect_timeout: Duration::from_secs(2),
             backend_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
@@ -381,6 +384,16 @@ pub const FLAGS: &[Flag] = &[
         help: "no line per request (errors still go to stderr)",
         apply: |c, _| {
             c.quiet = true;
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--explain",
+        value: None,
+        default: "off",
+        help: "end each log line with why the request went there (why=\"round robin: ...\")",
+        apply: |c, _| {
+            c.explain = true;
             Ok(())
         },
     },

@@ -14,7 +14,6 @@ use crate::health::Policy;
 use crate::log::AccessLog;
 use crate::metrics::ServerStats;
 use crate::rewrite::via_entry;
-use crate::strategy;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -48,11 +47,7 @@ impl Shared {
         };
         Shared {
             timeouts: Timeouts::of(&config),
-            backends: Arc::new(Backends::new(
-                &config.backends,
-                strategy::build(config.strategy),
-                policy,
-            )),
+            backends: Arc::new(Backends::new(&config.backends, config.strategy, policy)),
             log: AccessLog::new(config.quiet),
             stats: Arc::default(),
             via: via_entry(config.listen, std::process::id(), SystemTime::now()),

@@ -13,6 +13,7 @@
 //! response. Lines are collected in memory and written every [`FLUSH_INTERVAL`] by one thread,
 //! so a busy balancer makes one `write` for many requests, not one per request.
 
+use crate::strategy::explain::Why;
 use crate::time;
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -53,6 +54,10 @@ pub struct Record<'a> {
     pub backend: Option<&'a str>,
     /// Time from the head to the end of the response.
     pub duration: Duration,
+    /// Why the request went where it went (`None` for the balancer's own answers).
+    pub why: Option<&'a Why>,
+    /// That reason in words, for the line (`--explain`); empty: not written.
+    pub explained: &'a str,
 }
 
 /// A routing decision, for the status page.
@@ -68,6 +73,8 @@ pub struct Decision {
     pub backend: String,
     /// The status the client got.
     pub status: u16,
+    /// Why it went there, as facts ([`crate::strategy::explain`]).
+    pub why: Option<Why>,
 }
 
 /// Collected log lines and recent decisions.
@@ -166,10 +173,12 @@ impl AccessLog {
             request: String::new(),
             backend: String::new(),
             status: r.status,
+            why: None,
         });
         decision.time = r.time;
         decision.client = r.client;
         decision.status = r.status;
+        decision.why = r.why.copied();
         decision.request.clear();
         decision.request.push_str(r.method);
         decision.request.push(' ');
@@ -277,7 +286,13 @@ fn write_line(out: &mut String, cache: &mut TextCache, r: &Record<'_>, target: &
         out.push('0');
     }
     push_number(out, frac);
-    out.push_str("ms\n");
+    out.push_str("ms");
+    if !r.explained.is_empty() {
+        out.push_str(" why=\"");
+        out.extend(r.explained.chars().map(|c| if c == '"' { '\'' } else { c }));
+        out.push('"');
+    }
+    out.push('\n');
 }
 
 /// Appends the decimal digits of `n`.
@@ -315,11 +330,22 @@ mod tests {
             bytes: 51,
             backend: Some("http://127.0.0.1:8001"),
             duration: Duration::from_micros(412),
+            why: None,
+            explained: "",
         };
         assert_eq!(
             format_line(&r, r.target),
             "127.0.0.1 - - [25/Nov/2026:11:30:19 +0000] \"GET /a%22b HTTP/1.1\" 200 51 \
              backend=http://127.0.0.1:8001 time=0.412ms\n"
+        );
+        // With --explain, the reason ends the line.
+        let explained = Record {
+            explained: "round robin: next after \"x\"",
+            ..r.clone()
+        };
+        assert!(
+            format_line(&explained, r.target)
+                .ends_with("time=0.412ms why=\"round robin: next after 'x'\"\n")
         );
         // Durations keep three decimals, zeros included; the caches follow changes of address
         // and second.

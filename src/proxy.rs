@@ -30,6 +30,7 @@ use crate::proxy_protocol;
 use crate::retry::{BodyState, may_retry};
 use crate::rewrite::{Hop, Plan, plan};
 use crate::strategy::Key;
+use crate::strategy::explain::{Why, plain_name};
 use crate::trust::{self, Claims, is_trusted};
 use std::fmt::Write as _;
 use std::io;
@@ -123,6 +124,8 @@ struct Outcome {
     backend: Option<Arc<Backend>>,
     /// The client connection can take another request.
     keep_alive: bool,
+    /// Why it went to `backend` (and which backends it passed over).
+    why: Option<Why>,
 }
 
 /// Serves one client connection until it closes, idles out, or the balancer drains.
@@ -227,6 +230,15 @@ fn log(
     outcome: Option<&Outcome>,
 ) {
     inc(&ctx.stats.requests);
+    let why = outcome.and_then(|o| o.why.as_ref());
+    // Words only when asked for: the facts are what every request pays for.
+    let explained = match why {
+        Some(w) if ctx.config.explain => {
+            let list = ctx.backends.snapshot();
+            w.line(&list, &|id| plain_name(&list, id))
+        }
+        _ => String::new(),
+    };
     ctx.log.record(&Record {
         client: client.who.ip,
         time,
@@ -239,6 +251,8 @@ fn log(
             .and_then(|o| o.backend.as_deref())
             .map(|b| b.url.as_str()),
         duration: started.elapsed(),
+        why,
+        explained: &explained,
     });
 }
 
@@ -352,6 +366,9 @@ fn head_may_be_complete(data: &[u8], scanned: usize) -> bool {
 }
 
 /// How a request's round of attempts ended.
+// An `Outcome` carries its `Why` (about 200 bytes, by value so that routing allocates
+// nothing): boxing it, as the lint suggests, would cost each request an allocation.
+#[allow(clippy::large_enum_variant)]
 enum End {
     /// A response went to the client (whole, or broken off after it started).
     Relayed(Outcome),
@@ -363,6 +380,7 @@ enum End {
 
 /// After a failed attempt: on to the next candidate (with the answer to give if none is
 /// left), or stop here.
+#[allow(clippy::large_enum_variant)] // as `End`
 enum Next {
     Retry(Error),
     Stop(End),
@@ -405,11 +423,11 @@ fn forward(
         client_ip: client.who.ip,
         pin,
     };
-    let end = try_candidates(&mut x, ctx, key);
+    let (end, why) = try_candidates(&mut x, ctx, key);
     if let (BodyState::Whole, Body::Length(n)) = (body, plan.body) {
         client.conn.consume(n as usize);
     }
-    match end {
+    let mut outcome = match end {
         End::Relayed(outcome) => outcome,
         End::Answer(error, keep) => answer(client, plan, ctx, error, keep && !flags.draining()),
         End::Gone => Outcome {
@@ -417,34 +435,44 @@ fn forward(
             bytes: 0,
             backend: None,
             keep_alive: false,
+            why: None,
         },
-    }
+    };
+    outcome.why = Some(why);
+    outcome
 }
 
 /// The forwarding loop: each candidate once, until one answers or the request may not go on.
-fn try_candidates(x: &mut Exchange<'_>, ctx: &Shared, key: Key) -> End {
+/// Returns how it ended and why it went where it went.
+fn try_candidates(x: &mut Exchange<'_>, ctx: &Shared, key: Key) -> (End, Why) {
     let mut last = NO_BACKEND;
-    for candidate in ctx.backends.candidates(key) {
+    let mut candidates = ctx.backends.candidates(key);
+    while let Some(candidate) = candidates.next() {
         let backend = candidate.backend();
-        let add = |out: &mut Vec<u8>| ctx.backends.on_response(backend, &key, out);
+        let add = |out: &mut Vec<u8>| candidates.on_response(backend, out);
         match attempt(x, backend, &add) {
             Ok(done) => {
                 candidate.answered(done.status);
-                return End::Relayed(Outcome {
+                let outcome = Outcome {
                     status: done.status,
                     bytes: done.bytes,
                     backend: Some(Arc::clone(backend)),
                     keep_alive: done.client_keep,
-                });
+                    why: None,
+                };
+                return (End::Relayed(outcome), *candidates.why());
             }
             Err(fault) => match settle(fault, &candidate, x) {
-                Next::Retry(error) => last = error,
-                Next::Stop(end) => return end,
+                Next::Retry(error) => {
+                    candidates.failed(backend.id, error.why);
+                    last = error;
+                }
+                Next::Stop(end) => return (end, *candidates.why()),
             },
         }
     }
     // Unless the body was read to its end, the next bytes on the connection are not a request.
-    End::Answer(last, x.body.read_to_end())
+    (End::Answer(last, x.body.read_to_end()), *candidates.why())
 }
 
 /// Each way an attempt can fail, and what follows for the client: here, in one place.
@@ -478,6 +506,7 @@ fn settle(fault: Fault, candidate: &Candidate<'_>, x: &Exchange<'_>) -> Next {
                 bytes,
                 backend: Some(Arc::clone(backend)),
                 keep_alive: false,
+                why: None,
             }))
         }
         Fault::Client(Some(error)) => Next::Stop(End::Answer(error, false)),
@@ -518,6 +547,7 @@ fn answer(client: &mut Client, plan: &Plan, ctx: &Shared, error: Error, keep: bo
         bytes: body as u64,
         backend: None,
         keep_alive: keep && written,
+        why: None,
     }
 }
 

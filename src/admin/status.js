@@ -87,17 +87,25 @@
     return s;
   }
   // Dashed lines where backends changed state; with labels on the first chart only.
+  // A switch of strategy is kept by every backend: drawn once, in black.
   function marks(s, data, nameOf, xAt, labelled) {
     let row = 0;
+    const switches = new Set();
     for (const b of data.backends) {
       for (const e of b.history.events) {
+        const whole = e.state === "STRATEGY";
+        if (whole && switches.has(e.time_ms)) continue;
+        switches.add(e.time_ms);
+        const colour = whole ? "#222" : b.colour;
+        const text = whole ? "strategy " + e.reason
+          : nameOf(b) + " " + e.state + (e.state === "WEIGHT" ? " " + e.reason : "");
         const x = xAt(e.time_ms);
-        svg("line", { x1: x, x2: x, y1: T, y2: H - B, stroke: b.colour, "stroke-width": 1.5,
+        svg("line", { x1: x, x2: x, y1: T, y2: H - B, stroke: colour, "stroke-width": 1.5,
           "stroke-dasharray": "4 2" }, s);
         if (!labelled) continue;
         const right = x > W - 70;
-        label(s, right ? x - 3 : x + 3, T - 14 + 9 * (row++ % 2), nameOf(b) + " " + e.state,
-          { class: "mark", fill: b.colour, "text-anchor": right ? "end" : "start" });
+        label(s, right ? x - 3 : x + 3, T - 14 + 9 * (row++ % 2), text,
+          { class: "mark", fill: colour, "text-anchor": right ? "end" : "start" });
       }
     }
   }
@@ -197,6 +205,7 @@
       const to = el("td", { class: "l name" }, undefined, tr);
       to.append(square(colourOf(d.backend)), d.backend);
       el("td", {}, String(d.status), tr);
+      el("td", { class: "l why" }, d.why ? d.why.text : "", tr);
       return tr;
     }));
   }

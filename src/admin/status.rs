@@ -17,6 +17,7 @@
 //! else.
 
 use super::csp::{STATUS_SCRIPT, STATUS_STYLE};
+use super::why::{self, Explained};
 use crate::backend::Backend;
 use crate::backends_file::FileInfo;
 use crate::context::Shared;
@@ -207,6 +208,8 @@ pub struct Status {
     pub backends: Vec<Row>,
     /// The last routing decisions, oldest first.
     pub recent: Vec<Decision>,
+    /// Why each of `recent` went where it went, in words ([`why::explain`]).
+    pub why: Vec<Option<Explained>>,
     /// Client connections open now.
     pub open: u64,
     /// Of those, the ones upgraded to a tunnel (`101 Switching Protocols`), or asking a
@@ -263,18 +266,27 @@ impl Status {
                 Row::of(b)
             }
         };
+        let list = shared.backends.snapshot();
+        let recent = shared.log.recent();
         Status {
-            backends: shared.backends.snapshot().iter().map(|b| row(b)).collect(),
-            recent: shared.log.recent(),
+            backends: list.iter().map(|b| row(b)).collect(),
+            why: why::explain(&list, &|b| name_of(&demos, b), &recent),
+            recent,
             open: stats.open.load(Ordering::Relaxed),
             tunnels: stats.tunnels.load(Ordering::Relaxed),
             accepted: stats.accepted.load(Ordering::Relaxed),
             requests: stats.requests.load(Ordering::Relaxed),
-            strategy: shared.config.strategy.name(),
+            strategy: shared.backends.strategy().name(),
             demos,
             file: shared.file.as_ref().map(|f| f.info()),
             time: SystemTime::now(),
         }
+    }
+
+    /// A backend's name on the page: the demo's (`Red`), else `#ID`.
+    fn name_of(&self, r: &Row) -> String {
+        (self.demos.iter().find(|d| d.url == r.url))
+            .map_or_else(|| format!("#{}", r.id), |d| d.name.to_string())
     }
 
     /// The colour of the backend with this URL, grey when it is gone (or was none: `-`).
@@ -320,6 +332,12 @@ impl Status {
         self.backend_rows(&mut out);
         self.file_html(&mut out);
         self.demo_table(&mut out);
+        if !self.demos.is_empty() {
+            let rows: Vec<_> = (self.backends.iter())
+                .map(|r| (r.id, self.name_of(r), r.weight))
+                .collect();
+            why::controls_html(self.strategy, &rows, &mut out);
+        }
         self.decision_table(&mut out);
         let _ = write!(
             out,
@@ -391,19 +409,27 @@ impl Status {
             out,
             "<h2>Last routing decisions</h2>\n<table id=\"recent\" data-rows=\"{DECISION_ROWS}\">\n\
              <thead><tr><th>time (UTC)</th><th class=\"l\">client</th><th class=\"l\">request</th><th class=\"l\">backend</th>\
-             <th>status</th></tr></thead>\n<tbody>\n"
+             <th>status</th><th class=\"l\">why</th></tr></thead>\n<tbody>\n"
         );
-        for d in self.recent.iter().rev().take(DECISION_ROWS) {
+        let whys = self
+            .why
+            .iter()
+            .rev()
+            .map(Some)
+            .chain(std::iter::repeat(None));
+        for (d, why) in self.recent.iter().rev().take(DECISION_ROWS).zip(whys) {
+            let why = why.and_then(Option::as_ref).map(Explained::text);
             let _ = writeln!(
                 out,
                 "<tr><td>{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td>\
-                 <td class=\"l name\">{}{}</td><td>{}</td></tr>",
+                 <td class=\"l name\">{}{}</td><td>{}</td><td class=\"l why\">{}</td></tr>",
                 clock(d.time),
                 d.client,
                 escape(&d.request),
                 square(self.colour_of(&d.backend)),
                 escape(&d.backend),
-                d.status
+                d.status,
+                escape(why.as_deref().unwrap_or(""))
             );
         }
     }
@@ -508,7 +534,12 @@ impl Status {
             json_string(&mut out, &d.request);
             out.push_str(",\"backend\":");
             json_string(&mut out, &d.backend);
-            let _ = write!(out, ",\"status\":{}}}", d.status);
+            let _ = write!(out, ",\"status\":{},\"why\":", d.status);
+            match self.why.get(i).and_then(Option::as_ref) {
+                Some(why) => why.json(&mut out, json_string),
+                None => out.push_str("null"),
+            }
+            out.push('}');
         }
         out.push_str("]}");
         out
@@ -559,6 +590,11 @@ impl Status {
         }
         out.push('}');
     }
+}
+
+/// A backend's name in the explanations: the demo's (`Red`), else its URL.
+fn name_of(demos: &[DemoRow], b: &Backend) -> String {
+    (demos.iter().find(|d| d.url == b.url)).map_or_else(|| b.url.clone(), |d| d.name.to_string())
 }
 
 /// `12:04:05.123` (UTC).
@@ -675,6 +711,7 @@ mod tests {
             request: request.into(),
             backend: backend.into(),
             status,
+            why: None,
         }
     }
 
@@ -688,6 +725,13 @@ mod tests {
                 row(1, State::Down("connection refused <x>".into())),
                 row(2, State::Draining),
             ],
+            why: vec![Some(Explained {
+                strategy: "round-robin",
+                reason: "round robin: next after Green".into(),
+                skipped: vec![(0, "Red".into(), "DOWN", "Red: DOWN, refused".into())],
+                more: 0,
+                panic: false,
+            })],
             recent: vec![decision(
                 1_795_606_219_042,
                 "GET /a\"<b>",
@@ -742,7 +786,10 @@ mod tests {
              \"demos\":[{\"name\":\"Red\",\"url\":\"http://127.0.0.1:8001\",\"colour\":\"red\",\
              \"drill\":\"ok: answering normally\"}],\"backends_file\":null,\
              \"recent\":[{\"time_ms\":1795606219042,\"client\":\"127.0.0.1\",\"request\":\"GET /a\\\"<b>\",\
-             \"backend\":\"http://127.0.0.1:8002\",\"status\":200}]}"
+             \"backend\":\"http://127.0.0.1:8002\",\"status\":200,\"why\":{\"strategy\":\"round-robin\",\
+             \"reason\":\"round robin: next after Green\",\"panic\":false,\"skipped\":[{\"id\":0,\
+             \"name\":\"Red\",\"state\":\"DOWN\",\"reason\":\"Red: DOWN, refused\"}],\"more_skipped\":0,\
+             \"text\":\"round robin: next after Green; skipped Red: DOWN, refused\"}}]}"
         );
     }
 

@@ -77,6 +77,10 @@ pub mod drills {
     #![doc = include_str!("drills.md")]
 }
 
+pub mod lab {
+    #![doc = include_str!("lab.md")]
+}
+
 pub mod performance {
     #![doc = include_str!("performance.md")]
 }

@@ -240,6 +240,15 @@ impl History {
         });
     }
 
+    /// When the last `state` change kept here happened, on the wall clock (`None` if none
+    /// is kept): "DOWN since" in a routing decision's explanation.
+    pub fn last_event_time(&self, state: &str) -> Option<SystemTime> {
+        let events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let e = events.iter().rev().find(|e| e.state == state)?;
+        let epoch = EPOCH.unix.saturating_sub(LEAD);
+        Some(UNIX_EPOCH + epoch + Duration::from_millis(e.time_ms))
+    }
+
     /// The [`HISTORY_SECONDS`] seconds that end with second `now`.
     pub fn series(&self, now: u64) -> Series {
         let start = now.saturating_sub(HISTORY_SECONDS as u64 - 1);

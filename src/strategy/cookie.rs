@@ -12,14 +12,14 @@
 //! Unlike ip-hash, this follows the client, not its address: many users behind one NAT spread
 //! out, and a phone that changes networks keeps its backend.
 
+use super::explain::{Choice, Reason};
 use super::round_robin::RoundRobin;
 use super::{Key, Strategy};
 use crate::backend::Backend;
 use crate::http::{Header, head};
 use std::sync::Arc;
 
-/// Name of the cookie that pins a client to a backend.
-pub const AFFINITY_COOKIE: &str = "lb_backend";
+pub use super::AFFINITY_COOKIE;
 /// Attributes of the cookie: every path, hidden from scripts, not sent on cross-site
 /// sub-requests.
 pub const COOKIE_ATTRIBUTES: &str = "Path=/; HttpOnly; SameSite=Lax";
@@ -31,18 +31,28 @@ pub struct Cookie {
 }
 
 impl Strategy for Cookie {
-    fn pick(
+    fn choose(
         &self,
         backends: &[Arc<Backend>],
         key: &Key,
         usable: &dyn Fn(&Backend) -> bool,
-    ) -> Option<usize> {
+    ) -> Option<Choice> {
         if let Some(tag) = key.pin
-            && let Some(i) = backends.iter().position(|b| b.tag == tag && usable(b))
+            && let Some(index) = backends.iter().position(|b| b.tag == tag && usable(b))
         {
-            return Some(i);
+            return Some(Choice {
+                index,
+                reason: Reason::Pinned { tag },
+            });
         }
-        self.fallback.pick(backends, key, usable)
+        let (index, after) = self.fallback.next_usable(backends, usable)?;
+        Some(Choice {
+            index,
+            reason: Reason::Unpinned {
+                had_cookie: key.pin.is_some(),
+                after,
+            },
+        })
     }
 
     fn pin(&self, headers: &[Header<'_>]) -> Option<u64> {

@@ -19,6 +19,7 @@
 //! address; an `X-Forwarded-For` from anyone else is not believed, since it would let any
 //! client pick its backend.
 
+use super::explain::{Choice, Reason};
 use super::{Key, Strategy, hash64};
 use crate::backend::Backend;
 use std::net::IpAddr;
@@ -44,19 +45,22 @@ pub fn score(ip: IpAddr, backend: &Backend) -> f64 {
 }
 
 impl Strategy for IpHash {
-    fn pick(
+    fn choose(
         &self,
         backends: &[Arc<Backend>],
         key: &Key,
         usable: &dyn Fn(&Backend) -> bool,
-    ) -> Option<usize> {
+    ) -> Option<Choice> {
         backends
             .iter()
             .enumerate()
             .filter(|(_, b)| usable(b))
             .map(|(i, b)| (i, score(key.client_ip, b)))
             .max_by(|(_, x), (_, y)| x.total_cmp(y))
-            .map(|(i, _)| i)
+            .map(|(index, _)| Choice {
+                index,
+                reason: Reason::IpHash,
+            })
     }
 }
 

@@ -12,6 +12,7 @@
 //! Ties (all idle, the usual case at low load) are broken round robin, from where the last
 //! pick stopped; without that, the first backend would take every request of a quiet site.
 
+use super::explain::{Choice, MAX_COMPARED, Reason};
 use super::{Key, Strategy};
 use crate::backend::Backend;
 use std::sync::{Arc, Mutex};
@@ -24,30 +25,55 @@ pub struct LeastConn {
 }
 
 impl Strategy for LeastConn {
-    fn pick(
+    fn choose(
         &self,
         backends: &[Arc<Backend>],
         _key: &Key,
         usable: &dyn Fn(&Backend) -> bool,
-    ) -> Option<usize> {
+    ) -> Option<Choice> {
         let n = backends.len();
         let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
         let mut best: Option<(usize, u64, u64)> = None;
+        // Every usable backend's count, for the reason: the winner's and some others'.
+        let mut seen = [(0usize, 0u32); MAX_COMPARED + 1];
+        let mut len = 0;
         for i in (0..n).map(|k| (*next + k) % n) {
             let b = &backends[i];
             if !usable(b) {
                 continue;
             }
             let (active, weight) = (b.active() as u64, u64::from(b.weight().max(1)));
+            if len < seen.len() {
+                seen[len] = (i, u32::try_from(active).unwrap_or(u32::MAX));
+                len += 1;
+            }
             // active/weight < best_active/best_weight, without division. Strictly less: on a
             // tie the earlier one in this scan (the round-robin order) stays.
             if best.is_none_or(|(_, ba, bw)| active * bw < ba * weight) {
                 best = Some((i, active, weight));
             }
         }
-        let (found, _, _) = best?;
+        let (found, active, _) = best?;
         *next = (found + 1) % n;
-        Some(found)
+        Some(Choice {
+            index: found,
+            reason: reason(backends, found, active, &seen[..len]),
+        })
+    }
+}
+
+/// The numbers of a pick: the winner's count, and up to [`MAX_COMPARED`] others (by id).
+fn reason(backends: &[Arc<Backend>], found: usize, active: u64, seen: &[(usize, u32)]) -> Reason {
+    let mut others = [(0, 0); MAX_COMPARED];
+    let mut len = 0;
+    for &(i, n) in seen.iter().filter(|(i, _)| *i != found).take(MAX_COMPARED) {
+        others[len] = (backends[i].id, n);
+        len += 1;
+    }
+    Reason::LeastConn {
+        active: u32::try_from(active).unwrap_or(u32::MAX),
+        others,
+        len: len as u8,
     }
 }
 

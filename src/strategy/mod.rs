@@ -11,21 +11,27 @@
 //! A strategy that needs more than the client's address overrides two methods that do nothing
 //! by default: it may read the request head ([`Strategy::pin`]) and add fields to the response
 //! head ([`Strategy::on_response`]), as the affinity cookie does. A new strategy is one file here
-//! and one row in [`build`].
+//! and one row in [`build`]. Each pick says why ([`explain`]): the status page and
+//! `--explain` show it.
 
 use crate::backend::Backend;
 use crate::config::StrategyKind;
 use crate::http::Header;
+use explain::Choice;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 pub use crate::backend::hash64;
 
 pub mod cookie;
+pub mod explain;
 pub mod ip_hash;
 pub mod least_conn;
 pub mod round_robin;
 pub mod weighted;
+
+/// Name of the cookie that pins a client to a backend ([`cookie`]).
+pub const AFFINITY_COOKIE: &str = "lb_backend";
 
 /// What a strategy may look at besides the backends.
 #[derive(Debug, Clone, Copy)]
@@ -39,15 +45,25 @@ pub struct Key {
 
 /// A load-balancing algorithm.
 pub trait Strategy: Send + Sync + std::fmt::Debug {
-    /// Picks the index in `backends` of the backend for a request, among those for which
-    /// `usable` is true (healthy, not draining, not already tried for this request).
-    /// `None` when no backend is usable.
+    /// Picks the backend for a request among those for which `usable` is true (healthy, not
+    /// draining, not already tried for this request): its index in `backends`, with the
+    /// numbers that made it the one ([`explain::Reason`]). `None` when no backend is usable.
+    fn choose(
+        &self,
+        backends: &[Arc<Backend>],
+        key: &Key,
+        usable: &dyn Fn(&Backend) -> bool,
+    ) -> Option<Choice>;
+
+    /// [`Strategy::choose`]'s index alone.
     fn pick(
         &self,
         backends: &[Arc<Backend>],
         key: &Key,
         usable: &dyn Fn(&Backend) -> bool,
-    ) -> Option<usize>;
+    ) -> Option<usize> {
+        self.choose(backends, key, usable).map(|c| c.index)
+    }
 
     /// The [`Backend::tag`] a request asks for, from its header fields ([`Key::pin`]).
     fn pin(&self, _headers: &[Header<'_>]) -> Option<u64> {

@@ -5,6 +5,7 @@
 //! position lives in a `Mutex<usize>`, held while the pick looks for the next usable backend:
 //! that reads each backend it passes over (its health and draining flag), usually just one.
 
+use super::explain::{Choice, Reason};
 use super::{Key, Strategy};
 use crate::backend::Backend;
 use std::sync::{Arc, Mutex};
@@ -16,12 +17,27 @@ pub struct RoundRobin {
 }
 
 impl Strategy for RoundRobin {
-    fn pick(
+    fn choose(
         &self,
         backends: &[Arc<Backend>],
         _key: &Key,
         usable: &dyn Fn(&Backend) -> bool,
-    ) -> Option<usize> {
+    ) -> Option<Choice> {
+        self.next_usable(backends, usable)
+            .map(|(index, after)| Choice {
+                index,
+                reason: Reason::RoundRobin { after },
+            })
+    }
+}
+
+impl RoundRobin {
+    /// The next usable backend's index, and the id of the backend the rotation stood at.
+    pub(crate) fn next_usable(
+        &self,
+        backends: &[Arc<Backend>],
+        usable: &dyn Fn(&Backend) -> bool,
+    ) -> Option<(usize, usize)> {
         let n = backends.len();
         let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
         // Start where the last pick stopped; skip unusable backends, so that with B down the
@@ -29,8 +45,9 @@ impl Strategy for RoundRobin {
         let found = (0..n)
             .map(|i| (*next + i) % n)
             .find(|&i| usable(&backends[i]))?;
+        let after = backends[(*next + n - 1) % n].id;
         *next = (found + 1) % n;
-        Some(found)
+        Some((found, after))
     }
 }
 

@@ -12,6 +12,7 @@
 //! The current weights are kept by backend id, not by position, so backends added or removed
 //! at run time keep or lose their own state without shifting anybody else's.
 
+use super::explain::{Choice, Reason};
 use super::{Key, Strategy};
 use crate::backend::Backend;
 use std::collections::HashMap;
@@ -25,12 +26,12 @@ pub struct Weighted {
 }
 
 impl Strategy for Weighted {
-    fn pick(
+    fn choose(
         &self,
         backends: &[Arc<Backend>],
         _key: &Key,
         usable: &dyn Fn(&Backend) -> bool,
-    ) -> Option<usize> {
+    ) -> Option<Choice> {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if current.len() > backends.len() {
             // A backend was removed: forget its state. Ids are never reused, so a key that
@@ -53,11 +54,17 @@ impl Strategy for Weighted {
                 best = Some((i, *w));
             }
         }
-        let (found, _) = best?;
-        if let Some(w) = current.get_mut(&backends[found].id) {
+        let (index, top) = best?;
+        if let Some(w) = current.get_mut(&backends[index].id) {
             *w -= total;
         }
-        Some(found)
+        Some(Choice {
+            index,
+            reason: Reason::Weighted {
+                current: top,
+                total,
+            },
+        })
     }
 }
 

@@ -190,27 +190,6 @@ fn slow_backend_loses_traffic_under_least_conn() {
     );
 }
 
-/// POSTs to the admin listener; returns status, Location and body.
-fn admin_post(lb: &Balancer, path: &str, body: &str) -> (u16, Option<String>, String) {
-    let mut c = RawConn::open(admin_addr(lb));
-    c.send(
-        format!(
-            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    );
-    let (head, body) = c.response();
-    let lower = head.to_ascii_lowercase();
-    let location = header(&lower, "location").map(str::to_string);
-    (
-        status_of(&head),
-        location,
-        String::from_utf8_lossy(&body).into_owned(),
-    )
-}
-
 #[test]
 fn drills_through_the_admin_listener_and_the_status_page() {
     let (fleet, lb) = fleet_setup(2, with_admin);
@@ -225,7 +204,7 @@ fn drills_through_the_admin_listener_and_the_status_page() {
         }
     }
     // The API answers with the console line; the page's buttons are sent back to the page.
-    let (status, _, line) = admin_post(&lb, "/demo/red/stop", "");
+    let (status, _, line) = admin_post(admin_addr(&lb), "/demo/red/stop", "");
     assert_eq!(status, 200);
     assert_eq!(
         line.trim_end(),
@@ -250,18 +229,21 @@ fn drills_through_the_admin_listener_and_the_status_page() {
         )),
         "{json}"
     );
-    let (status, location, _) = admin_post(&lb, "/demo/red/start", "then=status");
+    let (status, location, _) = admin_post(admin_addr(&lb), "/demo/red/start", "then=status");
     assert_eq!((status, location.as_deref()), (303, Some("/status")));
     assert_eq!(direct(red(&fleet)), (200, red(&fleet).page().to_string()));
-    let (status, _, _) = admin_post(&lb, "/demo/red/slow/25", "");
+    let (status, _, _) = admin_post(admin_addr(&lb), "/demo/red/slow/25", "");
     assert_eq!(status, 200);
     assert_eq!(red(&fleet).drill(), Drill::Slow(Duration::from_millis(25)));
     let started = Instant::now();
     assert_eq!(direct(red(&fleet)).0, 200);
     assert!(started.elapsed() >= Duration::from_millis(25));
-    assert_eq!(admin_post(&lb, "/demo/mauve/stop", "").0, 404);
-    assert_eq!(admin_post(&lb, "/demo/red/explode", "").0, 400);
-    assert_eq!(admin_post(&lb, "/demo/red/error/200", "").0, 400);
+    assert_eq!(admin_post(admin_addr(&lb), "/demo/mauve/stop", "").0, 404);
+    assert_eq!(admin_post(admin_addr(&lb), "/demo/red/explode", "").0, 400);
+    assert_eq!(
+        admin_post(admin_addr(&lb), "/demo/red/error/200", "").0,
+        400
+    );
     // The refused ones changed nothing.
     assert_eq!(red(&fleet).drill(), Drill::Slow(Duration::from_millis(25)));
 }
@@ -269,7 +251,7 @@ fn drills_through_the_admin_listener_and_the_status_page() {
 #[test]
 fn no_demo_routes_without_demo_backends() {
     let s = Setup::new(1, with_admin);
-    let (status, _, body) = admin_post(&s.lb, "/demo/red/stop", "");
+    let (status, _, body) = admin_post(admin_addr(&s.lb), "/demo/red/stop", "");
     assert_eq!(status, 404, "{body}");
     assert_eq!(direct(&s.demos[0]), (200, s.demos[0].page().to_string()));
 }

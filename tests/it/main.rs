@@ -21,6 +21,7 @@ mod hardening;
 mod health;
 mod hygiene;
 mod keepalive;
+mod lab;
 mod performance;
 mod rejects;
 #[cfg(unix)]

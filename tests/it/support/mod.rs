@@ -168,6 +168,27 @@ pub fn admin_addr(lb: &Balancer) -> SocketAddr {
     lb.admin_addr().expect("the admin listener runs")
 }
 
+/// POSTs a form `body` to the admin listener; returns status, Location and body.
+pub fn admin_post(admin: SocketAddr, path: &str, body: &str) -> (u16, Option<String>, String) {
+    let mut c = RawConn::open(admin);
+    c.send(
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let (head, body) = c.response();
+    let lower = head.to_ascii_lowercase();
+    let location = header(&lower, "location").map(str::to_string);
+    (
+        status_of(&head),
+        location,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
 /// The balancer's backends, as they are now.
 pub fn backends(lb: &Balancer) -> Arc<Vec<Arc<Backend>>> {
     lb.shared().backends.snapshot()
