@@ -26,9 +26,14 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Command::Run(mut config)) => match read_backends_file(&mut config) {
+            Ok(()) if config.check => {
+                print!("{}", config::file::report(&config));
+                println!("configuration OK");
+                ExitCode::SUCCESS
+            }
             Ok(()) => run(*config),
             Err(message) => {
-                eprintln!("error: --backends-file {message}");
+                eprintln!("error: {message}");
                 ExitCode::from(2)
             }
         },
@@ -43,7 +48,12 @@ fn main() -> ExitCode {
 /// value: `main` exits with status 2 and the message names the file and the line.
 fn read_backends_file(config: &mut Config) -> Result<(), String> {
     if let Some(path) = &config.backends_file {
-        config.backends = backends_file::load(path, config.listen)?;
+        config.backends =
+            backends_file::load(path, config.listen).map_err(|e| format!("--backends-file {e}"))?;
+        config::weights_are_used(config.strategy, &config.backends)?;
+        if config.check {
+            return Ok(());
+        }
         println!(
             "[Backends] {} backends from {} (re-read when it changes, or on SIGHUP)",
             config.backends.len(),

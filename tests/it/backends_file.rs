@@ -4,13 +4,14 @@
 //! file agree on affinity (ip-hash and the `lb_backend` cookie). Every wait polls the
 //! admin listener for the file's generation or error count, with a deadline.
 
+use crate::support::files::Dir;
 use crate::support::process::{Launch, Running};
 use crate::support::*;
 use load_balancer::backends_file;
 use load_balancer::demo::DemoBackend;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 use std::sync::mpsc;
@@ -22,36 +23,6 @@ use std::time::Duration;
 const RELOAD_DEADLINE: Duration = Duration::from_secs(10);
 /// The polling interval the tests give the watcher: short, so that 20 reloads take seconds.
 const FAST_POLL: &str = "100ms";
-
-/// A directory of its own for one test's files, removed when dropped.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(test: &str) -> Dir {
-        let dir = std::env::temp_dir().join(format!("lb-file-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Dir(dir)
-    }
-
-    fn file(&self) -> PathBuf {
-        self.0.join("backends.txt")
-    }
-
-    /// Writes `text` as the backends file the way writers do: a new file, renamed over the
-    /// old one, so a reader sees the old or the new file and never half of one.
-    fn write(&self, text: &str) {
-        let tmp = self.0.join(".backends.txt.tmp");
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, self.file()).unwrap();
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The file's text for these URLs, with a comment and a blank line as people write them.
 fn listing(urls: &[String]) -> String {

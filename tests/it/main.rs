@@ -11,6 +11,7 @@ mod basics;
 mod behind_a_terminator;
 mod bench;
 mod chapter;
+mod config_file;
 mod drain;
 mod drills;
 mod failover;

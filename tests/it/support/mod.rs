@@ -10,10 +10,12 @@
 //!   off without giving up its port, gates that hold requests;
 //! - [`process`]: the real binaries (`load-balancer` and the chapter's `chapter`), their
 //!   output line by line, signals;
+//! - [`files`]: a directory of a test's own, files written by rename;
 //! - [`fuzz`]: the seeded generator and the panic counter both fuzzers use.
 
 pub mod backend;
 pub mod client;
+pub mod files;
 pub mod fuzz;
 pub mod process;
 
