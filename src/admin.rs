@@ -17,6 +17,7 @@
 //! | `DELETE /backends/{id}` | remove a drained backend with no request in flight |
 //! | `POST /demo/{name}/{drill}` | a failure drill, when demo backends are wired in ([`Drills`]) |
 //! | `POST /strategy`, `POST /backends/{id}/weight` | switch live ([`lab`]) |
+//! | `POST /reload` | read `--config` and `--backends-file` again, as `SIGHUP` does ([`crate::reload`]); answers what changed |
 //!
 //! The balanced port never answers these paths: they are only on this listener. With
 //! `--admin-token`, every request needs the token, else `401`: as `Authorization: Bearer
@@ -45,6 +46,7 @@ use crate::http::framing::{self, Body};
 use crate::http::{Error, MAX_HEAD, Parse, head, pages, request};
 use crate::listener::{Accepted, Listener, Options};
 use crate::metrics::prometheus;
+use crate::reload;
 use crate::time;
 use status::{DemoRow, Row, Status};
 use std::io;
@@ -190,7 +192,8 @@ fn serve(accepted: Accepted<'_>, shared: &AdminShared) {
 fn read_request(conn: &mut BufConn, shared: &AdminShared) -> Result<AdminRequest, Answer> {
     let deadline = Instant::now() + ADMIN_TIMEOUT;
     let fill = |conn: &mut BufConn| fill_by(conn, deadline);
-    let admin_name = shared.balancer.config.admin_name.as_deref();
+    let live = shared.balancer.live();
+    let admin_name = live.config.admin_name.as_deref();
     let (mut req, body, head_len) = loop {
         if let Parse::Complete { head, len } = request::parse(conn.data()).map_err(Answer::from)? {
             let host = head.host().map_err(Answer::from)?;
@@ -218,7 +221,7 @@ fn read_request(conn: &mut BufConn, shared: &AdminShared) -> Result<AdminRequest
         fill(conn)?;
     };
     conn.consume(head_len);
-    authorize(&req, shared.balancer.config.admin_token.as_deref())?;
+    authorize(&req, live.config.admin_token.as_deref())?;
     if req.cross_site && !matches!(req.method.as_str(), "GET" | "HEAD") {
         return Err(Answer::page(
             403,
@@ -470,7 +473,7 @@ fn route(method: &str, path: &str, body: &[u8], shared: &AdminShared) -> Answer 
         ),
         ["status.json"] => (
             "GET, HEAD",
-            (method == "GET").then(|| Answer::json(200, status(shared, true).json())),
+            (method == "GET").then(|| Answer::json(200, status_json(shared))),
         ),
         ["backends"] => match method {
             "GET" => ("", Some(list(lb))),
@@ -497,6 +500,7 @@ fn route(method: &str, path: &str, body: &[u8], shared: &AdminShared) -> Answer 
             "POST" => ("", Some(set_draining(lb, id, *action == "drain"))),
             _ => ("POST", None),
         },
+        ["reload"] => ("POST", (method == "POST").then(|| reload_now(lb))),
         ["strategy"] | ["backends", _, "weight"] => {
             ("POST", lab::route(method, &segments, body, shared))
         }
@@ -556,6 +560,11 @@ fn status(shared: &AdminShared, history: bool) -> Status {
     Status::collect(&shared.balancer, demos, history)
 }
 
+/// `/status.json`: the status, and the configuration's reloads and settings.
+fn status_json(shared: &AdminShared) -> String {
+    reload::in_status_json(status(shared, true).json(), &shared.balancer)
+}
+
 fn metrics(lb: &Shared) -> Answer {
     let backends = lb.backends.snapshot();
     let samples: Vec<_> = backends
@@ -586,10 +595,20 @@ fn metrics(lb: &Shared) -> Answer {
         };
         prometheus::render_file(&mut text, &sample);
     }
+    reload::render_metrics(&mut text, lb);
     Answer {
         status: 200,
         body: Ok((prometheus::CONTENT_TYPE, text)),
         fields: Vec::new(),
+    }
+}
+
+/// `POST /reload`: what `SIGHUP` does; `200` with what changed, or `422` with why the
+/// files were refused (nothing changed).
+fn reload_now(lb: &Shared) -> Answer {
+    match reload::reload(lb, "POST /reload") {
+        Ok(outcome) => Answer::json(200, outcome.json()),
+        Err(why) => Answer::page(422, format!("reload refused, nothing changed: {why}")),
     }
 }
 
@@ -643,12 +662,13 @@ fn add(body: &[u8], shared: &AdminShared) -> Answer {
         Err(why) => return Answer::page(400, why),
     };
     let lb = &shared.balancer;
-    if is_own_address(lb.config.listen, spec.addr) {
+    let listen = lb.live().config.listen;
+    if is_own_address(listen, spec.addr) {
         return Answer::page(
             400,
             format!(
                 "{} is this balancer's own listener {}: every request would come back to it",
-                spec.url, lb.config.listen
+                spec.url, listen
             ),
         );
     }

@@ -124,6 +124,9 @@ pub struct Config {
     pub settings: Vec<Setting>,
     /// The command line this configuration was parsed from, for a reload to parse again.
     pub command_line: Vec<String>,
+    /// The demo backends `main` started and added to `backends` (`--demo` with `--backend`),
+    /// which a reload keeps in the list.
+    pub demo_backends: Vec<BackendSpec>,
 }
 
 impl Default for Config {
@@ -169,6 +172,7 @@ impl Default for Config {
             check: false,
             settings: Vec::new(),
             command_line: Vec::new(),
+            demo_backends: Vec::new(),
         }
     }
 }

@@ -79,6 +79,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod relay;
+pub mod reload;
 pub mod retry;
 pub mod rewrite;
 pub mod server;

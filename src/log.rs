@@ -20,6 +20,7 @@ use std::collections::VecDeque;
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How often collected log lines are written to stdout.
@@ -80,7 +81,8 @@ pub struct Decision {
 /// Collected log lines and recent decisions.
 #[derive(Debug)]
 pub struct AccessLog {
-    quiet: bool,
+    /// `--quiet`, which a reload may change ([`AccessLog::set_quiet`]).
+    quiet: AtomicBool,
     inner: Mutex<Inner>,
 }
 
@@ -134,9 +136,14 @@ impl AccessLog {
     /// A log that prints lines unless `quiet`; decisions are kept either way.
     pub fn new(quiet: bool) -> AccessLog {
         AccessLog {
-            quiet,
+            quiet: AtomicBool::new(quiet),
             inner: Mutex::new(Inner::default()),
         }
+    }
+
+    /// Turns the per-request lines off (`--quiet`) or on, from the next request.
+    pub fn set_quiet(&self, quiet: bool) {
+        self.quiet.store(quiet, Ordering::Relaxed);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -148,7 +155,7 @@ impl AccessLog {
     /// allocation here and holds the lock only to copy text.
     pub fn record(&self, r: &Record<'_>) {
         let target = shorten(r.target);
-        if self.quiet {
+        if self.quiet.load(Ordering::Relaxed) {
             self.decide(r, &target);
         } else {
             LINE.with_borrow_mut(|(line, cache)| {

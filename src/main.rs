@@ -143,7 +143,8 @@ fn start_demos(config: &mut Config) -> std::io::Result<Arc<Fleet>> {
         println!("[Backend] {} Server started at {}", demo.name(), demo.url());
         if !from_file {
             let spec = BackendSpec::parse(&demo.url()).expect("a demo URL parses");
-            config.backends.push(spec);
+            config.backends.push(spec.clone());
+            config.demo_backends.push(spec);
         }
     }
     Ok(Arc::new(fleet))
@@ -156,25 +157,23 @@ const SIGNAL_POLL: Duration = Duration::from_millis(100);
 /// Waits for SIGINT or SIGTERM, then drains: the balancer stops accepting, requests in flight
 /// finish (up to --drain-timeout), idle connections close, a summary is printed, exit 0.
 /// A second signal during the drain exits at once with 128 + the signal's number. Each
-/// SIGHUP on the way re-reads --backends-file.
+/// SIGHUP on the way reads --config and --backends-file again.
 fn wait_and_drain(balancer: Balancer) -> ExitCode {
     let mut hangups = 0;
     while signal::received() == 0 {
         thread::park_timeout(SIGNAL_POLL);
         if signal::hangups() != hangups {
             hangups = signal::hangups();
-            if balancer.reload_backends_file() {
-                println!("[LoadBalancer] SIGHUP: reading --backends-file again");
-            } else {
-                println!("[LoadBalancer] SIGHUP: nothing to re-read (no --backends-file)");
-            }
+            println!("[LoadBalancer] SIGHUP: reading the configuration again");
+            // One line says what changed, or why nothing did (see `reload`).
+            let _ = balancer.reload("SIGHUP");
         }
     }
     let first = signal::last().unwrap_or(signal::SIGTERM);
     println!(
         "[LoadBalancer] {}: draining (up to {:?}; send it again to stop now)",
         signal::name(first),
-        balancer.shared().config.drain_timeout
+        balancer.shared().live().config.drain_timeout
     );
     let _ = std::io::stdout().flush();
     let drain = match thread::Builder::new()

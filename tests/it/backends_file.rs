@@ -47,22 +47,6 @@ fn start_in_process(dir: &Dir, tweak: impl FnOnce(&mut Config)) -> Balancer {
     start(config)
 }
 
-/// `GET` on the admin listener: status and body.
-fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
-    get(&format!("http://{admin}{path}"))
-}
-
-/// A sample's value from `/metrics` (the first line that starts with `name` and a space or `{`).
-fn metric(admin: SocketAddr, name: &str) -> f64 {
-    let (status, text) = admin_get(admin, "/metrics");
-    assert_eq!(status, 200);
-    text.lines()
-        .find(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
-}
-
 /// Waits until `/metrics` shows `name` at `value` or more.
 fn wait_metric(admin: SocketAddr, name: &str, value: f64) {
     wait_for(RELOAD_DEADLINE, &format!("{name} >= {value}"), || {
@@ -324,7 +308,7 @@ fn sighup_reads_the_file_at_once() {
     lb.signal("HUP");
     wait_metric(admin, "lb_backends_file_generation", 2.0);
     assert_eq!(listed(admin), urls(&demos));
-    lb.line_with("SIGHUP: reading --backends-file again");
+    lb.line_with("SIGHUP: reading the configuration again");
     lb.line_with(&format!("generation 2: + {}", demos[1].url()));
     // A SIGHUP re-reads even an unchanged file: the list stays, the load time moves on.
     let loaded = "lb_backends_file_last_reload_success_timestamp_seconds";
@@ -342,7 +326,7 @@ fn sighup_without_a_file_does_not_stop_the_balancer() {
     let demo = demos(1);
     let mut lb = start_binary(&["--admin", "off", "--backend", &demo[0].url()]);
     lb.signal("HUP");
-    lb.line_with("SIGHUP: nothing to re-read");
+    lb.line_with("[Reload] SIGHUP: no change");
     assert_eq!(get(&format!("http://{}/", lb.addr)).0, 200);
     assert!(lb.is_running(), "still running");
 }

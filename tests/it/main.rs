@@ -26,6 +26,8 @@ mod lab;
 mod performance;
 mod rejects;
 #[cfg(unix)]
+mod reload;
+#[cfg(unix)]
 mod signals;
 mod status;
 mod strategies;

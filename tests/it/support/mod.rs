@@ -312,3 +312,19 @@ impl DeadPort {
         format!("http://{}", self.addr)
     }
 }
+
+/// `GET` on the admin listener: status and body.
+pub fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
+    get(&format!("http://{admin}{path}"))
+}
+
+/// A sample's value from `/metrics` (the first line that starts with `name` and a space or `{`).
+pub fn metric(admin: SocketAddr, name: &str) -> f64 {
+    let (status, text) = admin_get(admin, "/metrics");
+    assert_eq!(status, 200);
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+}

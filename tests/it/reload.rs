@@ -1,0 +1,190 @@
+//! Reloading the whole configuration (issue 22): `SIGHUP` and `POST /reload` read `--config`
+//! (and `--backends-file`) again; a good file applies whole while requests run, a bad one
+//! changes nothing and shows in `/metrics`, and what needs a restart is said, not applied.
+
+use crate::support::files::Dir;
+use crate::support::process::{Launch, Running};
+use crate::support::*;
+use load_balancer::demo::DemoBackend;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// How long a reload may take to show on a busy machine (each wait polls).
+const RELOAD_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A config file over `backends` (demo backends), with `strategy` and `backend-timeout`.
+fn conf(backends: &[(&DemoBackend, u32)], strategy: &str, timeout: &str) -> String {
+    let mut text =
+        String::from("# written by the test\nlisten 127.0.0.1:0\nadmin 127.0.0.1:0\nquiet\n");
+    for (d, weight) in backends {
+        text.push_str(&format!("backend {},weight={weight}\n", d.url()));
+    }
+    text.push_str(&format!("strategy {strategy}\nbackend-timeout {timeout}\n"));
+    text
+}
+
+fn start(dir: &Dir, text: &str) -> (Running, SocketAddr) {
+    dir.write_as("lb.conf", text);
+    let path = dir.path("lb.conf");
+    let mut lb = Launch::balancer()
+        .args(&["--config", path.to_str().unwrap()])
+        .patience(RELOAD_DEADLINE)
+        .start();
+    let admin = lb.admin();
+    (lb, admin)
+}
+
+/// Waits until `/status.json` contains every one of `needles`.
+fn wait_status(admin: SocketAddr, needles: &[String]) -> String {
+    let mut last = String::new();
+    wait_for(
+        RELOAD_DEADLINE,
+        &format!("{needles:?} in /status.json"),
+        || {
+            last = admin_get(admin, "/status.json").1;
+            needles.iter().all(|n| last.contains(n.as_str()))
+        },
+    );
+    last
+}
+
+#[test]
+fn reloads_under_load_change_strategy_timeout_and_list_and_fail_no_request() {
+    let demos = demos(3);
+    let dir = Dir::new("reload-load");
+    let weighted = |list: &[usize]| -> Vec<(&DemoBackend, u32)> {
+        list.iter().map(|&i| (&demos[i], 1)).collect()
+    };
+    let (lb, admin) = start(&dir, &conf(&weighted(&[0, 1]), "round-robin", "30s"));
+    let pages: Vec<String> = demos.iter().map(|d| d.page().to_string()).collect();
+    let any_page = pages.clone();
+    let load = LoadClients::start(
+        4,
+        |_| format!("http://{}/", lb.addr),
+        move |body| any_page.iter().any(|p| p == body),
+    );
+    let steps: [(&[usize], &str, &str); 5] = [
+        (&[1, 2], "least-conn", "20s"),
+        (&[0, 2], "weighted", "21s"),
+        (&[0, 1, 2], "ip-hash", "22s"),
+        (&[2], "round-robin", "23s"),
+        (&[0, 1], "cookie", "24s"),
+    ];
+    for (i, (list, strategy, timeout)) in steps.into_iter().enumerate() {
+        load.wait_for_more(20, RELOAD_DEADLINE);
+        dir.write_as("lb.conf", &conf(&weighted(list), strategy, timeout));
+        lb.signal("HUP");
+        // In /status.json: the strategy, the timeout as given, and the list.
+        let mut needles = vec![
+            format!("{{\"strategy\":\"{strategy}\""),
+            format!("\"backend-timeout\":[\"{timeout}\"]"),
+            format!("\"reloads\":{}", i + 1),
+        ];
+        needles.extend(
+            list.iter()
+                .map(|&b| format!("\"url\":\"{}\"", demos[b].url())),
+        );
+        wait_status(admin, &needles);
+        // In the traffic: only the listed backends answer, picked by the new strategy.
+        for n in 0..6 {
+            let path = format!("/step-{i}-{n}");
+            let (status, body) = get(&format!("http://{}{path}", lb.addr));
+            assert_eq!(status, 200);
+            let who = pages.iter().position(|p| *p == body).unwrap();
+            assert!(
+                list.contains(&who),
+                "step {i}: {who} answered, not in {list:?}"
+            );
+        }
+        // And in the last decisions: every one made by the new strategy.
+        let by = format!("\"why\":{{\"strategy\":\"{strategy}\"");
+        wait_for(RELOAD_DEADLINE, &format!("decisions by {strategy}"), || {
+            let json = admin_get(admin, "/status.json").1;
+            let all = json.matches("\"why\":{\"strategy\":").count();
+            all > 0 && json.matches(by.as_str()).count() == all
+        });
+    }
+    let served = load.finish();
+    assert!(served >= 100, "{served}");
+    assert_eq!(metric(admin, "lb_config_last_reload_successful"), 1.0);
+    assert_eq!(metric(admin, "lb_config_reload_errors_total"), 0.0);
+}
+
+#[test]
+fn a_bad_file_changes_nothing_and_shows_in_metrics() {
+    let demos = demos(2);
+    let dir = Dir::new("reload-bad");
+    let good = conf(&[(&demos[0], 1)], "round-robin", "30s");
+    let (lb, admin) = start(&dir, &good);
+    let page = demos[0].page().to_string();
+    let load = LoadClients::start(2, |_| format!("http://{}/", lb.addr), move |b| b == page);
+    load.wait_for_more(10, RELOAD_DEADLINE);
+    // A good line that would change the list, then a broken one: neither applies.
+    let bad = format!("{}backend {}\nbackend-timeout soon\n", good, demos[1].url());
+    dir.write_as("lb.conf", &bad);
+    lb.signal("HUP");
+    wait_for(RELOAD_DEADLINE, "the refused reload in /metrics", || {
+        metric(admin, "lb_config_reload_errors_total") == 1.0
+    });
+    assert_eq!(metric(admin, "lb_config_last_reload_successful"), 0.0);
+    let json = admin_get(admin, "/status.json").1;
+    assert!(
+        json.contains("lb.conf:9: backend-timeout soon"),
+        "no error in /status.json"
+    );
+    assert!(!json.contains(&demos[1].url()), "the list changed");
+    // The admin API asks for the same reload, and is told why it was refused.
+    let (status, _, body) = admin_post(admin, "/reload", "");
+    assert_eq!(status, 422);
+    assert!(body.contains("backend-timeout soon"), "{body}");
+    load.wait_for_more(10, RELOAD_DEADLINE);
+    load.finish();
+    // Mended, the admin API reloads it and says what changed and what needs a restart.
+    let mended = format!(
+        "{}backend {}\n",
+        good.replace("listen 127.0.0.1:0", "listen 127.0.0.1:1"),
+        demos[1].url()
+    );
+    dir.write_as("lb.conf", &mended);
+    let (status, _, body) = admin_post(admin, "/reload", "");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"needs_restart\":[\"listen: 127.0.0.1:0 -> 127.0.0.1:1\"]"),
+        "{body}"
+    );
+    assert!(body.contains(&format!("+ {}", demos[1].url())), "{body}");
+    assert_eq!(metric(admin, "lb_config_last_reload_successful"), 1.0);
+    assert_eq!(
+        get(&format!("http://{}/", lb.addr)).0,
+        200,
+        "still on its first port"
+    );
+}
+
+#[test]
+fn a_new_backend_timeout_applies_to_the_next_request() {
+    // A backend that never answers: under 30s the request would hang; after the reload,
+    // 504 within the new limit.
+    let gate = std::sync::Arc::new(Gate::default());
+    let silent = gated_backend(&gate, "late");
+    let dir = Dir::new("reload-timeout");
+    let text = |t: &str| {
+        format!(
+            "listen 127.0.0.1:0\nadmin 127.0.0.1:0\nquiet\nbackend {}\nbackend-timeout {t}\n",
+            silent.url()
+        )
+    };
+    let (lb, admin) = start(&dir, &text("30s"));
+    dir.write_as("lb.conf", &text("300ms"));
+    let (status, _, body) = admin_post(admin, "/reload", "");
+    assert_eq!(status, 200);
+    assert!(body.contains("backend-timeout: 30s -> 300ms"), "{body}");
+    let started = Instant::now();
+    assert_eq!(get(&format!("http://{}/", lb.addr)).0, 504);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    gate.open();
+}
