@@ -34,7 +34,7 @@
 
 use crate::backend::{Backend, hash64};
 use crate::backends::{Backends, Diff};
-use crate::config::{BackendSpec, is_own_address};
+use crate::config::{self, BackendSpec, is_own_address};
 use std::fmt::Write as _;
 use std::io::{self, Read};
 use std::net::SocketAddr;
@@ -396,7 +396,10 @@ impl Watch {
     /// Reads the file and applies it, or refuses it whole.
     fn read(&mut self) {
         let path = &self.state.path;
-        let specs = match load(path, self.listen) {
+        let read = load(path, self.listen).and_then(|specs| {
+            config::weights_are_used(self.backends.strategy(), &specs).map(|()| specs)
+        });
+        let specs = match read {
             Ok(specs) => specs,
             Err(why) => {
                 let message =

@@ -85,7 +85,7 @@ fn reload_under_load_fails_no_request() {
         .collect();
     let dir = Dir::new("load");
     dir.write(&listing(&[all[1].clone(), all[2].clone()]));
-    let lb = start_in_process(&dir, |_| {});
+    let lb = start_in_process(&dir, |c| set_strategy(c, "weighted"));
     let admin = admin_addr(&lb);
     // Each client keeps its connections to the balancer alive and reuses them.
     let load = LoadClients::start(
@@ -153,6 +153,12 @@ fn a_bad_file_is_kept_out_and_counted() {
     );
     assert_eq!(listed(admin), good[1..]);
     assert_eq!(metric(admin, "lb_backends_file_reload_errors_total"), 2.0);
+    // A weight that round robin would ignore in silence is refused too (issue 22).
+    dir.write(&format!("{},weight=3\n{}\n", good[0], good[1]));
+    wait_metric(admin, "lb_backends_file_reload_errors_total", 3.0);
+    assert_eq!(listed(admin), good[1..]);
+    let (_, status) = admin_get(admin, "/status.json");
+    assert!(status.contains("round-robin ignores weights"), "{status}");
 }
 
 /// What the scripted backend of the drain test reports.
@@ -233,7 +239,7 @@ fn the_admin_api_leaves_the_list_to_the_file() {
     let demos = demos(2);
     let dir = Dir::new("api");
     dir.write(&listing(&urls(&demos)));
-    let lb = start_in_process(&dir, |_| {});
+    let lb = start_in_process(&dir, |c| set_strategy(c, "weighted"));
     let admin = admin_addr(&lb);
     let agent = agent();
     let call = |method: &str, path: &str, body: &str| {

@@ -170,3 +170,19 @@ fn a_weight_is_never_ignored_in_silence() {
         );
     }
 }
+
+#[test]
+fn a_weight_set_live_under_round_robin_is_said_to_be_ignored() {
+    let (_fleet, lb) = fleet_setup(2, with_admin);
+    let admin = admin_addr(&lb);
+    let (status, _, body) = admin_post(admin, "/backends/0/weight", "weight=3");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"note\":\"round-robin ignores weights"),
+        "{body}"
+    );
+    let (_, _, body) = admin_post(admin, "/strategy", "name=weighted");
+    assert!(!body.contains("note"), "{body}");
+    let (_, _, body) = admin_post(admin, "/strategy", "name=cookie");
+    assert!(body.contains("\"note\":\"cookie ignores weights"), "{body}");
+}

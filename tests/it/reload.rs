@@ -162,29 +162,59 @@ fn a_bad_file_changes_nothing_and_shows_in_metrics() {
 }
 
 #[test]
-fn a_new_backend_timeout_applies_to_the_next_request() {
-    // A backend that never answers: under 30s the request would hang; after the reload,
-    // 504 within the new limit.
+fn a_request_in_flight_keeps_its_settings_and_the_next_takes_the_new_ones() {
+    // A backend that holds every request until the gate opens.
     let gate = std::sync::Arc::new(Gate::default());
-    let silent = gated_backend(&gate, "late");
+    let held = gated_backend(&gate, "late");
     let dir = Dir::new("reload-timeout");
     let text = |t: &str| {
         format!(
-            "listen 127.0.0.1:0\nadmin 127.0.0.1:0\nquiet\nbackend {}\nbackend-timeout {t}\n",
-            silent.url()
+            "listen 127.0.0.1:0\nadmin 127.0.0.1:0\nadmin-token s3cret\nquiet\nbackend {}\nbackend-timeout {t}\n",
+            held.url()
         )
     };
     let (lb, admin) = start(&dir, &text("30s"));
+    let url = format!("http://{}/", lb.addr);
+    let first = std::thread::spawn({
+        let url = url.clone();
+        move || get(&url)
+    });
+    wait_for(RELOAD_DEADLINE, "the first request at the backend", || {
+        gate.arrived() == 1
+    });
     dir.write_as("lb.conf", &text("300ms"));
-    let (status, _, body) = admin_post(admin, "/reload", "");
-    assert_eq!(status, 200);
+    // The reload is a change: the admin token guards it as every change.
+    assert_eq!(admin_post(admin, "/reload", "").0, 401);
+    let (status, body) = reload_with_token(admin, "s3cret");
+    assert_eq!(status, 200, "{body}");
     assert!(body.contains("backend-timeout: 30s -> 300ms"), "{body}");
+    assert!(!body.contains("s3cret"), "{body}");
+    // The next request runs under 300ms: 504, while the first is still held.
     let started = Instant::now();
-    assert_eq!(get(&format!("http://{}/", lb.addr)).0, 504);
+    assert_eq!(get(&url).0, 504);
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
         started.elapsed()
     );
+    // The first, in flight for longer than 300ms by now, still runs under its 30s.
     gate.open();
+    assert_eq!(first.join().unwrap(), (200, "late".to_string()));
+}
+
+/// `POST /reload` with the admin token as a bearer token: status and body.
+fn reload_with_token(admin: SocketAddr, token: &str) -> (u16, String) {
+    let mut c = RawConn::open(admin);
+    c.send(
+        format!(
+            "POST /reload HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let (head, body) = c.response();
+    (
+        status_of(&head),
+        String::from_utf8_lossy(&body).into_owned(),
+    )
 }
