@@ -15,6 +15,7 @@ use crate::health::Policy;
 use crate::log::AccessLog;
 use crate::metrics::ServerStats;
 use crate::rewrite::via_entry;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
@@ -28,6 +29,8 @@ pub struct Live {
     pub config: Config,
     /// The time limits of client and backend connections, from `config`.
     pub timeouts: Timeouts,
+    /// Which reload put these settings in force (0: the start).
+    pub generation: u64,
 }
 
 impl Live {
@@ -36,6 +39,7 @@ impl Live {
         Live {
             timeouts: Timeouts::of(&config),
             config,
+            generation: 0,
         }
     }
 }
@@ -59,6 +63,8 @@ pub struct Reloads {
 pub struct Shared {
     /// The settings in force; read them with [`Shared::live`].
     live: RwLock<Arc<Live>>,
+    /// The [`Live::generation`] in force: a request whose copy is as new reads no lock.
+    generation: AtomicU64,
     /// The time limits the listener gives each accepted socket (those of the start).
     pub accept_timeouts: Timeouts,
     /// The backends, changeable at run time, with the strategy that picks among them.
@@ -99,6 +105,7 @@ impl Shared {
             checker: Mutex::new(None),
             reloads: Mutex::default(),
             live: RwLock::new(Arc::new(Live::of(config))),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -107,8 +114,21 @@ impl Shared {
         Arc::clone(&self.live.read().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// `held` if it is still the settings in force (one load of a counter no request
+    /// writes), else the settings in force now.
+    pub fn refresh(&self, held: &mut Arc<Live>) {
+        if self.generation.load(Ordering::Acquire) != held.generation {
+            *held = self.live();
+        }
+    }
+
     /// Puts `live` in force for the requests that start from now.
-    pub fn set_live(&self, live: Live) {
-        *self.live.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(live);
+    pub fn set_live(&self, mut live: Live) {
+        let mut slot = self.live.write().unwrap_or_else(|e| e.into_inner());
+        live.generation = slot.generation + 1;
+        let generation = live.generation;
+        *slot = Arc::new(live);
+        // After the swap: whoever sees the new number finds the new settings.
+        self.generation.store(generation, Ordering::Release);
     }
 }

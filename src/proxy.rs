@@ -299,7 +299,7 @@ fn read_request(
         return Ok(None);
     }
     if first_head_by.is_none() {
-        client.live = ctx.live(); // a later request: the settings in force now
+        ctx.refresh(&mut client.live); // a later request: the settings in force now
     }
     let deadline = first_head_by.unwrap_or_else(|| Instant::now() + client.live.timeouts.header);
     let mut scanned = 0;

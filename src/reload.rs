@@ -13,8 +13,9 @@
 //! - the active health checks, restarted only if their flags changed (health stays);
 //! - the access log's `--quiet`;
 //! - everything the requests read ([`Live`]: timeouts, `--max-body`, `--explain`, trusted
-//!   proxies, the admin token), put in force whole: a request reads them once when its
-//!   head starts arriving and keeps that copy to its end.
+//!   proxies, the admin token), put in force whole ([`Shared::set_live`]): a request takes
+//!   them when its head starts arriving and keeps that copy to its end
+//!   ([`Shared::refresh`]).
 //!
 //! A setting that needs a new socket or thread set-up ([`RESTART_ONLY`]: `listen`, `admin`,
 //! `max-connections`, ...) is not applied: one line names it ("needs a restart") and the
