@@ -218,3 +218,40 @@ fn reload_with_token(admin: SocketAddr, token: &str) -> (u16, String) {
         String::from_utf8_lossy(&body).into_owned(),
     )
 }
+
+#[test]
+fn health_checks_start_and_change_with_a_reload_and_the_backend_stays_the_same() {
+    let backend = Recorder::echo_target();
+    let dir = Dir::new("reload-health");
+    let base = format!(
+        "listen 127.0.0.1:0\nadmin 127.0.0.1:0\nquiet\nbackend {}\n",
+        backend.url()
+    );
+    let (lb, admin) = start(&dir, &base);
+    assert_eq!(
+        get(&format!("http://{}/first", lb.addr)),
+        (200, "/first".into())
+    );
+    assert_eq!(backend.count_starting("GET /probe"), 0, "no checks yet");
+    let checks = |path: &str| format!("{base}health-check {path}\nhealth-interval 100ms\n");
+    dir.write_as("lb.conf", &checks("/probe"));
+    let (status, _, body) = admin_post(admin, "/reload", "");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("health-check: default -> /probe"), "{body}");
+    wait_for(RELOAD_DEADLINE, "checks of /probe", || {
+        backend.count_starting("GET /probe") >= 2
+    });
+    // New parameters restart the checker: the new path is checked.
+    dir.write_as("lb.conf", &checks("/probe2"));
+    assert_eq!(admin_post(admin, "/reload", "").0, 200);
+    wait_for(RELOAD_DEADLINE, "checks of /probe2", || {
+        backend.count_starting("GET /probe2") >= 2
+    });
+    // The backend is the one it was: same id, its counter kept the first request.
+    let (_, one) = admin_get(admin, "/backends/0");
+    assert!(
+        one.contains(&format!("\"url\":\"{}\"", backend.url())),
+        "{one}"
+    );
+    assert!(one.contains("\"requests\":1"), "{one}");
+}
