@@ -110,8 +110,15 @@ pub fn reload(shared: &Shared, by: &str) -> Result<Outcome, String> {
 
 /// The new configuration and the backend list to apply (`None`: keep the list, the demo).
 fn read(old: &Config) -> Result<(Config, Option<Vec<BackendSpec>>), String> {
-    let Command::Run(new) = config::parse_args(old.command_line.clone())? else {
-        return Err("the command line asks for --help or --version".into());
+    // A configuration built in code (not parsed from flags) has nothing to read again but
+    // its backends file: parsing an empty command line would reset it to the defaults.
+    let new = if old.command_line.is_empty() {
+        Box::new(old.clone())
+    } else {
+        match config::parse_args(old.command_line.clone())? {
+            Command::Run(new) => new,
+            _ => return Err("the command line asks for --help or --version".into()),
+        }
     };
     let given = |c: &Config| c.settings.iter().any(|s| s.flag == "--backend");
     let list = match &old.backends_file {

@@ -255,3 +255,17 @@ fn health_checks_start_and_change_with_a_reload_and_the_backend_stays_the_same()
     );
     assert!(one.contains("\"requests\":1"), "{one}");
 }
+
+#[test]
+fn a_configuration_built_in_code_keeps_its_settings_on_reload() {
+    let demos = demos(2);
+    let mut c = config(&urls(&demos));
+    with_admin(&mut c);
+    set_strategy(&mut c, "least-conn");
+    let lb = crate::support::start(c);
+    let (status, _, body) = admin_post(admin_addr(&lb), "/reload", "");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"changed\":[]"), "{body}");
+    assert_eq!(lb.shared().backends.strategy().name(), "least-conn");
+    assert_eq!(backends(&lb).len(), 2);
+}
