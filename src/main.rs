@@ -38,7 +38,8 @@ fn main() -> ExitCode {
             }
         },
         Err(message) => {
-            eprintln!("error: {message}\n\n{}", config::usage());
+            // Not eprintln!: a closed stderr (`| head -1`) must not turn exit 2 into a panic.
+            let _ = writeln!(std::io::stderr(), "error: {message}\n\n{}", config::usage());
             ExitCode::from(2)
         }
     }
