@@ -49,7 +49,7 @@ fn wait_status(admin: SocketAddr, needles: &[String]) -> String {
 }
 
 #[test]
-fn reloads_under_load_change_strategy_timeout_and_list_and_fail_no_request() {
+fn ten_reloads_under_load_change_strategy_timeout_and_list_and_fail_no_request() {
     let demos = demos(3);
     let dir = Dir::new("reload-load");
     let weighted = |list: &[usize]| -> Vec<(&DemoBackend, u32)> {
@@ -63,12 +63,18 @@ fn reloads_under_load_change_strategy_timeout_and_list_and_fail_no_request() {
         |_| format!("http://{}/", lb.addr),
         move |body| any_page.iter().any(|p| p == body),
     );
-    let steps: [(&[usize], &str, &str); 5] = [
+    // Ten reloads, each changing the strategy, a timeout and the list.
+    let steps: [(&[usize], &str, &str); 10] = [
         (&[1, 2], "least-conn", "20s"),
         (&[0, 2], "weighted", "21s"),
         (&[0, 1, 2], "ip-hash", "22s"),
         (&[2], "round-robin", "23s"),
         (&[0, 1], "cookie", "24s"),
+        (&[0], "least-conn", "25s"),
+        (&[1, 2], "weighted", "26s"),
+        (&[0, 2], "ip-hash", "27s"),
+        (&[0, 1], "round-robin", "28s"),
+        (&[0, 1, 2], "least-conn", "29s"),
     ];
     for (i, (list, strategy, timeout)) in steps.into_iter().enumerate() {
         load.wait_for_more(20, RELOAD_DEADLINE);
