@@ -17,6 +17,7 @@
 //! | `DELETE /backends/{id}` | remove a drained backend with no request in flight |
 //! | `POST /demo/{name}/{drill}` | a failure drill, when demo backends are wired in ([`Drills`]) |
 //! | `POST /strategy`, `POST /backends/{id}/weight` | switch live ([`lab`]) |
+//! | `POST /reload` | read `--config` and `--backends-file` again, as `SIGHUP` does ([`crate::reload`]); answers what changed |
 //!
 //! The balanced port never answers these paths: they are only on this listener. Who may ask
 //! what is [`access`]'s rule: on TCP without a token, only reading (and the demo's drills and lab switches);
@@ -51,6 +52,7 @@ use crate::context::Shared;
 use crate::http::{Error, MAX_HEAD, pages};
 use crate::listener::{Accepted, Listener, Options};
 use crate::metrics::prometheus;
+use crate::reload;
 use crate::time;
 use reading::{AdminRequest, Source, admit, read_head};
 use status::{DemoRow, Row, Status};
@@ -244,7 +246,8 @@ fn answer(conn: &mut impl Source, shared: &AdminShared) -> Option<Vec<u8>> {
         return None;
     }
     let deadline = Instant::now() + ADMIN_TIMEOUT;
-    let admin_name = shared.balancer.config.admin_name.as_deref();
+    let live = shared.balancer.live();
+    let admin_name = live.config.admin_name.as_deref();
     let mut req = match read_head(conn, deadline, admin_name) {
         Ok(req) => req,
         Err(answer) => return Some(render(answer, false, false)),
@@ -364,7 +367,7 @@ fn route(method: &str, path: &str, body: &[u8], shared: &AdminShared) -> Answer 
         ),
         ["status.json"] => (
             "GET, HEAD",
-            (method == "GET").then(|| Answer::json(200, status(shared, true).json())),
+            (method == "GET").then(|| Answer::json(200, status_json(shared))),
         ),
         ["backends"] => match method {
             "GET" => ("", Some(list(lb))),
@@ -391,6 +394,7 @@ fn route(method: &str, path: &str, body: &[u8], shared: &AdminShared) -> Answer 
             "POST" => ("", Some(set_draining(lb, id, *action == "drain"))),
             _ => ("POST", None),
         },
+        ["reload"] => ("POST", (method == "POST").then(|| reload_now(lb))),
         ["strategy"] | ["backends", _, "weight"] => {
             ("POST", lab::route(method, &segments, body, shared))
         }
@@ -450,6 +454,11 @@ fn status(shared: &AdminShared, history: bool) -> Status {
     Status::collect(&shared.balancer, demos, history)
 }
 
+/// `/status.json`: the status, and the configuration's reloads and settings.
+fn status_json(shared: &AdminShared) -> String {
+    reload::in_status_json(status(shared, true).json(), &shared.balancer)
+}
+
 fn metrics(lb: &Shared) -> Answer {
     let backends = lb.backends.snapshot();
     let samples: Vec<_> = backends
@@ -481,10 +490,20 @@ fn metrics(lb: &Shared) -> Answer {
         };
         prometheus::render_file(&mut text, &sample);
     }
+    reload::render_metrics(&mut text, lb);
     Answer {
         status: 200,
         body: Ok((prometheus::CONTENT_TYPE, text)),
         fields: Vec::new(),
+    }
+}
+
+/// `POST /reload`: what `SIGHUP` does; `200` with what changed, or `422` with why the
+/// files were refused (nothing changed).
+fn reload_now(lb: &Shared) -> Answer {
+    match reload::reload(lb, "POST /reload") {
+        Ok(outcome) => Answer::json(200, outcome.json()),
+        Err(why) => Answer::page(422, format!("reload refused, nothing changed: {why}")),
     }
 }
 
@@ -538,12 +557,13 @@ fn add(body: &[u8], shared: &AdminShared) -> Answer {
         Err(why) => return Answer::page(400, why),
     };
     let lb = &shared.balancer;
-    if is_own_address(lb.config.listen, spec.addr) {
+    let listen = lb.live().config.listen;
+    if is_own_address(listen, spec.addr) {
         return Answer::page(
             400,
             format!(
                 "{} is this balancer's own listener {}: every request would come back to it",
-                spec.url, lb.config.listen
+                spec.url, listen
             ),
         );
     }

@@ -27,9 +27,9 @@ use crate::strategy::{self, Key, Strategy};
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The backends of a running balancer. Reads take a snapshot (`Arc` of the list), so the
 /// admin API can add and remove backends while requests run without holding any lock
@@ -43,7 +43,10 @@ pub struct Backends {
     /// one store, and reading it costs a request one load.
     strategies: [Box<dyn Strategy>; StrategyKind::ALL.len()],
     current: AtomicUsize,
-    policy: Policy,
+    /// The passive health policy, which a reload may change: `--max-fails`, and
+    /// `--fail-timeout` in milliseconds. Each request copies it once ([`Backends::policy`]).
+    max_fails: AtomicU32,
+    fail_timeout_ms: AtomicU64,
     /// The key of the backends' tags (`--cookie-secret-file`, see [`Backend::tag`]).
     tag_key: Option<Secret>,
 }
@@ -73,9 +76,25 @@ impl Backends {
             list: Mutex::new(Arc::new(list)),
             strategies: StrategyKind::ALL.map(|(kind, _)| strategy::build(kind)),
             current: AtomicUsize::new(position(strategy)),
-            policy,
+            max_fails: AtomicU32::new(policy.max_fails),
+            fail_timeout_ms: AtomicU64::new(millis(policy.fail_timeout)),
             tag_key,
         }
+    }
+
+    /// The passive health policy now.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            max_fails: self.max_fails.load(Ordering::Relaxed),
+            fail_timeout: Duration::from_millis(self.fail_timeout_ms.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Sets the passive health policy (a reload): requests that start from now use it.
+    pub fn set_policy(&self, policy: Policy) {
+        self.max_fails.store(policy.max_fails, Ordering::Relaxed);
+        self.fail_timeout_ms
+            .store(millis(policy.fail_timeout), Ordering::Relaxed);
     }
 
     /// The current list. Cheap: one lock for a reference-count increment.
@@ -197,8 +216,13 @@ impl Backends {
             key,
             tried: Tried::default(),
             why: Why::new(kind, key.client_ip),
+            policy: self.policy(),
         }
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Where `kind` is in [`StrategyKind::ALL`].
@@ -242,18 +266,20 @@ pub struct Candidates<'a> {
     key: Key,
     tried: Tried,
     why: Why,
+    /// The passive health policy, read once when the request started.
+    policy: Policy,
 }
 
 impl<'a> Iterator for Candidates<'a> {
-    type Item = Candidate<'a>;
+    type Item = Candidate;
 
-    fn next(&mut self) -> Option<Candidate<'a>> {
+    fn next(&mut self) -> Option<Candidate> {
         loop {
             let now = Instant::now();
             let (i, panic) = self.pick(now)?;
             let backend = &self.list[i];
             self.tried.push(backend.id);
-            if !panic && !backend.health.claim(now, self.set.policy.fail_timeout) {
+            if !panic && !backend.health.claim(now, self.policy.fail_timeout) {
                 self.why.skip(backend.id, SkipCode::TrialTaken);
                 continue; // another request took this backend's trial
             }
@@ -268,7 +294,7 @@ impl<'a> Iterator for Candidates<'a> {
             inc(&backend.stats.requests);
             return Some(Candidate {
                 in_flight,
-                policy: &self.set.policy,
+                policy: self.policy,
                 started: now,
             });
         }
@@ -361,13 +387,13 @@ impl Candidates<'_> {
 
 /// One backend to try for a request, counted in flight until dropped.
 #[derive(Debug)]
-pub struct Candidate<'a> {
+pub struct Candidate {
     in_flight: ActiveGuard,
-    policy: &'a Policy,
+    policy: Policy,
     started: Instant,
 }
 
-impl Candidate<'_> {
+impl Candidate {
     /// The backend.
     pub fn backend(&self) -> &Arc<Backend> {
         self.in_flight.backend()
@@ -415,7 +441,7 @@ impl Candidate<'_> {
         let Policy {
             max_fails,
             fail_timeout,
-        } = *self.policy;
+        } = self.policy;
         if let Some(change) = backend.health.record_failure(why, max_fails, fail_timeout) {
             backend.health_changed(&change);
         }

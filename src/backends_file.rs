@@ -34,7 +34,7 @@
 
 use crate::backend::{Backend, hash64};
 use crate::backends::{Backends, Diff};
-use crate::config::{BackendSpec, is_own_address};
+use crate::config::{self, BackendSpec, is_own_address};
 use std::fmt::Write as _;
 use std::io::{self, Read};
 use std::net::SocketAddr;
@@ -220,7 +220,7 @@ impl FileState {
     }
 
     /// Records a read that was refused, for `why`; returns the generation still in force.
-    fn refused(&self, why: String) -> u64 {
+    pub fn refused(&self, why: String) -> u64 {
         let mut last = self.lock();
         last.error = Some(why);
         last.errors += 1;
@@ -396,7 +396,10 @@ impl Watch {
     /// Reads the file and applies it, or refuses it whole.
     fn read(&mut self) {
         let path = &self.state.path;
-        let specs = match load(path, self.listen) {
+        let read = load(path, self.listen).and_then(|specs| {
+            config::weights_are_used(self.backends.strategy(), &specs).map(|()| specs)
+        });
+        let specs = match read {
             Ok(specs) => specs,
             Err(why) => {
                 let message =
@@ -406,20 +409,8 @@ impl Watch {
                 return;
             }
         };
-        let diff = self.backends.replace(&specs);
-        let list = list_hash(specs.iter().map(|s| (s.url.as_str(), s.weight)));
-        let generation = self.state.taken(!diff.is_empty(), list);
-        if !diff.is_empty() {
-            println!(
-                "[Backends] {} generation {generation}: {}",
-                path.display(),
-                describe(&diff)
-            );
-        }
-        for gone in diff.removed {
-            gone.set_draining(true);
-            self.leaving.push(gone);
-        }
+        let diff = take(&self.state, &self.backends, &specs);
+        self.leaving.extend(diff.removed);
     }
 
     /// Drops the backends that left the list once their last request has finished.
@@ -434,8 +425,28 @@ impl Watch {
     }
 }
 
+/// Applies `specs`, the file's list read and found good, to `backends` as a diff, and
+/// records it in `state`: one line says what changed, and the backends that left start to
+/// drain. Returns the diff (the callers keep the leaving backends to say when they go).
+pub fn take(state: &FileState, backends: &Backends, specs: &[BackendSpec]) -> Diff {
+    let diff = backends.replace(specs);
+    let list = list_hash(specs.iter().map(|s| (s.url.as_str(), s.weight)));
+    let generation = state.taken(!diff.is_empty(), list);
+    if !diff.is_empty() {
+        println!(
+            "[Backends] {} generation {generation}: {}",
+            state.path.display(),
+            describe(&diff)
+        );
+    }
+    for gone in &diff.removed {
+        gone.set_draining(true);
+    }
+    diff
+}
+
 /// One line saying what a reload changed.
-fn describe(diff: &Diff) -> String {
+pub fn describe(diff: &Diff) -> String {
     let mut parts = Vec::new();
     for b in &diff.added {
         parts.push(format!("+ {} (id {}, weight {})", b.url, b.id, b.weight()));

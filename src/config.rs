@@ -5,7 +5,13 @@
 //! name, default and help text, and one function that applies it. `--help` is printed from the
 //! same table, so the two cannot drift apart.
 
+pub mod file;
+mod rules;
+
 use crate::trust::Cidr;
+use file::{Setting, Source};
+pub use rules::weights_are_used;
+use rules::{one_source_of_backends, some_source_of_backends};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -123,6 +129,17 @@ pub struct Config {
     /// Every connection to the balanced listener opens with a PROXY protocol header, v1 or
     /// v2 (`--proxy-protocol`); its source address is the client's.
     pub proxy_protocol: bool,
+    /// The config file (`--config`): its lines are flags, and SIGHUP reads it again.
+    pub config_file: Option<PathBuf>,
+    /// Only check the configuration, print it and exit (`--check`).
+    pub check: bool,
+    /// Every flag given, in the file or on the command line, in the order applied.
+    pub settings: Vec<Setting>,
+    /// The command line this configuration was parsed from, for a reload to parse again.
+    pub command_line: Vec<String>,
+    /// The demo backends `main` started and added to `backends` (`--demo` with `--backend`),
+    /// which a reload keeps in the list.
+    pub demo_backends: Vec<BackendSpec>,
 }
 
 impl Default for Config {
@@ -170,6 +187,11 @@ impl Default for Config {
             cookie_secret: None,
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
+            config_file: None,
+            check: false,
+            settings: Vec::new(),
+            command_line: Vec::new(),
+            demo_backends: Vec::new(),
         }
     }
 }
@@ -338,6 +360,29 @@ pub struct Flag {
 
 /// Every flag the balancer knows (except `--help` and `--version`).
 pub const FLAGS: &[Flag] = &[
+    Flag {
+        name: "--config",
+        value: Some("PATH"),
+        default: "none",
+        help: "read flags from this file, one a line without the dashes (listen 0.0.0.0:80); flags given here win; SIGHUP reads it again",
+        apply: |c, v| {
+            if v.is_empty() {
+                return Err("needs the path of a file".into());
+            }
+            c.config_file = Some(PathBuf::from(v));
+            Ok(())
+        },
+    },
+    Flag {
+        name: "--check",
+        value: None,
+        default: "off",
+        help: "read the flags, --config and --backends-file, print every setting and where it came from, and exit (0: good, 2: not)",
+        apply: |c, _| {
+            c.check = true;
+            Ok(())
+        },
+    },
     Flag {
         name: "--listen",
         value: Some("ADDR"),
@@ -742,57 +787,82 @@ pub fn usage() -> String {
     out
 }
 
-/// Parses the command line (without the program name).
+/// Parses the command line (without the program name), and the `--config` file it names.
 ///
-/// Flags take their value as the next argument or after `=` (`--listen=127.0.0.1:80`).
+/// Flags take their value as the next argument or after `=` (`--listen=127.0.0.1:80`). The
+/// config file's lines are applied first, then the command line's flags, each of which
+/// replaces the file's lines for the same flag ([`file::merge`]).
 ///
 /// # Errors
-/// A message naming the flag and what is wrong with it; `main` prints it with the usage and
-/// exits with status 2.
+/// A message naming the flag (and for the file, the file and line) and what is wrong with
+/// it; `main` prints it and exits with status 2.
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
-    let mut config = Config::default();
-    let mut given: Vec<&str> = Vec::new();
-    let mut args = args.into_iter();
+    let command_line: Vec<String> = args.into_iter().collect();
+    let mut given = Vec::new();
+    let mut args = command_line.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--help" | "-h" => return Ok(Command::Help),
             "--version" | "-V" => return Ok(Command::Version),
-            _ => {}
+            _ => given.push(one_flag(arg, &mut args)?),
         }
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let flag = FLAGS.iter().find(|f| f.name == name).ok_or_else(|| {
-            if name.starts_with('-') {
-                format!("unknown flag {name}")
-            } else {
-                format!("unexpected argument {name:?} (flags start with --)")
-            }
-        })?;
-        let value = match (flag.value, inline) {
-            (None, None) => String::new(),
-            (None, Some(_)) => return Err(format!("{name} takes no value")),
-            (Some(_), Some(v)) => v,
-            (Some(meta), None) => args
-                .next()
-                .ok_or_else(|| format!("{name} needs a value ({meta})"))?,
-        };
-        (flag.apply)(&mut config, &value).map_err(|e| format!("{name} {value}: {e}"))?;
-        given.push(flag.name);
     }
-    check(&mut config, &given)?;
+    let from_file = match given.iter().rev().find(|s| s.flag == "--config") {
+        Some(s) => file::read(std::path::Path::new(&s.value))?,
+        None => Vec::new(),
+    };
+    let settings = file::merge(from_file, given);
+    let mut config = Config::default();
+    for s in &settings {
+        let flag = file::find(s.flag).expect("settings name flags of the table");
+        (flag.apply)(&mut config, &s.value).map_err(|e| format!("{} {}: {e}", s.at, s.value))?;
+    }
+    config.settings = settings;
+    config.command_line = command_line;
+    check(&mut config)?;
     Ok(Command::Run(Box::new(config)))
 }
 
-/// What no single flag can check: defaults that follow the flags `given`, and flags that
+/// The flag `arg` (with its value: after `=`, or the next argument) as a [`Setting`].
+fn one_flag<'a>(arg: &str, args: &mut impl Iterator<Item = &'a String>) -> Result<Setting, String> {
+    let (name, inline) = match arg.split_once('=') {
+        Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
+        _ => (arg, None),
+    };
+    let flag = file::find(name).ok_or_else(|| {
+        if name.starts_with('-') {
+            format!("unknown flag {name}")
+        } else {
+            format!("unexpected argument {name:?} (flags start with --)")
+        }
+    })?;
+    let value = match (flag.value, inline) {
+        (None, None) => String::new(),
+        (None, Some(_)) => return Err(format!("{name} takes no value")),
+        (Some(_), Some(v)) => v,
+        (Some(meta), None) => args
+            .next()
+            .cloned()
+            .ok_or_else(|| format!("{name} needs a value ({meta})"))?,
+    };
+    Ok(Setting {
+        flag: flag.name,
+        value,
+        source: Source::Flag,
+        at: flag.name.to_string(),
+    })
+}
+
+/// What no single flag can check: defaults that follow the flags given, and flags that
 /// conflict with each other.
-fn check(config: &mut Config, given: &[&str]) -> Result<(), String> {
-    one_source_of_backends(given)?;
+fn check(config: &mut Config) -> Result<(), String> {
+    let given = |name: &str| config.settings.iter().find(|s| s.flag == name);
+    one_source_of_backends(given("--backend"), given("--backends-file"))?;
+    some_source_of_backends(&config.settings)?;
     // A default follows the values the user did give; only two given values can conflict.
     match (
-        given.contains(&"--health-interval"),
-        given.contains(&"--health-timeout"),
+        given("--health-interval").is_some(),
+        given("--health-timeout").is_some(),
     ) {
         (true, true) if config.health_timeout > config.health_interval => {
             return Err(format!(
@@ -807,7 +877,7 @@ fn check(config: &mut Config, given: &[&str]) -> Result<(), String> {
         _ => {}
     }
     for flag in ["--health-host", "--health-status"] {
-        if given.contains(&flag) && config.health_check.is_none() {
+        if given(flag).is_some() && config.health_check.is_none() {
             return Err(format!(
                 "{flag} needs --health-check PATH (it shapes the active checks)"
             ));
@@ -824,6 +894,7 @@ fn check(config: &mut Config, given: &[&str]) -> Result<(), String> {
             own.url, config.listen
         ));
     }
+    weights_are_used(config.strategy, &config.backends)?;
     if let Some(admin) = config.admin
         && !admin.ip().is_loopback()
         && config.admin_token.is_none()
@@ -842,18 +913,6 @@ fn admin_name(value: &str) -> Option<String> {
     let literal =
         host.parse::<std::net::IpAddr>().is_ok() || (host.starts_with('[') && host.ends_with(']'));
     (!literal).then(|| host.to_ascii_lowercase())
-}
-
-/// The backend list comes from `--backend` or from `--backends-file`, not both: the file
-/// replaces the whole list on every change, and would silently drop the flags' backends.
-fn one_source_of_backends(given: &[&str]) -> Result<(), String> {
-    if given.contains(&"--backends-file") && given.contains(&"--backend") {
-        return Err(
-            "--backend and --backends-file cannot be used together: put every backend in the file"
-                .into(),
-        );
-    }
-    Ok(())
 }
 
 /// Would connecting to `addr` reach the balancer listening on `listen`? The same address,
@@ -1038,6 +1097,27 @@ mod tests {
             (&["--health-status", "200-"], "--health-status 200-"),
             (&["--health-host", "a b"], "--health-host a b"),
             (&["--health-host", "app.example"], "needs --health-check"),
+            (
+                &["--listen", "127.0.0.1:9100"],
+                "--listen needs a backend source",
+            ),
+            (
+                &["--backend", "http://127.0.0.1:8001,weight=3"],
+                "--strategy round-robin ignores weights",
+            ),
+            (
+                &[
+                    "--strategy",
+                    "cookie",
+                    "--backend",
+                    "http://127.0.0.1:8001,weight=2",
+                ],
+                "--strategy cookie ignores weights",
+            ),
+            (
+                &["--config", "/nonexistent/lb.conf"],
+                "--config /nonexistent/lb.conf",
+            ),
             (&["--admin", "0.0.0.0:9001"], "--admin-token"),
             (
                 &["--health-interval", "2s", "--health-timeout", "5s"],
@@ -1064,6 +1144,20 @@ mod tests {
         ] {
             let err = run(args).unwrap_err();
             assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn foot_guns_that_stay_allowed() {
+        // The demo: no flags, a strategy alone, --demo, or --listen with a backend source.
+        assert!(run(&[]).is_ok());
+        assert!(run(&["--strategy", "cookie"]).is_ok());
+        assert!(run(&["--listen", "127.0.0.1:9100", "--demo", "3"]).is_ok());
+        let weighted = ["--backend", "http://127.0.0.1:8001,weight=3"];
+        for strategy in ["weighted", "least-conn", "ip-hash"] {
+            let mut args = vec!["--strategy", strategy];
+            args.extend(weighted);
+            assert_eq!(run(&args).unwrap().backends[0].weight, 3, "{strategy}");
         }
     }
 

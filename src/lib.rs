@@ -80,6 +80,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod relay;
+pub mod reload;
 pub mod request_id;
 pub mod retry;
 pub mod rewrite;

@@ -25,6 +25,7 @@ use std::collections::VecDeque;
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How often collected log lines are written to stdout.
@@ -98,8 +99,10 @@ pub struct Decision {
 /// Collected log lines and recent decisions.
 #[derive(Debug)]
 pub struct AccessLog {
-    quiet: bool,
-    format: LogFormat,
+    /// `--quiet`, which a reload may change ([`AccessLog::set_quiet`]).
+    quiet: AtomicBool,
+    /// `--access-log-format`, which a reload may change ([`AccessLog::set_format`]).
+    format: AtomicU8,
     inner: Mutex<Inner>,
 }
 
@@ -153,10 +156,26 @@ impl AccessLog {
     /// A log that prints lines in `format` unless `quiet`; decisions are kept either way.
     pub fn new(quiet: bool, format: LogFormat) -> AccessLog {
         AccessLog {
-            quiet,
-            format,
+            quiet: AtomicBool::new(quiet),
+            format: AtomicU8::new(format as u8),
             inner: Mutex::new(Inner::default()),
         }
+    }
+
+    /// Turns the per-request lines off (`--quiet`) or on, from the next request.
+    pub fn set_quiet(&self, quiet: bool) {
+        self.quiet.store(quiet, Ordering::Relaxed);
+    }
+
+    /// Writes the lines of the next requests in `format`.
+    pub fn set_format(&self, format: LogFormat) {
+        self.format.store(format as u8, Ordering::Relaxed);
+    }
+
+    /// The format lines are written in now.
+    pub fn format(&self) -> LogFormat {
+        let n = self.format.load(Ordering::Relaxed) as usize;
+        LogFormat::ALL[n % LogFormat::ALL.len()].0
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -168,12 +187,12 @@ impl AccessLog {
     /// allocation here and holds the lock only to copy text.
     pub fn record(&self, r: &Record<'_>) {
         let target = shorten(r.target);
-        if self.quiet {
+        if self.quiet.load(Ordering::Relaxed) {
             self.decide(r, &target);
         } else {
             LINE.with_borrow_mut(|(line, cache)| {
                 line.clear();
-                match self.format {
+                match self.format() {
                     LogFormat::Console => write_line(line, cache, r, &target),
                     LogFormat::Combined => format::combined(line, cache, r, &target),
                     LogFormat::Json => format::json(line, r, &target),

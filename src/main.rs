@@ -26,6 +26,11 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Command::Run(mut config)) => match read_backends_file(&mut config) {
+            Ok(()) if config.check => {
+                print!("{}", config::file::report(&config));
+                println!("configuration OK");
+                ExitCode::SUCCESS
+            }
             Ok(()) if token_on_command_line() => {
                 eprintln!(
                     "warning: --admin-token shows the token to every user of this machine \
@@ -36,12 +41,13 @@ fn main() -> ExitCode {
             }
             Ok(()) => run(*config),
             Err(message) => {
-                eprintln!("error: --backends-file {message}");
+                eprintln!("error: {message}");
                 ExitCode::from(2)
             }
         },
         Err(message) => {
-            eprintln!("error: {message}\n\n{}", config::usage());
+            // Not eprintln!: a closed stderr (`| head -1`) must not turn exit 2 into a panic.
+            let _ = writeln!(std::io::stderr(), "error: {message}\n\n{}", config::usage());
             ExitCode::from(2)
         }
     }
@@ -56,7 +62,12 @@ fn token_on_command_line() -> bool {
 /// value: `main` exits with status 2 and the message names the file and the line.
 fn read_backends_file(config: &mut Config) -> Result<(), String> {
     if let Some(path) = &config.backends_file {
-        config.backends = backends_file::load(path, config.listen)?;
+        config.backends =
+            backends_file::load(path, config.listen).map_err(|e| format!("--backends-file {e}"))?;
+        config::weights_are_used(config.strategy, &config.backends)?;
+        if config.check {
+            return Ok(());
+        }
         println!(
             "[Backends] {} backends from {} (re-read when it changes, or on SIGHUP)",
             config.backends.len(),
@@ -153,7 +164,8 @@ fn start_demos(config: &mut Config) -> std::io::Result<Arc<Fleet>> {
         println!("[Backend] {} Server started at {}", demo.name(), demo.url());
         if !from_file {
             let spec = BackendSpec::parse(&demo.url()).expect("a demo URL parses");
-            config.backends.push(spec);
+            config.backends.push(spec.clone());
+            config.demo_backends.push(spec);
         }
     }
     Ok(Arc::new(fleet))
@@ -166,25 +178,23 @@ const SIGNAL_POLL: Duration = Duration::from_millis(100);
 /// Waits for SIGINT or SIGTERM, then drains: the balancer stops accepting, requests in flight
 /// finish (up to --drain-timeout), idle connections close, a summary is printed, exit 0.
 /// A second signal during the drain exits at once with 128 + the signal's number. Each
-/// SIGHUP on the way re-reads --backends-file.
+/// SIGHUP on the way reads --config and --backends-file again.
 fn wait_and_drain(balancer: Balancer) -> ExitCode {
     let mut hangups = 0;
     while signal::received() == 0 {
         thread::park_timeout(SIGNAL_POLL);
         if signal::hangups() != hangups {
             hangups = signal::hangups();
-            if balancer.reload_backends_file() {
-                println!("[LoadBalancer] SIGHUP: reading --backends-file again");
-            } else {
-                println!("[LoadBalancer] SIGHUP: nothing to re-read (no --backends-file)");
-            }
+            println!("[LoadBalancer] SIGHUP: reading the configuration again");
+            // One line says what changed, or why nothing did (see `reload`).
+            let _ = balancer.reload("SIGHUP");
         }
     }
     let first = signal::last().unwrap_or(signal::SIGTERM);
     println!(
         "[LoadBalancer] {}: draining (up to {:?}; send it again to stop now)",
         signal::name(first),
-        balancer.shared().config.drain_timeout
+        balancer.shared().live().config.drain_timeout
     );
     let _ = std::io::stdout().flush();
     let drain = match thread::Builder::new()

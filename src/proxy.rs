@@ -20,7 +20,7 @@ use crate::attempt::{Exchange, Fault, attempt};
 use crate::backend::Backend;
 use crate::backends::Candidate;
 use crate::conn::{BufConn, LINGER, is_timeout, linger_close};
-use crate::context::Shared;
+use crate::context::{Live, Shared};
 use crate::http::framing::Body;
 use crate::http::{Error, MAX_HEAD, MAX_REQUEST_LINE, Parse, head, pages, request};
 use crate::listener::{Accepted, Flags, TunnelSlot};
@@ -35,7 +35,7 @@ use crate::strategy::explain::{Why, plain_name};
 use crate::trust::{self, Claims, is_trusted};
 use std::fmt::Write as _;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -59,6 +59,9 @@ const NO_TUNNEL_SLOT: Error = Error {
 struct Client {
     conn: BufConn,
     who: Who,
+    /// The settings of this request, read once as its head starts to arrive ([`Live`]): a
+    /// reload in the middle of it changes the next one.
+    live: Arc<Live>,
 }
 
 /// Who a client is: who connected, and who a request says it is for.
@@ -141,12 +144,11 @@ pub fn serve(conn: Accepted<'_>, ctx: &Shared) {
         peer,
         flags,
     } = conn;
-    let conn = BufConn::new(stream, CLIENT_BUFFER, CLIENT_BUFFER_MAX)
-        .read_timeout_is(ctx.timeouts.first_byte());
     // The first head (after a PROXY header) must be whole within --header-timeout of accept;
     // later ones within it of their first byte, after up to --idle-timeout of waiting.
-    let by = Instant::now() + ctx.timeouts.header;
-    let Some(mut client) = Client::open(conn, peer.ip(), ctx, by) else {
+    let live = ctx.live();
+    let by = Instant::now() + live.timeouts.header;
+    let Some(mut client) = Client::open(stream, peer.ip(), (live, ctx), by) else {
         return;
     };
     let mut first_head_by = Some(by);
@@ -196,12 +198,23 @@ impl Client {
     /// and whether that client spoke TLS. `None`: the connection is to be closed unread, as
     /// it sent no valid header in time, or its peer is not in `--trusted-proxy` when that
     /// is given.
-    fn open(mut conn: BufConn, peer: IpAddr, ctx: &Shared, by: Instant) -> Option<Client> {
-        if !ctx.config.proxy_protocol {
-            let who = Who::new(peer, false);
-            return Some(Client { conn, who });
+    fn open(
+        stream: Arc<TcpStream>,
+        peer: IpAddr,
+        (live, ctx): (Arc<Live>, &Shared),
+        by: Instant,
+    ) -> Option<Client> {
+        if live.timeouts != ctx.accept_timeouts {
+            // A reload changed the limits the listener set on the socket.
+            let _ = live.timeouts.accepted(&stream);
         }
-        let trusted = &ctx.config.trusted_proxies;
+        let mut conn = BufConn::new(stream, CLIENT_BUFFER, CLIENT_BUFFER_MAX)
+            .read_timeout_is(live.timeouts.first_byte());
+        if !live.config.proxy_protocol {
+            let who = Who::new(peer, false);
+            return Some(Client { conn, who, live });
+        }
+        let trusted = &live.config.trusted_proxies;
         let read = if trusted.is_empty() || is_trusted(trusted, peer) {
             proxy_protocol::read(&mut conn, by)
         } else {
@@ -210,7 +223,7 @@ impl Client {
         match read {
             Ok(header) => {
                 let who = Who::new(header.source.map_or(peer, |s| s.ip()), header.ssl);
-                Some(Client { conn, who })
+                Some(Client { conn, who, live })
             }
             Err(why) => {
                 eprintln!("[LoadBalancer] error: closed a connection from {peer}: {why}");
@@ -249,7 +262,7 @@ fn log(
     let why = outcome.and_then(|o| o.why.as_ref());
     // Words only when asked for: the facts are what every request pays for.
     let explained = match why {
-        Some(w) if ctx.config.explain => {
+        Some(w) if client.live.config.explain => {
             let list = ctx.backends.snapshot();
             w.line(&list, &|id| plain_name(&list, id))
         }
@@ -275,6 +288,12 @@ fn log(
     });
 }
 
+/// The answer to a request head that took longer than `--header-timeout`.
+const SLOW: Error = Error {
+    status: 408,
+    why: "the request head took too long",
+};
+
 /// Reads the next request head; returns its plan and what the strategy reads from it
 /// ([`Key::pin`]). `Ok(None)`: the client closed, or sent nothing (within `--idle-timeout`
 /// between requests, or [`crate::conn::Timeouts::first_byte`] after accept), so the
@@ -291,18 +310,17 @@ fn read_request(
     flags: Flags<'_>,
     first_head_by: Option<Instant>,
 ) -> Result<Option<(Plan, Option<u64>)>, Error> {
-    const SLOW: Error = Error {
-        status: 408,
-        why: "the request head took too long",
-    };
     let wait = match first_head_by {
-        Some(_) => ctx.timeouts.first_byte(),
-        None => ctx.timeouts.idle,
+        Some(_) => client.live.timeouts.first_byte(),
+        None => client.live.timeouts.idle,
     };
     if client.conn.data().is_empty() && !first_byte(&mut client.conn, wait, flags) {
         return Ok(None);
     }
-    let deadline = first_head_by.unwrap_or_else(|| Instant::now() + ctx.timeouts.header);
+    if first_head_by.is_none() {
+        ctx.refresh(&mut client.live); // a later request: the settings in force now
+    }
+    let deadline = first_head_by.unwrap_or_else(|| Instant::now() + client.live.timeouts.header);
     let mut scanned = 0;
     client.who.believe(None);
     loop {
@@ -310,7 +328,7 @@ fn read_request(
         if (head_may_be_complete(data, scanned) || data.len() > MAX_REQUEST_LINE)
             && let Parse::Complete { head, len } = request::parse(data)?
         {
-            let plan = plan_request(&head, &mut client.who, ctx)?;
+            let plan = plan_request(&head, &mut client.who, &client.live, ctx)?;
             let pin = ctx.backends.pin(&head.headers);
             client.conn.consume(len);
             return Ok(Some((plan, pin)));
@@ -337,10 +355,15 @@ fn read_request(
 
 /// [`plan`] for a request head: who it is from (what a trusted hop claims), its id
 /// ([`request_id`]) and, for a log format that writes them, its `Referer` and `User-Agent`.
-fn plan_request(head: &request::Request<'_>, who: &mut Who, ctx: &Shared) -> Result<Plan, Error> {
-    let claims = trust::believe(&ctx.config.trusted_proxies, who.peer, &head.headers);
+fn plan_request(
+    head: &request::Request<'_>,
+    who: &mut Who,
+    live: &Live,
+    ctx: &Shared,
+) -> Result<Plan, Error> {
+    let claims = trust::believe(&live.config.trusted_proxies, who.peer, &head.headers);
     who.believe(claims);
-    let id = ctx
+    let id = live
         .config
         .request_id
         .then(|| request_id::choose(&head.headers));
@@ -352,9 +375,9 @@ fn plan_request(head: &request::Request<'_>, who: &mut Who, ctx: &Shared) -> Res
         via: &ctx.via,
         new_request_id: id.as_ref().and_then(|(id, kept)| (!kept).then_some(&**id)),
     };
-    let mut plan = plan(head, hop, ctx.config.max_body)?;
+    let mut plan = plan(head, hop, live.config.max_body)?;
     plan.request_id = id.map(|(id, _)| id);
-    if ctx.config.access_log_format.wants_agent() {
+    if ctx.log.format().wants_agent() {
         let field = |name| head::values(&head.headers, name).next().map(lossy);
         (plan.referer, plan.user_agent) = (field("referer"), field("user-agent"));
     }
@@ -434,7 +457,7 @@ fn forward(
     // takes a slot of --max-connections until the tunnel ends (the guard gives it back).
     let tunnel_slot = plan
         .upgrade
-        .then(|| TunnelSlot::take(&ctx.stats, ctx.config.max_connections));
+        .then(|| TunnelSlot::take(&ctx.stats, client.live.config.max_connections));
     if let Some(None) = tunnel_slot {
         return answer(client, plan, ctx, NO_TUNNEL_SLOT, false);
     }
@@ -450,8 +473,8 @@ fn forward(
         plan,
         body,
         continue_sent: false,
-        timeouts: &ctx.timeouts,
-        max_body: ctx.config.max_body,
+        timeouts: &client.live.timeouts,
+        max_body: client.live.config.max_body,
         draining: flags.draining_flag(),
     };
     let key = Key {
@@ -532,7 +555,7 @@ fn try_candidates(
 }
 
 /// Each way an attempt can fail, and what follows for the client: here, in one place.
-fn settle(fault: Fault, candidate: &Candidate<'_>, x: &Exchange<'_>) -> Next {
+fn settle(fault: Fault, candidate: &Candidate, x: &Exchange<'_>) -> Next {
     let (plan, backend) = (x.plan, candidate.backend());
     match fault {
         Fault::Backend(failure, why) => {

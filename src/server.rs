@@ -12,12 +12,13 @@
 
 use crate::admin::{Admin, Drills};
 use crate::backends_file::Watcher;
-use crate::checker::{Checker, Checks};
+use crate::checker::Checker;
 use crate::config::Config;
 pub use crate::context::Shared;
 use crate::listener::{Listener, Options, Threads};
 use crate::log::FLUSH_INTERVAL;
 use crate::proxy;
+use crate::reload;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -31,8 +32,6 @@ pub struct Balancer {
     shared: Arc<Shared>,
     listener: Option<Listener>,
     flusher: Option<JoinHandle<()>>,
-    /// The active health checker, with `--health-check`.
-    checker: Option<Checker>,
     /// The thread that follows `--backends-file`.
     watcher: Option<Watcher>,
     stopped: Arc<AtomicBool>,
@@ -78,20 +77,21 @@ impl Balancer {
         // the admin API can refuse a backend that is this listener.
         config.listen = listener.local_addr()?;
         let shared = Arc::new(Shared::new(config));
-        let config = &shared.config;
+        let live = shared.live();
+        let config = &live.config;
         // The admin listener is bound before any thread starts, so a bad --admin fails start-up.
         let admin = start_admin(&shared, drills)?;
-        let checker = match checks(config) {
-            Some(checks) => Some(Checker::start(Arc::clone(&shared.backends), checks)?),
-            None => None,
-        };
-        let watcher = watch(&shared)?;
+        if let Some(checks) = reload::checks(config) {
+            let checker = Checker::start(Arc::clone(&shared.backends), checks)?;
+            *shared.checker.lock().unwrap_or_else(|e| e.into_inner()) = Some(checker);
+        }
+        let watcher = watch(&shared, config)?;
         let options = Options {
             name: "accept".into(),
             worker: "client",
             max_connections: config.max_connections,
             refusal: "too many connections (--max-connections)",
-            timeouts: shared.timeouts,
+            timeouts: shared.accept_timeouts,
             stats: Arc::clone(&shared.stats),
         };
         let listener = {
@@ -109,7 +109,6 @@ impl Balancer {
             shared,
             listener: Some(listener),
             flusher: Some(flusher),
-            checker,
             watcher,
             stopped,
             admin,
@@ -118,7 +117,7 @@ impl Balancer {
 
     /// The address the balancer listens on (with the real port when started on port 0).
     pub fn addr(&self) -> SocketAddr {
-        self.shared.config.listen
+        self.shared.live().config.listen
     }
 
     /// The address of the admin listener, when it listens on TCP.
@@ -136,9 +135,13 @@ impl Balancer {
         &self.shared
     }
 
-    /// Reads `--backends-file` now, changed or not (`SIGHUP`); false without one.
-    pub fn reload_backends_file(&self) -> bool {
-        self.watcher.as_ref().map(Watcher::reload).is_some()
+    /// Reads `--config` and `--backends-file` again and applies them whole, or nothing
+    /// (`SIGHUP`; see [`reload`]).
+    ///
+    /// # Errors
+    /// Why the files were refused; the settings in force stay.
+    pub fn reload(&self, by: &str) -> Result<reload::Outcome, String> {
+        reload::reload(&self.shared, by)
     }
 
     /// The connection threads: how many wait for a connection, how many were started.
@@ -157,8 +160,9 @@ impl Balancer {
         let abandoned = self
             .listener
             .take()
-            .map_or(0, |l| l.stop(self.shared.config.drain_timeout));
-        if let Some(checker) = self.checker.take() {
+            .map_or(0, |l| l.stop(self.shared.live().config.drain_timeout));
+        let checker = self.shared.checker.lock().map(|mut c| c.take());
+        if let Ok(Some(checker)) = checker {
             checker.stop();
         }
         if let Some(watcher) = self.watcher.take() {
@@ -184,31 +188,17 @@ impl Balancer {
 }
 
 /// The watcher of `--backends-file`, when there is one.
-fn watch(shared: &Shared) -> io::Result<Option<Watcher>> {
+fn watch(shared: &Shared, config: &Config) -> io::Result<Option<Watcher>> {
     let Some(file) = &shared.file else {
         return Ok(None);
     };
     let watcher = Watcher::start(
         Arc::clone(file),
         Arc::clone(&shared.backends),
-        shared.config.listen,
-        shared.config.backends_file_interval,
+        config.listen,
+        config.backends_file_interval,
     )?;
     Ok(Some(watcher))
-}
-
-/// The active checks `--health-check` asks for, if it does.
-fn checks(config: &Config) -> Option<Checks> {
-    let path = config.health_check.clone()?;
-    Some(Checks {
-        path,
-        interval: config.health_interval,
-        timeout: config.health_timeout,
-        rise: config.rise,
-        fall: config.fall,
-        host: config.health_host.clone(),
-        statuses: config.health_status.clone(),
-    })
 }
 
 /// The access log's writer: what the connection threads collected, every [`FLUSH_INTERVAL`].
@@ -223,7 +213,8 @@ fn write_log(shared: &Shared, stopped: &AtomicBool) {
 /// none. Only the default address may be skipped when taken (a second balancer on one
 /// machine).
 fn start_admin(shared: &Arc<Shared>, drills: Option<Arc<dyn Drills>>) -> io::Result<Option<Admin>> {
-    let config = &shared.config;
+    let live = shared.live();
+    let config = &live.config;
     if let Some(path) = &config.admin_unix {
         return Admin::start_unix(path, Arc::clone(shared), drills).map(Some);
     }

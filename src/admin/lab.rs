@@ -67,7 +67,7 @@ fn set_strategy(shared: &AdminShared, body: &[u8]) -> Answer {
         kind.name(),
         old.name()
     );
-    form.answer(Answer::json(200, json))
+    form.answer(Answer::json(200, with_weights_note(json, shared)))
 }
 
 /// `POST /backends/{id}/weight`: `weight=3`.
@@ -93,8 +93,30 @@ fn set_weight(shared: &AdminShared, id: &str, body: &[u8]) -> Answer {
             );
             b.stats.history.event_now("WEIGHT", &weight.to_string());
         }
-        form.answer(Answer::json(200, Row::of(b).json()))
+        form.answer(Answer::json(
+            200,
+            with_weights_note(Row::of(b).json(), shared),
+        ))
     })
+}
+
+/// A weight the strategy in force does not read is said, not ignored in silence (issue 22):
+/// `json` gains a `"note"`, and the console a line. (At start, in a config file and in a
+/// backends file, such a weight is an error; here the lab lets a reader set weights and
+/// strategies in any order.)
+fn with_weights_note(mut json: String, shared: &AdminShared) -> String {
+    let lb = &shared.balancer;
+    let kind = lb.backends.strategy();
+    let weighted = lb.backends.snapshot().iter().any(|b| b.weight() != 1);
+    if weighted && matches!(kind, StrategyKind::RoundRobin | StrategyKind::Cookie) {
+        let note = format!(
+            "{} ignores weights: switch to weighted, least-conn or ip-hash for them to count",
+            kind.name()
+        );
+        println!("[Admin] Note: {note}");
+        json.insert_str(json.len() - 1, &format!(",\"note\":\"{note}\""));
+    }
+    json
 }
 
 /// A one-field form body (`name=value`), with the status page's `then=status`.

@@ -108,7 +108,7 @@ pub(super) fn admit(
         unix: shared.unix,
         drills: shared.drills.is_some(),
     };
-    access::check(&asked, shared.balancer.config.admin_token.as_deref())?;
+    access::check(&asked, shared.balancer.live().config.admin_token.as_deref())?;
     if req.cross_site && access::changes(&req.method) {
         return Err(Answer::page(
             403,

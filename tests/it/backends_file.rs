@@ -4,13 +4,14 @@
 //! file agree on affinity (ip-hash and the `lb_backend` cookie). Every wait polls the
 //! admin listener for the file's generation or error count, with a deadline.
 
+use crate::support::files::Dir;
 use crate::support::process::{Launch, Running};
 use crate::support::*;
 use load_balancer::backends_file;
 use load_balancer::demo::DemoBackend;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 use std::sync::mpsc;
@@ -22,36 +23,6 @@ use std::time::Duration;
 const RELOAD_DEADLINE: Duration = Duration::from_secs(10);
 /// The polling interval the tests give the watcher: short, so that 20 reloads take seconds.
 const FAST_POLL: &str = "100ms";
-
-/// A directory of its own for one test's files, removed when dropped.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(test: &str) -> Dir {
-        let dir = std::env::temp_dir().join(format!("lb-file-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Dir(dir)
-    }
-
-    fn file(&self) -> PathBuf {
-        self.0.join("backends.txt")
-    }
-
-    /// Writes `text` as the backends file the way writers do: a new file, renamed over the
-    /// old one, so a reader sees the old or the new file and never half of one.
-    fn write(&self, text: &str) {
-        let tmp = self.0.join(".backends.txt.tmp");
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, self.file()).unwrap();
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The file's text for these URLs, with a comment and a blank line as people write them.
 fn listing(urls: &[String]) -> String {
@@ -140,7 +111,7 @@ fn reload_under_load_fails_no_request() {
         .collect();
     let dir = Dir::new("load");
     dir.write(&listing(&[all[1].clone(), all[2].clone()]));
-    let lb = start_in_process(&dir, |_| {});
+    let lb = start_in_process(&dir, |c| set_strategy(c, "weighted"));
     let admin = admin_addr(&lb);
     // Each client keeps its connections to the balancer alive and reuses them.
     let load = LoadClients::start(
@@ -208,6 +179,12 @@ fn a_bad_file_is_kept_out_and_counted() {
     );
     assert_eq!(listed(admin), good[1..]);
     assert_eq!(metric(admin, "lb_backends_file_reload_errors_total"), 2.0);
+    // A weight that round robin would ignore in silence is refused too (issue 22).
+    dir.write(&format!("{},weight=3\n{}\n", good[0], good[1]));
+    wait_metric(admin, "lb_backends_file_reload_errors_total", 3.0);
+    assert_eq!(listed(admin), good[1..]);
+    let (_, status) = admin_get(admin, "/status.json");
+    assert!(status.contains("round-robin ignores weights"), "{status}");
 }
 
 /// What the scripted backend of the drain test reports.
@@ -288,7 +265,10 @@ fn the_admin_api_leaves_the_list_to_the_file() {
     let demos = demos(2);
     let dir = Dir::new("api");
     dir.write(&listing(&urls(&demos)));
-    let lb = start_in_process(&dir, |c| c.admin_token = Some(TOKEN.into()));
+    let lb = start_in_process(&dir, |c| {
+        set_strategy(c, "weighted");
+        c.admin_token = Some(TOKEN.into());
+    });
     let admin = admin_addr(&lb);
     let agent = agent();
     let call = |method: &str, path: &str, body: &str| {
@@ -365,7 +345,7 @@ fn sighup_reads_the_file_at_once() {
     lb.signal("HUP");
     wait_metric(admin, "lb_backends_file_generation", 2.0);
     assert_eq!(listed(admin), urls(&demos));
-    lb.line_with("SIGHUP: reading --backends-file again");
+    lb.line_with("SIGHUP: reading the configuration again");
     lb.line_with(&format!("generation 2: + {}", demos[1].url()));
     // A SIGHUP re-reads even an unchanged file: the list stays, the load time moves on.
     let loaded = "lb_backends_file_last_reload_success_timestamp_seconds";
@@ -383,7 +363,7 @@ fn sighup_without_a_file_does_not_stop_the_balancer() {
     let demo = demos(1);
     let mut lb = start_binary(&["--admin", "off", "--backend", &demo[0].url()]);
     lb.signal("HUP");
-    lb.line_with("SIGHUP: nothing to re-read");
+    lb.line_with("[Reload] SIGHUP: no change");
     assert_eq!(get(&format!("http://{}/", lb.addr)).0, 200);
     assert!(lb.is_running(), "still running");
 }

@@ -13,6 +13,7 @@ mod basics;
 mod behind_a_terminator;
 mod bench;
 mod chapter;
+mod config_file;
 mod drain;
 mod drills;
 mod exercises;
@@ -27,6 +28,8 @@ mod keepalive;
 mod lab;
 mod performance;
 mod rejects;
+#[cfg(unix)]
+mod reload;
 #[cfg(unix)]
 mod signals;
 mod status;

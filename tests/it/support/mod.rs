@@ -10,6 +10,7 @@
 //!   off without giving up its port, gates that hold requests;
 //! - [`process`]: the real binaries (`load-balancer` and the chapter's `chapter`), their
 //!   output line by line, signals;
+//! - [`files`]: a directory of a test's own, files written by rename;
 //! - [`fuzz`]: the seeded generator and the panic counter both fuzzers use;
 //! - [`chapter`]: what the guide's step tests and its exercises share: the chapter's programs,
 //!   a client that tells a closed connection from a silent one, backends the tests play.
@@ -17,6 +18,7 @@
 pub mod backend;
 pub mod chapter;
 pub mod client;
+pub mod files;
 pub mod fuzz;
 pub mod process;
 
@@ -171,13 +173,19 @@ pub fn admin_addr(lb: &Balancer) -> SocketAddr {
     lb.admin_addr().expect("the admin listener runs")
 }
 
-/// POSTs a form `body` to the admin listener; returns status, Location and body.
+/// The token that [`admin_get`] and [`admin_post`] present. A listener configured without a
+/// token ignores it; one configured with it (`admin-token` in a test's config) lets these
+/// helpers change things over TCP, which needs a token.
+pub const ADMIN_TOKEN: &str = "support-admin-token";
+
+/// POSTs a form `body` to the admin listener, with [`ADMIN_TOKEN`]; returns status, Location
+/// and body.
 pub fn admin_post(admin: SocketAddr, path: &str, body: &str) -> (u16, Option<String>, String) {
     let mut c = RawConn::open(admin);
     c.send(
         format!(
             "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-             Content-Length: {}\r\n\r\n{body}",
+             Authorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
         .as_bytes(),
@@ -312,4 +320,27 @@ impl DeadPort {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+}
+
+/// `GET` on the admin listener, with [`ADMIN_TOKEN`]: status and body.
+pub fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
+    let url = format!("http://{admin}{path}");
+    let mut resp = agent()
+        .get(&url)
+        .header("Authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().read_to_string().unwrap())
+}
+
+/// A sample's value from `/metrics` (the first line that starts with `name` and a space or `{`).
+pub fn metric(admin: SocketAddr, name: &str) -> f64 {
+    let (status, text) = admin_get(admin, "/metrics");
+    assert_eq!(status, 200);
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
 }
