@@ -37,6 +37,7 @@ pub mod status;
 use crate::backend::Backend;
 use crate::config::{BackendSpec, is_own_address};
 use crate::conn::{BufConn, LINGER, Timeouts, is_timeout, linger_close};
+use crate::console;
 use crate::context::Shared;
 use crate::http::framing::{self, Body};
 use crate::http::{Error, MAX_HEAD, Parse, head, pages, request};
@@ -526,7 +527,7 @@ fn demo_drill(
     };
     match drills.switch(name, drill, arg) {
         Ok(line) => {
-            println!("{line}");
+            console::notice(format_args!("{line}"));
             let back = body == b"then=status";
             Answer {
                 status: if back { 303 } else { 200 },
@@ -610,7 +611,7 @@ fn set_draining(lb: &Shared, id: &str, draining: bool) -> Answer {
         if b.is_draining() != draining {
             b.set_draining(draining);
             let what = if draining { "draining" } else { "enabled" };
-            println!("[Admin] Backend {} {} {what}", b.id, b.url);
+            console::notice(format_args!("[Admin] Backend {} {} {what}", b.id, b.url));
         }
         Answer::json(200, Row::of(b).json())
     })
@@ -652,12 +653,12 @@ fn add(body: &[u8], shared: &AdminShared) -> Answer {
             .with("Location", format!("/backends/{}", existing.id));
     }
     let backend = lb.backends.add(&spec);
-    println!(
+    console::notice(format_args!(
         "[Admin] Backend {} {} added (weight {})",
         backend.id,
         backend.url,
         backend.weight()
-    );
+    ));
     Answer::json(201, Row::of(&backend).json())
         .with("Location", format!("/backends/{}", backend.id))
 }
@@ -677,7 +678,7 @@ fn remove(id: &str, shared: &AdminShared) -> Answer {
             .with("Retry-After", pages::RETRY_AFTER_SECS.to_string());
         }
         lb.backends.remove(b.id);
-        println!("[Admin] Backend {} {} removed", b.id, b.url);
+        console::notice(format_args!("[Admin] Backend {} {} removed", b.id, b.url));
         Answer::json(200, Row::of(b).json())
     })
 }

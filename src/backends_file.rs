@@ -35,6 +35,7 @@
 use crate::backend::{Backend, hash64};
 use crate::backends::{Backends, Diff};
 use crate::config::{BackendSpec, is_own_address};
+use crate::console;
 use std::fmt::Write as _;
 use std::io::{self, Read};
 use std::net::SocketAddr;
@@ -402,7 +403,7 @@ impl Watch {
                 let message =
                     format!("[Backends] {why}: file ignored, the backend list stays as it was");
                 let generation = self.state.refused(why);
-                eprintln!("{message} (generation {generation})");
+                console::error(format_args!("{message} (generation {generation})"));
                 return;
             }
         };
@@ -410,11 +411,11 @@ impl Watch {
         let list = list_hash(specs.iter().map(|s| (s.url.as_str(), s.weight)));
         let generation = self.state.taken(!diff.is_empty(), list);
         if !diff.is_empty() {
-            println!(
+            console::notice(format_args!(
                 "[Backends] {} generation {generation}: {}",
                 path.display(),
                 describe(&diff)
-            );
+            ));
         }
         for gone in diff.removed {
             gone.set_draining(true);
@@ -427,7 +428,10 @@ impl Watch {
         self.leaving.retain(|b| {
             let busy = b.active() > 0;
             if !busy {
-                println!("[Backends] {} dropped: no request left in flight", b.url);
+                console::notice(format_args!(
+                    "[Backends] {} dropped: no request left in flight",
+                    b.url
+                ));
             }
             busy
         });

@@ -66,6 +66,7 @@ pub mod backends_file;
 pub mod checker;
 pub mod config;
 pub mod conn;
+pub mod console;
 pub mod context;
 pub mod demo;
 pub mod guide;

@@ -29,6 +29,7 @@
 //! serves one connection ([`crate::proxy::serve`] for the balancer).
 
 use crate::conn::{LINGER, Timeouts, is_timeout};
+use crate::console;
 use crate::http::pages;
 use crate::metrics::{ServerStats, inc};
 use std::io::{self, Read, Write};
@@ -414,7 +415,7 @@ where
             Err(e) if is_timeout(&e) && others > 0 => return,
             Err(e) if is_timeout(&e) => {}
             Err(e) => {
-                eprintln!("[{}] accept failed: {e}", options.name);
+                console::error(format_args!("[{}] accept failed: {e}", options.name));
                 thread::sleep(ACCEPT_RETRY_PAUSE);
             }
         }
@@ -438,7 +439,10 @@ where
     match spawn_worker(state, serve) {
         Ok(()) => true,
         Err(e) => {
-            eprintln!("[{}] cannot start a thread: {e}", state.options.name);
+            console::error(format_args!(
+                "[{}] cannot start a thread: {e}",
+                state.options.name
+            ));
             false
         }
     }

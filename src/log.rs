@@ -11,7 +11,8 @@
 //! client address, time (UTC), request line, status, body bytes sent, the backend that answered
 //! (`-` when the balancer answered itself), and the time from the request head to the end of the
 //! response. Lines are collected in memory and written every [`FLUSH_INTERVAL`] by one thread,
-//! so a busy balancer makes one `write` for many requests, not one per request.
+//! so a busy balancer makes one `write` for many requests, not one per request, and a request
+//! never waits for stdout. Error lines and notices go the same way through [`crate::console`].
 
 use crate::time;
 use std::cell::RefCell;
@@ -214,6 +215,7 @@ impl Locked<'_> {
             self.0.pending.push_str(line);
         } else {
             self.0.dropped += 1;
+            crate::console::count_dropped(1);
         }
     }
 }

@@ -20,6 +20,7 @@ use crate::attempt::{Exchange, Fault, attempt};
 use crate::backend::Backend;
 use crate::backends::Candidate;
 use crate::conn::{BufConn, LINGER, is_timeout, linger_close};
+use crate::console;
 use crate::context::Shared;
 use crate::http::framing::Body;
 use crate::http::{Error, MAX_HEAD, MAX_REQUEST_LINE, Parse, pages, request};
@@ -96,10 +97,10 @@ pub fn serve(conn: Accepted<'_>, ctx: &Shared) {
                 let page = pages::error_response(error.status, error.why, true, false);
                 let _ = client.conn.write_all(&page);
                 inc(&ctx.stats.local_responses);
-                eprintln!(
+                console::error(format_args!(
                     "[LoadBalancer] error: {} from {}: {}",
                     error.status, client.ip, error.why
-                );
+                ));
                 let line = ("-", "-", "-");
                 log(ctx, &client, time, started, line, error.status, None);
                 linger_close(&client.conn.stream, LINGER);
@@ -398,14 +399,14 @@ fn settle(fault: Fault, candidate: &Candidate<'_>, x: &Exchange<'_>) -> Next {
 /// Prints why a request failed at a backend (or, with `None`, on this machine).
 fn report(plan: &Plan, backend: Option<&Arc<Backend>>, why: &str) {
     match backend {
-        Some(b) => eprintln!(
+        Some(b) => console::error(format_args!(
             "[LoadBalancer] error: {} {} via {}: {why}",
             plan.method, plan.target, b.url
-        ),
-        None => eprintln!(
+        )),
+        None => console::error(format_args!(
             "[LoadBalancer] error: {} {}: {why}",
             plan.method, plan.target
-        ),
+        )),
     }
 }
 

@@ -14,6 +14,7 @@ use crate::admin::{Admin, Drills};
 use crate::backends_file::Watcher;
 use crate::checker::{Checker, Checks};
 use crate::config::Config;
+use crate::console;
 pub use crate::context::Shared;
 use crate::listener::{Listener, Options, Threads};
 use crate::log::FLUSH_INTERVAL;
@@ -85,7 +86,9 @@ impl Balancer {
             Some(addr) => match Admin::start(addr, Arc::clone(&shared), drills) {
                 Ok(admin) => Some(admin),
                 Err(e) if !config.admin_required && e.kind() == io::ErrorKind::AddrInUse => {
-                    eprintln!("[Admin] not started: {e} (pass --admin ADDR or --admin off)");
+                    console::error(format_args!(
+                        "[Admin] not started: {e} (pass --admin ADDR or --admin off)"
+                    ));
                     None
                 }
                 Err(e) => return Err(e),

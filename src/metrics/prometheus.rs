@@ -137,7 +137,7 @@ const PER_BACKEND: [(&str, &str, Kind, BackendValue); 10] = [
 type BalancerValue = fn(&ServerStats) -> u64;
 
 /// The balancer-wide families: name, help, type, value.
-const BALANCER: [(&str, &str, Kind, BalancerValue); 6] = [
+const BALANCER: [(&str, &str, Kind, BalancerValue); 7] = [
     (
         "lb_client_connections_open",
         "Client connections open now.",
@@ -173,6 +173,12 @@ const BALANCER: [(&str, &str, Kind, BalancerValue); 6] = [
         "Requests the balancer answered itself with an error page.",
         Kind::Counter,
         |s| s.local_responses.load(Ordering::Relaxed),
+    ),
+    (
+        "lb_log_lines_dropped_total",
+        "Log lines (access log, errors, notices) dropped because stdout or stderr did not keep up.",
+        Kind::Counter,
+        |_| crate::console::dropped(),
     ),
 ];
 

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -20,6 +20,8 @@ pub struct Launch {
     program: &'static str,
     args: Vec<String>,
     stderr: bool,
+    /// stderr is a pipe that is never read (a stuck log shipper).
+    stderr_stuck: bool,
     patience: Duration,
 }
 
@@ -31,6 +33,7 @@ impl Launch {
             program: env!("CARGO_BIN_EXE_load-balancer"),
             args: Vec::new(),
             stderr: false,
+            stderr_stuck: false,
             patience: PROCESS_WAIT,
         }
     }
@@ -82,6 +85,13 @@ impl Launch {
         self
     }
 
+    /// Makes stderr a pipe that nobody reads, as a stuck log shipper or a full journald: once
+    /// its buffer is full, a write to it waits forever.
+    pub fn stderr_stuck(mut self) -> Launch {
+        self.stderr_stuck = true;
+        self
+    }
+
     /// Waits up to `limit` for each line, not [`PROCESS_WAIT`].
     pub fn patience(mut self, limit: Duration) -> Launch {
         self.patience = limit;
@@ -95,7 +105,7 @@ impl Launch {
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(if self.stderr {
+            .stderr(if self.stderr || self.stderr_stuck {
                 Stdio::piped()
             } else {
                 Stdio::null()
@@ -103,6 +113,11 @@ impl Launch {
             .spawn()
             .unwrap_or_else(|e| panic!("{}: {e}", self.program));
         let (tx, lines) = mpsc::channel();
+        let stuck = if self.stderr_stuck {
+            child.stderr.take()
+        } else {
+            None
+        };
         if let Some(stderr) = child.stderr.take() {
             forward_lines("stderr-reader", stderr, tx.clone());
         }
@@ -111,6 +126,7 @@ impl Launch {
             child,
             lines,
             seen: Vec::new(),
+            _stuck: stuck,
             patience: self.patience,
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         };
@@ -139,6 +155,8 @@ pub struct Running {
     child: Child,
     lines: Receiver<String>,
     seen: Vec<String>,
+    /// The read end of a stderr that is never read ([`Launch::stderr_stuck`]).
+    _stuck: Option<ChildStderr>,
     patience: Duration,
     /// The balanced listener's address, from the `Running at` line.
     pub addr: SocketAddr,
