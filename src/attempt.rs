@@ -12,7 +12,7 @@ use crate::conn::{BufConn, Timeouts, is_timeout};
 use crate::http::framing::Body;
 use crate::http::{Error, Parse, response};
 use crate::relay::{CopyError, copy_chunked, copy_exact, copy_until_close, tunnel};
-use crate::retry::{BodyState, Failure, may_retry};
+use crate::retry::{BodyState, Failure, may_retry_fresh};
 use crate::rewrite::{Plan, Reply, build_reply};
 use std::io::{self, Write};
 use std::net::TcpStream;
@@ -95,8 +95,9 @@ pub(crate) fn attempt(
     let idempotent = crate::http::request::is_idempotent(&x.plan.method);
     let (mut up, mut reused) = backend.connect(x.timeouts).map_err(connect_failed)?;
     // A pooled connection is used only if nothing arrived on it while it sat idle: a byte
-    // there is the tail of an earlier response (a body on a HEAD, 204 or 304 answer, bytes
-    // past its Content-Length) or an answer nobody asked for (a 408), and relayed it would
+    // there is the tail of an earlier response (bytes past its Content-Length; a connection
+    // that carried a HEAD, 204 or 304 answer is not pooled at all, see `build_reply`) or an
+    // answer nobody asked for (a 408), and relayed it would
     // reach this client as its own response. A FIN means the backend closed it. Either way
     // the connection is dropped and a fresh one made.
     if reused && !looks_alive(&up) {
@@ -107,9 +108,11 @@ pub(crate) fn attempt(
         let result = send_request(x, &mut up, backend).and_then(|()| read_reply(&mut up, x, add));
         match result {
             Ok(reply) => break reply,
-            Err(Fault::Backend(failure, _)) if reused && may_retry(failure, x.body, idempotent) => {
-                // The backend had closed this idle connection: not its fault. Once more, on
-                // a new connection.
+            Err(Fault::Backend(failure, _))
+                if reused && may_retry_fresh(failure, x.body, idempotent) =>
+            {
+                // The backend had closed this idle connection, or left bytes of an earlier
+                // answer on it: not its fault. Once more, on a new connection.
                 up = backend.connect_fresh(x.timeouts).map_err(connect_failed)?;
                 reused = false;
             }

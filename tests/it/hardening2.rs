@@ -4,6 +4,8 @@
 use crate::support::process::Launch;
 use crate::support::*;
 use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// What the recording backends answer to every request.
@@ -46,4 +48,84 @@ fn a_stderr_nobody_reads_does_not_take_the_connection_slots() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no lb_log_lines_dropped_total in {metrics}"));
     assert!(dropped > 0, "{dropped}");
+}
+
+/// A backend that answers the first request on each connection with `first` when it asks for
+/// `/first` (else with `200 own`), and every later request on that connection with `later`;
+/// the count is of its connections.
+fn two_faced_backend(
+    first: &'static [u8],
+    later: &'static [u8],
+) -> (ScriptedBackend, Arc<AtomicUsize>) {
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&connections);
+    let backend = ScriptedBackend::start(move |mut s| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let mut served = 0;
+        while let Some(head) = read_head(&mut s) {
+            let answer = match (served, target_of(&head)) {
+                (0, "/first") => first,
+                (0, _) => b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nown".as_slice(),
+                _ => later,
+            };
+            if s.write_all(answer).is_err() {
+                return;
+            }
+            served += 1;
+        }
+    });
+    (backend, connections)
+}
+
+#[test]
+fn a_connection_that_carried_a_bodiless_answer_is_not_pooled() {
+    // The backend sends the body of its bodiless answer late: only when the next request
+    // arrives on that connection (as a backend that writes head and body in two writes does,
+    // 300 ms apart or 30 µs: the peek before reuse saw nothing yet). Before, the next request,
+    // an unrelated GET, read it as its own answer.
+    let smuggled: &[u8] = b"HTTP/1.1 200 OK\r\nX-Smuggled: yes\r\nContent-Length: 7\r\n\r\nSMUGGLE";
+    let cases: [(&str, &[u8]); 3] = [
+        ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n"),
+        ("GET", b"HTTP/1.1 204 No Content\r\n\r\n"),
+        ("GET", b"HTTP/1.1 304 Not Modified\r\n\r\n"),
+    ];
+    for (method, first) in cases {
+        let (server, connections) = two_faced_backend(first, smuggled);
+        let lb = start_over(&[server.url()]);
+        let mut c = RawConn::open(lb.addr());
+        c.send(format!("{method} /first HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        let (head, _) = c.response_to(method);
+        assert_eq!(&head[..12], &String::from_utf8_lossy(first)[..12]);
+        let (status, body) = get(&format!("http://{}/next", lb.addr()));
+        assert_eq!((status, body.as_str()), (200, "own"), "{method}");
+        assert_eq!(connections.load(Ordering::SeqCst), 2, "{method}");
+    }
+}
+
+#[test]
+fn garbage_on_a_reused_connection_is_retried_on_a_fresh_one_and_blames_nobody() {
+    // The backend's second answer on a connection is not HTTP (the tail of an earlier
+    // response, as a backend that sends a body on a HEAD answer leaves). With --max-fails 1,
+    // before, the GET got 502 "malformed status line" and the backend went DOWN.
+    let (server, connections) = two_faced_backend(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst",
+        b"SMUGGLE garbage\r\n\r\n",
+    );
+    let lb = start_over(&[server.url()]);
+    let url = format!("http://{}/first", lb.addr());
+    assert_eq!(get(&url), (200, "first".to_string()));
+    assert_eq!(pooled(&lb, 0), 1);
+    // Reuses the pooled connection, gets garbage, and tries once more on a new one.
+    let (status, body) = get(&format!("http://{}/again", lb.addr()));
+    assert_eq!((status, body.as_str()), (200, "own"));
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+    assert!(backend_up(&lb, 0));
+    assert_eq!(response_errors(&backend(&lb, 0)), 0);
+    // A POST is not sent twice: the garbage is its answer.
+    assert_eq!(get(&url).0, 200);
+    let answer = agent()
+        .post(&format!("http://{}/post", lb.addr()))
+        .send("x")
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 502);
 }
