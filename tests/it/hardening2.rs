@@ -129,3 +129,31 @@ fn garbage_on_a_reused_connection_is_retried_on_a_fresh_one_and_blames_nobody() 
         .unwrap();
     assert_eq!(answer.status().as_u16(), 502);
 }
+
+#[test]
+fn a_host_that_is_not_a_host_is_refused_and_never_reaches_forwarded() {
+    // Before, `Host: x,for=6.6.6.6;by=` reached the backend as
+    // `Forwarded: for=127.0.0.1;host="x,for=6.6.6.6;by=";proto=http`: a reader that splits on
+    // commas took `for=6.6.6.6` for the client.
+    let server = Recorder::fixed(OK);
+    let lb = start_over(&[server.url()]);
+    for request in [
+        "GET / HTTP/1.1\r\nHost: x,for=6.6.6.6;by=\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: x;for=6.6.6.6\r\n\r\n",
+        "GET http://x,for=6.6.6.6/ HTTP/1.1\r\nHost: y\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: x:80x\r\n\r\n",
+    ] {
+        let answer = exchange(lb.addr(), request.as_bytes());
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{request:?}: {answer}");
+        assert!(answer.contains("Connection: close"), "{answer}");
+    }
+    assert_eq!(server.count(), 0);
+    for host in ["site.example:8080", "127.0.0.1", "[::1]:9000", "a_b.c"] {
+        let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let answer = exchange(lb.addr(), request.as_bytes());
+        assert!(answer.starts_with("HTTP/1.1 200 "), "{host}: {answer}");
+        let got = server.last().0.to_ascii_lowercase();
+        assert_eq!(fields(&got, "host"), [host.to_ascii_lowercase()], "{got}");
+    }
+}
