@@ -246,8 +246,7 @@ pub fn is_idempotent(method: &str) -> bool {
 /// RFC 3986 allows more in a reg-name (`!$&'()*+,;=~` and `%XX`), and so did this balancer:
 /// `Host: x,for=6.6.6.6;by=` then reached the backend inside `Forwarded: host="..."`, quoted
 /// but with a `,` that a reader splitting on commas takes for a second element whose `for=`
-/// it believes. No name in DNS has those bytes, so such a value gets `400`, as it does from
-/// HAProxy with its `strict` host checks; nginx refuses `/` and `\0` and a few more.
+/// it believes. No name in DNS has those bytes, so such a value gets `400`.
 pub fn is_valid_host(value: &[u8]) -> bool {
     let (host, port) = match value.strip_prefix(b"[") {
         Some(rest) => {
