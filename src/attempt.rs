@@ -8,7 +8,7 @@
 //! proxy's to act on.
 
 use crate::backend::Backend;
-use crate::conn::{BufConn, Timeouts, is_timeout};
+use crate::conn::{BufConn, Timeouts, is_local_failure, is_timeout};
 use crate::http::framing::Body;
 use crate::http::{Error, Parse, response};
 use crate::relay::{CopyError, copy_chunked, copy_exact, copy_until_close, tunnel};
@@ -84,7 +84,7 @@ pub(crate) fn attempt(
     add: &impl Fn(&mut Vec<u8>),
 ) -> Result<Relayed, Fault> {
     let connect_failed = |e: io::Error| {
-        if local_failure(&e) {
+        if is_local_failure(&e) {
             return Fault::Local(Error {
                 status: 503,
                 why: "the balancer is out of local resources (file descriptors, ports or memory)",
@@ -120,13 +120,6 @@ pub(crate) fn attempt(
         }
     };
     relay_response(x, up, reply, backend)
-}
-
-/// Did a connect fail for a reason on this machine (out of file descriptors, memory or local
-/// ports)? That is no fault of the backend's, and must not take it out of rotation.
-fn local_failure(e: &io::Error) -> bool {
-    // ENOMEM 12, ENFILE 23, EMFILE 24, EADDRNOTAVAIL 99 (no local port left), ENOBUFS 105.
-    matches!(e.raw_os_error(), Some(12 | 23 | 24 | 99 | 105))
 }
 
 fn connect_error(e: &io::Error) -> &'static str {

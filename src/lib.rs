@@ -82,4 +82,5 @@ pub mod rewrite;
 pub mod server;
 pub mod signal;
 pub mod strategy;
+pub mod throttle;
 pub mod time;

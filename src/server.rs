@@ -13,7 +13,7 @@
 use crate::admin::{Admin, Drills};
 use crate::backends_file::Watcher;
 use crate::checker::{Checker, Checks};
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::console;
 pub use crate::context::Shared;
 use crate::listener::{Listener, Options, Threads};
@@ -80,6 +80,7 @@ impl Balancer {
         config.listen = listener.local_addr()?;
         let shared = Arc::new(Shared::new(config));
         let config = &shared.config;
+        warn_if_over_budget(config.max_connections);
         // The admin listener is bound before any thread starts, so a bad --admin fails start-up.
         // Only the default address may be skipped when taken (a second balancer on one machine).
         let admin = match config.admin {
@@ -189,6 +190,23 @@ impl Balancer {
             abandoned,
             drain: started.elapsed(),
         }
+    }
+}
+
+/// Says so when `--max-connections` asks for more connections than the open-file limit can
+/// hold ([`config::max_connections_for`]): past it, `accept` and backend connections fail
+/// with "Too many open files" before the cap answers `503`.
+fn warn_if_over_budget(max_connections: usize) {
+    let Some(limit) = config::open_file_limit() else {
+        return;
+    };
+    let fits = config::max_connections_for(limit);
+    if max_connections > fits {
+        console::error(format_args!(
+            "[LoadBalancer] warning: --max-connections {max_connections} is more than the open-file \
+             limit ({limit}) can hold, about {fits} (two descriptors per connection, and a reserve); \
+             raise the limit (ulimit -n, LimitNOFILE=) or lower the cap"
+        ));
     }
 }
 

@@ -6,7 +6,7 @@ use crate::support::*;
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What the recording backends answer to every request.
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
@@ -26,7 +26,7 @@ fn a_stderr_nobody_reads_does_not_take_the_connection_slots() {
     let backend = Recorder::fixed(OK);
     let mut lb = Launch::over(&backend.url())
         .stderr_stuck()
-        .args(&["--max-connections", "8", "--admin", "127.0.0.1:0"])
+        .args(&["--max-connections", "50", "--admin", "127.0.0.1:0"])
         .start();
     let admin = lb.admin();
     // Each bad request writes an error line of about 60 bytes: 8,000 of them are far more
@@ -156,4 +156,107 @@ fn a_host_that_is_not_a_host_is_refused_and_never_reaches_forwarded() {
         let got = server.last().0.to_ascii_lowercase();
         assert_eq!(fields(&got, "host"), [host.to_ascii_lowercase()], "{got}");
     }
+}
+
+/// What arrives on `c` until a whole error page is in (`</html>`), it closes, or `by` passes.
+fn read_page_by(c: &mut std::net::TcpStream, by: Instant) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains("</html>") {
+        let left = by.saturating_duration_since(Instant::now());
+        c.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        match c.read(&mut buf) {
+            Ok(n @ 1..) => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Sends a request on a new connection; the connection, to read the answer from later.
+fn send_get(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    let mut s = connect(addr);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn the_default_cap_leaves_two_descriptors_per_connection() {
+    // Under `ulimit -n 128` the default cap is 30: 64 descriptors kept back, then two per
+    // connection and one per eight for the spare threads in `accept`. Before, it was 64 (one
+    // descriptor per connection, at least 64): 100 slow requests ran the process out of
+    // descriptors, and clients hung in the backlog while `accept` failed again and again.
+    let gate = Arc::new(Gate::default());
+    let server = gated_backend(&gate, "slow");
+    let mut lb = Launch::over(&server.url())
+        .open_files(128)
+        .and_stderr()
+        .start();
+    let clients: Vec<_> = (0..100).map(|_| send_get(lb.addr)).collect();
+    wait_for(
+        Duration::from_secs(10),
+        "30 requests at the backend",
+        || gate.arrived() >= 30,
+    );
+    // The other 70 were told at once, with a 503 naming the cap.
+    let mut refused = 0;
+    let mut held = Vec::new();
+    let by = Instant::now() + Duration::from_millis(500);
+    for mut c in clients {
+        let text = read_page_by(&mut c, by);
+        if text.is_empty() {
+            held.push(c);
+        } else {
+            assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
+            assert!(text.contains("--max-connections"), "{text}");
+            refused += 1;
+        }
+    }
+    assert_eq!((refused, held.len(), gate.arrived()), (70, 30, 30));
+    gate.open();
+    for mut c in held {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 256];
+        let n = c.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK"));
+    }
+    lb.signal("TERM");
+    lb.exit_within(Duration::from_secs(10));
+    assert!(!lb.has_line("accept failed"), "{:?}", lb.seen());
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn out_of_descriptors_neither_floods_the_log_nor_takes_backends_down() {
+    // A cap set too high for `ulimit -n 128`: idle clients use up the descriptors. Before,
+    // `accept` failed and logged about 300 times a second per listener, and the health
+    // checks, which could not open a socket, took the healthy backend DOWN.
+    let server = Recorder::fixed(OK);
+    let mut lb = Launch::over(&server.url())
+        .open_files(128)
+        .args(&["--max-connections", "1000", "--health-check", "/"])
+        .args(&["--health-interval", "200ms", "--fall", "1"])
+        .and_stderr()
+        .start();
+    let warning = lb.line_with("--max-connections 1000 is more than the open-file limit (128)");
+    assert!(warning.contains("about 30"), "{warning}");
+    let started = Instant::now();
+    let idle: Vec<_> = (0..160).map(|_| connect(lb.addr)).collect();
+    let health = lb.line_with("[Health]");
+    assert!(health.contains("not made"), "{health}");
+    assert!(health.contains("open files"), "{health}");
+    lb.line_with("accept failed");
+    let floods = lb
+        .seen()
+        .iter()
+        .filter(|l| l.contains("accept failed"))
+        .count();
+    let seconds = started.elapsed().as_secs() as usize;
+    assert!(floods <= seconds + 2, "{floods} lines in {seconds} s");
+    drop(idle);
+    lb.signal("TERM");
+    lb.exit_within(Duration::from_secs(10));
+    assert!(!lb.has_line("is DOWN"), "{:?}", lb.seen());
 }

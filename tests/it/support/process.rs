@@ -22,6 +22,8 @@ pub struct Launch {
     stderr: bool,
     /// stderr is a pipe that is never read (a stuck log shipper).
     stderr_stuck: bool,
+    /// The open-file limit to start it under (`ulimit -n`), if not the test's own.
+    open_files: Option<usize>,
     patience: Duration,
 }
 
@@ -34,6 +36,7 @@ impl Launch {
             args: Vec::new(),
             stderr: false,
             stderr_stuck: false,
+            open_files: None,
             patience: PROCESS_WAIT,
         }
     }
@@ -92,6 +95,12 @@ impl Launch {
         self
     }
 
+    /// Starts it under an open-file limit of `n` (`ulimit -n n` in a shell that then `exec`s it).
+    pub fn open_files(mut self, n: usize) -> Launch {
+        self.open_files = Some(n);
+        self
+    }
+
     /// Waits up to `limit` for each line, not [`PROCESS_WAIT`].
     pub fn patience(mut self, limit: Duration) -> Launch {
         self.patience = limit;
@@ -101,7 +110,16 @@ impl Launch {
     /// Starts the process (stdin empty; stderr discarded unless [`Launch::and_stderr`]) and
     /// waits for its `[LoadBalancer] Running at http://ADDR` line.
     pub fn start(self) -> Running {
-        let mut child = Command::new(self.program)
+        let mut command = match self.open_files {
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\"")])
+                    .arg(self.program);
+                sh
+            }
+            None => Command::new(self.program),
+        };
+        let mut child = command
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
