@@ -121,14 +121,39 @@ pub fn parse(text: &str, listen: SocketAddr) -> Result<Vec<BackendSpec>, FileErr
 pub fn load(path: &Path, listen: SocketAddr) -> Result<Vec<BackendSpec>, String> {
     let named = |why: &dyn std::fmt::Display| format!("{}: {why}", path.display());
     let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+    let file = open_regular(path).map_err(|e| named(&e))?;
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
         .map_err(|e| named(&e))?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(named(&format!("larger than {MAX_FILE_BYTES} bytes")));
     }
     let text = String::from_utf8(bytes).map_err(|_| named(&"the file is not UTF-8 text"))?;
     parse(&text, listen).map_err(|e| named(&e))
+}
+
+/// Opens `path` for reading if it is a regular file. The open itself never waits: a FIFO
+/// there would block a plain `open` until a writer came, and the watcher with it (a `SIGTERM`
+/// then never finished its drain). `O_NONBLOCK` makes such an open return at once; a regular
+/// file ignores the flag.
+fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        /// `O_NONBLOCK` on Linux (`<fcntl.h>`; the value on x86-64, arm64 and riscv64).
+        const O_NONBLOCK: i32 = 0o4000;
+        options.custom_flags(O_NONBLOCK);
+    }
+    let file = options.open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
 }
 
 /// A 64-bit name of a list: the same backends with the same weights in the same order give

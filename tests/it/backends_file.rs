@@ -515,3 +515,34 @@ fn two_copies_honour_each_others_cookie() {
         }
     }
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_fifo_at_the_path_is_refused_and_never_blocks_the_watcher() {
+    // Before, the watcher blocked in `open` on the FIFO, waiting for a writer, and SIGTERM
+    // never finished its drain (it waits for the watcher).
+    let demos = demos(1);
+    let dir = Dir::new("fifo");
+    dir.write(&listing(&urls(&demos)));
+    let file = dir.file();
+    let mut lb = Launch::balancer()
+        .args(&["--listen", "127.0.0.1:0", "--quiet", "--admin", "off"])
+        .args(&["--backends-file", file.to_str().unwrap()])
+        .args(&["--backends-file-interval", FAST_POLL])
+        .and_stderr()
+        .patience(RELOAD_DEADLINE)
+        .start();
+    let fifo = dir.0.join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::rename(&fifo, &file).unwrap();
+    let refused = lb.line_with("not a regular file");
+    assert!(refused.contains("the backend list stays"), "{refused}");
+    let (status, _) = get(&format!("http://{}/", lb.addr));
+    assert_eq!(status, 200);
+    lb.signal("TERM");
+    assert!(lb.exit_within(Duration::from_secs(10)).success());
+}
