@@ -260,3 +260,26 @@ fn out_of_descriptors_neither_floods_the_log_nor_takes_backends_down() {
     lb.exit_within(Duration::from_secs(10));
     assert!(!lb.has_line("is DOWN"), "{:?}", lb.seen());
 }
+
+#[test]
+fn chunked_trailers_the_balancer_drops_still_count_against_the_head_limit() {
+    // Before, `Host: x` trailer lines (dropped: a trailer may not carry Host) were not
+    // counted at all: 9.9 MB of them passed with --max-body 100, and the request got 200.
+    let server = Recorder::fixed(OK);
+    let mut c = config(&[server.url()]);
+    c.max_body = Some(100);
+    let lb = start(c);
+    let mut request = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+                        1\r\na\r\n0\r\n"
+        .to_vec();
+    for _ in 0..8_000 {
+        request.extend_from_slice(b"Host: x\r\n");
+    }
+    request.extend_from_slice(b"\r\n");
+    let mut s = connect(lb.addr());
+    // The balancer may answer and close before it has read all of it.
+    let _ = s.write_all(&request);
+    let answer = read_page_by(&mut s, Instant::now() + Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    assert!(answer.contains("trailer section too large"), "{answer}");
+}
