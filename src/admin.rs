@@ -107,6 +107,8 @@ struct AdminShared {
     /// Taken by every change to the backend list, so that two `POST /backends` with the
     /// same URL cannot both pass the duplicate check.
     changes: Mutex<()>,
+    /// The addresses this process listens on for clients and for this API: never a backend.
+    own: [SocketAddr; 2],
 }
 
 impl Admin {
@@ -124,6 +126,7 @@ impl Admin {
             io::Error::new(e.kind(), format!("cannot listen on {addr} (--admin): {e}"))
         })?;
         let shared = AdminShared {
+            own: [balancer.config.listen, listener.local_addr()?],
             balancer,
             drills,
             changes: Mutex::new(()),
@@ -638,12 +641,18 @@ fn add(body: &[u8], shared: &AdminShared) -> Answer {
         Err(why) => return Answer::page(400, why),
     };
     let lb = &shared.balancer;
-    if is_own_address(lb.config.listen, spec.addr) {
+    // The admin listener too: as a backend, it would hand the admin API to every client of
+    // the balanced port.
+    if let Some(own) = shared
+        .own
+        .iter()
+        .find(|own| is_own_address(**own, spec.addr))
+    {
         return Answer::page(
             400,
             format!(
-                "{} is this balancer's own listener {}: every request would come back to it",
-                spec.url, lb.config.listen
+                "{} is this balancer's own listener {own}: every request would come back to it",
+                spec.url
             ),
         );
     }

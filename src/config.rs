@@ -646,16 +646,18 @@ fn check(config: &mut Config, given: &[&str]) -> Result<(), String> {
         }
         _ => {}
     }
-    if let Some(own) = config
-        .backends
-        .iter()
-        .find(|b| is_own_address(config.listen, b.addr))
-    {
-        return Err(format!(
-            "--backend {}: that is this balancer's own --listen address {}: every request \
-             would come back to it",
-            own.url, config.listen
-        ));
+    // The default --admin address is skipped when something else holds it (a backend
+    // there is then no loop); one given by hand is always ours.
+    let admin = config.admin.filter(|_| config.admin_required);
+    for (flag, own) in [("--listen", Some(config.listen)), ("--admin", admin)] {
+        let Some(own) = own else { continue };
+        if let Some(b) = config.backends.iter().find(|b| is_own_address(own, b.addr)) {
+            return Err(format!(
+                "--backend {}: that is this balancer's own {flag} address {own}: every request \
+                 would come back to it",
+                b.url
+            ));
+        }
     }
     if let Some(admin) = config.admin
         && !admin.ip().is_loopback()

@@ -316,3 +316,33 @@ fn a_long_head_trickled_a_byte_at_a_time_is_scanned_once() {
     let used = lb.cpu_ticks() - before;
     assert!(used < 100, "{used} ticks of CPU for one trickled head");
 }
+
+#[test]
+fn the_admin_listener_is_never_a_backend() {
+    // Before, `POST /backends url=http://ADMIN` gave 201, and from then on public clients of
+    // the balanced port could drive the admin API through it.
+    let server = Recorder::fixed(OK);
+    let mut c = config(&[server.url()]);
+    with_admin(&mut c);
+    let lb = start(c);
+    let admin = admin_addr(&lb);
+    for own in [admin, lb.addr()] {
+        let answer = agent()
+            .post(&admin_url(&lb, "/backends"))
+            .content_type("application/x-www-form-urlencoded")
+            .send(format!("url=http://{own}"))
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 400, "{own}");
+    }
+    assert_eq!(backends(&lb).len(), 1);
+    // And --backend at the --admin address given by hand is a flag error (exit 2).
+    let flag = format!("{admin}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_load-balancer"))
+        .args(["--listen", "127.0.0.1:0", "--admin", &flag, "--backend"])
+        .arg(format!("http://{admin}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("own --admin address"), "{err}");
+}
