@@ -36,6 +36,7 @@ use crate::backend::{Backend, hash64};
 use crate::backends::{Backends, Diff};
 use crate::config::{BackendSpec, is_own_address};
 use crate::console;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{self, Read};
 use std::net::SocketAddr;
@@ -75,7 +76,11 @@ impl std::fmt::Display for FileError {
 /// an empty list would answer every request with `503`, which is never what a half-rendered
 /// template meant (nginx refuses an upstream without servers, too).
 pub fn parse(text: &str, listen: SocketAddr) -> Result<Vec<BackendSpec>, FileError> {
-    let mut specs: Vec<(usize, BackendSpec)> = Vec::new();
+    let mut specs: Vec<BackendSpec> = Vec::new();
+    // The line of each URL and address so far: a set, so that a list of 10,000 is checked in
+    // one pass (a search of the list for each line took 12 s for 45,000 lines).
+    let mut urls: HashMap<String, usize> = HashMap::new();
+    let mut addrs: HashMap<SocketAddr, usize> = HashMap::new();
     for (i, raw) in text.lines().enumerate() {
         let n = i + 1;
         let at = |why: String| FileError { line: Some(n), why };
@@ -85,10 +90,7 @@ pub fn parse(text: &str, listen: SocketAddr) -> Result<Vec<BackendSpec>, FileErr
             continue;
         }
         let spec = BackendSpec::parse(line).map_err(at)?;
-        if let Some((first, _)) = specs
-            .iter()
-            .find(|(_, s)| s.url == spec.url || s.addr == spec.addr)
-        {
+        if let Some(first) = urls.get(&spec.url).or_else(|| addrs.get(&spec.addr)) {
             return Err(at(format!(
                 "{} is already a backend (line {first}, address {})",
                 spec.url, spec.addr
@@ -101,7 +103,9 @@ pub fn parse(text: &str, listen: SocketAddr) -> Result<Vec<BackendSpec>, FileErr
                 spec.url
             )));
         }
-        specs.push((n, spec));
+        urls.insert(spec.url.clone(), n);
+        addrs.insert(spec.addr, n);
+        specs.push(spec);
     }
     if specs.is_empty() {
         return Err(FileError {
@@ -110,7 +114,7 @@ pub fn parse(text: &str, listen: SocketAddr) -> Result<Vec<BackendSpec>, FileErr
                 .into(),
         });
     }
-    Ok(specs.into_iter().map(|(_, s)| s).collect())
+    Ok(specs)
 }
 
 /// Reads and parses the backends file at `path` (see [`parse`]).
