@@ -11,12 +11,13 @@ use crate::backend::Backend;
 use crate::conn::{BufConn, Timeouts, is_local_failure, is_timeout};
 use crate::http::framing::Body;
 use crate::http::{Error, Parse, response};
+use crate::metrics::Held;
 use crate::relay::{CopyError, copy_chunked, copy_exact, copy_until_close, tunnel};
 use crate::retry::{BodyState, Failure, may_retry_fresh};
 use crate::rewrite::{Plan, Reply, build_reply};
 use std::io::{self, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Most interim (`1xx`) responses read before the final one; past it the backend gets the
 /// blame and the client `502`. Each interim head is read and dropped, so without a cap a
@@ -42,6 +43,8 @@ pub(crate) struct Exchange<'a> {
     pub(crate) max_body: Option<u64>,
     /// Set when the balancer stops: the client connection closes after this response.
     pub(crate) draining: &'a AtomicBool,
+    /// Request bodies being streamed from clients now ([`crate::metrics::ServerStats::bodies`]).
+    pub(crate) bodies: &'a AtomicU64,
 }
 
 /// A response relayed to the client in full.
@@ -158,6 +161,7 @@ fn send_request(x: &mut Exchange<'_>, up: &mut BufConn, backend: &Backend) -> Re
         x.continue_sent = true;
     }
     x.body = BodyState::Consumed;
+    let _streaming = Held::new(x.bodies);
     let _ = x.client.set_read_timeout(x.timeouts.client);
     let mut sent = 0;
     let result = match x.plan.body {

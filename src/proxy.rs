@@ -313,6 +313,7 @@ fn forward(
         timeouts: &ctx.timeouts,
         max_body: ctx.config.max_body,
         draining: flags.draining_flag(),
+        bodies: &ctx.stats.bodies,
     };
     let key = Key {
         client_ip: client.ip,

@@ -231,6 +231,9 @@ pub struct Status {
     /// Of those, the ones upgraded to a tunnel (`101 Switching Protocols`), or asking a
     /// backend to be (the tunnel's slot of the cap is taken before the request goes out).
     pub tunnels: u64,
+    /// Of those, the ones whose request body is being read now (a slow `POST` holds its
+    /// thread and a backend connection while it trickles).
+    pub bodies: u64,
     /// Client connections accepted since start.
     pub accepted: u64,
     /// Requests answered since start.
@@ -302,6 +305,7 @@ impl Status {
             recent: shared.log.recent(),
             open: stats.open.load(Ordering::Relaxed),
             tunnels: stats.tunnels.load(Ordering::Relaxed),
+            bodies: stats.bodies.load(Ordering::Relaxed),
             accepted: stats.accepted.load(Ordering::Relaxed),
             requests: stats.requests.load(Ordering::Relaxed),
             strategy: shared.config.strategy.name(),
@@ -332,13 +336,14 @@ impl Status {
              <title>load-balancer status</title>\n<style>{STATUS_STYLE}</style></head>\n\
              <body data-refresh=\"{REFRESH_SECS}\" data-first-bucket=\"{first}\" data-last-bucket=\"{last}\">\n\
              <h1>load-balancer</h1>\n\
-             <p id=\"summary\">{} &middot; {} requests &middot; {} connections open ({} tunnels), {} accepted</p>\n\
+             <p id=\"summary\">{} &middot; {} requests &middot; {} connections open ({} tunnels, {} sending a body), {} accepted</p>\n\
              <p id=\"note\" class=\"note\"></p>\n\
              <h2>Routing: the last {RECENT_DECISIONS} decisions, oldest first</h2>\n",
             escape(self.strategy),
             self.requests,
             self.open,
             self.tunnels,
+            self.bodies,
             self.accepted
         );
         self.strip(&mut out);
@@ -510,12 +515,13 @@ impl Status {
         json_string(&mut out, self.strategy);
         let _ = write!(
             out,
-            ",\"requests\":{},\"connections_open\":{},\"tunnels_open\":{},\"connections_accepted\":{},\
+            ",\"requests\":{},\"connections_open\":{},\"tunnels_open\":{},\"request_bodies_open\":{},\"connections_accepted\":{},\
              \"time_ms\":{},\"history_seconds\":{HISTORY_SECONDS},\"backends_total\":{},\
              \"backends_up\":{},\"backends_down\":{},\"backends_draining\":{},\"backends\":[",
             self.requests,
             self.open,
             self.tunnels,
+            self.bodies,
             self.accepted,
             unix_millis(self.time),
             self.counts.total,
@@ -748,6 +754,7 @@ mod tests {
             )],
             open: 3,
             tunnels: 1,
+            bodies: 1,
             accepted: 7,
             requests: 30,
             strategy: "round-robin",
@@ -775,7 +782,7 @@ mod tests {
         assert_eq!(
             json,
             "{\"strategy\":\"round-robin\",\"requests\":30,\"connections_open\":3,\
-             \"tunnels_open\":1,\"connections_accepted\":7,\"time_ms\":1795606219500,\"history_seconds\":60,\
+             \"tunnels_open\":1,\"request_bodies_open\":1,\"connections_accepted\":7,\"time_ms\":1795606219500,\"history_seconds\":60,\
              \"backends_total\":3,\"backends_up\":1,\"backends_down\":1,\"backends_draining\":1,\
              \"backends\":[\
              {\"id\":0,\"url\":\"http://127.0.0.1:8001\",\"state\":\"UP\",\"reason\":null,\

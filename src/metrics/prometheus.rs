@@ -137,7 +137,7 @@ const PER_BACKEND: [(&str, &str, Kind, BackendValue); 10] = [
 type BalancerValue = fn(&ServerStats) -> u64;
 
 /// The balancer-wide families: name, help, type, value.
-const BALANCER: [(&str, &str, Kind, BalancerValue); 7] = [
+const BALANCER: [(&str, &str, Kind, BalancerValue); 8] = [
     (
         "lb_client_connections_open",
         "Client connections open now.",
@@ -173,6 +173,12 @@ const BALANCER: [(&str, &str, Kind, BalancerValue); 7] = [
         "Requests the balancer answered itself with an error page.",
         Kind::Counter,
         |s| s.local_responses.load(Ordering::Relaxed),
+    ),
+    (
+        "lb_request_bodies_open",
+        "Request bodies being read from clients now, streamed to a backend (--client-timeout limits each read, not the whole body).",
+        Kind::Gauge,
+        |s| s.bodies.load(Ordering::Relaxed),
     ),
     (
         "lb_log_lines_dropped_total",

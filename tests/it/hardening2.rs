@@ -346,3 +346,44 @@ fn the_admin_listener_is_never_a_backend() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("own --admin address"), "{err}");
 }
+
+/// `request_bodies_open` from `/status.json`.
+fn bodies_open(lb: &Balancer) -> u64 {
+    let (_, json) = get(&admin_url(lb, "/status.json"));
+    let at = json.find("\"request_bodies_open\":").expect("the field") + 22;
+    json[at..]
+        .split([',', '}'])
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_slow_request_body_is_counted_while_it_trickles() {
+    // --client-timeout limits each read of a body, not the whole body (as nginx's
+    // client_body_timeout): a client that keeps trickling holds its thread and a backend
+    // connection. No new limit; the status page and /metrics show how many do it now.
+    let server = Recorder::fixed(OK);
+    let mut c = config(&[server.url()]);
+    with_admin(&mut c);
+    let lb = start(c);
+    assert_eq!(bodies_open(&lb), 0);
+    let mut s = connect(lb.addr());
+    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 6\r\n\r\nab")
+        .unwrap();
+    wait_for(Duration::from_secs(10), "the body counted", || {
+        bodies_open(&lb) == 1
+    });
+    let (_, metrics) = get(&admin_url(&lb, "/metrics"));
+    assert!(
+        metrics.contains("\nlb_request_bodies_open 1\n"),
+        "{metrics}"
+    );
+    s.write_all(b"cd").unwrap();
+    assert_eq!(bodies_open(&lb), 1, "still trickling");
+    s.write_all(b"ef").unwrap();
+    let answer = read_page_by(&mut s, Instant::now() + Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert_eq!(bodies_open(&lb), 0);
+}
