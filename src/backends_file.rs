@@ -67,15 +67,16 @@ impl std::fmt::Display for FileError {
     }
 }
 
-/// Parses the text of a backends file. `listen` is the balancer's own address, which no line
-/// may name (every request would come back to the balancer).
+/// Parses the text of a backends file. `own` are the addresses the balancer itself listens on
+/// (`--listen`, the admin listener), which no line may name: every request would come back
+/// to the balancer, or the admin API would be open to every client.
 ///
 /// # Errors
 /// The first line that is not a backend ([`BackendSpec::parse`] says why), a backend listed
 /// twice (by URL or by address), the balancer's own address, or a file without any backend:
 /// an empty list would answer every request with `503`, which is never what a half-rendered
 /// template meant (nginx refuses an upstream without servers, too).
-pub fn parse(text: &str, listen: SocketAddr) -> Result<Vec<BackendSpec>, FileError> {
+pub fn parse(text: &str, own: &[SocketAddr]) -> Result<Vec<BackendSpec>, FileError> {
     let mut specs: Vec<BackendSpec> = Vec::new();
     // The line of each URL and address so far: a set, so that a list of 10,000 is checked in
     // one pass (a search of the list for each line took 12 s for 45,000 lines).
@@ -96,10 +97,10 @@ pub fn parse(text: &str, listen: SocketAddr) -> Result<Vec<BackendSpec>, FileErr
                 spec.url, spec.addr
             )));
         }
-        if is_own_address(listen, spec.addr) {
+        if let Some(own) = own.iter().find(|own| is_own_address(**own, spec.addr)) {
             return Err(at(format!(
-                "{} is this balancer's own --listen address {listen}: every request would \
-                 come back to it",
+                "{} is this balancer's own listening address {own} (--listen or --admin): \
+                 every request would come back to it",
                 spec.url
             )));
         }
@@ -122,7 +123,7 @@ pub fn parse(text: &str, listen: SocketAddr) -> Result<Vec<BackendSpec>, FileErr
 /// # Errors
 /// A message that names the file, and the line when one is at fault: the file cannot be
 /// read, is larger than [`MAX_FILE_BYTES`], is not UTF-8, or does not parse.
-pub fn load(path: &Path, listen: SocketAddr) -> Result<Vec<BackendSpec>, String> {
+pub fn load(path: &Path, own: &[SocketAddr]) -> Result<Vec<BackendSpec>, String> {
     let named = |why: &dyn std::fmt::Display| format!("{}: {why}", path.display());
     let mut bytes = Vec::new();
     let file = open_regular(path).map_err(|e| named(&e))?;
@@ -133,7 +134,7 @@ pub fn load(path: &Path, listen: SocketAddr) -> Result<Vec<BackendSpec>, String>
         return Err(named(&format!("larger than {MAX_FILE_BYTES} bytes")));
     }
     let text = String::from_utf8(bytes).map_err(|_| named(&"the file is not UTF-8 text"))?;
-    parse(&text, listen).map_err(|e| named(&e))
+    parse(&text, own).map_err(|e| named(&e))
 }
 
 /// Opens `path` for reading if it is a regular file. The open itself never waits: a FIFO
@@ -337,7 +338,8 @@ pub struct Watcher {
 struct Watch {
     state: Arc<FileState>,
     backends: Arc<Backends>,
-    listen: SocketAddr,
+    /// The addresses the balancer listens on (see [`parse`]).
+    own: Vec<SocketAddr>,
     interval: Duration,
     /// The file's stamp when it was last read.
     seen: Option<Stamp>,
@@ -356,7 +358,7 @@ impl Watcher {
     pub fn start(
         state: Arc<FileState>,
         backends: Arc<Backends>,
-        listen: SocketAddr,
+        own: Vec<SocketAddr>,
         interval: Duration,
     ) -> io::Result<Watcher> {
         let wake = Arc::new(Wake::default());
@@ -364,7 +366,7 @@ impl Watcher {
             seen: Stamp::of(&state.path),
             state,
             backends,
-            listen,
+            own,
             interval,
             leaving: Vec::new(),
         };
@@ -426,7 +428,7 @@ impl Watch {
     /// Reads the file and applies it, or refuses it whole.
     fn read(&mut self) {
         let path = &self.state.path;
-        let specs = match load(path, self.listen) {
+        let specs = match load(path, &self.own) {
             Ok(specs) => specs,
             Err(why) => {
                 let message =
@@ -500,7 +502,7 @@ mod tests {
     #[test]
     fn lines_comments_and_weights() {
         let text = "# the shop\n\n  http://127.0.0.1:8001  \nhttp://127.0.0.1:8002,weight=3 # big\n\t# done\n";
-        let specs = parse(text, listen()).unwrap();
+        let specs = parse(text, &[listen()]).unwrap();
         let got: Vec<(&str, u32)> = specs.iter().map(|s| (s.url.as_str(), s.weight)).collect();
         assert_eq!(
             got,
@@ -508,7 +510,9 @@ mod tests {
         );
         // CRLF line ends, as an editor on Windows writes them.
         assert_eq!(
-            parse("http://127.0.0.1:8001\r\n", listen()).unwrap().len(),
+            parse("http://127.0.0.1:8001\r\n", &[listen()])
+                .unwrap()
+                .len(),
             1
         );
     }
@@ -524,15 +528,15 @@ mod tests {
                 Some(2),
                 "line 1",
             ),
-            ("http://127.0.0.1:9000", Some(1), "own --listen"),
+            ("http://127.0.0.1:9000", Some(1), "own listening address"),
             ("# nothing\n\n", None, "no backend"),
             ("", None, "no backend"),
         ] {
-            let e = parse(text, listen()).unwrap_err();
+            let e = parse(text, &[listen()]).unwrap_err();
             assert_eq!(e.line, line, "{text:?}: {e}");
             assert!(e.to_string().contains(needle), "{text:?}: {e}");
         }
-        let e = parse("\nhttp://x", listen()).unwrap_err();
+        let e = parse("\nhttp://x", &[listen()]).unwrap_err();
         assert!(e.to_string().starts_with("line 2: "), "{e}");
     }
 
@@ -555,12 +559,12 @@ mod tests {
             line.repeat((MAX_FILE_BYTES as usize / line.len()) + 1),
         )
         .unwrap();
-        let e = load(&big, listen()).unwrap_err();
+        let e = load(&big, &[listen()]).unwrap_err();
         assert!(e.contains("big.txt") && e.contains("larger than"), "{e}");
-        let e = load(&dir.join("missing.txt"), listen()).unwrap_err();
+        let e = load(&dir.join("missing.txt"), &[listen()]).unwrap_err();
         assert!(e.contains("missing.txt"), "{e}");
         std::fs::write(&big, [0xff, b'\n']).unwrap();
-        assert!(load(&big, listen()).unwrap_err().contains("UTF-8"));
+        assert!(load(&big, &[listen()]).unwrap_err().contains("UTF-8"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

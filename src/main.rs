@@ -44,7 +44,10 @@ fn main() -> ExitCode {
 /// value: `main` exits with status 2 and the message names the file and the line.
 fn read_backends_file(config: &mut Config) -> Result<(), String> {
     if let Some(path) = &config.backends_file {
-        config.backends = backends_file::load(path, config.listen)?;
+        // The admin address only when given by hand: the default one is skipped when taken.
+        let admin = config.admin.filter(|_| config.admin_required);
+        let own: Vec<_> = [Some(config.listen), admin].into_iter().flatten().collect();
+        config.backends = backends_file::load(path, &own)?;
         println!(
             "[Backends] {} backends from {} (re-read when it changes, or on SIGHUP)",
             config.backends.len(),

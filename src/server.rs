@@ -100,7 +100,7 @@ impl Balancer {
             Some(checks) => Some(Checker::start(Arc::clone(&shared.backends), checks)?),
             None => None,
         };
-        let watcher = watch(&shared)?;
+        let watcher = watch(&shared, admin.as_ref().map(Admin::addr))?;
         let options = Options {
             name: "accept".into(),
             worker: "client",
@@ -211,14 +211,17 @@ fn warn_if_over_budget(max_connections: usize) {
 }
 
 /// The watcher of `--backends-file`, when there is one.
-fn watch(shared: &Shared) -> io::Result<Option<Watcher>> {
+fn watch(shared: &Shared, admin: Option<SocketAddr>) -> io::Result<Option<Watcher>> {
     let Some(file) = &shared.file else {
         return Ok(None);
     };
     let watcher = Watcher::start(
         Arc::clone(file),
         Arc::clone(&shared.backends),
-        shared.config.listen,
+        [Some(shared.config.listen), admin]
+            .into_iter()
+            .flatten()
+            .collect(),
         shared.config.backends_file_interval,
     )?;
     Ok(Some(watcher))

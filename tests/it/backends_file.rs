@@ -72,7 +72,7 @@ fn start_in_process(dir: &Dir, tweak: impl FnOnce(&mut Config)) -> Balancer {
     config.admin_required = true;
     config.backends_file = Some(dir.file());
     config.backends_file_interval = Duration::from_millis(100);
-    config.backends = backends_file::load(&dir.file(), config.listen).unwrap();
+    config.backends = backends_file::load(&dir.file(), &[config.listen]).unwrap();
     tweak(&mut config);
     start(config)
 }
@@ -566,7 +566,7 @@ fn a_file_of_20000_backends_loads_at_once_and_the_status_stays_small() {
     }
     dir.write(&text);
     let started = Instant::now();
-    let specs = backends_file::load(&dir.file(), "127.0.0.1:1".parse().unwrap()).unwrap();
+    let specs = backends_file::load(&dir.file(), &["127.0.0.1:1".parse().unwrap()]).unwrap();
     let took = started.elapsed();
     assert_eq!(specs.len(), 20_000);
     assert!(took < Duration::from_secs(1), "20,000 lines took {took:?}");
@@ -580,4 +580,21 @@ fn a_file_of_20000_backends_loads_at_once_and_the_status_stays_small() {
     );
     assert_eq!(json.matches("\"url\":").count(), 200);
     assert!(json.len() < 2_000_000, "{} bytes", json.len());
+}
+
+#[test]
+fn a_file_that_names_the_admin_listener_is_refused() {
+    // The admin listener as a backend would hand the admin API to every client of the
+    // balanced port; the file may not name it, as it may not name --listen.
+    let demos = demos(1);
+    let good = urls(&demos);
+    let dir = Dir::new("own-admin");
+    dir.write(&listing(&good));
+    let lb = start_in_process(&dir, |_| {});
+    let admin = admin_addr(&lb);
+    dir.write(&format!("{}\nhttp://{admin}\n", good[0]));
+    wait_metric(admin, "lb_backends_file_reload_errors_total", 1.0);
+    assert_eq!(listed(admin), good, "the old list stays");
+    let (_, status) = admin_get(admin, "/status.json");
+    assert!(status.contains("own listening address"), "{status}");
 }
