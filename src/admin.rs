@@ -48,6 +48,7 @@ pub mod why;
 use crate::backend::Backend;
 use crate::config::{BackendSpec, is_own_address};
 use crate::conn::{BufConn, LINGER, Timeouts, linger_close};
+use crate::console;
 use crate::context::Shared;
 use crate::http::{Error, MAX_HEAD, pages};
 use crate::listener::{Accepted, Listener, Options};
@@ -127,6 +128,8 @@ struct AdminShared {
     /// Taken by every change to the backend list, so that two `POST /backends` with the
     /// same URL cannot both pass the duplicate check.
     changes: Mutex<()>,
+    /// The addresses this process listens on for clients and for this API: never a backend.
+    own: [SocketAddr; 2],
 }
 
 impl Admin {
@@ -144,6 +147,7 @@ impl Admin {
             io::Error::new(e.kind(), format!("cannot listen on {addr} (--admin): {e}"))
         })?;
         let shared = AdminShared {
+            own: [balancer.live().config.listen, listener.local_addr()?],
             balancer,
             drills,
             unix: false,
@@ -176,7 +180,10 @@ impl Admin {
         drills: Option<Arc<dyn Drills>>,
     ) -> io::Result<Admin> {
         let listener = unix::bind(path)?;
+        let listen = balancer.live().config.listen;
         let shared = AdminShared {
+            // No TCP address of the admin's own: the balanced listener twice.
+            own: [listen, listen],
             balancer,
             drills,
             unix: true,
@@ -430,7 +437,7 @@ fn demo_drill(
     };
     match drills.switch(name, drill, arg) {
         Ok(line) => {
-            println!("{line}");
+            console::notice(format_args!("{line}"));
             let back = body == b"then=status";
             Answer {
                 status: if back { 303 } else { 200 },
@@ -530,7 +537,7 @@ fn set_draining(lb: &Shared, id: &str, draining: bool) -> Answer {
         if b.is_draining() != draining {
             b.set_draining(draining);
             let what = if draining { "draining" } else { "enabled" };
-            println!("[Admin] Backend {} {} {what}", b.id, b.url);
+            console::notice(format_args!("[Admin] Backend {} {} {what}", b.id, b.url));
         }
         Answer::json(200, Row::of(b).json())
     })
@@ -557,13 +564,18 @@ fn add(body: &[u8], shared: &AdminShared) -> Answer {
         Err(why) => return Answer::page(400, why),
     };
     let lb = &shared.balancer;
-    let listen = lb.live().config.listen;
-    if is_own_address(listen, spec.addr) {
+    // The admin listener too: as a backend, it would hand the admin API to every client of
+    // the balanced port.
+    if let Some(own) = shared
+        .own
+        .iter()
+        .find(|own| is_own_address(**own, spec.addr))
+    {
         return Answer::page(
             400,
             format!(
-                "{} is this balancer's own listener {}: every request would come back to it",
-                spec.url, listen
+                "{} is this balancer's own listener {own}: every request would come back to it",
+                spec.url
             ),
         );
     }
@@ -573,12 +585,12 @@ fn add(body: &[u8], shared: &AdminShared) -> Answer {
             .with("Location", format!("/backends/{}", existing.id));
     }
     let backend = lb.backends.add(&spec);
-    println!(
+    console::notice(format_args!(
         "[Admin] Backend {} {} added (weight {})",
         backend.id,
         backend.url,
         backend.weight()
-    );
+    ));
     Answer::json(201, Row::of(&backend).json())
         .with("Location", format!("/backends/{}", backend.id))
 }
@@ -598,7 +610,7 @@ fn remove(id: &str, shared: &AdminShared) -> Answer {
             .with("Retry-After", pages::RETRY_AFTER_SECS.to_string());
         }
         lb.backends.remove(b.id);
-        println!("[Admin] Backend {} {} removed", b.id, b.url);
+        console::notice(format_args!("[Admin] Backend {} {} removed", b.id, b.url));
         Answer::json(200, Row::of(b).json())
     })
 }

@@ -8,15 +8,16 @@
 //! proxy's to act on.
 
 use crate::backend::Backend;
-use crate::conn::{BufConn, Timeouts, is_timeout};
+use crate::conn::{BufConn, Timeouts, is_local_failure, is_timeout};
 use crate::http::framing::Body;
 use crate::http::{Error, Parse, response};
+use crate::metrics::Held;
 use crate::relay::{CopyError, copy_chunked, copy_exact, copy_until_close, tunnel};
-use crate::retry::{BodyState, Failure, may_retry};
+use crate::retry::{BodyState, Failure, may_retry_fresh};
 use crate::rewrite::{Plan, Reply, build_reply};
 use std::io::{self, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Most interim (`1xx`) responses read before the final one; past it the backend gets the
 /// blame and the client `502`. Each interim head is read and dropped, so without a cap a
@@ -42,6 +43,8 @@ pub(crate) struct Exchange<'a> {
     pub(crate) max_body: Option<u64>,
     /// Set when the balancer stops: the client connection closes after this response.
     pub(crate) draining: &'a AtomicBool,
+    /// Request bodies being streamed from clients now ([`crate::metrics::ServerStats::bodies`]).
+    pub(crate) bodies: &'a AtomicU64,
 }
 
 /// A response relayed to the client in full.
@@ -84,7 +87,7 @@ pub(crate) fn attempt(
     add: &impl Fn(&mut Vec<u8>),
 ) -> Result<Relayed, Fault> {
     let connect_failed = |e: io::Error| {
-        if local_failure(&e) {
+        if is_local_failure(&e) {
             return Fault::Local(Error {
                 status: 503,
                 why: "the balancer is out of local resources (file descriptors, ports or memory)",
@@ -95,8 +98,9 @@ pub(crate) fn attempt(
     let idempotent = crate::http::request::is_idempotent(&x.plan.method);
     let (mut up, mut reused) = backend.connect(x.timeouts).map_err(connect_failed)?;
     // A pooled connection is used only if nothing arrived on it while it sat idle: a byte
-    // there is the tail of an earlier response (a body on a HEAD, 204 or 304 answer, bytes
-    // past its Content-Length) or an answer nobody asked for (a 408), and relayed it would
+    // there is the tail of an earlier response (bytes past its Content-Length; a connection
+    // that carried a HEAD, 204 or 304 answer is not pooled at all, see `build_reply`) or an
+    // answer nobody asked for (a 408), and relayed it would
     // reach this client as its own response. A FIN means the backend closed it. Either way
     // the connection is dropped and a fresh one made.
     if reused && !looks_alive(&up) {
@@ -107,9 +111,11 @@ pub(crate) fn attempt(
         let result = send_request(x, &mut up, backend).and_then(|()| read_reply(&mut up, x, add));
         match result {
             Ok(reply) => break reply,
-            Err(Fault::Backend(failure, _)) if reused && may_retry(failure, x.body, idempotent) => {
-                // The backend had closed this idle connection: not its fault. Once more, on
-                // a new connection.
+            Err(Fault::Backend(failure, _))
+                if reused && may_retry_fresh(failure, x.body, idempotent) =>
+            {
+                // The backend had closed this idle connection, or left bytes of an earlier
+                // answer on it: not its fault. Once more, on a new connection.
                 up = backend.connect_fresh(x.timeouts).map_err(connect_failed)?;
                 reused = false;
             }
@@ -117,13 +123,6 @@ pub(crate) fn attempt(
         }
     };
     relay_response(x, up, reply, backend)
-}
-
-/// Did a connect fail for a reason on this machine (out of file descriptors, memory or local
-/// ports)? That is no fault of the backend's, and must not take it out of rotation.
-fn local_failure(e: &io::Error) -> bool {
-    // ENOMEM 12, ENFILE 23, EMFILE 24, EADDRNOTAVAIL 99 (no local port left), ENOBUFS 105.
-    matches!(e.raw_os_error(), Some(12 | 23 | 24 | 99 | 105))
 }
 
 fn connect_error(e: &io::Error) -> &'static str {
@@ -162,6 +161,7 @@ fn send_request(x: &mut Exchange<'_>, up: &mut BufConn, backend: &Backend) -> Re
         x.continue_sent = true;
     }
     x.body = BodyState::Consumed;
+    let _streaming = Held::new(x.bodies);
     let _ = x.client.set_read_timeout(x.timeouts.client);
     let mut sent = 0;
     let result = match x.plan.body {

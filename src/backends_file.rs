@@ -35,6 +35,8 @@
 use crate::backend::{Backend, hash64};
 use crate::backends::{Backends, Diff};
 use crate::config::{self, BackendSpec, is_own_address};
+use crate::console;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{self, Read};
 use std::net::SocketAddr;
@@ -65,16 +67,21 @@ impl std::fmt::Display for FileError {
     }
 }
 
-/// Parses the text of a backends file. `listen` is the balancer's own address, which no line
-/// may name (every request would come back to the balancer).
+/// Parses the text of a backends file. `own` are the addresses the balancer itself listens on
+/// (`--listen`, the admin listener), which no line may name: every request would come back
+/// to the balancer, or the admin API would be open to every client.
 ///
 /// # Errors
 /// The first line that is not a backend ([`BackendSpec::parse`] says why), a backend listed
 /// twice (by URL or by address), the balancer's own address, or a file without any backend:
 /// an empty list would answer every request with `503`, which is never what a half-rendered
 /// template meant (nginx refuses an upstream without servers, too).
-pub fn parse(text: &str, listen: SocketAddr) -> Result<Vec<BackendSpec>, FileError> {
-    let mut specs: Vec<(usize, BackendSpec)> = Vec::new();
+pub fn parse(text: &str, own: &[SocketAddr]) -> Result<Vec<BackendSpec>, FileError> {
+    let mut specs: Vec<BackendSpec> = Vec::new();
+    // The line of each URL and address so far: a set, so that a list of 10,000 is checked in
+    // one pass (a search of the list for each line took 12 s for 45,000 lines).
+    let mut urls: HashMap<String, usize> = HashMap::new();
+    let mut addrs: HashMap<SocketAddr, usize> = HashMap::new();
     for (i, raw) in text.lines().enumerate() {
         let n = i + 1;
         let at = |why: String| FileError { line: Some(n), why };
@@ -84,23 +91,22 @@ pub fn parse(text: &str, listen: SocketAddr) -> Result<Vec<BackendSpec>, FileErr
             continue;
         }
         let spec = BackendSpec::parse(line).map_err(at)?;
-        if let Some((first, _)) = specs
-            .iter()
-            .find(|(_, s)| s.url == spec.url || s.addr == spec.addr)
-        {
+        if let Some(first) = urls.get(&spec.url).or_else(|| addrs.get(&spec.addr)) {
             return Err(at(format!(
                 "{} is already a backend (line {first}, address {})",
                 spec.url, spec.addr
             )));
         }
-        if is_own_address(listen, spec.addr) {
+        if let Some(own) = own.iter().find(|own| is_own_address(**own, spec.addr)) {
             return Err(at(format!(
-                "{} is this balancer's own --listen address {listen}: every request would \
-                 come back to it",
+                "{} is this balancer's own listening address {own} (--listen or --admin): \
+                 every request would come back to it",
                 spec.url
             )));
         }
-        specs.push((n, spec));
+        urls.insert(spec.url.clone(), n);
+        addrs.insert(spec.addr, n);
+        specs.push(spec);
     }
     if specs.is_empty() {
         return Err(FileError {
@@ -109,7 +115,7 @@ pub fn parse(text: &str, listen: SocketAddr) -> Result<Vec<BackendSpec>, FileErr
                 .into(),
         });
     }
-    Ok(specs.into_iter().map(|(_, s)| s).collect())
+    Ok(specs)
 }
 
 /// Reads and parses the backends file at `path` (see [`parse`]).
@@ -117,17 +123,42 @@ pub fn parse(text: &str, listen: SocketAddr) -> Result<Vec<BackendSpec>, FileErr
 /// # Errors
 /// A message that names the file, and the line when one is at fault: the file cannot be
 /// read, is larger than [`MAX_FILE_BYTES`], is not UTF-8, or does not parse.
-pub fn load(path: &Path, listen: SocketAddr) -> Result<Vec<BackendSpec>, String> {
+pub fn load(path: &Path, own: &[SocketAddr]) -> Result<Vec<BackendSpec>, String> {
     let named = |why: &dyn std::fmt::Display| format!("{}: {why}", path.display());
     let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+    let file = open_regular(path).map_err(|e| named(&e))?;
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
         .map_err(|e| named(&e))?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(named(&format!("larger than {MAX_FILE_BYTES} bytes")));
     }
     let text = String::from_utf8(bytes).map_err(|_| named(&"the file is not UTF-8 text"))?;
-    parse(&text, listen).map_err(|e| named(&e))
+    parse(&text, own).map_err(|e| named(&e))
+}
+
+/// Opens `path` for reading if it is a regular file. The open itself never waits: a FIFO
+/// there would block a plain `open` until a writer came, and the watcher with it (a `SIGTERM`
+/// then never finished its drain). `O_NONBLOCK` makes such an open return at once; a regular
+/// file ignores the flag.
+fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        /// `O_NONBLOCK` on Linux (`<fcntl.h>`; the value on x86-64, arm64 and riscv64).
+        const O_NONBLOCK: i32 = 0o4000;
+        options.custom_flags(O_NONBLOCK);
+    }
+    let file = options.open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
 }
 
 /// A 64-bit name of a list: the same backends with the same weights in the same order give
@@ -307,7 +338,8 @@ pub struct Watcher {
 struct Watch {
     state: Arc<FileState>,
     backends: Arc<Backends>,
-    listen: SocketAddr,
+    /// The addresses the balancer listens on (see [`parse`]).
+    own: Vec<SocketAddr>,
     interval: Duration,
     /// The file's stamp when it was last read.
     seen: Option<Stamp>,
@@ -326,7 +358,7 @@ impl Watcher {
     pub fn start(
         state: Arc<FileState>,
         backends: Arc<Backends>,
-        listen: SocketAddr,
+        own: Vec<SocketAddr>,
         interval: Duration,
     ) -> io::Result<Watcher> {
         let wake = Arc::new(Wake::default());
@@ -334,7 +366,7 @@ impl Watcher {
             seen: Stamp::of(&state.path),
             state,
             backends,
-            listen,
+            own,
             interval,
             leaving: Vec::new(),
         };
@@ -396,7 +428,7 @@ impl Watch {
     /// Reads the file and applies it, or refuses it whole.
     fn read(&mut self) {
         let path = &self.state.path;
-        let read = load(path, self.listen).and_then(|specs| {
+        let read = load(path, &self.own).and_then(|specs| {
             config::weights_are_used(self.backends.strategy(), &specs).map(|()| specs)
         });
         let specs = match read {
@@ -405,7 +437,7 @@ impl Watch {
                 let message =
                     format!("[Backends] {why}: file ignored, the backend list stays as it was");
                 let generation = self.state.refused(why);
-                eprintln!("{message} (generation {generation})");
+                console::error(format_args!("{message} (generation {generation})"));
                 return;
             }
         };
@@ -418,7 +450,10 @@ impl Watch {
         self.leaving.retain(|b| {
             let busy = b.active() > 0;
             if !busy {
-                println!("[Backends] {} dropped: no request left in flight", b.url);
+                console::notice(format_args!(
+                    "[Backends] {} dropped: no request left in flight",
+                    b.url
+                ));
             }
             busy
         });
@@ -433,11 +468,11 @@ pub fn take(state: &FileState, backends: &Backends, specs: &[BackendSpec]) -> Di
     let list = list_hash(specs.iter().map(|s| (s.url.as_str(), s.weight)));
     let generation = state.taken(!diff.is_empty(), list);
     if !diff.is_empty() {
-        println!(
+        console::notice(format_args!(
             "[Backends] {} generation {generation}: {}",
             state.path.display(),
             describe(&diff)
-        );
+        ));
     }
     for gone in &diff.removed {
         gone.set_draining(true);
@@ -478,7 +513,7 @@ mod tests {
     #[test]
     fn lines_comments_and_weights() {
         let text = "# the shop\n\n  http://127.0.0.1:8001  \nhttp://127.0.0.1:8002,weight=3 # big\n\t# done\n";
-        let specs = parse(text, listen()).unwrap();
+        let specs = parse(text, &[listen()]).unwrap();
         let got: Vec<(&str, u32)> = specs.iter().map(|s| (s.url.as_str(), s.weight)).collect();
         assert_eq!(
             got,
@@ -486,7 +521,9 @@ mod tests {
         );
         // CRLF line ends, as an editor on Windows writes them.
         assert_eq!(
-            parse("http://127.0.0.1:8001\r\n", listen()).unwrap().len(),
+            parse("http://127.0.0.1:8001\r\n", &[listen()])
+                .unwrap()
+                .len(),
             1
         );
     }
@@ -502,15 +539,15 @@ mod tests {
                 Some(2),
                 "line 1",
             ),
-            ("http://127.0.0.1:9000", Some(1), "own --listen"),
+            ("http://127.0.0.1:9000", Some(1), "own listening address"),
             ("# nothing\n\n", None, "no backend"),
             ("", None, "no backend"),
         ] {
-            let e = parse(text, listen()).unwrap_err();
+            let e = parse(text, &[listen()]).unwrap_err();
             assert_eq!(e.line, line, "{text:?}: {e}");
             assert!(e.to_string().contains(needle), "{text:?}: {e}");
         }
-        let e = parse("\nhttp://x", listen()).unwrap_err();
+        let e = parse("\nhttp://x", &[listen()]).unwrap_err();
         assert!(e.to_string().starts_with("line 2: "), "{e}");
     }
 
@@ -533,12 +570,12 @@ mod tests {
             line.repeat((MAX_FILE_BYTES as usize / line.len()) + 1),
         )
         .unwrap();
-        let e = load(&big, listen()).unwrap_err();
+        let e = load(&big, &[listen()]).unwrap_err();
         assert!(e.contains("big.txt") && e.contains("larger than"), "{e}");
-        let e = load(&dir.join("missing.txt"), listen()).unwrap_err();
+        let e = load(&dir.join("missing.txt"), &[listen()]).unwrap_err();
         assert!(e.contains("missing.txt"), "{e}");
         std::fs::write(&big, [0xff, b'\n']).unwrap();
-        assert!(load(&big, listen()).unwrap_err().contains("UTF-8"));
+        assert!(load(&big, &[listen()]).unwrap_err().contains("UTF-8"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

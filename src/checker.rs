@@ -19,8 +19,11 @@
 
 use crate::backend::Backend;
 use crate::backends::Backends;
+use crate::conn::is_local_failure;
+use crate::console;
 use crate::http::statuses::StatusSet;
 use crate::http::{Parse, response};
+use crate::throttle::{self, Throttle};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Condvar, Mutex};
@@ -147,7 +150,22 @@ fn run(backends: &Backends, checks: &Checks, stop: &Stop) {
 
 /// Probes one backend, counts the result, and prints a change of state.
 fn check(backend: &Backend, checks: &Checks) {
-    let result = probe(backend, checks);
+    let result = match probe(backend, checks) {
+        Err(Failed::Local(why)) => {
+            // Out of descriptors or ports here: the backend is not to blame, and a balancer
+            // under a descriptor storm must not take its healthy backends out on top.
+            if let Some(n) = LOCAL_FAILURES.allow() {
+                console::error(format_args!(
+                    "[Health] check of {} not made: {why}; its health stays as it was{}",
+                    backend.url,
+                    throttle::left_out(n)
+                ));
+            }
+            return;
+        }
+        Err(Failed::Backend(why)) => Err(why),
+        Ok(()) => Ok(()),
+    };
     if let Some(change) = backend
         .health
         .record_check(result, checks.rise, checks.fall)
@@ -156,27 +174,57 @@ fn check(backend: &Backend, checks: &Checks) {
     }
 }
 
+/// Why a health check did not pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failed {
+    /// The backend failed it: "connection refused", "status 500", ...
+    Backend(String),
+    /// It could not be made for a reason on this machine (out of file descriptors, memory or
+    /// local ports): it says nothing about the backend.
+    Local(String),
+}
+
+/// Health checks not made for a local reason are printed at most once a second.
+static LOCAL_FAILURES: Throttle = Throttle::new();
+
 /// One health check: `GET path` on a new connection with the `Host` of `checks`, within its
 /// timeout in all; it passes when the status is one of `checks.statuses`.
 ///
 /// # Errors
-/// Why the check failed, in words for the console: "connection refused", "status 500", ...
-pub fn probe(backend: &Backend, checks: &Checks) -> Result<(), String> {
-    let (path, timeout) = (&checks.path, checks.timeout);
+/// Why the check failed, in words for the console, and whether the backend is to blame.
+pub fn probe(backend: &Backend, checks: &Checks) -> Result<(), Failed> {
+    let timeout = checks.timeout;
     let deadline = Instant::now() + timeout;
     let late = || format!("no answer within {timeout:?} (--health-timeout)");
-    let mut stream =
-        TcpStream::connect_timeout(&backend.addr, timeout).map_err(|e| match e.kind() {
-            io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
-            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => late(),
-            _ => format!("cannot connect: {e}"),
-        })?;
+    let stream = match TcpStream::connect_timeout(&backend.addr, timeout) {
+        Ok(stream) => stream,
+        Err(e) if is_local_failure(&e) => return Err(Failed::Local(format!("{e}"))),
+        Err(e) => {
+            return Err(Failed::Backend(match e.kind() {
+                io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => late(),
+                _ => format!("cannot connect: {e}"),
+            }));
+        }
+    };
+    ask(backend, stream, checks, deadline, late).map_err(Failed::Backend)
+}
+
+/// Sends the check's request on `stream` and reads the answer's head by `deadline`.
+fn ask(
+    backend: &Backend,
+    mut stream: TcpStream,
+    checks: &Checks,
+    deadline: Instant,
+    late: impl Fn() -> String,
+) -> Result<(), String> {
     // Time left before the deadline; `None` once it has passed.
     let left = || Some(deadline.saturating_duration_since(Instant::now())).filter(|d| !d.is_zero());
     let host = match &checks.host {
         Some(host) => host,
         None => backend.url.strip_prefix("http://").unwrap_or(&backend.url),
     };
+    let path = &checks.path;
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\nConnection: close\r\n\r\n"
     );

@@ -30,9 +30,17 @@ pub const DEMO_MAX: usize = 8;
 pub const MAX_WEIGHT: u32 = 1000;
 /// Ceiling of the default connection cap (`--max-connections`).
 pub const DEFAULT_MAX_CONNECTIONS_CEILING: usize = 16_384;
-/// File descriptors kept back from the connection cap for listeners, pooled upstream
-/// connections and health checks.
+/// File descriptors kept back from the connection cap (at most half the open-file limit):
+/// listeners and admin connections (about 40), idle pooled upstream connections beyond
+/// those of the clients open now ([`crate::backend::POOL_MAX_IDLE`], 256), and health checks
+/// (one connection per backend per round; with more than about 200 backends and
+/// `--health-check`, set `--max-connections` by hand).
 pub const FD_RESERVE: usize = 512;
+/// Descriptors one proxied client connection holds: its own, and its backend's.
+pub const FDS_PER_CONNECTION: usize = 2;
+/// Connections per spare thread waiting in `accept`: a listener keeps at most one spare per
+/// this many connections of its cap, and Linux reserves a descriptor for each while it waits.
+pub const CONNECTIONS_PER_SPARE: usize = 8;
 
 /// Shortest `--backends-file-interval`: a stat of one file ten times a second is still
 /// nothing, and a shorter interval would only burn a core's wake-ups.
@@ -883,16 +891,18 @@ fn check(config: &mut Config) -> Result<(), String> {
             ));
         }
     }
-    if let Some(own) = config
-        .backends
-        .iter()
-        .find(|b| is_own_address(config.listen, b.addr))
-    {
-        return Err(format!(
-            "--backend {}: that is this balancer's own --listen address {}: every request \
-             would come back to it",
-            own.url, config.listen
-        ));
+    // The default --admin address is skipped when something else holds it (a backend
+    // there is then no loop); one given by hand is always ours.
+    let admin = config.admin.filter(|_| config.admin_required);
+    for (flag, own) in [("--listen", Some(config.listen)), ("--admin", admin)] {
+        let Some(own) = own else { continue };
+        if let Some(b) = config.backends.iter().find(|b| is_own_address(own, b.addr)) {
+            return Err(format!(
+                "--backend {}: that is this balancer's own {flag} address {own}: every request \
+                 would come back to it",
+                b.url
+            ));
+        }
     }
     weights_are_used(config.strategy, &config.backends)?;
     if let Some(admin) = config.admin
@@ -992,18 +1002,39 @@ pub fn open_file_limit() -> Option<usize> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
-/// The default connection cap: what the open-file limit allows (one descriptor per client,
-/// [`FD_RESERVE`] kept back), at most [`DEFAULT_MAX_CONNECTIONS_CEILING`], at least 64.
+/// The default connection cap: what the open-file limit allows, so that the cap is reached
+/// (and a client past it gets `503` at once) before the descriptors run out.
 pub fn default_max_connections() -> usize {
-    let limit = open_file_limit().unwrap_or(1024);
-    limit
-        .saturating_sub(FD_RESERVE)
-        .clamp(64, DEFAULT_MAX_CONNECTIONS_CEILING)
+    max_connections_for(open_file_limit().unwrap_or(1024))
+}
+
+/// The connection cap for an open-file limit of `limit`: [`FD_RESERVE`] kept back (at most
+/// half the limit), then [`FDS_PER_CONNECTION`] per client connection and one per
+/// [`CONNECTIONS_PER_SPARE`] for the spare threads in `accept`; at least 16, at most
+/// [`DEFAULT_MAX_CONNECTIONS_CEILING`]. 1024 (systemd's default) gives 240.
+pub fn max_connections_for(limit: usize) -> usize {
+    let reserve = FD_RESERVE.min(limit / 2);
+    let per_spare = FDS_PER_CONNECTION * CONNECTIONS_PER_SPARE + 1;
+    (limit.saturating_sub(reserve) * CONNECTIONS_PER_SPARE / per_spare)
+        .clamp(16, DEFAULT_MAX_CONNECTIONS_CEILING)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_cap_counts_two_descriptors_per_connection() {
+        for (limit, cap) in [
+            (1024, 240),
+            (128, 30),
+            (4096, 1686),
+            (1 << 20, 16_384),
+            (8, 16),
+        ] {
+            assert_eq!(max_connections_for(limit), cap, "ulimit -n {limit}");
+        }
+    }
 
     fn run(args: &[&str]) -> Result<Config, String> {
         match parse_args(args.iter().map(|s| s.to_string()))? {

@@ -276,6 +276,14 @@ pub fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
+/// Did a socket call fail for a reason on this machine (out of file descriptors, memory or
+/// local ports)? That is no fault of the peer's: a backend must not leave the rotation for
+/// it, and an `accept` that fails so should wait before it tries again.
+pub fn is_local_failure(e: &io::Error) -> bool {
+    // ENOMEM 12, ENFILE 23, EMFILE 24, EADDRNOTAVAIL 99 (no local port left), ENOBUFS 105.
+    matches!(e.raw_os_error(), Some(12 | 23 | 24 | 99 | 105))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@
 //! it back (HAProxy's `inter 2s rise 2 fall 3`). Every change of state is printed, with the
 //! reason.
 
+use crate::console;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -205,8 +206,8 @@ fn plural(n: u32) -> &'static str {
 /// Prints a change of state: `[Health] http://127.0.0.1:8002 is DOWN: connection refused, ...`.
 pub fn announce(url: &str, change: &Change) {
     match change {
-        Change::Down(why) => eprintln!("[Health] {url} is DOWN: {why}"),
-        Change::Up(why) => eprintln!("[Health] {url} is UP: {why}"),
+        Change::Down(why) => console::error(format_args!("[Health] {url} is DOWN: {why}")),
+        Change::Up(why) => console::error(format_args!("[Health] {url} is UP: {why}")),
     }
 }
 

@@ -11,7 +11,7 @@
 //!   [`Timeouts`] in place before anything reads from it: they are set once, on the listening
 //!   socket, and every accepted socket inherits them (see [`Listener::start`]);
 //! - **cap** the connections open at once ([`Options::max_connections`]); a refused client
-//!   gets its `503` and a gentle close on the listener's one lingering thread ([`LINGER`], so
+//!   gets its `503` and a gentle close on the listener's one lingering thread ([`LINGER`](crate::conn::LINGER), so
 //!   the answer is not lost to a reset);
 //! - **no hand-off**: there is no accept thread. The connection threads take turns waiting in
 //!   `accept` themselves (the "leader/follower" pattern): the thread that accepts a
@@ -19,7 +19,9 @@
 //!   none does). So a new connection wakes one thread, not an accept thread and then a
 //!   connection thread, and no lock or condition variable sits between them. A thread whose
 //!   connection ended goes back to `accept` as a spare (Apache httpd's worker MPM keeps spare
-//!   threads for the same reason, `MaxSpareThreads`), up to [`SPARE_MAX`] of them. A spare
+//!   threads for the same reason, `MaxSpareThreads`), up to [`SPARE_MAX`] of them, and at
+//!   most an eighth of the cap (Linux reserves a descriptor for each
+//!   thread blocked in `accept`, so spares count against the open-file limit). A spare
 //!   thread that waited a whole accept timeout for nothing exits, unless it is the last;
 //! - **drain**: [`Listener::stop`] stops accepting, closes the connections that wait for their
 //!   next request, and lets busy ones finish, up to a deadline; [`Listener::abort`] closes
@@ -28,10 +30,14 @@
 //! What a connection is for is the caller's: [`Listener::start`] takes the function that
 //! serves one connection ([`crate::proxy::serve`] for the balancer).
 
-use crate::conn::{LINGER, Timeouts, is_timeout};
+mod linger;
+
+use crate::conn::{Timeouts, is_local_failure, is_timeout};
+use crate::console;
 use crate::http::pages;
 use crate::metrics::{ServerStats, inc};
-use std::io::{self, Read, Write};
+use crate::throttle::{self, Throttle};
+use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak, mpsc};
@@ -42,7 +48,9 @@ use std::time::{Duration, Instant};
 /// suffices; only the pages a thread touches cost memory, which keeps 10,000 idle
 /// connections within a few hundred megabytes.
 pub const THREAD_STACK: usize = 128 * 1024;
-/// Most refused connections lingering at once; past it they are closed at once.
+/// Most refused connections lingering at once (and as many more queued for the lingering
+/// thread); past it they are closed at once. A lingering connection holds a descriptor, so
+/// a listener lingers at most an eighth of its cap.
 pub const LINGER_MAX: usize = 1024;
 /// Most threads waiting in `accept` at once; a thread whose connection ends while this many
 /// wait exits instead. Apache httpd's `MaxSpareThreads` default (worker MPM) is 250.
@@ -52,6 +60,10 @@ pub const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause after a failed `accept` (out of file descriptors, an aborted handshake), so that the
 /// loop does not spin while the cause lasts.
 pub const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(10);
+/// Pause after an `accept` that failed for want of descriptors (`EMFILE`, `ENFILE`): they
+/// come back only as connections close, so retrying sooner only spins (and used to log
+/// about 300 lines a second per listener).
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How often a drain looks whether the busy connections have finished.
 pub const DRAIN_POLL: Duration = Duration::from_millis(10);
 /// How long a stop spends waking the threads that wait in `accept` (one connection of its own
@@ -100,6 +112,10 @@ struct State {
     inherited: AtomicU8,
     /// The thread that closes refused connections gently, started at the first refusal.
     lingerer: Mutex<Option<mpsc::SyncSender<TcpStream>>>,
+    /// Failed `accept`s are printed at most once a second.
+    accept_errors: Throttle,
+    /// Most spare threads waiting in `accept`: an eighth of the cap, at most [`SPARE_MAX`].
+    spare_max: usize,
 }
 
 /// Counts of a listener's connection threads, for tests and the curious.
@@ -187,6 +203,7 @@ impl Listener {
     {
         let addr = listener.local_addr()?;
         let socket = Arc::new(with_options(listener, &options.timeouts));
+        let spare_max = linger::spare_max(options.max_connections);
         let state = Arc::new(State {
             options,
             socket: Arc::downgrade(&socket),
@@ -195,6 +212,8 @@ impl Listener {
             connections: Connections::default(),
             inherited: AtomicU8::new(INHERIT_UNKNOWN),
             lingerer: Mutex::new(None),
+            accept_errors: Throttle::new(),
+            spare_max,
         });
         spawn_worker(&state, &Arc::new(serve))?;
         Ok(Listener {
@@ -413,21 +432,41 @@ where
             // Waited a whole accept timeout for nothing: leave if another thread waits.
             Err(e) if is_timeout(&e) && others > 0 => return,
             Err(e) if is_timeout(&e) => {}
-            Err(e) => {
-                eprintln!("[{}] accept failed: {e}", options.name);
-                thread::sleep(ACCEPT_RETRY_PAUSE);
-            }
+            Err(e) if accept_failed(state, &e, others) => return,
+            Err(_) => {}
         }
         // Back to `accept`, unless enough threads wait there or the listener stops. (Counted
         // before `draining` is read: a stop sets `draining` before it counts the waiting
         // threads, so either this thread sees the stop or the stop sees this thread.)
-        if threads.waiting.fetch_add(1, Ordering::SeqCst) >= SPARE_MAX
+        if threads.waiting.fetch_add(1, Ordering::SeqCst) >= state.spare_max
             || state.draining.load(Ordering::SeqCst)
         {
             threads.waiting.fetch_sub(1, Ordering::SeqCst);
             return;
         }
     }
+}
+
+/// After a failed `accept`: one line a second at most, and a pause so the loop does not
+/// spin. Out of descriptors (`EMFILE`, `ENFILE`), the connection stays in the backlog until
+/// some close: surplus threads leave (`true`), the last one waits [`ACCEPT_BACKOFF`].
+fn accept_failed(state: &State, e: &io::Error, others: usize) -> bool {
+    if let Some(n) = state.accept_errors.allow() {
+        console::error(format_args!(
+            "[{}] accept failed: {e}{}",
+            state.options.name,
+            throttle::left_out(n)
+        ));
+    }
+    if !is_local_failure(e) {
+        thread::sleep(ACCEPT_RETRY_PAUSE);
+        return false;
+    }
+    if others > 0 {
+        return true;
+    }
+    thread::sleep(ACCEPT_BACKOFF);
+    false
 }
 
 /// Starts a thread to wait in `accept` in this one's place; `false` if none could start.
@@ -438,7 +477,10 @@ where
     match spawn_worker(state, serve) {
         Ok(()) => true,
         Err(e) => {
-            eprintln!("[{}] cannot start a thread: {e}", state.options.name);
+            console::error(format_args!(
+                "[{}] cannot start a thread: {e}",
+                state.options.name
+            ));
             false
         }
     }
@@ -476,10 +518,15 @@ fn refuse(state: &State, stream: TcpStream, why: &str) {
     let _ = (&stream).write_all(&page);
     let mut lingerer = state.lock_lingerer();
     if lingerer.is_none() && !state.draining.load(Ordering::SeqCst) {
-        *lingerer = spawn_lingerer().ok();
+        *lingerer = linger::spawn_lingerer(linger::linger_max(state.options.max_connections)).ok();
     }
-    if let Some(lingerer) = lingerer.as_ref() {
-        let _ = lingerer.try_send(stream);
+    let Some(lingerer) = lingerer.as_ref() else {
+        return linger::close_now(stream);
+    };
+    if let Err(mpsc::TrySendError::Full(s) | mpsc::TrySendError::Disconnected(s)) =
+        lingerer.try_send(stream)
+    {
+        linger::close_now(s);
     }
 }
 
@@ -597,54 +644,10 @@ impl Drop for SlotGuard<'_> {
     }
 }
 
-/// A thread that closes refused connections gently: it half-closes them and reads what the
-/// client still sends for up to [`LINGER`], so the client reads the `503` instead of a reset.
-/// It ends when the listener has stopped (dropping the sender) and nothing lingers.
-fn spawn_lingerer() -> io::Result<mpsc::SyncSender<TcpStream>> {
-    let (tx, rx) = mpsc::sync_channel::<TcpStream>(LINGER_MAX);
-    thread::Builder::new()
-        .name("linger".into())
-        .spawn(move || {
-            let mut lingering: Vec<(TcpStream, Instant)> = Vec::new();
-            let mut scratch = [0u8; 4096];
-            loop {
-                // Wait for work without spinning when there is none.
-                let first = if lingering.is_empty() {
-                    rx.recv().ok()
-                } else {
-                    rx.recv_timeout(DRAIN_POLL * 2).ok()
-                };
-                if first.is_none() && lingering.is_empty() {
-                    return;
-                }
-                for stream in first.into_iter().chain(rx.try_iter()) {
-                    let _ = stream.shutdown(Shutdown::Write);
-                    if stream.set_nonblocking(true).is_ok() && lingering.len() < LINGER_MAX {
-                        lingering.push((stream, Instant::now() + LINGER));
-                    }
-                }
-                let now = Instant::now();
-                lingering.retain_mut(|(stream, deadline)| {
-                    if now >= *deadline {
-                        return false;
-                    }
-                    loop {
-                        match stream.read(&mut scratch) {
-                            Ok(0) => return false,
-                            Ok(_) => continue,
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                            Err(_) => return false,
-                        }
-                    }
-                });
-            }
-        })?;
-    Ok(tx)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     /// The options of a test listener: this cap and these timeouts, counting into `stats`.
     fn test_options(
@@ -698,7 +701,7 @@ mod tests {
     #[test]
     fn the_thread_that_accepts_serves_and_one_more_waits() {
         let stats = Arc::new(ServerStats::default());
-        let options = test_options(8, Timeouts::uniform(Duration::from_secs(5)), &stats);
+        let options = test_options(16, Timeouts::uniform(Duration::from_secs(5)), &stats);
         let listener =
             Listener::start(TcpListener::bind("127.0.0.1:0").unwrap(), options, |conn| {
                 let _ = (&*conn.stream).write_all(b"hello");

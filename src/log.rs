@@ -11,8 +11,10 @@
 //! client address, time (UTC), request line, status, body bytes sent, the backends tried (the
 //! one that answered; those that failed when the balancer answered itself; `-` when none was),
 //! and the time from the request head to the end of the response. That is the `console`
-//! format; `--access-log-format` also offers nginx's `combined` and JSON Lines ([`mod@format`]). Lines are collected in memory and written every [`FLUSH_INTERVAL`] by one thread,
-//! so a busy balancer makes one `write` for many requests, not one per request.
+//! format; `--access-log-format` also offers nginx's `combined` and JSON Lines ([`mod@format`]).
+//! Lines are collected in memory and written every [`FLUSH_INTERVAL`] by one thread, so a busy
+//! balancer makes one `write` for many requests, not one per request, and a request never
+//! waits for stdout. Error lines and notices go the same way through [`crate::console`].
 
 pub mod format;
 
@@ -279,6 +281,7 @@ impl Locked<'_> {
             self.0.pending.push_str(line);
         } else {
             self.0.dropped += 1;
+            crate::console::count_dropped(1);
         }
     }
 }

@@ -5,6 +5,7 @@
 use load_balancer::admin::Drills;
 use load_balancer::backends_file;
 use load_balancer::config::{self, BackendSpec, Command, Config};
+use load_balancer::console;
 use load_balancer::demo::Fleet;
 use load_balancer::server::Balancer;
 use load_balancer::signal;
@@ -62,8 +63,11 @@ fn token_on_command_line() -> bool {
 /// value: `main` exits with status 2 and the message names the file and the line.
 fn read_backends_file(config: &mut Config) -> Result<(), String> {
     if let Some(path) = &config.backends_file {
+        // The admin address only when given by hand: the default one is skipped when taken.
+        let admin = config.admin.filter(|_| config.admin_required);
+        let own: Vec<_> = [Some(config.listen), admin].into_iter().flatten().collect();
         config.backends =
-            backends_file::load(path, config.listen).map_err(|e| format!("--backends-file {e}"))?;
+            backends_file::load(path, &own).map_err(|e| format!("--backends-file {e}"))?;
         config::weights_are_used(config.strategy, &config.backends)?;
         if config.check {
             return Ok(());
@@ -127,13 +131,15 @@ fn run(mut config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    println!(
+    // From here on the console is written through `console`: a stdout or stderr that
+    // nobody reads must not stop the main thread from noticing signals.
+    console::notice(format_args!(
         "[LoadBalancer] Running at http://{} ({})",
         balancer.addr(),
         strategy.name()
-    );
+    ));
     if let Some(admin) = balancer.admin_addr() {
-        println!("[Admin] Status page at http://{admin}/status");
+        console::notice(format_args!("[Admin] Status page at http://{admin}/status"));
     }
     if let Some(path) = balancer.admin_socket() {
         println!(
@@ -145,8 +151,13 @@ fn run(mut config: Config) -> ExitCode {
     if !fleet.backends.is_empty() && std::io::stdin().is_terminal() {
         start_console(Arc::clone(&fleet));
     }
-    wait_and_drain(balancer)
+    let code = wait_and_drain(balancer);
+    console::flush(EXIT_FLUSH);
+    code
 }
+
+/// How long the last console lines may take to be written at exit.
+const EXIT_FLUSH: Duration = Duration::from_secs(1);
 
 /// The chapter's demo: without --backend, Red and Blue on 8001 and 8002. --demo N starts N
 /// of them, and with --backend too, the demo backends join the given ones. With
@@ -185,32 +196,37 @@ fn wait_and_drain(balancer: Balancer) -> ExitCode {
         thread::park_timeout(SIGNAL_POLL);
         if signal::hangups() != hangups {
             hangups = signal::hangups();
-            println!("[LoadBalancer] SIGHUP: reading the configuration again");
+            console::notice(format_args!(
+                "[LoadBalancer] SIGHUP: reading the configuration again"
+            ));
             // One line says what changed, or why nothing did (see `reload`).
             let _ = balancer.reload("SIGHUP");
         }
     }
     let first = signal::last().unwrap_or(signal::SIGTERM);
-    println!(
+    console::notice(format_args!(
         "[LoadBalancer] {}: draining (up to {:?}; send it again to stop now)",
         signal::name(first),
         balancer.shared().live().config.drain_timeout
-    );
-    let _ = std::io::stdout().flush();
+    ));
     let drain = match thread::Builder::new()
         .name("drain".into())
         .spawn(move || balancer.shutdown())
     {
         Ok(handle) => handle,
         Err(e) => {
-            eprintln!("error: cannot start the drain: {e}");
+            console::error(format_args!("error: cannot start the drain: {e}"));
             return ExitCode::from(1);
         }
     };
     while !drain.is_finished() {
         if signal::received() >= 2 {
             let again = signal::last().unwrap_or(first);
-            eprintln!("[LoadBalancer] {} again: stopping now", signal::name(again));
+            console::error(format_args!(
+                "[LoadBalancer] {} again: stopping now",
+                signal::name(again)
+            ));
+            console::flush(EXIT_FLUSH);
             std::process::exit(128 + again);
         }
         thread::park_timeout(SIGNAL_POLL / 10);
@@ -218,7 +234,7 @@ fn wait_and_drain(balancer: Balancer) -> ExitCode {
     let Ok(summary) = drain.join() else {
         return ExitCode::from(1);
     };
-    println!(
+    console::notice(format_args!(
         "[LoadBalancer] Stopped: {} requests on {} connections; drain took {:.3}s{}",
         summary.requests,
         summary.accepted,
@@ -227,7 +243,7 @@ fn wait_and_drain(balancer: Balancer) -> ExitCode {
             0 => String::new(),
             n => format!(", {n} connections cut at --drain-timeout"),
         }
-    );
+    ));
     ExitCode::SUCCESS
 }
 
@@ -246,8 +262,8 @@ fn start_console(fleet: Arc<Fleet>) {
                     continue;
                 }
                 match fleet.command(&line) {
-                    Ok(done) => println!("{done}"),
-                    Err(e) => eprintln!("[Console] {e}"),
+                    Ok(done) => console::notice(format_args!("{done}")),
+                    Err(e) => console::error(format_args!("[Console] {e}")),
                 }
             }
         });

@@ -170,6 +170,28 @@ pub struct ServerStats {
     pub local_responses: AtomicU64,
     /// The same, by status ([`ServerStats::count_local`]).
     pub local_by_code: LocalCodes,
+    /// Request bodies being read from clients now, streamed to a backend. Each holds its
+    /// client's thread and a backend connection for as long as the client keeps sending:
+    /// `--client-timeout` limits each read, not the whole body (as nginx's
+    /// `client_body_timeout`), so a client trickling a byte at a time holds them long.
+    pub bodies: AtomicU64,
+}
+
+/// Counts one in `counter` while it lives (a gauge's "now", kept right even on a panic).
+pub struct Held<'a>(&'a AtomicU64);
+
+impl<'a> Held<'a> {
+    /// Adds one to `counter` until the value is dropped.
+    pub fn new(counter: &'a AtomicU64) -> Held<'a> {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Held(counter)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl ServerStats {

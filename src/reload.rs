@@ -24,6 +24,7 @@
 use crate::backends_file::{self, describe};
 use crate::checker::{Checker, Checks};
 use crate::config::{self, BackendSpec, Command, Config, FLAGS};
+use crate::console;
 use crate::context::{Live, Shared};
 use crate::health::Policy;
 use std::fmt::Write as _;
@@ -82,7 +83,9 @@ pub fn reload(shared: &Shared, by: &str) -> Result<Outcome, String> {
     let (new, list) = match read(&old.config) {
         Ok(read) => read,
         Err(why) => {
-            eprintln!("[Reload] {by}: refused, nothing changed: {why}");
+            console::error(format_args!(
+                "[Reload] {by}: refused, nothing changed: {why}"
+            ));
             reloads.refused += 1;
             reloads.last_error = Some(why.clone());
             if let (Some(file), true) = (&shared.file, why.starts_with("--backends-file")) {
@@ -96,7 +99,9 @@ pub fn reload(shared: &Shared, by: &str) -> Result<Outcome, String> {
     reloads.last_error = None;
     reloads.last_taken = Some(SystemTime::now());
     for line in &outcome.restart {
-        println!("[Reload] {line}: needs a restart, not applied");
+        console::notice(format_args!(
+            "[Reload] {line}: needs a restart, not applied"
+        ));
     }
     let changed = match (outcome.changed.is_empty(), outcome.backends.is_empty()) {
         (true, true) => "no change".to_string(),
@@ -106,7 +111,7 @@ pub fn reload(shared: &Shared, by: &str) -> Result<Outcome, String> {
             .collect::<Vec<_>>()
             .join("; "),
     };
-    println!("[Reload] {by}: {changed}");
+    console::notice(format_args!("[Reload] {by}: {changed}"));
     Ok(outcome)
 }
 
@@ -123,10 +128,16 @@ fn read(old: &Config) -> Result<(Config, Option<Vec<BackendSpec>>), String> {
         }
     };
     let given = |c: &Config| c.settings.iter().any(|s| s.flag == "--backend");
+    // The addresses this process listens on, which no backend may be (the admin's when given
+    // by hand: the default one is skipped when taken).
+    let own: Vec<_> = [Some(old.listen), old.admin.filter(|_| old.admin_required)]
+        .into_iter()
+        .flatten()
+        .collect();
     let list = match &old.backends_file {
-        Some(path) => Some(
-            backends_file::load(path, old.listen).map_err(|e| format!("--backends-file {e}"))?,
-        ),
+        Some(path) => {
+            Some(backends_file::load(path, &own).map_err(|e| format!("--backends-file {e}"))?)
+        }
         None if given(&new) => Some([&new.backends[..], &old.demo_backends[..]].concat()),
         None if given(old) => {
             return Err(
@@ -262,7 +273,9 @@ fn restart_checks(shared: &Shared, old: &Config, new: &Config) {
     if let Some(checks) = now {
         match Checker::start(std::sync::Arc::clone(&shared.backends), checks) {
             Ok(started) => *checker = Some(started),
-            Err(e) => eprintln!("[Reload] error: cannot start the health checks: {e}"),
+            Err(e) => console::error(format_args!(
+                "[Reload] error: cannot start the health checks: {e}"
+            )),
         }
     }
 }

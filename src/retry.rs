@@ -97,6 +97,19 @@ pub fn may_retry(failure: Failure, body: BodyState, idempotent: bool) -> bool {
     }
 }
 
+/// May a request whose attempt on a *reused* (pooled) connection failed with `failure` be
+/// sent again to the same backend, on a fresh connection?
+///
+/// Whenever [`may_retry`] would let it go elsewhere, and also after an answer that could not
+/// be parsed, for an idempotent request whose body can be sent again: on a connection that
+/// carried earlier responses, garbage is most likely the tail of one of them (a body sent on
+/// a `HEAD` answer) rather than this request's answer, so it is not the backend's failure.
+/// The fresh connection's own result is what counts for the backend's health.
+pub fn may_retry_fresh(failure: Failure, body: BodyState, idempotent: bool) -> bool {
+    may_retry(failure, body, idempotent)
+        || (failure == Failure::BadResponse && idempotent && body.replayable())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +145,26 @@ mod tests {
         for (failure, body, idempotent, expected) in table {
             assert_eq!(
                 may_retry(failure, body, idempotent),
+                expected,
+                "{failure:?} {body:?} idempotent={idempotent}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_fresh_connection_table() {
+        // failure     body       GET?   again on a fresh connection
+        let table = [
+            (BadResponse, NoBody, true, true),
+            (BadResponse, Whole, true, true),
+            (BadResponse, NoBody, false, false),
+            (BadResponse, Consumed, true, false),
+            (Closed, NoBody, true, true),
+            (TimedOut, NoBody, true, false),
+        ];
+        for (failure, body, idempotent, expected) in table {
+            assert_eq!(
+                may_retry_fresh(failure, body, idempotent),
                 expected,
                 "{failure:?} {body:?} idempotent={idempotent}"
             );

@@ -364,7 +364,11 @@ pub(crate) fn build_reply(
     let unknown_length = matches!(body, Body::Chunked | Body::UntilClose);
     let chunk_out = unknown_length && plan.version == Version::Http11;
     let client_keep = plan.keep_alive && !switching && (chunk_out || !unknown_length) && !draining;
-    let upstream_keep = head.keep_alive() && body != Body::UntilClose && !switching;
+    // A connection that just carried an answer without a body (to HEAD, a 204, a 304) is not
+    // pooled: a backend that sends a body anyway may send it late, after the peek before
+    // reuse has looked, and the next request on the connection would read it as its answer.
+    let upstream_keep =
+        head.keep_alive() && !matches!(body, Body::UntilClose | Body::Empty) && !switching;
 
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(b"HTTP/1.1 ");

@@ -13,7 +13,8 @@
 use crate::admin::{Admin, Drills};
 use crate::backends_file::Watcher;
 use crate::checker::Checker;
-use crate::config::Config;
+use crate::config::{self, Config};
+use crate::console;
 pub use crate::context::Shared;
 use crate::listener::{Listener, Options, Threads};
 use crate::log::FLUSH_INTERVAL;
@@ -79,13 +80,14 @@ impl Balancer {
         let shared = Arc::new(Shared::new(config));
         let live = shared.live();
         let config = &live.config;
+        warn_if_over_budget(config.max_connections);
         // The admin listener is bound before any thread starts, so a bad --admin fails start-up.
         let admin = start_admin(&shared, drills)?;
         if let Some(checks) = reload::checks(config) {
             let checker = Checker::start(Arc::clone(&shared.backends), checks)?;
             *shared.checker.lock().unwrap_or_else(|e| e.into_inner()) = Some(checker);
         }
-        let watcher = watch(&shared, config)?;
+        let watcher = watch(&shared, config, admin.as_ref().and_then(Admin::addr))?;
         let options = Options {
             name: "accept".into(),
             worker: "client",
@@ -187,15 +189,36 @@ impl Balancer {
     }
 }
 
+/// Says so when `--max-connections` asks for more connections than the open-file limit can
+/// hold ([`config::max_connections_for`]): past it, `accept` and backend connections fail
+/// with "Too many open files" before the cap answers `503`.
+fn warn_if_over_budget(max_connections: usize) {
+    let Some(limit) = config::open_file_limit() else {
+        return;
+    };
+    let fits = config::max_connections_for(limit);
+    if max_connections > fits {
+        console::error(format_args!(
+            "[LoadBalancer] warning: --max-connections {max_connections} is more than the open-file \
+             limit ({limit}) can hold, about {fits} (two descriptors per connection, and a reserve); \
+             raise the limit (ulimit -n, LimitNOFILE=) or lower the cap"
+        ));
+    }
+}
+
 /// The watcher of `--backends-file`, when there is one.
-fn watch(shared: &Shared, config: &Config) -> io::Result<Option<Watcher>> {
+fn watch(
+    shared: &Shared,
+    config: &Config,
+    admin: Option<SocketAddr>,
+) -> io::Result<Option<Watcher>> {
     let Some(file) = &shared.file else {
         return Ok(None);
     };
     let watcher = Watcher::start(
         Arc::clone(file),
         Arc::clone(&shared.backends),
-        config.listen,
+        [Some(config.listen), admin].into_iter().flatten().collect(),
         config.backends_file_interval,
     )?;
     Ok(Some(watcher))
@@ -224,7 +247,9 @@ fn start_admin(shared: &Arc<Shared>, drills: Option<Arc<dyn Drills>>) -> io::Res
     match Admin::start(addr, Arc::clone(shared), drills) {
         Ok(admin) => Ok(Some(admin)),
         Err(e) if !config.admin_required && e.kind() == io::ErrorKind::AddrInUse => {
-            eprintln!("[Admin] not started: {e} (pass --admin ADDR or --admin off)");
+            console::error(format_args!(
+                "[Admin] not started: {e} (pass --admin ADDR or --admin off)"
+            ));
             Ok(None)
         }
         Err(e) => Err(e),

@@ -19,6 +19,7 @@
 use super::status::Row;
 use super::{AdminShared, Answer, percent_decode, with_backend};
 use crate::config::{MAX_WEIGHT, StrategyKind};
+use crate::console;
 
 /// The lab's paths: the answer to `POST`, `None` for another method (`405`).
 pub(super) fn route(
@@ -57,7 +58,11 @@ fn set_strategy(shared: &AdminShared, body: &[u8]) -> Answer {
     let lb = &shared.balancer;
     let old = lb.backends.set_strategy(*kind);
     if old != *kind {
-        println!("[Admin] Strategy {} -> {}", old.name(), kind.name());
+        console::notice(format_args!(
+            "[Admin] Strategy {} -> {}",
+            old.name(),
+            kind.name()
+        ));
         for b in lb.backends.snapshot().iter() {
             b.stats.history.event_now("STRATEGY", kind.name());
         }
@@ -87,10 +92,10 @@ fn set_weight(shared: &AdminShared, id: &str, body: &[u8]) -> Answer {
         let old = b.weight();
         if old != weight {
             b.set_weight(weight);
-            println!(
+            console::notice(format_args!(
                 "[Admin] Backend {} {} weight {old} -> {weight}",
                 b.id, b.url
-            );
+            ));
             b.stats.history.event_now("WEIGHT", &weight.to_string());
         }
         form.answer(Answer::json(
@@ -113,7 +118,7 @@ fn with_weights_note(mut json: String, shared: &AdminShared) -> String {
             "{} ignores weights: switch to weighted, least-conn or ip-hash for them to count",
             kind.name()
         );
-        println!("[Admin] Note: {note}");
+        console::notice(format_args!("[Admin] Note: {note}"));
         json.insert_str(json.len() - 1, &format!(",\"note\":\"{note}\""));
     }
     json

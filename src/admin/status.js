@@ -216,7 +216,7 @@
     const demoNames = new Map(data.demos.map((d) => [d.url, d.name]));
     const nameOf = (b) => demoNames.get(b.url) || "#" + b.id;
     document.getElementById("summary").textContent =
-      `${data.strategy} · ${data.requests} requests · ${data.connections_open} connections open (${data.tunnels_open} tunnels), ${data.connections_accepted} accepted`;
+      `${data.strategy} · ${data.requests} requests · ${data.connections_open} connections open (${data.tunnels_open} tunnels, ${data.request_bodies_open} sending a body), ${data.connections_accepted} accepted`;
     strip(data, colourOf);
     charts(data, nameOf);
     backends(data);

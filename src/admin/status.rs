@@ -36,6 +36,10 @@ pub const REFRESH_SECS: u32 = 1;
 /// Routing decisions listed in the table under the charts, newest first (the strip above
 /// shows all [`RECENT_DECISIONS`]).
 pub const DECISION_ROWS: usize = 20;
+/// Most backend rows on the status page and in `/status.json`; past it the rest are counted
+/// in [`Counts`] only (`GET /backends` lists them all). 45,000 rows with their last minute
+/// made a 57 MB `/status.json`.
+pub const STATUS_ROWS: usize = 200;
 /// Side of one square of the routing strip, in pixels.
 pub const STRIP_CELL: u32 = 16;
 /// Space between two squares of the routing strip, in pixels.
@@ -201,11 +205,26 @@ pub fn colour(id: usize) -> &'static str {
     PALETTE[id % PALETTE.len()]
 }
 
+/// How many backends there are, by state (all of them, not only the rows shown).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// All backends.
+    pub total: usize,
+    /// In rotation.
+    pub up: usize,
+    /// Out by their health.
+    pub down: usize,
+    /// Draining.
+    pub draining: usize,
+}
+
 /// Everything the status page shows, read at one moment.
 #[derive(Debug, Clone)]
 pub struct Status {
-    /// One row per backend, in rotation order.
+    /// One row per backend, in rotation order, at most [`STATUS_ROWS`].
     pub backends: Vec<Row>,
+    /// All the backends, counted by state.
+    pub counts: Counts,
     /// The last routing decisions, oldest first.
     pub recent: Vec<Decision>,
     /// Why each of `recent` went where it went, in words ([`why::explain`]).
@@ -215,6 +234,9 @@ pub struct Status {
     /// Of those, the ones upgraded to a tunnel (`101 Switching Protocols`), or asking a
     /// backend to be (the tunnel's slot of the cap is taken before the request goes out).
     pub tunnels: u64,
+    /// Of those, the ones whose request body is being read now (a slow `POST` holds its
+    /// thread and a backend connection while it trickles).
+    pub bodies: u64,
     /// Client connections accepted since start.
     pub accepted: u64,
     /// Requests answered since start.
@@ -266,14 +288,29 @@ impl Status {
                 Row::of(b)
             }
         };
-        let list = shared.backends.snapshot();
+        let all = shared.backends.snapshot();
         let recent = shared.log.recent();
+        let mut counts = Counts {
+            total: all.len(),
+            ..Counts::default()
+        };
+        for b in all.iter() {
+            if b.is_draining() {
+                counts.draining += 1;
+            } else if b.health.is_up() {
+                counts.up += 1;
+            } else {
+                counts.down += 1;
+            }
+        }
         Status {
-            backends: list.iter().map(|b| row(b)).collect(),
-            why: why::explain(&list, &|b| name_of(&demos, b), &recent),
+            backends: all.iter().take(STATUS_ROWS).map(|b| row(b)).collect(),
+            counts,
+            why: why::explain(&all, &|b| name_of(&demos, b), &recent),
             recent,
             open: stats.open.load(Ordering::Relaxed),
             tunnels: stats.tunnels.load(Ordering::Relaxed),
+            bodies: stats.bodies.load(Ordering::Relaxed),
             accepted: stats.accepted.load(Ordering::Relaxed),
             requests: stats.requests.load(Ordering::Relaxed),
             strategy: shared.backends.strategy().name(),
@@ -310,13 +347,14 @@ impl Status {
              <title>load-balancer status</title>\n<style>{STATUS_STYLE}</style></head>\n\
              <body data-refresh=\"{REFRESH_SECS}\" data-first-bucket=\"{first}\" data-last-bucket=\"{last}\">\n\
              <h1>load-balancer</h1>\n\
-             <p id=\"summary\">{} &middot; {} requests &middot; {} connections open ({} tunnels), {} accepted</p>\n\
+             <p id=\"summary\">{} &middot; {} requests &middot; {} connections open ({} tunnels, {} sending a body), {} accepted</p>\n\
              <p id=\"note\" class=\"note\"></p>\n\
              <h2>Routing: the last {RECENT_DECISIONS} decisions, oldest first</h2>\n",
             escape(self.strategy),
             self.requests,
             self.open,
             self.tunnels,
+            self.bodies,
             self.accepted
         );
         self.strip(&mut out);
@@ -372,6 +410,19 @@ impl Status {
             );
         }
         out.push_str("</tbody></table>\n");
+        let c = &self.counts;
+        if c.total > self.backends.len() {
+            let _ = writeln!(
+                out,
+                "<p>The first {} of {} backends ({} up, {} down, {} draining); \
+                 <a href=\"/backends\">/backends</a> lists them all.</p>",
+                self.backends.len(),
+                c.total,
+                c.up,
+                c.down,
+                c.draining
+            );
+        }
     }
 
     /// The demo backends with their drill and its buttons (nothing without demo backends).
@@ -490,13 +541,19 @@ impl Status {
         json_string(&mut out, self.strategy);
         let _ = write!(
             out,
-            ",\"requests\":{},\"connections_open\":{},\"tunnels_open\":{},\"connections_accepted\":{},\
-             \"time_ms\":{},\"history_seconds\":{HISTORY_SECONDS},\"backends\":[",
+            ",\"requests\":{},\"connections_open\":{},\"tunnels_open\":{},\"request_bodies_open\":{},\"connections_accepted\":{},\
+             \"time_ms\":{},\"history_seconds\":{HISTORY_SECONDS},\"backends_total\":{},\
+             \"backends_up\":{},\"backends_down\":{},\"backends_draining\":{},\"backends\":[",
             self.requests,
             self.open,
             self.tunnels,
+            self.bodies,
             self.accepted,
-            unix_millis(self.time)
+            unix_millis(self.time),
+            self.counts.total,
+            self.counts.up,
+            self.counts.down,
+            self.counts.draining,
         );
         for (i, r) in self.backends.iter().enumerate() {
             if i > 0 {
@@ -738,6 +795,12 @@ mod tests {
                 more: 0,
                 panic: false,
             })],
+            counts: Counts {
+                total: 3,
+                up: 1,
+                down: 1,
+                draining: 1,
+            },
             recent: vec![decision(
                 1_795_606_219_042,
                 "GET /a\"<b>",
@@ -746,6 +809,7 @@ mod tests {
             )],
             open: 3,
             tunnels: 1,
+            bodies: 1,
             accepted: 7,
             requests: 30,
             strategy: "round-robin",
@@ -773,7 +837,8 @@ mod tests {
         assert_eq!(
             json,
             "{\"strategy\":\"round-robin\",\"requests\":30,\"connections_open\":3,\
-             \"tunnels_open\":1,\"connections_accepted\":7,\"time_ms\":1795606219500,\"history_seconds\":60,\
+             \"tunnels_open\":1,\"request_bodies_open\":1,\"connections_accepted\":7,\"time_ms\":1795606219500,\"history_seconds\":60,\
+             \"backends_total\":3,\"backends_up\":1,\"backends_down\":1,\"backends_draining\":1,\
              \"backends\":[\
              {\"id\":0,\"url\":\"http://127.0.0.1:8001\",\"state\":\"UP\",\"reason\":null,\
              \"colour\":\"red\",\"weight\":1,\"active\":2,\"requests\":10,\"errors\":1,\

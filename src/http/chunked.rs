@@ -68,6 +68,9 @@ pub struct Decoder {
     line_len: usize,
     /// Trailer fields as received, each line ending in CRLF; empty when there were none.
     trailers: Vec<u8>,
+    /// Bytes of the trailer section read so far, the dropped fields' lines included: the
+    /// section's limit counts what arrived, not what was kept.
+    trailer_bytes: usize,
 }
 
 impl Default for Decoder {
@@ -88,6 +91,7 @@ impl Decoder {
             size: 0,
             line_len: 0,
             trailers: Vec::new(),
+            trailer_bytes: 0,
         }
     }
 
@@ -202,7 +206,10 @@ impl Decoder {
         let line_start = self.trailers.len() - self.line_len;
         self.trailers.push(b);
         self.line_len += 1;
-        if self.trailers.len() > MAX_HEAD {
+        self.trailer_bytes += 1;
+        // Counted as received: lines of dropped fields (`Host: x` again and again) leave
+        // nothing kept, and a limit on what is kept let 9.9 MB of them through.
+        if self.trailer_bytes > MAX_HEAD {
             return Err(Error {
                 status: 431,
                 why: "trailer section too large",
@@ -289,6 +296,17 @@ mod tests {
             assert_eq!(trailers, b"X-Sum: 1\r\nX-More: 2\r\n");
             assert_eq!(left, 4);
         }
+    }
+
+    #[test]
+    fn dropped_trailer_fields_count_against_the_limit() {
+        let mut body = b"1\r\na\r\n0\r\n".to_vec();
+        while body.len() < MAX_HEAD + 64 {
+            body.extend_from_slice(b"Host: x\r\n");
+        }
+        body.extend_from_slice(b"\r\n");
+        let err = decode_all(&body, 4096).unwrap_err();
+        assert_eq!((err.status, err.why), (431, "trailer section too large"));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!
 //! [`History`] is a fixed ring of [`HISTORY_SECONDS`] slots; second `s` (Unix time) lives in
 //! slot `s % HISTORY_SECONDS`. Its memory never grows: 60 slots of 16 words, 7.5 KiB per
-//! backend.
+//! backend, allocated when the backend counts its first event (a list of 10,000 backends
+//! that mostly sit idle, or are read only for the status page, does not cost 75 MB).
 //!
 //! Every count in a slot is one [`AtomicU64`] holding *which second it counts* in its high 32
 //! bits and *how many* in its low 32 bits (a tagged word). Counting one event in second `s`:
@@ -46,7 +47,7 @@
 use super::{DURATION_BUCKETS, bucket_quantile};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How many seconds the history covers, the current one included.
@@ -72,6 +73,14 @@ struct Slot {
     durations: [AtomicU64; DURATION_BUCKETS.len() + 1],
 }
 
+/// What a backend that never counted anything reads as.
+static EMPTY: Slot = Slot {
+    answered: AtomicU64::new(0),
+    failed: AtomicU64::new(0),
+    server_errors: AtomicU64::new(0),
+    durations: [const { AtomicU64::new(0) }; DURATION_BUCKETS.len() + 1],
+};
+
 /// A change of a backend's state, to mark on the time axis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
@@ -86,7 +95,8 @@ pub struct Event {
 /// A backend's last [`HISTORY_SECONDS`] seconds. See the module documentation.
 #[derive(Debug)]
 pub struct History {
-    slots: [Slot; HISTORY_SECONDS],
+    /// The ring, allocated at the first count.
+    slots: OnceLock<Box<[Slot; HISTORY_SECONDS]>>,
     /// State changes, oldest first, at most [`MAX_EVENTS`]. A lock, but one taken only when a
     /// backend changes state and when the page reads it, never for an ordinary request.
     events: Mutex<VecDeque<Event>>,
@@ -95,7 +105,7 @@ pub struct History {
 impl Default for History {
     fn default() -> Self {
         History {
-            slots: std::array::from_fn(|_| Slot::default()),
+            slots: OnceLock::new(),
             events: Mutex::new(VecDeque::new()),
         }
     }
@@ -198,8 +208,19 @@ fn read(word: &AtomicU64, second: u64) -> u64 {
 }
 
 impl History {
+    /// The slot of `second`, for counting (the ring is allocated on first use).
     fn slot(&self, second: u64) -> &Slot {
-        &self.slots[(second % HISTORY_SECONDS as u64) as usize]
+        let slots = self
+            .slots
+            .get_or_init(|| Box::new(std::array::from_fn(|_| Slot::default())));
+        &slots[(second % HISTORY_SECONDS as u64) as usize]
+    }
+
+    /// The slot of `second`, for reading: an empty one while nothing was ever counted.
+    fn read_slot(&self, second: u64) -> &Slot {
+        self.slots.get().map_or(&EMPTY, |slots| {
+            &slots[(second % HISTORY_SECONDS as u64) as usize]
+        })
     }
 
     /// Counts a response relayed in `second` with `status`.
@@ -262,7 +283,7 @@ impl History {
             events: Vec::new(),
         };
         for second in start..=now {
-            let slot = self.slot(second);
+            let slot = self.read_slot(second);
             s.answered.push(read(&slot.answered, second));
             s.failed.push(read(&slot.failed, second));
             s.server_errors.push(read(&slot.server_errors, second));

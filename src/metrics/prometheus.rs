@@ -137,7 +137,7 @@ const PER_BACKEND: [(&str, &str, Kind, BackendValue); 10] = [
 type BalancerValue = fn(&ServerStats) -> u64;
 
 /// The balancer-wide families: name, help, type, value.
-const BALANCER: [(&str, &str, Kind, BalancerValue); 5] = [
+const BALANCER: [(&str, &str, Kind, BalancerValue); 7] = [
     (
         "lb_client_connections_open",
         "Client connections open now.",
@@ -167,6 +167,18 @@ const BALANCER: [(&str, &str, Kind, BalancerValue); 5] = [
         "Requests answered, by a backend or by the balancer itself.",
         Kind::Counter,
         |s| s.requests.load(Ordering::Relaxed),
+    ),
+    (
+        "lb_request_bodies_open",
+        "Request bodies being read from clients now, streamed to a backend (--client-timeout limits each read, not the whole body).",
+        Kind::Gauge,
+        |s| s.bodies.load(Ordering::Relaxed),
+    ),
+    (
+        "lb_log_lines_dropped_total",
+        "Log lines (access log, errors, notices) dropped because stdout or stderr did not keep up.",
+        Kind::Counter,
+        |_| crate::console::dropped(),
     ),
 ];
 

@@ -22,6 +22,7 @@ mod framing;
 mod fuzz_requests;
 mod fuzz_responses;
 mod hardening;
+mod hardening2;
 mod health;
 mod hygiene;
 mod keepalive;

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -32,6 +32,10 @@ pub struct Launch {
     program: &'static str,
     args: Vec<String>,
     stderr: bool,
+    /// stderr is a pipe that is never read (a stuck log shipper).
+    stderr_stuck: bool,
+    /// The open-file limit to start it under (`ulimit -n`), if not the test's own.
+    open_files: Option<usize>,
     patience: Duration,
 }
 
@@ -43,6 +47,8 @@ impl Launch {
             program: env!("CARGO_BIN_EXE_load-balancer"),
             args: Vec::new(),
             stderr: false,
+            stderr_stuck: false,
+            open_files: None,
             patience: PROCESS_WAIT,
         }
     }
@@ -115,6 +121,19 @@ impl Launch {
         self
     }
 
+    /// Makes stderr a pipe that nobody reads, as a stuck log shipper or a full journald: once
+    /// its buffer is full, a write to it waits forever.
+    pub fn stderr_stuck(mut self) -> Launch {
+        self.stderr_stuck = true;
+        self
+    }
+
+    /// Starts it under an open-file limit of `n` (`ulimit -n n` in a shell that then `exec`s it).
+    pub fn open_files(mut self, n: usize) -> Launch {
+        self.open_files = Some(n);
+        self
+    }
+
     /// Waits up to `limit` for each line, not [`PROCESS_WAIT`].
     pub fn patience(mut self, limit: Duration) -> Launch {
         self.patience = limit;
@@ -124,11 +143,20 @@ impl Launch {
     /// Starts the process (stdin empty; stderr discarded unless [`Launch::and_stderr`]) and
     /// waits for its `[LoadBalancer] Running at http://ADDR` line.
     pub fn start(self) -> Running {
-        let mut child = Command::new(self.program)
+        let mut command = match self.open_files {
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\"")])
+                    .arg(self.program);
+                sh
+            }
+            None => Command::new(self.program),
+        };
+        let mut child = command
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(if self.stderr {
+            .stderr(if self.stderr || self.stderr_stuck {
                 Stdio::piped()
             } else {
                 Stdio::null()
@@ -136,6 +164,11 @@ impl Launch {
             .spawn()
             .unwrap_or_else(|e| panic!("{}: {e}", self.program));
         let (tx, lines) = mpsc::channel();
+        let stuck = if self.stderr_stuck {
+            child.stderr.take()
+        } else {
+            None
+        };
         if let Some(stderr) = child.stderr.take() {
             forward_lines("stderr-reader", stderr, tx.clone());
         }
@@ -144,6 +177,7 @@ impl Launch {
             child,
             lines,
             seen: Vec::new(),
+            _stuck: stuck,
             patience: self.patience,
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         };
@@ -172,6 +206,8 @@ pub struct Running {
     child: Child,
     lines: Receiver<String>,
     seen: Vec<String>,
+    /// The read end of a stderr that is never read ([`Launch::stderr_stuck`]).
+    _stuck: Option<ChildStderr>,
     patience: Duration,
     /// The balanced listener's address, from the `Running at` line.
     pub addr: SocketAddr,
@@ -285,6 +321,17 @@ impl Running {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         let line = status.lines().find(|l| l.starts_with("Threads:")).unwrap();
         line["Threads:".len()..].trim().parse().unwrap()
+    }
+
+    /// CPU time the process has used so far, user and system, in clock ticks (Linux:
+    /// `/proc/PID/stat`, fields 14 and 15; 100 ticks a second on usual kernels).
+    #[cfg(target_os = "linux")]
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // The command name (field 2) is in parentheses and may hold spaces: count after it.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after.split(' ').collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     }
 
     /// Waits up to `limit` until the process has at least `n` threads.
