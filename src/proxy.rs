@@ -470,13 +470,7 @@ fn forward(
     if let Some(None) = tunnel_slot {
         return answer(client, plan, ctx, NO_TUNNEL_SLOT, false);
     }
-    // A body that arrived whole with the head stays in the buffer until the request is done,
-    // so a second backend can be sent the same bytes if the first fails.
-    let body = match plan.body {
-        Body::Empty => BodyState::None,
-        Body::Length(n) if n <= client.conn.data().len() as u64 => BodyState::Whole,
-        _ => BodyState::Waiting,
-    };
+    let body = body_state(plan.body, client.conn.data().len());
     let mut x = Exchange {
         client: &mut client.conn,
         plan,
@@ -515,6 +509,17 @@ fn forward(
     outcome.upstream = tried.then_some(upstream);
     outcome.failed = failed;
     outcome
+}
+
+/// Where a request's body is before the first attempt. A body that arrived whole with the
+/// head stays in the buffer until the request is done, so a second backend can be sent the
+/// same bytes if the first fails.
+fn body_state(body: Body, buffered: usize) -> BodyState {
+    match body {
+        Body::Empty => BodyState::None,
+        Body::Length(n) if n <= buffered as u64 => BodyState::Whole,
+        _ => BodyState::Waiting,
+    }
 }
 
 /// The forwarding loop: each candidate once, until one answers or the request may not go on.

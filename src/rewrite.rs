@@ -371,11 +371,7 @@ pub(crate) fn build_reply(
         head.keep_alive() && !matches!(body, Body::UntilClose | Body::Empty) && !switching;
 
     let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_decimal(&mut out, head.status.into());
-    out.push(b' ');
-    out.extend_from_slice(head.reason);
-    out.extend_from_slice(b"\r\n");
+    push_status_line(&mut out, head.status, head.reason);
     push_relayed_fields(&mut out, head, switching);
     match (body, declared) {
         (Body::Length(n), _) | (Body::Empty, Some(n)) => push_length(&mut out, n),
@@ -406,6 +402,15 @@ pub(crate) fn build_reply(
         client_keep,
         switching,
     })
+}
+
+/// `HTTP/1.1 STATUS REASON`, as the balancer speaks HTTP/1.1 to every client.
+fn push_status_line(out: &mut Vec<u8>, status: u16, reason: &[u8]) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, status.into());
+    out.push(b' ');
+    out.extend_from_slice(reason);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The backend's header fields that the client gets: all but the hop-by-hop ones (the
