@@ -11,6 +11,7 @@
 //! cargo run --release --bin bench -- --target http://127.0.0.1:9000/ --connections 256
 //! cargo run --release --bin bench -- --hold 10000 --target http://127.0.0.1:9000/ --pid PID
 //! cargo run --release --bin bench -- --download 1g --upload 1g --repeat 9
+//! cargo run --release --bin bench -- --peers
 //! ```
 //!
 //! "Closed loop": each of `--connections` threads owns one connection and sends its next
@@ -19,13 +20,18 @@
 //! written to its response's last byte read. Responses are framed by `Content-Length` (the
 //! demo backends and most servers send it for small pages); a response that is not `2xx`, a
 //! broken connection or a timeout counts as an error.
-
 //!
-//! One file per job, in the order `run` reaches them: [`load`](mod@load) (the closed-loop load and the
-//! response-head parser), [`hold`] (idle connections and memory), [`transfer`] (large bodies).
+//! With `--peers`, the same load drives this balancer, nginx and HAProxy in turn over the same
+//! two backends, and `bench` prints each one's req/s, latency and CPU time per request, then
+//! the ratios (see [`peers`](mod@peers)).
+//!
+//! One file per job, in the order `run` reaches them: [`load`](mod@load) (the closed-loop load
+//! and the response-head parser), [`peers`](mod@peers) (beside nginx and HAProxy), [`hold`]
+//! (idle connections and memory), [`transfer`] (large bodies).
 
 mod hold;
 mod load;
+mod peers;
 mod transfer;
 
 use load::{load, print_result};
@@ -53,15 +59,19 @@ const STREAM_BUFFER: usize = 256 * 1024;
 const USAGE: &str = "\
 usage: bench [--connections N] [--seconds S] [--close] [--path PATH] [--target URL]
        bench --hold N --target URL [--pid PID]
+       bench --peers [--connections N] [--seconds S] [--close] [--path PATH]
        bench [--download SIZE] [--upload SIZE] [--repeat N] [--target URL --direct URL] [--pid PID]
 
 Without --target: starts two demo backends and a balancer in this process, drives the
 balancer, then one demo backend directly with the same load, and prints the ratio.
+With --peers: the same load drives this balancer, nginx and HAProxy (those found in PATH)
+in turn over two demo backends, and prints req/s, latency, CPU time per request, ratios.
 
   --connections N  concurrent keep-alive connections, one thread each (default 64)
   --seconds S      length of each load: 5, 500ms, 1m (default 5)
   --close          send `Connection: close`: a new connection for every request
   --path PATH      request target (default /)
+  --peers          compare with nginx and HAProxy (apt-get install -y nginx haproxy)
   --target URL     drive this running balancer instead (http://HOST:PORT[/PATH])
   --direct URL     with --target: the backend to compare against
   --hold N         open N connections, one request on each, keep them open, then check
@@ -89,6 +99,7 @@ pub(crate) struct Options {
     repeat: usize,
     upload: Option<u64>,
     pid: Option<u32>,
+    peers: bool,
 }
 
 /// `http://HOST:PORT/PATH`, resolved.
@@ -100,7 +111,11 @@ pub(crate) struct Url {
 }
 
 fn main() -> ExitCode {
-    let options = match parse_args(std::env::args().skip(1)) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(peers::CHILD_FLAG) {
+        return peers::balancer_child(&args[1..]);
+    }
+    let options = match parse_args(args.into_iter()) {
         Ok(Some(options)) => options,
         Ok(None) => {
             print!("{USAGE}");
@@ -134,6 +149,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
         repeat: 1,
         upload: None,
         pid: None,
+        peers: false,
     };
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
@@ -159,6 +175,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Options>, Str
             "--connections" | "-c" => o.connections = count(value()?)?,
             "--seconds" | "-d" => o.seconds = parse_duration(&value()?)?,
             "--close" => o.close = true,
+            "--peers" => o.peers = true,
             "--path" => o.path = Some(value()?),
             "--target" => o.target = Some(Url::parse(&value()?)?),
             "--direct" => o.direct = Some(Url::parse(&value()?)?),
@@ -187,6 +204,11 @@ fn check_together(o: &Options) -> Result<(), String> {
     }
     if o.hold.is_some() && o.target.is_none() {
         return Err("--hold needs --target (run the balancer as its own process, so that its memory is its own)".into());
+    }
+    let alone =
+        o.target.is_none() && o.hold.is_none() && o.download.is_none() && o.upload.is_none();
+    if o.peers && !alone {
+        return Err("--peers starts its own proxies and backends: no --target, --hold, --download or --upload".into());
     }
     Ok(())
 }
@@ -231,6 +253,9 @@ impl Url {
 /// Runs what the options ask for; `Ok(false)` when a check failed (errors in the load, a
 /// held connection lost, a request not served).
 fn run(o: &Options) -> io::Result<bool> {
+    if o.peers {
+        return peers::peers(o);
+    }
     // In-process setup unless a target is given: two demo backends and a balancer over them.
     let mut _keep = None;
     let (balancer, direct) = match &o.target {
