@@ -250,6 +250,8 @@ fn nginx_commands(
     addr: SocketAddr,
     backends: [SocketAddr; 2],
 ) -> io::Result<(Command, Option<Command>)> {
+    // Paths are relative to the prefix (`-p dir`): the pid file, and the temporary files'
+    // folders, which would otherwise be the package's own (/var/lib/nginx, root's).
     let mut servers = String::new();
     for b in backends {
         let _ = write!(servers, "server {b}; ");
@@ -263,6 +265,8 @@ events {{ worker_connections 8192; }}
 http {{
   access_log off;
   keepalive_requests 1000000;
+  client_body_temp_path body; proxy_temp_path proxy; fastcgi_temp_path fastcgi;
+  uwsgi_temp_path uwsgi; scgi_temp_path scgi;
   upstream app {{ {servers}keepalive 512; keepalive_requests 1000000; }}
   server {{
     listen {addr} backlog=4096;
