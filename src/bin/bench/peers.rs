@@ -204,8 +204,10 @@ impl Peer {
             if exited.is_some() || Instant::now() > deadline {
                 let log = std::fs::read_to_string(dir.join(format!("{}.log", self.kind.name())))
                     .unwrap_or_default();
-                let why =
-                    exited.map_or("no answer in 10s".to_string(), |s| format!("exited ({s})"));
+                let why = exited.map_or_else(
+                    || format!("no answer in {}s", START_TIMEOUT.as_secs()),
+                    |s| format!("exited ({s})"),
+                );
                 return Err(io::Error::other(format!("{why}: {}", log.trim())));
             }
             thread::sleep(Duration::from_millis(50));
@@ -220,6 +222,7 @@ impl Drop for Peer {
             Some(stop) => {
                 let _ = stop.stdout(Stdio::null()).stderr(Stdio::null()).status();
             }
+            // HAProxy is one process (threads, no master): killing it leaves nothing behind.
             None if self.kind == Kind::Haproxy => {
                 let _ = self.child.kill();
             }
@@ -328,24 +331,7 @@ backend be
 /// `bench --balancer-child LISTEN BACKEND_URL...`: serves through the crate's balancer, its
 /// access log on stdout, until stdin closes.
 pub(crate) fn balancer_child(args: &[String]) -> ExitCode {
-    let started = (|| {
-        let listen = args
-            .first()
-            .and_then(|a| a.parse().ok())
-            .ok_or("needs LISTEN")?;
-        let backends = args[1..]
-            .iter()
-            .map(|b| BackendSpec::parse(b))
-            .collect::<Result<Vec<_>, _>>()?;
-        let config = Config {
-            listen,
-            admin: None,
-            backends,
-            ..Config::default()
-        };
-        Balancer::start(config).map_err(|e| e.to_string())
-    })();
-    let balancer = match started {
+    let balancer = match start_balancer(args) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("bench {CHILD_FLAG}: {e}");
@@ -356,6 +342,26 @@ pub(crate) fn balancer_child(args: &[String]) -> ExitCode {
     while matches!(io::stdin().read(&mut byte), Ok(n) if n > 0) {}
     drop(balancer);
     ExitCode::SUCCESS
+}
+
+/// The balancer of [`balancer_child`]: the defaults of `load-balancer --listen LISTEN
+/// --backend URL...`, without an admin listener.
+fn start_balancer(args: &[String]) -> Result<Balancer, String> {
+    let (listen, urls) = args.split_first().ok_or("needs LISTEN BACKEND_URL...")?;
+    let listen = listen
+        .parse()
+        .map_err(|_| format!("{listen:?} is not an address"))?;
+    let backends = urls
+        .iter()
+        .map(|b| BackendSpec::parse(b))
+        .collect::<Result<Vec<_>, _>>()?;
+    let config = Config {
+        listen,
+        admin: None,
+        backends,
+        ..Config::default()
+    };
+    Balancer::start(config).map_err(|e| e.to_string())
 }
 
 /// User and system CPU ticks of process `root` and all its descendants (nginx's master and
