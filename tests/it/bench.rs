@@ -106,3 +106,49 @@ fn bench_rejects_unknown_flags() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown flag \"--bogus\""));
 }
+
+#[test]
+fn bench_peers_without_nginx_or_haproxy_says_how_to_install_them_and_measures_the_balancer() {
+    // An empty PATH hides nginx and HAProxy even where they are installed.
+    let out = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(["--peers", "--connections", "2", "--seconds", "1"])
+        .env("PATH", "")
+        .output()
+        .expect("the bench binary starts");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for peer in ["nginx", "haproxy"] {
+        let missing = format!(
+            "peers: {peer} not found in PATH; to compare with it: apt-get install -y nginx haproxy"
+        );
+        assert!(stdout.contains(&missing), "{stdout}");
+    }
+    // proxy, req/s, p50 ms, p99 ms, errors, cpu us/req
+    let row: Vec<&str> = stdout
+        .lines()
+        .find(|l| l.starts_with("balancer "))
+        .unwrap_or_else(|| panic!("no balancer row in {stdout}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row.len(), 6, "{stdout}");
+    assert!(row[1].parse::<f64>().unwrap() > 0.0, "{stdout}");
+    assert_eq!(row[4], "0", "errors: {stdout}");
+    assert!(row[5].parse::<f64>().is_ok(), "{stdout}");
+    // Nothing to compare with, so no ratio.
+    assert!(!stdout.contains("ratio"), "{stdout}");
+}
+
+#[test]
+fn bench_peers_refuses_a_target() {
+    let out = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(["--peers", "--target", "http://127.0.0.1:9/"])
+        .output()
+        .expect("the bench binary starts");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("bench: --peers"), "{stderr}");
+}
