@@ -13,6 +13,7 @@ mod bench;
 mod chapter;
 mod drain;
 mod drills;
+mod error_answers;
 mod failover;
 mod framing;
 mod fuzz_requests;

@@ -214,6 +214,11 @@ impl Running {
         self.seen.iter().any(|l| l.contains(needle))
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends a signal (`TERM`, `INT`, `HUP`) with `kill`.
     pub fn signal(&self, name: &str) {
         let pid = self.child.id().to_string();
