@@ -420,7 +420,8 @@ mod tests {
         use io::ErrorKind::{BrokenPipe, ConnectionReset, Interrupted, WriteZero};
         let err = |kind: io::ErrorKind| Err(io::Error::from(kind));
         // What each write returns -> Ok, or the error and whether bytes went out first.
-        let cases: Vec<(Vec<io::Result<usize>>, Result<(), (io::ErrorKind, bool)>)> = vec![
+        type Case = (Vec<io::Result<usize>>, Result<(), (io::ErrorKind, bool)>);
+        let cases: Vec<Case> = vec![
             (vec![Ok(10)], Ok(())),
             (vec![Ok(4), Ok(6)], Ok(())),
             // A signal interrupts a write: it is made again, not a failure.
