@@ -444,6 +444,34 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_exchange_names_what_the_backend_did() {
+        // The reason goes on the client's 502/504 page and in the error log.
+        let otherwise = "reading from the backend failed";
+        for (kind, why) in [
+            (
+                io::ErrorKind::ConnectionReset,
+                "the backend reset the connection",
+            ),
+            (
+                io::ErrorKind::BrokenPipe,
+                "the backend closed the connection",
+            ),
+            (
+                io::ErrorKind::TimedOut,
+                "the backend timed out (--backend-timeout)",
+            ),
+            (
+                io::ErrorKind::WouldBlock,
+                "the backend timed out (--backend-timeout)",
+            ),
+            (io::ErrorKind::ConnectionAborted, otherwise),
+            (io::ErrorKind::Other, otherwise),
+        ] {
+            assert_eq!(io_why(&kind.into(), otherwise), why, "{kind:?}");
+        }
+    }
+
+    #[test]
     fn the_interim_message_names_the_cap() {
         // The message is a `&'static str` (no formatting on the error path): it must say the
         // number the constant holds.
