@@ -5,6 +5,7 @@
 
 use crate::support::process::Launch;
 use crate::support::*;
+use load_balancer::http::MAX_HEAD;
 use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -201,4 +202,58 @@ fn a_client_that_resets_mid_body_gets_no_answer_and_no_timeout_blamed() {
     assert_eq!(stats.local_responses.load(Ordering::SeqCst), 0);
     assert_eq!(heads.load(Ordering::SeqCst), 1);
     assert!(backend_up(&lb, 0));
+}
+
+#[test]
+fn a_backend_that_began_an_answer_is_not_asked_again_elsewhere() {
+    // Once a byte of a response came, the backend may have acted on the request: even a
+    // GET is not sent to the next backend (retry::Failure::BadResponse). The page says why.
+    let huge = format!(
+        "HTTP/1.1 200 OK\r\nX-A: {}\r\nContent-Length: 2\r\n\r\nab",
+        "h".repeat(MAX_HEAD)
+    );
+    let closed = "the backend closed the connection without a response";
+    let cases = [
+        (
+            "a head broken off",
+            b"HTTP/1.1 200 OK\r\nContent-Le".to_vec(),
+            closed,
+        ),
+        (
+            "an interim answer only",
+            b"HTTP/1.1 103 Early Hints\r\n\r\n".to_vec(),
+            closed,
+        ),
+        (
+            "a head too large",
+            huge.into_bytes(),
+            "the backend&#39;s response head is too large",
+        ),
+    ];
+    for (what, reply, why) in cases {
+        let broken = Recorder::start(move |_, _| Reply::then_close(&reply));
+        let other = Recorder::echo_target();
+        let lb = start_over(&[broken.url(), other.url()]);
+        let mut c = RawConn::open(lb.addr());
+        c.send(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+        let (head, body) = c.response();
+        assert_page(&head, &body, "502 Bad Gateway", why);
+        assert_eq!(other.count(), 0, "{what}: asked elsewhere");
+    }
+}
+
+#[test]
+fn a_backend_that_resets_before_a_byte_of_answer_leaves_a_get_to_the_next() {
+    // It reads one byte of the request and closes with the rest unread: a reset, before
+    // any byte of a response. A GET goes on to the next backend.
+    let resets = ScriptedBackend::start(|mut s| {
+        let _ = s.read(&mut [0u8; 1]);
+    });
+    let other = Recorder::echo_target();
+    let lb = start_over(&[resets.url(), other.url()]);
+    let mut c = RawConn::open(lb.addr());
+    c.send(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (head, body) = c.response();
+    assert_eq!(status_line(&head), "HTTP/1.1 200 OK", "{head}");
+    assert_eq!(body, b"/x");
 }
