@@ -6,7 +6,7 @@
 use crate::support::process::Launch;
 use crate::support::*;
 use load_balancer::http::MAX_HEAD;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -112,7 +112,7 @@ fn an_error_answer_before_the_body_was_read_closes_the_connection() {
     assert_page_framing(&head, &body, "502 Bad Gateway");
     assert_eq!(fields(&head, "connection"), ["close"], "{head}");
     // The balancer may already have closed; then this write may fail, which is fine.
-    let _ = std::io::Write::write_all(&mut c.stream, SMUGGLED);
+    let _ = c.stream.write_all(SMUGGLED);
     c.expect_close();
 }
 
@@ -256,4 +256,50 @@ fn a_backend_that_resets_before_a_byte_of_answer_leaves_a_get_to_the_next() {
     let (head, body) = c.response();
     assert_eq!(status_line(&head), "HTTP/1.1 200 OK", "{head}");
     assert_eq!(body, b"/x");
+}
+
+/// How a backend that promised ten bytes stops after three.
+#[derive(Clone, Copy, Debug)]
+enum Cut {
+    /// It goes silent, past --backend-timeout.
+    Silent,
+    /// It closes the connection.
+    Closes,
+    /// It resets the connection (it closes with bytes of the request still unread).
+    Resets,
+}
+
+#[test]
+fn a_response_cut_short_takes_the_backend_out_for_what_it_did() {
+    for (cut, why) in [
+        (Cut::Silent, "the backend went silent mid-response"),
+        (Cut::Closes, "the response broke off"),
+        (Cut::Resets, "the response broke off"),
+    ] {
+        let backend = ScriptedBackend::start(move |mut s| {
+            let read = match cut {
+                Cut::Resets => s.read(&mut [0u8; 1]).is_ok_and(|n| n == 1),
+                _ => read_head(&mut s).is_some(),
+            };
+            if read {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc");
+                if let Cut::Silent = cut {
+                    let _ = s.read(&mut [0u8; 1]); // until the balancer gives up
+                }
+            }
+        });
+        let mut c = config(&[backend.url()]);
+        c.backend_timeout = Duration::from_millis(300);
+        let lb = start(c);
+        let text = exchange(lb.addr(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(status_of(&text), 200, "{cut:?}: {text}");
+        wait_for(Duration::from_secs(5), why, || !backend_up(&lb, 0));
+        let reason = lb_backend_reason(&lb);
+        assert!(reason.starts_with(why), "{cut:?}: {reason}");
+    }
+}
+
+/// Why the balancer's first backend is out of rotation.
+fn lb_backend_reason(lb: &Balancer) -> String {
+    backend(lb, 0).health.reason()
 }
