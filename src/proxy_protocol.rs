@@ -355,6 +355,11 @@ mod tests {
             ("v2 ipv6 ssl", v2(1, 0x21, &cat(&[&inet6(), &ssl])), header(2, v6, v6d, true)),
             ("v2 ssl tlv, client plain", v2(1, 0x11, &cat(&[&inet(), &not_ssl])), header(2, v4, v4d, false)),
             ("v2 empty tlv", v2(1, 0x11, &cat(&[&inet(), &tlv(0xe0, &[])])), header(2, v4, v4d, false)),
+            (
+                "v2 at the length limit",
+                v2(1, 0x11, &cat(&[&inet(), &tlv(0x04, &[0; V2_MAX_LEN - 12 - 3])])),
+                header(2, v4, v4d, false),
+            ),
         ]
     }
 
