@@ -303,3 +303,20 @@ fn a_response_cut_short_takes_the_backend_out_for_what_it_did() {
 fn lb_backend_reason(lb: &Balancer) -> String {
     backend(lb, 0).health.reason()
 }
+
+#[test]
+fn a_proxy_header_that_stops_coming_is_closed_and_the_console_says_why() {
+    let backend = Recorder::echo_target();
+    let mut lb = Launch::over(&backend.url())
+        .args(&["--proxy-protocol", "--header-timeout", "300ms"])
+        .and_stderr()
+        .start();
+    let mut c = connect(lb.addr);
+    c.write_all(b"PROXY TCP4 192.0.2.7 ").unwrap();
+    assert!(
+        read_until_closed(&mut c).is_empty(),
+        "closed without a word"
+    );
+    lb.line_with("no whole PROXY header within --header-timeout");
+    assert_eq!(backend.count(), 0);
+}
