@@ -211,17 +211,24 @@ fn send_whole(x: &Exchange<'_>, up: &mut BufConn, backend: &Backend) -> Result<(
     message.extend_from_slice(body);
     // A write that fails part-way may have delivered the head: then it was "sent", and a
     // non-idempotent request must not go to another backend.
-    let mut written = 0;
-    while written < message.len() {
-        match (&*up.stream).write(&message[written..]) {
-            Ok(0) => return Err(send_failed(&io::ErrorKind::WriteZero.into(), written > 0)),
-            Ok(n) => written += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(send_failed(&e, written > 0)),
-        }
-    }
+    write_counted(&*up.stream, &message).map_err(|(e, partly)| send_failed(&e, partly))?;
     let sent = body.len() as u64;
     backend.stats.bytes_in.fetch_add(sent, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Writes all of `message` to `to`, again after a write a signal interrupted. On failure,
+/// the error, and whether some bytes were written before it (`partly`).
+fn write_counted(mut to: impl Write, message: &[u8]) -> Result<(), (io::Error, bool)> {
+    let mut written = 0;
+    while written < message.len() {
+        match to.write(&message[written..]) {
+            Ok(0) => return Err((io::ErrorKind::WriteZero.into(), written > 0)),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((e, written > 0)),
+        }
+    }
     Ok(())
 }
 
@@ -389,6 +396,80 @@ fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A writer that answers each write as scripted, and fails the test if written to
+    /// after its script ran out (as a write loop that went on after an error would).
+    struct Scripted(Vec<io::Result<usize>>);
+
+    impl Write for Scripted {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            assert!(
+                !self.0.is_empty(),
+                "written to again after the script ended"
+            );
+            self.0.remove(0).map(|n| n.min(buf.len()))
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_write_says_whether_part_of_the_request_went_out() {
+        use io::ErrorKind::{BrokenPipe, ConnectionReset, Interrupted, WriteZero};
+        let err = |kind: io::ErrorKind| Err(io::Error::from(kind));
+        // What each write returns -> Ok, or the error and whether bytes went out first.
+        type Case = (Vec<io::Result<usize>>, Result<(), (io::ErrorKind, bool)>);
+        let cases: Vec<Case> = vec![
+            (vec![Ok(10)], Ok(())),
+            (vec![Ok(4), Ok(6)], Ok(())),
+            // A signal interrupts a write: it is made again, not a failure.
+            (vec![err(Interrupted), Ok(10)], Ok(())),
+            (vec![Ok(3), err(Interrupted), Ok(7)], Ok(())),
+            // Nothing went out: the request may go to another backend.
+            (vec![err(BrokenPipe)], Err((BrokenPipe, false))),
+            (vec![Ok(0)], Err((WriteZero, false))),
+            // Part of it went out: the backend may have the head.
+            (
+                vec![Ok(3), err(ConnectionReset)],
+                Err((ConnectionReset, true)),
+            ),
+            (vec![Ok(3), Ok(0)], Err((WriteZero, true))),
+        ];
+        for (script, want) in cases {
+            let got = write_counted(Scripted(script), b"0123456789");
+            assert_eq!(got.map_err(|(e, partly)| (e.kind(), partly)), want);
+        }
+    }
+
+    #[test]
+    fn a_failed_exchange_names_what_the_backend_did() {
+        // The reason goes on the client's 502/504 page and in the error log.
+        let otherwise = "reading from the backend failed";
+        for (kind, why) in [
+            (
+                io::ErrorKind::ConnectionReset,
+                "the backend reset the connection",
+            ),
+            (
+                io::ErrorKind::BrokenPipe,
+                "the backend closed the connection",
+            ),
+            (
+                io::ErrorKind::TimedOut,
+                "the backend timed out (--backend-timeout)",
+            ),
+            (
+                io::ErrorKind::WouldBlock,
+                "the backend timed out (--backend-timeout)",
+            ),
+            (io::ErrorKind::ConnectionAborted, otherwise),
+            (io::ErrorKind::Other, otherwise),
+        ] {
+            assert_eq!(io_why(&kind.into(), otherwise), why, "{kind:?}");
+        }
+    }
 
     #[test]
     fn the_interim_message_names_the_cap() {

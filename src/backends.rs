@@ -278,6 +278,9 @@ impl<'a> Iterator for Candidates<'a> {
             let now = Instant::now();
             let (i, panic) = self.pick(now)?;
             let backend = &self.list[i];
+            if self.tried.contains(backend.id) {
+                return None; // a strategy offered one it was told not to: no round for ever
+            }
             self.tried.push(backend.id);
             if !panic && !backend.health.claim(now, self.policy.fail_timeout) {
                 self.why.skip(backend.id, SkipCode::TrialTaken);
@@ -476,6 +479,7 @@ impl Tried {
 mod tests {
     use super::*;
     use crate::config::StrategyKind;
+    use crate::strategy::explain::{Choice, Reason};
     use std::net::{IpAddr, Ipv4Addr};
     use std::time::Duration;
 
@@ -510,6 +514,41 @@ mod tests {
         let first = set.candidates(key()).next().unwrap().backend().id;
         assert_eq!(first, 0, "the full pass above left the rotation at 0");
         assert_eq!(set.candidates(key()).next().unwrap().backend().id, 1);
+    }
+
+    /// A strategy that breaks its contract: backend 0, usable or not.
+    #[derive(Debug)]
+    struct AlwaysFirst;
+
+    impl Strategy for AlwaysFirst {
+        fn choose(
+            &self,
+            _: &[Arc<Backend>],
+            _: &Key,
+            _: &dyn Fn(&Backend) -> bool,
+        ) -> Option<Choice> {
+            Some(Choice {
+                index: 0,
+                reason: Reason::RoundRobin { after: 0 },
+            })
+        }
+    }
+
+    #[test]
+    fn a_strategy_that_offers_a_tried_backend_again_ends_the_round() {
+        // Each backend at most once per request, whatever the strategy: one that kept
+        // offering the same backend would otherwise send a request round for ever. (On a
+        // thread of its own, so that a round for ever fails this test instead of hanging it.)
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut set = set(3);
+            set.strategies[position(StrategyKind::RoundRobin)] = Box::new(AlwaysFirst);
+            let first = ids(&set);
+            set.snapshot()[0].set_draining(true);
+            let _ = done.send((first, ids(&set)));
+        });
+        let rounds = result.recv_timeout(Duration::from_secs(5));
+        assert_eq!(rounds, Ok((vec![0], vec![])));
     }
 
     #[test]

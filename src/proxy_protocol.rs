@@ -340,6 +340,8 @@ mod tests {
             ),
             ("v2 ipv4", v2(1, 0x11, &inet()), header(2, v4, v4d, false)),
             ("v2 ipv6", v2(1, 0x21, &inet6()), header(2, v6, v6d, false)),
+            // The specification's last transport, DGRAM (2): well-formed, addresses taken.
+            ("v2 ipv4 datagram", v2(1, 0x12, &inet()), header(2, v4, v4d, false)),
             ("v2 local", v2(0, 0x00, &[]), header(2, None, None, false)),
             ("v2 local with addresses", v2(0, 0x11, &inet()), header(2, None, None, false)),
             ("v2 unspec", v2(1, 0x00, &[]), header(2, None, None, false)),
@@ -353,6 +355,11 @@ mod tests {
             ("v2 ipv6 ssl", v2(1, 0x21, &cat(&[&inet6(), &ssl])), header(2, v6, v6d, true)),
             ("v2 ssl tlv, client plain", v2(1, 0x11, &cat(&[&inet(), &not_ssl])), header(2, v4, v4d, false)),
             ("v2 empty tlv", v2(1, 0x11, &cat(&[&inet(), &tlv(0xe0, &[])])), header(2, v4, v4d, false)),
+            (
+                "v2 at the length limit",
+                v2(1, 0x11, &cat(&[&inet(), &tlv(0x04, &[0; V2_MAX_LEN - 12 - 3])])),
+                header(2, v4, v4d, false),
+            ),
         ]
     }
 

@@ -297,6 +297,37 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_coding_says_why() {
+        // The page (a request's 400) and the error log (a response's 502) name the fault:
+        // `chunked` followed by another coding is a broken message, other codings alone
+        // are ones this balancer does not take.
+        let not_last = "chunked is not the last transfer coding";
+        let cases = [
+            (
+                "gzip",
+                "Transfer-Encoding does not end in chunked",
+                "backend used a transfer coding other than chunked",
+            ),
+            ("chunked, gzip", not_last, not_last),
+            ("gzip, chunked, gzip", not_last, not_last),
+        ];
+        for (coding, request_why, response_why) in cases {
+            let raw = format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {coding}\r\n\r\n");
+            let Ok(Parse::Complete { head, .. }) = request::parse(raw.as_bytes()) else {
+                panic!("bad test input")
+            };
+            let error = request_body(&head).unwrap_err();
+            assert_eq!((error.status, error.why), (400, request_why), "{coding}");
+            let raw = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: {coding}\r\n\r\n");
+            let Ok(Parse::Complete { head, .. }) = response::parse(raw.as_bytes()) else {
+                panic!("bad test input")
+            };
+            let error = response_framing(&head, "GET").unwrap_err();
+            assert_eq!((error.status, error.why), (502, response_why), "{coding}");
+        }
+    }
+
+    #[test]
     fn response_framing_table() {
         let cases: &[(&str, &str, Result<Body, u16>)] = &[
             ("200 OK", "Content-Length: 5\r\n", Ok(Body::Length(5))),

@@ -16,6 +16,7 @@ mod chapter;
 mod config_file;
 mod drain;
 mod drills;
+mod error_answers;
 mod exercises;
 mod failover;
 mod framing;

@@ -9,8 +9,8 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 /// Read timeout on a scripted backend's connections: a backend waiting for a request that
-/// never comes gives up after this.
-pub const BACKEND_WAIT: Duration = Duration::from_secs(10);
+/// never comes gives up after this (as [`super::CLIENT_WAIT`], a few seconds).
+pub const BACKEND_WAIT: Duration = Duration::from_secs(5);
 
 /// A backend that runs `handle` on its own thread for every connection it accepts.
 pub struct ScriptedBackend {

@@ -13,14 +13,17 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 /// Read and write timeout of test client sockets: how long a test waits for a byte, or
-/// for a close, before it fails.
-pub const CLIENT_WAIT: Duration = Duration::from_secs(10);
+/// for a close, before it fails. A few seconds: ample for a balancer and backends on this
+/// machine, and short enough that a wrong answer (no answer at all) fails a test quickly
+/// instead of holding the suite (cargo-mutants times a broken suite out).
+pub const CLIENT_WAIT: Duration = Duration::from_secs(5);
 
-/// A ureq agent that returns 4xx/5xx responses instead of errors.
+/// A ureq agent that returns 4xx/5xx responses instead of errors, and gives up on a
+/// request after [`CLIENT_WAIT`].
 pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(20)))
+        .timeout_global(Some(CLIENT_WAIT))
         .build()
         .into()
 }

@@ -37,13 +37,21 @@ use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// A configuration for tests: port 0, no admin listener, quiet, the given backends.
+/// `--drain-timeout` of a test's balancer. A balancer is stopped when its test ends, and
+/// waits this long for requests still in flight: none when the test passed, but a failed
+/// test may leave one hanging at a backend, and its failure should not wait the default
+/// 10 s on top. Tests of the drain itself set their own.
+pub const TEST_DRAIN: Duration = Duration::from_secs(1);
+
+/// A configuration for tests: port 0, no admin listener, quiet, the given backends, and a
+/// drain of [`TEST_DRAIN`].
 pub fn config(urls: &[String]) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         admin: None,
         quiet: true,
         backends: urls.iter().map(|u| spec(u)).collect(),
+        drain_timeout: TEST_DRAIN,
         ..Config::default()
     }
 }

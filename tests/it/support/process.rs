@@ -283,6 +283,11 @@ impl Running {
         self.seen.iter().any(|l| l.contains(needle))
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends a signal (`TERM`, `INT`, `HUP`) with `kill`.
     pub fn signal(&self, name: &str) {
         let pid = self.child.id().to_string();
@@ -291,11 +296,6 @@ impl Running {
             .status()
             .unwrap();
         assert!(status.success(), "kill -{name} {pid}");
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// Is the process still running (not exited, not killed)?
