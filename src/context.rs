@@ -15,8 +15,9 @@ use crate::health::Policy;
 use crate::log::AccessLog;
 use crate::metrics::ServerStats;
 use crate::rewrite::via_entry;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::SystemTime;
 
 /// The settings in force: what a reload ([`crate::reload`]) replaces whole. A request
@@ -82,6 +83,9 @@ pub struct Shared {
     pub checker: Mutex<Option<Checker>>,
     /// How the reloads went ([`crate::reload`]); its lock also lets one reload run at a time.
     pub reloads: Mutex<Reloads>,
+    /// The addresses this process listens on, as bound (the balancer's, the admin's on TCP),
+    /// set once both are: no backend may be one of them, whoever names it.
+    pub own: OnceLock<Vec<SocketAddr>>,
 }
 
 impl Shared {
@@ -109,6 +113,7 @@ impl Shared {
                 .map(|path| Arc::new(FileState::new(path, &config.backends))),
             checker: Mutex::new(None),
             reloads: Mutex::default(),
+            own: OnceLock::new(),
             live: RwLock::new(Arc::new(Live::of(config))),
             generation: AtomicU64::new(0),
         }

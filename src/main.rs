@@ -142,11 +142,11 @@ fn run(mut config: Config) -> ExitCode {
         console::notice(format_args!("[Admin] Status page at http://{admin}/status"));
     }
     if let Some(path) = balancer.admin_socket() {
-        println!(
+        console::notice(format_args!(
             "[Admin] On the socket {} (mode 0600): curl --unix-socket {} http://lb/status.json",
             path.display(),
             path.display()
-        );
+        ));
     }
     if !fleet.backends.is_empty() && std::io::stdin().is_terminal() {
         start_console(Arc::clone(&fleet));
@@ -250,9 +250,9 @@ fn wait_and_drain(balancer: Balancer) -> ExitCode {
 /// Reads drill commands typed on the terminal (`stop red`, `start red`, `slow blue 500`, ...),
 /// for a reader who has no browser open on the status page.
 fn start_console(fleet: Arc<Fleet>) {
-    println!(
+    console::notice(format_args!(
         "[Console] Type a drill: stop red | start red | hang red | slow red 500 | error red 500 | ok red"
-    );
+    ));
     let spawned = std::thread::Builder::new()
         .name("console".into())
         .spawn(move || {

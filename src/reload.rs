@@ -28,6 +28,7 @@ use crate::console;
 use crate::context::{Live, Shared};
 use crate::health::Policy;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::time::SystemTime;
 
 /// Flags a running balancer cannot change: they name sockets it bound, the size of its
@@ -80,7 +81,8 @@ impl Outcome {
 pub fn reload(shared: &Shared, by: &str) -> Result<Outcome, String> {
     let mut reloads = shared.reloads.lock().unwrap_or_else(|e| e.into_inner());
     let old = shared.live();
-    let (new, list) = match read(&old.config) {
+    let own = shared.own.get().map_or(&[][..], Vec::as_slice);
+    let (new, list) = match read(&old.config, own) {
         Ok(read) => read,
         Err(why) => {
             console::error(format_args!(
@@ -116,7 +118,10 @@ pub fn reload(shared: &Shared, by: &str) -> Result<Outcome, String> {
 }
 
 /// The new configuration and the backend list to apply (`None`: keep the list, the demo).
-fn read(old: &Config) -> Result<(Config, Option<Vec<BackendSpec>>), String> {
+///
+/// `own`: the addresses this process listens on, as bound; a list naming one is refused
+/// whatever its source (the file's `listen` may be `:0`, or a new one that needs a restart).
+fn read(old: &Config, own: &[SocketAddr]) -> Result<(Config, Option<Vec<BackendSpec>>), String> {
     // A configuration built in code (not parsed from flags) has nothing to read again but
     // its backends file: parsing an empty command line would reset it to the defaults.
     let new = if old.command_line.is_empty() {
@@ -128,15 +133,18 @@ fn read(old: &Config) -> Result<(Config, Option<Vec<BackendSpec>>), String> {
         }
     };
     let given = |c: &Config| c.settings.iter().any(|s| s.flag == "--backend");
-    // The addresses this process listens on, which no backend may be (the admin's when given
-    // by hand: the default one is skipped when taken).
-    let own: Vec<_> = [Some(old.listen), old.admin.filter(|_| old.admin_required)]
-        .into_iter()
-        .flatten()
-        .collect();
+    // The admin stays where it is (a restart moves it): one that is not on loopback keeps
+    // needing a token, which the new file may not drop.
+    if old.admin.is_some_and(|a| !a.ip().is_loopback()) && new.admin_token.is_none() {
+        return Err(format!(
+            "--admin {}: the admin listener is not on loopback and stays there until a \
+             restart, so the configuration must keep its --admin-token-file",
+            old.admin.map_or(String::new(), |a| a.to_string())
+        ));
+    }
     let list = match &old.backends_file {
         Some(path) => {
-            Some(backends_file::load(path, &own).map_err(|e| format!("--backends-file {e}"))?)
+            Some(backends_file::load(path, own).map_err(|e| format!("--backends-file {e}"))?)
         }
         None if given(&new) => Some([&new.backends[..], &old.demo_backends[..]].concat()),
         None if given(old) => {
@@ -149,6 +157,16 @@ fn read(old: &Config) -> Result<(Config, Option<Vec<BackendSpec>>), String> {
         None => None,
     };
     if let Some(list) = &list {
+        if let Some((b, at)) = list.iter().find_map(|b| {
+            let at = own.iter().find(|o| config::is_own_address(**o, b.addr))?;
+            Some((b, at))
+        }) {
+            return Err(format!(
+                "backend {}: that is this balancer's own listener {at}: every request would \
+                 come back to it",
+                b.url
+            ));
+        }
         config::weights_are_used(new.strategy, list)?;
     }
     Ok((*new, list))

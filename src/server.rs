@@ -87,7 +87,14 @@ impl Balancer {
             let checker = Checker::start(Arc::clone(&shared.backends), checks)?;
             *shared.checker.lock().unwrap_or_else(|e| e.into_inner()) = Some(checker);
         }
-        let watcher = watch(&shared, config, admin.as_ref().and_then(Admin::addr))?;
+        let admin_addr = admin.as_ref().and_then(Admin::addr);
+        let _ = shared.own.set(
+            [Some(config.listen), admin_addr]
+                .into_iter()
+                .flatten()
+                .collect(),
+        );
+        let watcher = watch(&shared, config, admin_addr)?;
         let options = Options {
             name: "accept".into(),
             worker: "client",

@@ -277,3 +277,24 @@ fn a_configuration_built_in_code_keeps_its_settings_on_reload() {
     assert_eq!(lb.shared().backends.strategy().name(), "least-conn");
     assert_eq!(backends(&lb).len(), 2);
 }
+
+#[test]
+fn a_reload_never_makes_the_balancer_its_own_backend() {
+    // The file's own `listen` is `:0`, so the file alone cannot tell that a backend is this
+    // balancer: the reload checks the addresses really bound, the admin's too.
+    let demos = demos(1);
+    let dir = Dir::new("reload-own");
+    let good = conf(&[(&demos[0], 1)], "round-robin", "30s");
+    let (lb, admin) = start(&dir, &good);
+    for own in [lb.addr, admin] {
+        dir.write_as("lb.conf", &format!("{good}backend http://{own}\n"));
+        let (status, _, body) = admin_post(admin, "/reload", "");
+        assert_eq!(status, 422, "{own}: {body}");
+        assert!(body.contains("own listener"), "{body}");
+    }
+    assert_eq!(metric(admin, "lb_config_reload_errors_total"), 2.0);
+    assert_eq!(
+        get(&format!("http://{}/", lb.addr)),
+        (200, demos[0].page().to_string())
+    );
+}
