@@ -348,6 +348,33 @@ fn lb_backend_reason(lb: &Balancer) -> String {
 }
 
 #[test]
+fn a_proxy_header_that_trickles_is_closed_at_the_header_timeout_from_accept() {
+    // --header-timeout counts from accept, not from the last byte: a peer that sends a
+    // piece of its header now and then still has to finish within it. The second piece
+    // comes late in the allowance (the client is slow on purpose, this is no wait for the
+    // balancer); the connection must close at the deadline, not a whole timeout after it.
+    let backend = Recorder::echo_target();
+    let lb = Launch::over(&backend.url())
+        .args(&["--proxy-protocol", "--header-timeout", "2s"])
+        .start();
+    let started = std::time::Instant::now();
+    let mut c = connect(lb.addr);
+    c.write_all(b"PROXY TCP4 ").unwrap();
+    std::thread::sleep(Duration::from_millis(1700));
+    c.write_all(b"192.0.2.7 ").unwrap();
+    assert!(
+        read_until_closed(&mut c).is_empty(),
+        "closed without a word"
+    );
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "closed after {took:?}, deadline 2 s"
+    );
+    assert_eq!(backend.count(), 0);
+}
+
+#[test]
 fn a_proxy_header_that_stops_coming_is_closed_and_the_console_says_why() {
     let backend = Recorder::echo_target();
     let mut lb = Launch::over(&backend.url())
