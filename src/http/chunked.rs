@@ -357,6 +357,40 @@ mod tests {
     }
 
     #[test]
+    fn a_size_line_without_digits_is_refused_not_taken_for_the_last_chunk() {
+        // Whole bodies, so that a decoder that took the empty size for 0 would end them.
+        for body in [&b"\r\n\r\n"[..], b" \r\n\r\n", b";x\r\n\r\n"] {
+            let err = decode_all(body, 64).unwrap_err();
+            let text = String::from_utf8_lossy(body);
+            assert_eq!(
+                (err.status, err.why),
+                (400, "chunk size is not hexadecimal"),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn whitespace_may_come_before_a_chunk_extension() {
+        // RFC 9112 section 7.1.1: `chunk-ext = *( BWS ";" BWS chunk-ext-name ... )`.
+        for body in [
+            &b"5 ;a=b\r\nhello\r\n0\r\n\r\n"[..],
+            b"5\t;a\r\nhello\r\n0\r\n\r\n",
+        ] {
+            let text = String::from_utf8_lossy(body);
+            assert_eq!(decode_all(body, 64).unwrap().0, b"hello", "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_size_line_may_be_max_chunk_line_digits_long_and_no_longer() {
+        let line = |n| [vec![b'0'; n - 1], b"5\r\nhello\r\n0\r\n\r\n".to_vec()].concat();
+        assert_eq!(decode_all(&line(MAX_CHUNK_LINE), 1024).unwrap().0, b"hello");
+        let err = decode_all(&line(MAX_CHUNK_LINE + 1), 1024).unwrap_err();
+        assert_eq!((err.status, err.why), (400, "chunk size line too long"));
+    }
+
+    #[test]
     fn largest_chunk_size_parses() {
         let mut dec = Decoder::new();
         assert_eq!(
