@@ -401,9 +401,27 @@ mod tests {
 
     #[test]
     fn long_extension_is_refused() {
-        let mut body = b"1;".to_vec();
-        body.resize(MAX_CHUNK_LINE + 10, b'a');
-        assert_eq!(decode_all(&body, 64).unwrap_err().status, 400);
+        // The whole line before its CRLF, size and extension, may be MAX_CHUNK_LINE bytes.
+        let line = |n: usize| {
+            let mut body = b"1;".to_vec();
+            body.resize(n, b'a');
+            body.extend_from_slice(b"\r\nx\r\n0\r\n\r\n");
+            body
+        };
+        assert_eq!(decode_all(&line(MAX_CHUNK_LINE), 64).unwrap().0, b"x");
+        let err = decode_all(&line(MAX_CHUNK_LINE + 1), 64).unwrap_err();
+        assert_eq!((err.status, err.why), (400, "chunk extension too long"));
+    }
+
+    #[test]
+    fn an_extension_may_hold_spaces_and_tabs() {
+        for body in [
+            &b"5; a=b\r\nhello\r\n0\r\n\r\n"[..],
+            b"5;\ta=\"b c\"\r\nhello\r\n0\r\n\r\n",
+        ] {
+            let text = String::from_utf8_lossy(body);
+            assert_eq!(decode_all(body, 64).unwrap().0, b"hello", "{text:?}");
+        }
     }
 
     #[test]
