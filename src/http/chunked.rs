@@ -310,6 +310,21 @@ mod tests {
     }
 
     #[test]
+    fn a_trailer_section_may_be_max_head_bytes_and_no_more() {
+        // `n` bytes of trailer section after the last chunk, its closing blank line included.
+        let body = |n: usize| {
+            let mut b = b"0\r\nX-Pad: ".to_vec();
+            b.resize(3 + n - 4, b'p');
+            b.extend_from_slice(b"\r\n\r\n");
+            b
+        };
+        let (_, trailers, left) = decode_all(&body(MAX_HEAD), 4096).unwrap();
+        assert_eq!((trailers.len(), left), (MAX_HEAD - 2, 0));
+        let err = decode_all(&body(MAX_HEAD + 1), 4096).unwrap_err();
+        assert_eq!((err.status, err.why), (431, "trailer section too large"));
+    }
+
+    #[test]
     fn trailers_lose_the_fields_a_trailer_may_not_carry() {
         let body = b"0\r\nContent-Length: 5\r\nX-Sum: 1\r\nTransfer-Encoding: chunked\r\n\
                      host: evil\r\nConnection: close\r\nX_Sum: 2\r\nSet-Cookie: a=b\r\n\
