@@ -364,6 +364,30 @@ mod tests {
     }
 
     #[test]
+    fn a_head_may_be_max_head_bytes_with_max_headers_fields() {
+        // Exactly at both limits: MAX_HEADERS fields, padded so that the blank line ends
+        // at byte MAX_HEAD.
+        let mut head = Vec::new();
+        for i in 1..MAX_HEADERS {
+            head.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"X-Pad: ");
+        head.resize(MAX_HEAD - 4, b'p');
+        head.extend_from_slice(b"\r\n\r\n");
+        let mut headers = Vec::new();
+        assert_eq!(parse_fields(&head, 0, &mut headers), Ok(Some(MAX_HEAD)));
+        assert_eq!(headers.len(), MAX_HEADERS);
+        // Not ended yet at MAX_HEAD bytes: it may still end there; one byte more cannot.
+        let mut headers = Vec::new();
+        let unended = vec![b'a'; MAX_HEAD];
+        assert_eq!(parse_fields(&unended, 0, &mut headers), Ok(None));
+        let mut longer = head[..MAX_HEAD - 2].to_vec();
+        longer.extend_from_slice(b"p\r\n\r\n");
+        let err = parse_fields(&longer, 0, &mut Vec::new()).unwrap_err();
+        assert_eq!((err.status, err.why), (431, "header section too large"));
+    }
+
+    #[test]
     fn field_limits_are_431() {
         let mut head = Vec::new();
         for i in 0..=MAX_HEADERS {
