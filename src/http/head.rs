@@ -388,6 +388,20 @@ mod tests {
     }
 
     #[test]
+    fn a_folded_line_is_refused_as_a_fold() {
+        // RFC 9112 section 5.2: a line that starts with a space or a tab continues the
+        // previous field (obs-fold); it is refused as such, whatever follows.
+        for line in [&b" x: y"[..], b"\tx: y", b" continued"] {
+            let err = parse_field(line).unwrap_err();
+            let text = String::from_utf8_lossy(line);
+            assert_eq!(
+                err.why, "obsolete line folding in a header field",
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
     fn field_limits_are_431() {
         let mut head = Vec::new();
         for i in 0..=MAX_HEADERS {
