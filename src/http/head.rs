@@ -402,6 +402,20 @@ mod tests {
     }
 
     #[test]
+    fn whitespace_before_the_colon_is_refused_as_such() {
+        // RFC 9112 section 5.1: a server must reject it (a proxy that passed it on could
+        // be read by the next hop as another field name).
+        for line in [&b"x : y"[..], b"x\t: y"] {
+            let err = parse_field(line).unwrap_err();
+            let text = String::from_utf8_lossy(line);
+            assert_eq!(
+                err.why, "whitespace before the colon of a header field",
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
     fn field_limits_are_431() {
         let mut head = Vec::new();
         for i in 0..=MAX_HEADERS {
