@@ -310,6 +310,21 @@ mod tests {
     }
 
     #[test]
+    fn a_trailer_section_may_be_max_head_bytes_and_no_more() {
+        // `n` bytes of trailer section after the last chunk, its closing blank line included.
+        let body = |n: usize| {
+            let mut b = b"0\r\nX-Pad: ".to_vec();
+            b.resize(3 + n - 4, b'p');
+            b.extend_from_slice(b"\r\n\r\n");
+            b
+        };
+        let (_, trailers, left) = decode_all(&body(MAX_HEAD), 4096).unwrap();
+        assert_eq!((trailers.len(), left), (MAX_HEAD - 2, 0));
+        let err = decode_all(&body(MAX_HEAD + 1), 4096).unwrap_err();
+        assert_eq!((err.status, err.why), (431, "trailer section too large"));
+    }
+
+    #[test]
     fn trailers_lose_the_fields_a_trailer_may_not_carry() {
         let body = b"0\r\nContent-Length: 5\r\nX-Sum: 1\r\nTransfer-Encoding: chunked\r\n\
                      host: evil\r\nConnection: close\r\nX_Sum: 2\r\nSet-Cookie: a=b\r\n\
@@ -357,6 +372,40 @@ mod tests {
     }
 
     #[test]
+    fn a_size_line_without_digits_is_refused_not_taken_for_the_last_chunk() {
+        // Whole bodies, so that a decoder that took the empty size for 0 would end them.
+        for body in [&b"\r\n\r\n"[..], b" \r\n\r\n", b";x\r\n\r\n"] {
+            let err = decode_all(body, 64).unwrap_err();
+            let text = String::from_utf8_lossy(body);
+            assert_eq!(
+                (err.status, err.why),
+                (400, "chunk size is not hexadecimal"),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn whitespace_may_come_before_a_chunk_extension() {
+        // RFC 9112 section 7.1.1: `chunk-ext = *( BWS ";" BWS chunk-ext-name ... )`.
+        for body in [
+            &b"5 ;a=b\r\nhello\r\n0\r\n\r\n"[..],
+            b"5\t;a\r\nhello\r\n0\r\n\r\n",
+        ] {
+            let text = String::from_utf8_lossy(body);
+            assert_eq!(decode_all(body, 64).unwrap().0, b"hello", "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_size_line_may_be_max_chunk_line_digits_long_and_no_longer() {
+        let line = |n| [vec![b'0'; n - 1], b"5\r\nhello\r\n0\r\n\r\n".to_vec()].concat();
+        assert_eq!(decode_all(&line(MAX_CHUNK_LINE), 1024).unwrap().0, b"hello");
+        let err = decode_all(&line(MAX_CHUNK_LINE + 1), 1024).unwrap_err();
+        assert_eq!((err.status, err.why), (400, "chunk size line too long"));
+    }
+
+    #[test]
     fn largest_chunk_size_parses() {
         let mut dec = Decoder::new();
         assert_eq!(
@@ -367,9 +416,27 @@ mod tests {
 
     #[test]
     fn long_extension_is_refused() {
-        let mut body = b"1;".to_vec();
-        body.resize(MAX_CHUNK_LINE + 10, b'a');
-        assert_eq!(decode_all(&body, 64).unwrap_err().status, 400);
+        // The whole line before its CRLF, size and extension, may be MAX_CHUNK_LINE bytes.
+        let line = |n: usize| {
+            let mut body = b"1;".to_vec();
+            body.resize(n, b'a');
+            body.extend_from_slice(b"\r\nx\r\n0\r\n\r\n");
+            body
+        };
+        assert_eq!(decode_all(&line(MAX_CHUNK_LINE), 64).unwrap().0, b"x");
+        let err = decode_all(&line(MAX_CHUNK_LINE + 1), 64).unwrap_err();
+        assert_eq!((err.status, err.why), (400, "chunk extension too long"));
+    }
+
+    #[test]
+    fn an_extension_may_hold_spaces_and_tabs() {
+        for body in [
+            &b"5; a=b\r\nhello\r\n0\r\n\r\n"[..],
+            b"5;\ta=\"b c\"\r\nhello\r\n0\r\n\r\n",
+        ] {
+            let text = String::from_utf8_lossy(body);
+            assert_eq!(decode_all(body, 64).unwrap().0, b"hello", "{text:?}");
+        }
     }
 
     #[test]

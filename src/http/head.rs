@@ -364,6 +364,58 @@ mod tests {
     }
 
     #[test]
+    fn a_head_may_be_max_head_bytes_with_max_headers_fields() {
+        // Exactly at both limits: MAX_HEADERS fields, padded so that the blank line ends
+        // at byte MAX_HEAD.
+        let mut head = Vec::new();
+        for i in 1..MAX_HEADERS {
+            head.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"X-Pad: ");
+        head.resize(MAX_HEAD - 4, b'p');
+        head.extend_from_slice(b"\r\n\r\n");
+        let mut headers = Vec::new();
+        assert_eq!(parse_fields(&head, 0, &mut headers), Ok(Some(MAX_HEAD)));
+        assert_eq!(headers.len(), MAX_HEADERS);
+        // Not ended yet at MAX_HEAD bytes: it may still end there; one byte more cannot.
+        let mut headers = Vec::new();
+        let unended = vec![b'a'; MAX_HEAD];
+        assert_eq!(parse_fields(&unended, 0, &mut headers), Ok(None));
+        let mut longer = head[..MAX_HEAD - 2].to_vec();
+        longer.extend_from_slice(b"p\r\n\r\n");
+        let err = parse_fields(&longer, 0, &mut Vec::new()).unwrap_err();
+        assert_eq!((err.status, err.why), (431, "header section too large"));
+    }
+
+    #[test]
+    fn a_folded_line_is_refused_as_a_fold() {
+        // RFC 9112 section 5.2: a line that starts with a space or a tab continues the
+        // previous field (obs-fold); it is refused as such, whatever follows.
+        for line in [&b" x: y"[..], b"\tx: y", b" continued"] {
+            let err = parse_field(line).unwrap_err();
+            let text = String::from_utf8_lossy(line);
+            assert_eq!(
+                err.why, "obsolete line folding in a header field",
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn whitespace_before_the_colon_is_refused_as_such() {
+        // RFC 9112 section 5.1: a server must reject it (a proxy that passed it on could
+        // be read by the next hop as another field name).
+        for line in [&b"x : y"[..], b"x\t: y"] {
+            let err = parse_field(line).unwrap_err();
+            let text = String::from_utf8_lossy(line);
+            assert_eq!(
+                err.why, "whitespace before the colon of a header field",
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
     fn field_limits_are_431() {
         let mut head = Vec::new();
         for i in 0..=MAX_HEADERS {

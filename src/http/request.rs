@@ -69,7 +69,13 @@ impl Target<'_> {
 /// - `505` for an HTTP version other than 1.0 and 1.1.
 pub fn parse(buf: &[u8]) -> Result<Parse<Request<'_>>, Error> {
     let mut pos = 0;
+    // Each empty line takes a byte at least, so the limit on their bytes bounds the turns
+    // too; counting them as well means no turn of this loop can go without progress.
+    let mut turns = 0..=MAX_LEADING_EMPTY_BYTES;
     let line = loop {
+        if turns.next().is_none() {
+            return Err(Error::bad("empty lines before the request line"));
+        }
         let Some((line, next)) = head::next_line(buf, pos) else {
             return if buf.len() - pos > MAX_REQUEST_LINE {
                 Err(uri_too_long())

@@ -128,6 +128,42 @@ mod tests {
     }
 
     #[test]
+    fn an_http_1_0_backend_keeps_the_connection_only_when_it_says_keep_alive() {
+        for (raw, keep) in [
+            (
+                &b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n"[..],
+                true,
+            ),
+            (b"HTTP/1.0 200 OK\r\nConnection: close\r\n\r\n", false),
+            (
+                b"HTTP/1.0 200 OK\r\nConnection: keep-alive, close\r\n\r\n",
+                false,
+            ),
+            (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", false),
+            (b"HTTP/1.1 200 OK\r\n\r\n", true),
+        ] {
+            let Ok(Parse::Complete { head, .. }) = parse(raw) else {
+                panic!()
+            };
+            assert_eq!(
+                head.keep_alive(),
+                keep,
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn a_status_line_that_never_ends_is_502_past_the_head_limit() {
+        // Up to MAX_HEAD bytes the line may still end; one byte more and it cannot fit.
+        let line = |n| [&b"HTTP/1.1 200 "[..], &vec![b'x'; n - 13]].concat();
+        assert_eq!(parse(&line(MAX_HEAD)), Ok(Parse::Partial));
+        let err = parse(&line(MAX_HEAD + 1)).unwrap_err();
+        assert_eq!((err.status, err.why), (502, "response head too large"));
+    }
+
+    #[test]
     fn broken_responses_are_502() {
         for raw in [
             &b"HTTP/1.1 2000 OK\r\n\r\n"[..],

@@ -128,6 +128,34 @@ mod tests {
     }
 
     #[test]
+    fn the_reason_names_the_winner_and_as_many_others_as_it_has_room_for() {
+        // More usable backends than the reason has room for: the first three busy, the
+        // fourth idle (it wins), the fifth idle too. The reason carries the winner's count
+        // and the first MAX_COMPARED others of the scan, however many backends there are.
+        let s = LeastConn::default();
+        let bs = backends(&[1; MAX_COMPARED + 2]);
+        let _busy: Vec<_> = bs[..MAX_COMPARED]
+            .iter()
+            .map(|b| b.start_request())
+            .collect();
+        let choice = s.choose(&bs, &key(), &|_| true).unwrap();
+        assert_eq!(choice.index, MAX_COMPARED);
+        let mut others = [(0, 0); MAX_COMPARED];
+        for (slot, b) in others.iter_mut().zip(&bs) {
+            *slot = (b.id, 1);
+        }
+        let len = MAX_COMPARED as u8;
+        assert_eq!(
+            choice.reason,
+            Reason::LeastConn {
+                active: 0,
+                others,
+                len
+            }
+        );
+    }
+
+    #[test]
     fn skips_unusable_backends() {
         let s = LeastConn::default();
         let bs = backends(&[1, 1, 1]);

@@ -299,9 +299,79 @@ fn a_response_cut_short_takes_the_backend_out_for_what_it_did() {
     }
 }
 
+#[test]
+fn a_backend_connection_whose_response_broke_off_is_not_used_again() {
+    // On its first connection the backend sends three of ten promised bytes and falls
+    // silent past --backend-timeout; any request that still arrives on that connection
+    // (it would find the seven owed bytes ahead of its own answer) is counted.
+    let asked_after_cut = Arc::new(AtomicUsize::new(0));
+    let backend = {
+        let asked_after_cut = Arc::clone(&asked_after_cut);
+        ScriptedBackend::start(move |mut s| {
+            while let Some(head) = read_head(&mut s) {
+                if target_of(&head) == "/cut" {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc");
+                    if read_head(&mut s).is_some() {
+                        asked_after_cut.fetch_add(1, Ordering::SeqCst);
+                        let _ = write_ok(&mut s, "late");
+                    }
+                    return;
+                }
+                if !write_ok(&mut s, "next") {
+                    return;
+                }
+            }
+        })
+    };
+    let mut c = config(&[backend.url()]);
+    c.backend_timeout = Duration::from_millis(300);
+    c.max_fails = 100; // the backend stays in rotation: only its connection is in question
+    let lb = start(c);
+    let text = exchange(lb.addr(), b"GET /cut HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(status_of(&text), 200, "{text}");
+    let text = exchange(
+        lb.addr(),
+        b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_of(&text), 200, "{text}");
+    assert!(text.ends_with("\r\n\r\nnext"), "{text}");
+    assert_eq!(
+        asked_after_cut.load(Ordering::SeqCst),
+        0,
+        "the broken connection was pooled"
+    );
+}
+
 /// Why the balancer's first backend is out of rotation.
 fn lb_backend_reason(lb: &Balancer) -> String {
     backend(lb, 0).health.reason()
+}
+
+#[test]
+fn a_proxy_header_that_trickles_is_closed_at_the_header_timeout_from_accept() {
+    // --header-timeout counts from accept, not from the last byte: a peer that sends a
+    // piece of its header now and then still has to finish within it. The second piece
+    // comes late in the allowance (the client is slow on purpose, this is no wait for the
+    // balancer); the connection must close at the deadline, not a whole timeout after it.
+    let backend = Recorder::echo_target();
+    let lb = Launch::over(&backend.url())
+        .args(&["--proxy-protocol", "--header-timeout", "2s"])
+        .start();
+    let started = std::time::Instant::now();
+    let mut c = connect(lb.addr);
+    c.write_all(b"PROXY TCP4 ").unwrap();
+    std::thread::sleep(Duration::from_millis(1700));
+    c.write_all(b"192.0.2.7 ").unwrap();
+    assert!(
+        read_until_closed(&mut c).is_empty(),
+        "closed without a word"
+    );
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "closed after {took:?}, deadline 2 s"
+    );
+    assert_eq!(backend.count(), 0);
 }
 
 #[test]
