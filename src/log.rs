@@ -329,18 +329,8 @@ fn write_line(out: &mut String, cache: &mut TextCache, r: &Record<'_>, target: &
     out.push_str(" backend=");
     out.push_str(r.backend.unwrap_or("-"));
     // Milliseconds with three decimals, rounded to the microsecond.
-    let micros = (r.duration.as_nanos() + 500) / 1000;
     out.push_str(" time=");
-    push_number(out, u64::try_from(micros / 1000).unwrap_or(u64::MAX));
-    out.push('.');
-    let frac = (micros % 1000) as u64;
-    if frac < 100 {
-        out.push('0');
-    }
-    if frac < 10 {
-        out.push('0');
-    }
-    push_number(out, frac);
+    push_thousandths(out, (r.duration.as_nanos() + 500) / 1000);
     out.push_str("ms");
     if !r.explained.is_empty() {
         out.push_str(" why=\"");
@@ -365,6 +355,20 @@ fn push_number(out: &mut String, mut n: u64) {
     for &d in &digits[i..] {
         out.push(char::from(d));
     }
+}
+
+/// `n` thousandths as a decimal with three places: `12345` is `12.345`.
+fn push_thousandths(out: &mut String, n: u128) {
+    push_number(out, u64::try_from(n / 1000).unwrap_or(u64::MAX));
+    out.push('.');
+    let frac = (n % 1000) as u64;
+    if frac < 100 {
+        out.push('0');
+    }
+    if frac < 10 {
+        out.push('0');
+    }
+    push_number(out, frac);
 }
 
 #[cfg(test)]

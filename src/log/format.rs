@@ -130,17 +130,7 @@ fn push_json_field(out: &mut String, name: &str, value: Option<&str>) {
 
 /// Seconds with three decimals, as nginx writes `$request_time`: `0.012`.
 fn push_seconds(out: &mut String, d: Duration) {
-    let millis = (d.as_micros() + 500) / 1000;
-    push_number(out, u64::try_from(millis / 1000).unwrap_or(u64::MAX));
-    out.push('.');
-    let frac = (millis % 1000) as u64;
-    if frac < 100 {
-        out.push('0');
-    }
-    if frac < 10 {
-        out.push('0');
-    }
-    push_number(out, frac);
+    super::push_thousandths(out, (d.as_micros() + 500) / 1000);
 }
 
 /// nginx's default escaping of a quoted log field: `"`, `\`, and every byte that is not

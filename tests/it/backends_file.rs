@@ -48,32 +48,6 @@ fn start_in_process(dir: &Dir, tweak: impl FnOnce(&mut Config)) -> Balancer {
     start(config)
 }
 
-/// The admin token of the test that changes backends through the API (a change on TCP
-/// needs one); the other tests' listeners have none and ignore it.
-const TOKEN: &str = "t0k";
-
-/// `GET` on the admin listener, with [`TOKEN`]: status and body.
-fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
-    let mut r = agent()
-        .get(&format!("http://{admin}{path}"))
-        .header("Authorization", format!("Bearer {TOKEN}"))
-        .call()
-        .unwrap();
-    let body = r.body_mut().read_to_string().unwrap();
-    (r.status().as_u16(), body)
-}
-
-/// A sample's value from `/metrics` (the first line that starts with `name` and a space or `{`).
-fn metric(admin: SocketAddr, name: &str) -> f64 {
-    let (status, text) = admin_get(admin, "/metrics");
-    assert_eq!(status, 200);
-    text.lines()
-        .find(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
-}
-
 /// Waits until `/metrics` shows `name` at `value` or more.
 fn wait_metric(admin: SocketAddr, name: &str, value: f64) {
     wait_for(RELOAD_DEADLINE, &format!("{name} >= {value}"), || {
@@ -268,13 +242,13 @@ fn the_admin_api_leaves_the_list_to_the_file() {
     dir.write(&listing(&urls(&demos)));
     let lb = start_in_process(&dir, |c| {
         set_strategy(c, "weighted");
-        c.admin_token = Some(TOKEN.into());
+        c.admin_token = Some(ADMIN_TOKEN.into());
     });
     let admin = admin_addr(&lb);
     let agent = agent();
     let call = |method: &str, path: &str, body: &str| {
         let url = format!("http://{admin}{path}");
-        let bearer = format!("Bearer {TOKEN}");
+        let bearer = format!("Bearer {ADMIN_TOKEN}");
         let mut r = match method {
             "POST" => agent.post(&url).header("Authorization", &bearer).send(body),
             _ => agent.delete(&url).header("Authorization", &bearer).call(),

@@ -319,11 +319,7 @@ fn step8_graceful_shutdown() {
     lb.signal("INT");
     lb.line_with("SIGINT: draining");
     backend.release();
-    let answer = client
-        .join()
-        .unwrap()
-        .expect("the request in flight finishes");
-    assert_eq!((answer.status, answer.body.as_str()), (200, "done"));
+    assert_finishes(client);
     assert_eq!(lb.exit_within(PATIENCE).code(), Some(0));
     let summary = lb.line_with("[LoadBalancer] Stopped:");
     assert!(summary.contains("Stopped: 1 requests "), "{summary}");

@@ -58,6 +58,18 @@ fn trickling_client(addr: SocketAddr, limit: Duration) -> Option<(Response, Dura
     read_response(&mut stream).ok().map(|answer| (answer, at))
 }
 
+/// The learner's balancer with neither demo backend started, over two ports that refuse.
+fn the_exercise_over_refusing(red: &DeadPort, blue: &DeadPort) -> crate::support::process::Running {
+    the_exercise(&[
+        "--red-down",
+        "--red",
+        &red.addr().port().to_string(),
+        "--blue-down",
+        "--blue",
+        &blue.addr().port().to_string(),
+    ])
+}
+
 #[test]
 #[ignore = "exercise: chapter.rs answers a slow client with 408"]
 fn exercise_chapter_answers_a_slow_client_with_408() {
@@ -246,14 +258,7 @@ fn exercise_chapter_tries_the_next_backend_only_when_refused() {
 #[ignore = "exercise: chapter.rs tries the next backend"]
 fn exercise_chapter_tries_the_next_backend_and_502_when_none_answers() {
     let (red, blue) = (DeadPort::new(), DeadPort::new());
-    let exercise = the_exercise(&[
-        "--red-down",
-        "--red",
-        &red.addr().port().to_string(),
-        "--blue-down",
-        "--blue",
-        &blue.addr().port().to_string(),
-    ]);
+    let exercise = the_exercise_over_refusing(&red, &blue);
     for _ in 0..2 {
         let answer = request(exercise.addr, &get_raw("/"))
             .expect("an answer within 5 s when both backends refuse (after the last one, the 502)");
@@ -370,14 +375,7 @@ fn exercise_chapter_answers_504_for_a_silent_backend_and_still_502_for_a_refusal
     // Both backends refuse (so that the answer is the same whether or not step 6's exercise
     // is done): a refusal is not a timeout.
     let (red, blue) = (DeadPort::new(), DeadPort::new());
-    let exercise = the_exercise(&[
-        "--red-down",
-        "--red",
-        &red.addr().port().to_string(),
-        "--blue-down",
-        "--blue",
-        &blue.addr().port().to_string(),
-    ]);
+    let exercise = the_exercise_over_refusing(&red, &blue);
     let answer = request(exercise.addr, &get_raw("/")).unwrap();
     assert_eq!(answer.status, 502, "a refused connection: {answer:?}");
     assert!(answer.body.contains("refused"), "{answer:?}");
@@ -408,9 +406,5 @@ fn exercise_admin_healthz() {
     lb.line_with("draining");
     assert_eq!(get(admin, "/healthz").0, 503);
     backend.release();
-    let answer = client
-        .join()
-        .unwrap()
-        .expect("the request in flight finishes");
-    assert_eq!((answer.status, answer.body.as_str()), (200, "done"));
+    assert_finishes(client);
 }

@@ -182,18 +182,6 @@ fn assert_first_answer(c: &mut RawConn) {
     assert_eq!(body, b"first");
 }
 
-/// Reads the next response on `c`: the balancer's 502 page for a backend that closed the
-/// connection without a byte of answer.
-fn assert_502_for_no_answer(c: &mut RawConn) {
-    let (head, body) = c.response();
-    assert_page(
-        &head,
-        &body,
-        "502 Bad Gateway",
-        "the backend closed the connection without a response",
-    );
-}
-
 #[test]
 fn a_pooled_connection_closed_by_the_backend_is_retried_once_for_get() {
     let (backend, seen, closed) = closes_after_one();

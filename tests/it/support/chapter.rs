@@ -488,6 +488,15 @@ pub fn four_gets(addr: SocketAddr) -> Vec<(u16, String)> {
     (0..4).map(|_| get(addr, "/")).collect()
 }
 
+/// Waits for the request [`request_in_flight`] started: it must finish with `200 done`.
+pub fn assert_finishes(client: JoinHandle<Result<Response, NoResponse>>) {
+    let answer = client
+        .join()
+        .unwrap()
+        .expect("the request in flight finishes");
+    assert_eq!((answer.status, answer.body.as_str()), (200, "done"));
+}
+
 /// Starts a GET on its own thread and waits until `backend` has it: a request in flight.
 pub fn request_in_flight(
     addr: SocketAddr,

@@ -383,6 +383,19 @@ pub fn status_line(response: &str) -> &str {
     response.split("\r\n").next().unwrap_or("")
 }
 
+/// Reads the next response on `c`: the balancer's 502 page for a backend that closed the
+/// connection without a byte of answer; returns its head.
+pub fn assert_502_for_no_answer(c: &mut RawConn) -> String {
+    let (head, body) = c.response();
+    assert_page(
+        &head,
+        &body,
+        "502 Bad Gateway",
+        "the backend closed the connection without a response",
+    );
+    head
+}
+
 /// Checks that `head` and `body` are one of the balancer's own pages: the exact status line,
 /// HTML, a Content-Length that is the body's, and `why` on the page.
 pub fn assert_page(head: &str, body: &[u8], status: &str, why: &str) {
