@@ -34,7 +34,7 @@
 //! is refused while requests are still in flight on it (`409`, try again). So a `200` to
 //! `DELETE` means the server behind it can be switched off without cutting a request.
 //! With `--backends-file`, the file manages the list: `POST /backends` and `DELETE` answer
-//! `409` and say so ([`crate::backends_file`]); drain and enable still work.
+//! `409` and say so ([`crate::backends::file`]); drain and enable still work.
 
 pub mod access;
 pub mod base64;
@@ -45,7 +45,7 @@ pub mod status;
 pub mod unix;
 pub mod why;
 
-use crate::backend::Backend;
+use crate::backends::member::Backend;
 use crate::config::{BackendSpec, is_own_address};
 use crate::conn::{BufConn, LINGER, Timeouts, linger_close};
 use crate::console;

@@ -8,7 +8,7 @@
 pub mod file;
 mod rules;
 
-use crate::trust::Cidr;
+use crate::proxy::trust::Cidr;
 use file::{Setting, Source};
 pub use rules::weights_are_used;
 use rules::{one_source_of_backends, some_source_of_backends};
@@ -32,7 +32,7 @@ pub const MAX_WEIGHT: u32 = 1000;
 pub const DEFAULT_MAX_CONNECTIONS_CEILING: usize = 16_384;
 /// File descriptors kept back from the connection cap (at most half the open-file limit):
 /// listeners and admin connections (about 40), idle pooled upstream connections beyond
-/// those of the clients open now ([`crate::backend::POOL_MAX_IDLE`], 256), and health checks
+/// those of the clients open now ([`crate::backends::member::POOL_MAX_IDLE`], 256), and health checks
 /// (one connection per backend per round; with more than about 200 backends and
 /// `--health-check`, set `--max-connections` by hand).
 pub const FD_RESERVE: usize = 512;
@@ -114,7 +114,7 @@ pub struct Config {
     /// How long a shutdown waits for in-flight requests (`--drain-timeout`).
     pub drain_timeout: Duration,
     /// The file that manages the backend list (`--backends-file`). `backends` must hold its
-    /// list at start ([`crate::backends_file::load`], which `main` calls); the balancer then
+    /// list at start ([`crate::backends::file::load`], which `main` calls); the balancer then
     /// re-reads it when it changes, and the admin API no longer adds or removes backends.
     pub backends_file: Option<PathBuf>,
     /// How often the backends file is checked for a change (`--backends-file-interval`): its
@@ -129,7 +129,7 @@ pub struct Config {
     /// The statuses a health check passes with (`--health-status`).
     pub health_status: crate::http::statuses::StatusSet,
     /// The key of the sticky cookie (`--cookie-secret-file`): the cookie is then an HMAC of the
-    /// backend's URL ([`crate::backend::Backend::tag`]); `None`: an unkeyed hash.
+    /// backend's URL ([`crate::backends::member::Backend::tag`]); `None`: an unkeyed hash.
     pub cookie_secret: Option<crate::secret::Secret>,
     /// Peers whose forwarding fields are believed (`--trusted-proxy`, repeatable; nginx's
     /// `set_real_ip_from`); from them, also a PROXY header. Empty: nobody's.
@@ -283,7 +283,7 @@ fn resolve(hostport: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{hostport:?} resolves to no address"))
 }
 
-/// The load-balancing strategies (`--strategy`), one file each under [`crate::strategy`].
+/// The load-balancing strategies (`--strategy`), one file each under [`crate::backends::strategy`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StrategyKind {
     /// Each backend in turn (the chapter's `itertools.cycle`).

@@ -7,14 +7,14 @@
 //! [`Timeouts`], a backend, a limit).
 
 use crate::backends::Backends;
-use crate::backends_file::FileState;
-use crate::checker::Checker;
+use crate::backends::checker::Checker;
+use crate::backends::file::FileState;
+use crate::backends::health::Policy;
 use crate::config::Config;
 use crate::conn::Timeouts;
-use crate::health::Policy;
 use crate::log::AccessLog;
 use crate::metrics::ServerStats;
-use crate::rewrite::via_entry;
+use crate::proxy::rewrite::via_entry;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};

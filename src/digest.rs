@@ -1,6 +1,6 @@
 //! SHA-256 (FIPS 180-4) and HMAC-SHA-256 (RFC 2104), written here since the balancer uses no
 //! crates: the status page's CSP hashes ([`crate::admin::csp`]) and the keyed sticky cookie
-//! (`--cookie-secret-file`, [`crate::backend::Backend::tag`]). Both are small, and the tests
+//! (`--cookie-secret-file`, [`crate::backends::member::Backend::tag`]). Both are small, and the tests
 //! check them against the published test vectors (FIPS 180-4's examples, RFC 4231).
 
 /// SHA-256's block size in bytes.

@@ -11,38 +11,45 @@
 //! The chapter's picture, and where each part lives:
 //!
 //! ```text
-//! Client Request → Load Balancer (Port 9000)          server::Balancer, listener, proxy
-//!                       ↓                              backends + strategy (Mutex<usize>)
+//! Client Request → Load Balancer (Port 9000)          server::Balancer, listener, proxy/
+//!                       ↓                              backends/ + strategy (Mutex<usize>)
 //!         ┌─────────────────────────┐
 //!         ↓                         ↓
-//!    Backend 1 (Port 8001)    Backend 2 (Port 8002)   backend::Backend (pool, health, counters)
+//!    Backend 1 (Port 8001)    Backend 2 (Port 8002)   backends::member (pool, health, counters)
 //!    "Red Server"             "Blue Server"           demo::DemoBackend
 //! ```
 //!
 //! A request flows one way through the modules, and reading them in this order follows it
-//! (no module imports one that imports it back):
+//! (no module imports one that imports it back). The two folders are the picture's two
+//! halves: [`proxy`] is the client's side, [`backends`] the servers' side.
 //!
 //! 1. [`config`]: flags and defaults (the chapter's hard-coded ports, made flags).
 //! 2. [`server`]: starts and stops a balancer; [`context`]: what its threads share.
 //! 3. [`listener`]: accept, a thread per connection, the cap, spare threads, the drain
 //!    (the same for the balancer, the admin listener and the demo backends).
-//! 4. [`proxy`]: one connection, top to bottom: read a request, try the candidates, answer.
-//!    [`rewrite`] writes the heads each side gets. Behind a TLS terminator or an L4
-//!    balancer, [`proxy_protocol`] reads the header that names the client, and [`trust`]
-//!    says which hops' forwarding fields to believe.
-//! 5. [`backends`]: the backend set; it hands the proxy the candidates for a request
-//!    (failover) using a [`strategy`] (round robin and the chapter's "Related Concepts");
-//!    [`backends_file`] keeps the list in step with a file that many copies share.
-//! 6. [`attempt`]: one try at one backend; [`retry`]: may the request go to another?
-//!    [`relay`] moves the bodies, [`conn`] holds the sockets and their [`conn::Timeouts`].
-//! 7. [`backend`], [`health`] and [`checker`]: one backend's state, its idle connections,
-//!    up or down, and the thread that probes it.
-//! 8. [`http`]: the HTTP/1.1 syntax, parsed by hand from bytes (no sockets in there).
-//! 9. [`log`], [`metrics`]: what the console and the counters say.
-//! 10. [`admin`]: the admin listener: `/metrics`, the `/status` page, the backend API.
-//! 11. [`demo`]: the Red and Blue servers, a user of the library like `main`.
-//! 12. [`signal`]: Ctrl-C and `SIGTERM` become a graceful drain; `SIGHUP` re-reads
-//!     `--backends-file`.
+//! 4. [`proxy`]: one connection, top to bottom, with the chapter's verbs: `serve`,
+//!    `read_request`, the pick, `attempt`, `answer`.
+//!    - [`proxy::rewrite`] writes the heads each side gets;
+//!    - [`proxy::attempt`] is one try at one backend, [`proxy::relay`] moves the bodies;
+//!    - behind a TLS terminator or an L4 balancer, [`proxy::proxy_protocol`] reads the
+//!      header that names the client, and [`proxy::trust`] says which hops' forwarding
+//!      fields to believe.
+//! 5. [`backends`]: the backend set; the pick ([`backends::Backends::candidates`]) hands
+//!    the proxy the backends to try for a request, in order (failover).
+//!    - [`backends::strategy`]: who goes first (round robin and the chapter's "Related
+//!      Concepts");
+//!    - [`backends::retry`]: may a failed request go to another backend?
+//!    - [`backends::member`]: one backend's state and its idle connections;
+//!    - [`backends::health`] and [`backends::checker`]: up or down, and the thread that
+//!      probes it;
+//!    - [`backends::file`] keeps the list in step with a file that many copies share.
+//! 6. [`conn`]: the sockets and their [`conn::Timeouts`], for both sides.
+//! 7. [`http`]: the HTTP/1.1 syntax, parsed by hand from bytes (no sockets in there).
+//! 8. [`log`], [`metrics`], [`console`]: what the console and the counters say.
+//! 9. [`admin`]: the admin listener: `/metrics`, the `/status` page, the backend API;
+//!    [`reload`] applies a changed configuration without a restart.
+//! 10. [`demo`]: the Red and Blue servers, a user of the library like `main`.
+//! 11. [`signal`]: Ctrl-C and `SIGTERM` become a graceful drain; `SIGHUP` reloads.
 //!
 //! ```no_run
 //! use load_balancer::{config::{BackendSpec, Config}, demo::DemoBackend, server::Balancer};
@@ -61,11 +68,7 @@
 #![deny(missing_docs)]
 
 pub mod admin;
-pub mod attempt;
-pub mod backend;
 pub mod backends;
-pub mod backends_file;
-pub mod checker;
 pub mod config;
 pub mod conn;
 pub mod console;
@@ -73,22 +76,15 @@ pub mod context;
 pub mod demo;
 pub mod digest;
 pub mod guide;
-pub mod health;
 pub mod http;
 pub mod listener;
 pub mod log;
 pub mod metrics;
 pub mod proxy;
-pub mod proxy_protocol;
-pub mod relay;
 pub mod reload;
 pub mod request_id;
-pub mod retry;
-pub mod rewrite;
 pub mod secret;
 pub mod server;
 pub mod signal;
-pub mod strategy;
 pub mod throttle;
 pub mod time;
-pub mod trust;

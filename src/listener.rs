@@ -548,7 +548,7 @@ impl Drop for OpenGuard<'_> {
 }
 
 /// The slot of the connection cap that an upgraded tunnel's second thread takes (see
-/// [`crate::relay`]): a connection and its tunnel thread count two, so `--max-connections`
+/// [`crate::proxy::relay`]): a connection and its tunnel thread count two, so `--max-connections`
 /// bounds the threads, as it is meant to. Given back when dropped.
 #[derive(Debug)]
 pub struct TunnelSlot<'a>(&'a ServerStats);

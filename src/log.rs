@@ -18,7 +18,7 @@
 
 pub mod format;
 
-use crate::strategy::explain::Why;
+use crate::backends::strategy::explain::Why;
 pub use format::LogFormat;
 
 use crate::time;
@@ -94,7 +94,7 @@ pub struct Decision {
     pub backend: String,
     /// The status the client got.
     pub status: u16,
-    /// Why it went there, as facts ([`crate::strategy::explain`]).
+    /// Why it went there, as facts ([`crate::backends::strategy::explain`]).
     pub why: Option<Why>,
 }
 

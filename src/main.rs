@@ -3,7 +3,7 @@
 //! until Ctrl-C or `SIGTERM`, then drain.
 
 use load_balancer::admin::Drills;
-use load_balancer::backends_file;
+use load_balancer::backends;
 use load_balancer::config::{self, BackendSpec, Command, Config};
 use load_balancer::console;
 use load_balancer::demo::Fleet;
@@ -67,7 +67,7 @@ fn read_backends_file(config: &mut Config) -> Result<(), String> {
         let admin = config.admin.filter(|_| config.admin_required);
         let own: Vec<_> = [Some(config.listen), admin].into_iter().flatten().collect();
         config.backends =
-            backends_file::load(path, &own).map_err(|e| format!("--backends-file {e}"))?;
+            backends::file::load(path, &own).map_err(|e| format!("--backends-file {e}"))?;
         config::weights_are_used(config.strategy, &config.backends)?;
         if config.check {
             return Ok(());

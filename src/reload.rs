@@ -21,12 +21,12 @@
 //! `max-connections`, ...) is not applied: one line names it ("needs a restart") and the
 //! rest applies. With no backend source at all (the demo), the list stays as it is.
 
-use crate::backends_file::{self, describe};
-use crate::checker::{Checker, Checks};
+use crate::backends::checker::{Checker, Checks};
+use crate::backends::file::describe;
+use crate::backends::health::Policy;
 use crate::config::{self, BackendSpec, Command, Config, FLAGS};
 use crate::console;
 use crate::context::{Live, Shared};
-use crate::health::Policy;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::SystemTime;
@@ -143,9 +143,9 @@ fn read(old: &Config, own: &[SocketAddr]) -> Result<(Config, Option<Vec<BackendS
         ));
     }
     let list = match &old.backends_file {
-        Some(path) => {
-            Some(backends_file::load(path, own).map_err(|e| format!("--backends-file {e}"))?)
-        }
+        Some(path) => Some(
+            crate::backends::file::load(path, own).map_err(|e| format!("--backends-file {e}"))?,
+        ),
         None if given(&new) => Some([&new.backends[..], &old.demo_backends[..]].concat()),
         None if given(old) => {
             return Err(
@@ -218,7 +218,7 @@ fn apply(
 /// Applies the backend list; returns what changed, in words.
 fn take_list(shared: &Shared, list: &[BackendSpec]) -> String {
     let diff = match &shared.file {
-        Some(file) => backends_file::take(file, &shared.backends, list),
+        Some(file) => crate::backends::file::take(file, &shared.backends, list),
         None => {
             let diff = shared.backends.replace(list);
             for gone in &diff.removed {

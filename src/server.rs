@@ -11,8 +11,8 @@
 //! busy when the drain timeout runs out end with the process.
 
 use crate::admin::{Admin, Drills};
-use crate::backends_file::Watcher;
-use crate::checker::Checker;
+use crate::backends::checker::Checker;
+use crate::backends::file::Watcher;
 use crate::config::{self, Config};
 use crate::console;
 pub use crate::context::Shared;

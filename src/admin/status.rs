@@ -18,8 +18,8 @@
 
 use super::csp::{STATUS_SCRIPT, STATUS_STYLE};
 use super::why::{self, Explained};
-use crate::backend::Backend;
-use crate::backends_file::FileInfo;
+use crate::backends::file::FileInfo;
+use crate::backends::member::Backend;
 use crate::context::Shared;
 use crate::http::pages::{PALETTE, escape};
 use crate::log::{Decision, RECENT_DECISIONS};

@@ -1,14 +1,14 @@
 //! Why each request went where it went, in words, and the status page's lab controls.
 //!
-//! The facts are [`crate::strategy::explain`]'s, one [`Why`] per decision; the words are
+//! The facts are [`crate::backends::strategy::explain`]'s, one [`Why`] per decision; the words are
 //! made here only when the status page or `/status.json` is read, with each backend named
 //! as the page names it (the demo's `Red`, else its URL).
 
-use crate::backend::Backend;
+use crate::backends::member::Backend;
+use crate::backends::strategy::explain::{SkipCode, Why};
 use crate::config::{MAX_WEIGHT, StrategyKind};
 use crate::http::pages::escape;
 use crate::log::Decision;
-use crate::strategy::explain::{SkipCode, Why};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -21,7 +21,7 @@ pub struct Explained {
     pub reason: String,
     /// Each backend passed over: its id, name, state code and the sentence.
     pub skipped: Vec<(usize, String, &'static str, String)>,
-    /// Passed over but not listed (past [`crate::strategy::explain::MAX_SKIPS`]).
+    /// Passed over but not listed (past [`crate::backends::strategy::explain::MAX_SKIPS`]).
     pub more: u16,
     /// The pick was made in panic mode.
     pub panic: bool,

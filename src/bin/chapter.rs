@@ -130,7 +130,6 @@ fn run(options: Options) -> io::Result<()> {
     let blue = start_backend(options.blue, options.blue_down, "Blue", 2)?;
     // The chapter's `BACKENDS` list. An array of two addresses can be copied, so every
     // client thread gets a copy of its own.
-    let backends = [red, blue];
     let listener = bind(options.port)?;
     let port = listener.local_addr()?.port();
     println!("[LoadBalancer] Running at http://localhost:{port}");
@@ -142,7 +141,7 @@ fn run(options: Options) -> io::Result<()> {
         // A thread per connection; `move` hands `client`, `next` and a copy of `backends` to it.
         let spawned = thread::Builder::new()
             .name("client".into())
-            .spawn(move || handle_client(client, backends, &next));
+            .spawn(move || serve(client, [red, blue], &next));
         if let Err(e) = spawned {
             eprintln!("[LoadBalancer] cannot start a thread: {e}");
         }
@@ -190,45 +189,48 @@ fn start_backend(port: u16, down: bool, name: &str, number: u32) -> io::Result<S
 
 /// The backend's `do_GET`: reads the request, answers with the page, closes.
 fn serve_page(stream: TcpStream, page: &str) {
-    if read_head(&stream).is_some() {
-        let _ = answer(&stream, "200 OK", page);
+    if read_request(&stream).is_some() {
+        let _ = respond(&stream, "200 OK", page);
     }
 }
 
 /// The balancer's `do_GET`, for one client connection: one request, one answer, then close.
 /// The connection closes when `client` goes out of scope, at the end of this function.
-fn handle_client(client: TcpStream, backends: [SocketAddr; 2], next: &Mutex<usize>) {
+fn serve(client: TcpStream, backends: [SocketAddr; 2], next: &Mutex<usize>) {
     // A client that closes, stays silent for TIMEOUT or sends too much gets no answer.
-    let Some(words) = read_head(&client) else {
+    let Some(words) = read_request(&client) else {
         return;
     };
     // The request line has three words: `GET /path HTTP/1.1`. The version is not looked at.
     let [method, path, _version] = words.as_slice() else {
-        return fail(&client, "400 Bad Request", "a request line has three words");
+        return answer(&client, "400 Bad Request", "a request line has three words");
     };
     if method != "GET" {
-        return fail(&client, "501 Not Implemented", "only GET is implemented");
+        return answer(&client, "501 Not Implemented", "only GET is implemented");
     }
     if path == "/favicon.ico" {
         // Browsers ask for an icon; the chapter answers "no content" without using a turn.
         let _ = (&client).write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
         return;
     }
-    // `itertools.cycle`: take the index and move it on, while holding the lock, which is
-    // released at the closing brace. `unwrap_or_else(...)`: a thread that panicked while
-    // holding the lock "poisoned" it; the number inside is still fine, so carry on with it.
-    let backend = {
-        let mut i = next.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let backend = backends[*i % backends.len()];
-        *i = (*i + 1) % backends.len();
-        backend
-    };
+    let backend = pick(&backends, next);
     let port = backend.port();
     println!("[LoadBalancer] Routing path '{path}' to http://localhost:{port}");
-    if let Err(e) = forward(&client, path, backend) {
+    if let Err(e) = attempt(&client, path, backend) {
         eprintln!("[LoadBalancer] http://localhost:{port} failed: {e}");
-        fail(&client, "502 Bad Gateway", &e.to_string());
+        answer(&client, "502 Bad Gateway", &e.to_string());
     }
+}
+
+/// `next(itertools.cycle(BACKENDS))`: the backend whose turn it is. The index is taken and
+/// moved on while the lock is held; the lock is released when `i` goes out of scope.
+/// `unwrap_or_else(...)`: a thread that panicked while holding the lock "poisoned" it; the
+/// number inside is still fine, so carry on with it.
+fn pick(backends: &[SocketAddr], next: &Mutex<usize>) -> SocketAddr {
+    let mut i = next.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let backend = backends[*i % backends.len()];
+    *i = (*i + 1) % backends.len();
+    backend
 }
 
 /// Sets the socket's timeouts, then reads a request head: the request line, then header lines
@@ -236,7 +238,7 @@ fn handle_client(client: TcpStream, backends: [SocketAddr; 2], next: &Mutex<usiz
 /// silent for [`TIMEOUT`], or sent [`MAX_HEAD`] bytes without an empty line. The header lines
 /// are read and dropped. (`Option` is a value or `None`, and the compiler makes the caller
 /// look at which before using it.)
-fn read_head(stream: &TcpStream) -> Option<Vec<String>> {
+fn read_request(stream: &TcpStream) -> Option<Vec<String>> {
     stream.set_read_timeout(Some(TIMEOUT)).ok()?;
     stream.set_write_timeout(Some(TIMEOUT)).ok()?;
     // `take` stops reading after MAX_HEAD bytes; `BufReader` reads lines, like `rfile`.
@@ -262,7 +264,7 @@ fn read_head(stream: &TcpStream) -> Option<Vec<String>> {
 
 /// Asks `backend` for `path` and copies its answer to the client. `Err` only while nothing has
 /// been sent to the client yet, so that the caller can still answer with a 502.
-fn forward(mut client: &TcpStream, path: &str, backend: SocketAddr) -> io::Result<()> {
+fn attempt(mut client: &TcpStream, path: &str, backend: SocketAddr) -> io::Result<()> {
     let mut upstream = TcpStream::connect_timeout(&backend, TIMEOUT)?;
     upstream.set_read_timeout(Some(TIMEOUT))?;
     upstream.set_write_timeout(Some(TIMEOUT))?;
@@ -286,7 +288,7 @@ fn forward(mut client: &TcpStream, path: &str, backend: SocketAddr) -> io::Resul
 }
 
 /// Writes a whole response: `status` (as `"200 OK"`) and an HTML `body`.
-fn answer(mut stream: &TcpStream, status: &str, body: &str) -> io::Result<()> {
+fn respond(mut stream: &TcpStream, status: &str, body: &str) -> io::Result<()> {
     let head = format!("HTTP/1.1 {status}\r\nContent-Type: text/html\r\nConnection: close\r\n");
     write!(stream, "{head}Content-Length: {}\r\n\r\n{body}", body.len())
 }
@@ -294,7 +296,7 @@ fn answer(mut stream: &TcpStream, status: &str, body: &str) -> io::Result<()> {
 /// Answers with the balancer's own error page, in the demo pages' style. `why` comes from this
 /// file or the operating system's error text, so it needs no HTML escaping. A write error is
 /// ignored: the client is gone, and there is nobody left to tell.
-fn fail(client: &TcpStream, status: &str, why: &str) {
+fn answer(client: &TcpStream, status: &str, why: &str) {
     let page = format!("<h1 style='color:gray;'>{status}</h1>\n<p>{why}</p>\n");
-    let _ = answer(client, status, &page);
+    let _ = respond(client, status, &page);
 }

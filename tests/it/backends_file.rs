@@ -7,7 +7,7 @@
 use crate::support::files::Dir;
 use crate::support::process::{Launch, Running};
 use crate::support::*;
-use load_balancer::backends_file;
+use load_balancer::backends;
 use load_balancer::demo::DemoBackend;
 use std::fmt::Write as _;
 use std::io::Write;
@@ -43,7 +43,7 @@ fn start_in_process(dir: &Dir, tweak: impl FnOnce(&mut Config)) -> Balancer {
     config.admin_required = true;
     config.backends_file = Some(dir.file());
     config.backends_file_interval = Duration::from_millis(100);
-    config.backends = backends_file::load(&dir.file(), &[config.listen]).unwrap();
+    config.backends = backends::file::load(&dir.file(), &[config.listen]).unwrap();
     tweak(&mut config);
     start(config)
 }
@@ -532,7 +532,7 @@ fn a_file_of_20000_backends_loads_at_once_and_the_status_stays_small() {
     }
     dir.write(&text);
     let started = Instant::now();
-    let specs = backends_file::load(&dir.file(), &["127.0.0.1:1".parse().unwrap()]).unwrap();
+    let specs = backends::file::load(&dir.file(), &["127.0.0.1:1".parse().unwrap()]).unwrap();
     let took = started.elapsed();
     assert_eq!(specs.len(), 20_000);
     assert!(took < Duration::from_secs(1), "20,000 lines took {took:?}");

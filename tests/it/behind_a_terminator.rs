@@ -8,7 +8,7 @@
 
 use crate::support::process::Launch;
 use crate::support::*;
-use load_balancer::trust::Cidr;
+use load_balancer::proxy::trust::Cidr;
 use std::io::Write;
 use std::time::Duration;
 

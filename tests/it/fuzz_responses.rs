@@ -271,7 +271,7 @@ fn plan(seed: u64, token: &str, method: &str) -> Plan {
             5 => {
                 // A flood of interim responses first: dropped by the balancer up to
                 // MAX_INTERIM, past it the answer is broken (502).
-                let n = 1 + rng.below(2 * load_balancer::attempt::MAX_INTERIM);
+                let n = 1 + rng.below(2 * load_balancer::proxy::attempt::MAX_INTERIM);
                 let interim = if rng.one_in(2) {
                     "HTTP/1.1 100 Continue\r\n\r\n".to_string()
                 } else {
@@ -281,7 +281,7 @@ fn plan(seed: u64, token: &str, method: &str) -> Plan {
                 start += flood.len();
                 bytes.splice(0..0, flood);
                 what.push(format!("{n} interim responses first"));
-                if n > load_balancer::attempt::MAX_INTERIM {
+                if n > load_balancer::proxy::attempt::MAX_INTERIM {
                     broken = true;
                 }
             }

@@ -201,7 +201,7 @@ fn cookie_pins_a_client_and_moves_it_with_a_new_cookie_when_its_backend_dies() {
     let token = |i: usize| {
         format!(
             "{:016x}",
-            load_balancer::strategy::hash64(urls[i].as_bytes())
+            load_balancer::backends::strategy::hash64(urls[i].as_bytes())
         )
     };
     let addr = lb.addr();
@@ -282,7 +282,10 @@ fn with_a_secret_file_the_cookie_cannot_be_matched_to_its_url_but_copies_agree()
         (port.saturating_sub(500)..=port.saturating_add(500))
             .filter(|p| {
                 let url = format!("http://127.0.0.1:{p}");
-                format!("{:016x}", load_balancer::strategy::hash64(url.as_bytes())) == token
+                format!(
+                    "{:016x}",
+                    load_balancer::backends::strategy::hash64(url.as_bytes())
+                ) == token
             })
             .count()
     };

@@ -28,7 +28,7 @@ pub use client::*;
 pub use load_balancer::config::Config;
 pub use load_balancer::server::Balancer;
 
-use load_balancer::backend::Backend;
+use load_balancer::backends::member::Backend;
 use load_balancer::config::{BackendSpec, StrategyKind};
 use load_balancer::demo::{DemoBackend, Fleet};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};

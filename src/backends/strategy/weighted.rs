@@ -14,7 +14,7 @@
 
 use super::explain::{Choice, Reason};
 use super::{Key, Strategy};
-use crate::backend::Backend;
+use crate::backends::member::Backend;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -71,7 +71,7 @@ impl Strategy for Weighted {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::strategy::testing::{backends, key, picks};
+    use crate::backends::strategy::testing::{backends, key, picks};
 
     #[test]
     fn five_one_one_interleaves() {

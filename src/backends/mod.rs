@@ -15,15 +15,22 @@
 //! them, but serves in the meantime). A request gets `503` only when no backend is left to
 //! try at all: none configured, or all draining.
 
-use crate::backend::{ActiveGuard, Backend};
+pub mod checker;
+pub mod file;
+pub mod health;
+pub mod member;
+pub mod retry;
+pub mod strategy;
+
+use crate::backends::health::Policy;
+use crate::backends::member::{ActiveGuard, Backend};
+use crate::backends::retry::Failure;
+use crate::backends::strategy::explain::{SkipCode, Why};
+use crate::backends::strategy::{Key, Strategy};
 use crate::config::{BackendSpec, StrategyKind};
-use crate::health::Policy;
 use crate::http::Header;
 use crate::metrics::inc;
-use crate::retry::Failure;
 use crate::secret::Secret;
-use crate::strategy::explain::{SkipCode, Why};
-use crate::strategy::{self, Key, Strategy};
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -306,7 +313,7 @@ impl<'a> Iterator for Candidates<'a> {
 
 impl Candidates<'_> {
     /// Why the last backend offered was picked, and which were passed over (the facts; see
-    /// [`crate::strategy::explain`]).
+    /// [`crate::backends::strategy::explain`]).
     pub fn why(&self) -> &Why {
         &self.why
     }
@@ -478,8 +485,8 @@ impl Tried {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backends::strategy::explain::{Choice, Reason};
     use crate::config::StrategyKind;
-    use crate::strategy::explain::{Choice, Reason};
     use std::net::{IpAddr, Ipv4Addr};
     use std::time::Duration;
 
@@ -678,7 +685,7 @@ mod tests {
 
     #[test]
     fn each_pick_says_why_and_names_what_it_passed_over() {
-        use crate::strategy::explain::{Reason, Skip};
+        use crate::backends::strategy::explain::{Reason, Skip};
         let set = set(3);
         // 0 fails (and is out), 1 drains.
         set.candidates(key())
@@ -729,7 +736,10 @@ mod tests {
         assert_eq!(next.why().strategy, StrategyKind::LeastConn);
         assert!(matches!(
             next.why().chosen,
-            Some((_, crate::strategy::explain::Reason::LeastConn { .. }))
+            Some((
+                _,
+                crate::backends::strategy::explain::Reason::LeastConn { .. }
+            ))
         ));
     }
 

@@ -37,7 +37,7 @@ pub fn via_entry(listen: SocketAddr, pid: u32, started: SystemTime) -> String {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Hop<'a> {
     /// The client's address as text (`X-Real-IP`, `Forwarded: for=`): the peer's, or the
-    /// client a trusted peer names ([`crate::trust`]).
+    /// client a trusted peer names ([`crate::proxy::trust`]).
     pub(crate) client_ip: &'a str,
     /// The address this balancer was connected from (or the PROXY header's source), as
     /// text: appended to `X-Forwarded-For`.
@@ -343,7 +343,7 @@ pub(crate) struct Reply {
 
 /// The head the client gets: the backend's status line and fields, minus hop-by-hop fields,
 /// with framing and connection fields for this client, and the lines `add` writes (the
-/// strategy's, see [`crate::strategy::Strategy::on_response`]). `draining`: the balancer is
+/// strategy's, see [`crate::backends::strategy::Strategy::on_response`]). `draining`: the balancer is
 /// stopping, so the client connection closes after this response.
 pub(crate) fn build_reply(
     head: &Response<'_>,

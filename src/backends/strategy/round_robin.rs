@@ -7,7 +7,7 @@
 
 use super::explain::{Choice, Reason};
 use super::{Key, Strategy};
-use crate::backend::Backend;
+use crate::backends::member::Backend;
 use std::sync::{Arc, Mutex};
 
 /// Round robin over the usable backends.
@@ -54,7 +54,7 @@ impl RoundRobin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::strategy::testing::{backends, key, picks};
+    use crate::backends::strategy::testing::{backends, key, picks};
 
     #[test]
     fn rotates_and_skips() {

@@ -15,7 +15,7 @@
 use super::explain::{Choice, Reason};
 use super::round_robin::RoundRobin;
 use super::{Key, Strategy};
-use crate::backend::Backend;
+use crate::backends::member::Backend;
 use crate::http::{Header, head};
 use std::sync::Arc;
 
@@ -112,7 +112,7 @@ pub fn affinity_cookie(headers: &[Header<'_>]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::strategy::testing::backends;
+    use crate::backends::strategy::testing::backends;
     use std::net::{IpAddr, Ipv4Addr};
 
     fn with_pin(pin: Option<u64>) -> Key {

@@ -14,7 +14,7 @@
 
 use super::explain::{Choice, MAX_COMPARED, Reason};
 use super::{Key, Strategy};
-use crate::backend::Backend;
+use crate::backends::member::Backend;
 use std::sync::{Arc, Mutex};
 
 /// Fewest requests in flight (relative to weight), ties in turn.
@@ -80,7 +80,7 @@ fn reason(backends: &[Arc<Backend>], found: usize, active: u64, seen: &[(usize, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::strategy::testing::{backends, key, picks};
+    use crate::backends::strategy::testing::{backends, key, picks};
 
     #[test]
     fn idle_backends_take_turns() {

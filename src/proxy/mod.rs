@@ -1,24 +1,34 @@
 //! One client connection, top to bottom: the chapter's `LoadBalancerHandler`, grown up.
 //!
 //! The chapter's handler reads a GET, picks the next backend, fetches the whole answer with
-//! `http.client`, and copies it back. This module does the same steps for every method, in
-//! this order, and a reader can follow them down the file:
+//! `http.client`, and copies it back. `chapter.rs` names those steps `serve`, `read_request`,
+//! `pick`, `attempt` and `answer`; this module has functions of the same names for the same
+//! steps, for every method, and a reader can follow them down the file:
 //!
 //! 1. [`serve`]: the connection loop, one request after another (keep-alive, pipelining).
 //! 2. `read_request`: the request head, under the idle and header timeouts; `plan` (in
-//!    [`crate::rewrite`]) checks it and writes the head the backend will get.
-//! 3. `forward`, then `try_candidates`: a plain `for` over the backends the set offers for
-//!    this request ([`crate::backends::Backends::candidates`]), one `attempt`
-//!    ([`crate::attempt`]) each, until one answers or [`crate::retry::may_retry`] says the
-//!    request may not go further.
-//! 4. `answer`: the balancer's own page when no backend answered.
+//!    [`rewrite`]) checks it and writes the head the backend will get.
+//! 3. `route`: the pick is [`crate::backends::Backends::candidates`], the backends to try
+//!    in order (the strategy's choice first); `failover` is a plain `for` over them, one
+//!    `attempt` ([`attempt`]) each, until one answers or
+//!    [`crate::backends::retry::may_retry`] says the request may not go further.
+//! 4. `answer`: the balancer's own page when no backend answered. `serve` then writes the
+//!    request's access-log line (`log`), right where the request ends.
 //!
 //! Bodies are never held whole (beyond what one read brings): they stream through buffers of
 //! bounded size in both directions.
 
-use crate::attempt::{Exchange, Fault, attempt};
-use crate::backend::Backend;
+pub mod attempt;
+pub mod proxy_protocol;
+pub mod relay;
+pub mod rewrite;
+pub mod trust;
+
 use crate::backends::Candidate;
+use crate::backends::member::Backend;
+use crate::backends::retry::{BodyState, may_retry};
+use crate::backends::strategy::Key;
+use crate::backends::strategy::explain::{Why, plain_name};
 use crate::conn::{BufConn, LINGER, is_timeout, linger_close};
 use crate::console;
 use crate::context::{Live, Shared};
@@ -27,13 +37,10 @@ use crate::http::{Error, MAX_HEAD, MAX_REQUEST_LINE, Parse, head, pages, request
 use crate::listener::{Accepted, Flags, TunnelSlot};
 use crate::log::Record;
 use crate::metrics::inc;
-use crate::proxy_protocol;
+use crate::proxy::attempt::{Exchange, Fault, attempt};
+use crate::proxy::rewrite::{Hop, Plan, plan};
+use crate::proxy::trust::{Claims, is_trusted};
 use crate::request_id;
-use crate::retry::{BodyState, may_retry};
-use crate::rewrite::{Hop, Plan, plan};
-use crate::strategy::Key;
-use crate::strategy::explain::{Why, plain_name};
-use crate::trust::{self, Claims, is_trusted};
 use std::fmt::Write as _;
 use std::io;
 use std::net::{IpAddr, TcpStream};
@@ -174,7 +181,7 @@ pub fn serve(conn: Accepted<'_>, ctx: &Shared) {
                 return;
             }
         };
-        let outcome = forward(&mut client, &plan, pin, ctx, flags);
+        let outcome = route(&mut client, &plan, pin, ctx, flags);
         let status = outcome.status;
         log(
             ctx,
@@ -455,7 +462,7 @@ enum Next {
 
 /// Sends the request to the backends the set offers, in turn, until one answers or the
 /// request may not go further; answers with an error page when none did.
-fn forward(
+fn route(
     client: &mut Client,
     plan: &Plan,
     pin: Option<u64>,
@@ -486,7 +493,7 @@ fn forward(
         pin,
     };
     let (started, mut failed) = (Instant::now(), Vec::new());
-    let (end, why) = try_candidates(&mut x, ctx, key, &mut failed);
+    let (end, why) = failover(&mut x, ctx, key, &mut failed);
     let upstream = started.elapsed();
     if let (BodyState::Whole, Body::Length(n)) = (body, plan.body) {
         client.conn.consume(n as usize);
@@ -522,10 +529,10 @@ fn body_state(body: Body, buffered: usize) -> BodyState {
     }
 }
 
-/// The forwarding loop: each candidate once, until one answers or the request may not go on.
+/// Failover: each candidate once, until one answers or the request may not go on.
 /// Returns how it ended and why it went where it went; each backend tried that did not
 /// answer is added to `failed`.
-fn try_candidates(
+fn failover(
     x: &mut Exchange<'_>,
     ctx: &Shared,
     key: Key,

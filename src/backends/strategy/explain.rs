@@ -14,7 +14,7 @@
 //! drawn, which is the state that skipped it unless it has come back since (then the text
 //! says so).
 
-use crate::backend::Backend;
+use crate::backends::member::Backend;
 use crate::config::StrategyKind;
 use crate::time;
 use std::fmt::Write as _;
@@ -277,7 +277,7 @@ pub fn plain_name(backends: &[Arc<Backend>], id: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::strategy::testing::backends;
+    use crate::backends::strategy::testing::backends;
     use std::net::Ipv4Addr;
 
     fn why(reason: Reason, chosen: usize) -> Why {

@@ -15,13 +15,13 @@
 //!
 //! The key is the client's address: the TCP peer's, or the client a `--trusted-proxy` peer
 //! names in `X-Forwarded-For`, or a PROXY protocol header's source (see
-//! [`crate::trust`]). Behind another proxy every client would otherwise have that proxy's
+//! [`crate::proxy::trust`]). Behind another proxy every client would otherwise have that proxy's
 //! address; an `X-Forwarded-For` from anyone else is not believed, since it would let any
 //! client pick its backend.
 
 use super::explain::{Choice, Reason};
 use super::{Key, Strategy, hash64};
-use crate::backend::Backend;
+use crate::backends::member::Backend;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -67,7 +67,7 @@ impl Strategy for IpHash {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::strategy::testing::{backends, picks};
+    use crate::backends::strategy::testing::{backends, picks};
     use std::net::Ipv4Addr;
 
     fn client(n: u32) -> IpAddr {

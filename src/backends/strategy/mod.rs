@@ -14,14 +14,14 @@
 //! and one row in [`build`]. Each pick says why ([`explain`]): the status page and
 //! `--explain` show it.
 
-use crate::backend::Backend;
+use crate::backends::member::Backend;
 use crate::config::StrategyKind;
 use crate::http::Header;
 use explain::Choice;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-pub use crate::backend::hash64;
+pub use crate::backends::member::hash64;
 
 pub mod cookie;
 pub mod explain;
@@ -90,7 +90,7 @@ pub fn build(kind: StrategyKind) -> Box<dyn Strategy> {
 #[cfg(test)]
 pub(crate) mod testing {
     use super::{Key, Strategy};
-    use crate::backend::Backend;
+    use crate::backends::member::Backend;
     use crate::config::BackendSpec;
     use std::net::{IpAddr, Ipv4Addr};
     use std::sync::Arc;
