@@ -50,11 +50,11 @@ use crate::config::{BackendSpec, is_own_address};
 use crate::conn::{BufConn, LINGER, Timeouts, linger_close};
 use crate::console;
 use crate::context::Shared;
-use crate::http::{Error, MAX_HEAD, pages};
+use crate::http::pages::{self, Head};
+use crate::http::{Error, MAX_HEAD};
 use crate::listener::{Accepted, Listener, Options};
 use crate::metrics::prometheus;
 use crate::reload;
-use crate::time;
 use reading::{AdminRequest, Source, admit, read_head};
 use status::{DemoRow, Row, Status};
 use std::io;
@@ -336,24 +336,20 @@ fn render(mut answer: Answer, head_only: bool, json: bool) -> Vec<u8> {
         .chain([("X-Content-Type-Options", "nosniff")])
         .collect();
     match answer.body {
-        Err(why) => pages::error_response_with(answer.status, &why, true, head_only, &fields),
+        Err(why) => pages::ErrorPage::new(answer.status, &why)
+            .head_only(head_only)
+            .fields_instead(&fields)
+            .bytes(),
         Ok((content_type, body)) => {
-            let mut out = format!(
-                "HTTP/1.1 {} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-                 Date: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
-                answer.status,
-                pages::reason(answer.status),
-                body.len(),
-                time::http_date(std::time::SystemTime::now())
-            );
+            let mut head = Head::new(answer.status)
+                .content(content_type, body.len())
+                .date()
+                .field("Cache-Control", "no-store")
+                .close(true);
             for (name, value) in fields {
-                out.push_str(&format!("{name}: {value}\r\n"));
+                head = head.field(name, value);
             }
-            out.push_str("\r\n");
-            if !head_only {
-                out.push_str(&body);
-            }
-            out.into_bytes()
+            head.with_body(body.as_bytes(), head_only)
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::admin::{DrillError, Drills};
 use crate::conn::{BufConn, Timeouts};
 use crate::http::chunked::{Decoder, Step};
 use crate::http::framing::{self, Body};
-use crate::http::pages::PALETTE;
+use crate::http::pages::{Head, PALETTE};
 use crate::http::{Parse, Version, pages, request};
 use crate::listener::{Listener, Options};
 use std::io::{self, Read};
@@ -341,7 +341,7 @@ fn demo_serve(stream: Arc<TcpStream>, shared: &DemoShared) -> io::Result<()> {
         let received = match received {
             Ok(r) => r,
             Err(e) => {
-                conn.write_all(&pages::error_response(e.status, e.why, true, false))?;
+                conn.write_all(&pages::ErrorPage::new(e.status, e.why).bytes())?;
                 return Ok(());
             }
         };
@@ -438,13 +438,11 @@ fn respond(
     } else if path == FAVICON {
         // As the chapter's server: no icon. The 204 may be cached for a day, so a browser's
         // reloads do not spend a turn of the rotation on the icon every time.
-        let head = "HTTP/1.1 204 No Content\r\nCache-Control: max-age=86400\r\nServer: demo\r\n";
-        let close = if r.keep_alive {
-            ""
-        } else {
-            "Connection: close\r\n"
-        };
-        return conn.write_all(format!("{head}{close}\r\n").as_bytes());
+        let head = Head::new(204)
+            .field("Cache-Control", "max-age=86400")
+            .field("Server", "demo")
+            .close(!r.keep_alive);
+        return conn.write_all(&head.with_body(b"", true));
     } else if path == "/echo" {
         (200, "text/plain; charset=utf-8", echo(r, body))
     } else if let Some(n) = path
@@ -476,26 +474,15 @@ fn write_page(
     content_type: &str,
     content: &[u8],
 ) -> io::Result<()> {
-    let reason = if status == 200 {
-        "OK"
-    } else {
-        pages::reason(status)
-    };
-    let mut out = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nServer: demo\r\n",
-        content.len()
-    );
-    if !r.keep_alive {
-        out.push_str("Connection: close\r\n");
-    } else if r.version == Version::Http10 {
-        out.push_str("Connection: keep-alive\r\n");
+    let mut head = Head::new(status)
+        .content(content_type, content.len())
+        .field("Server", "demo")
+        .close(!r.keep_alive);
+    if r.keep_alive && r.version == Version::Http10 {
+        head = head.field("Connection", "keep-alive");
     }
-    out.push_str("\r\n");
-    let mut out = out.into_bytes();
-    if r.method != "HEAD" && status != 204 && status != 304 {
-        out.extend_from_slice(content);
-    }
-    conn.write_all(&out)
+    let no_body = r.method == "HEAD" || status == 204 || status == 304;
+    conn.write_all(&head.with_body(content, no_body))
 }
 
 /// The path browsers ask for an icon; answered `204 No Content` and not counted, as the
@@ -523,15 +510,12 @@ static BYTES_BLOCK: LazyLock<Vec<u8>> =
 
 /// `/bytes/N`: `N` bytes of a repeating pattern, in [`BULK_IO`] writes.
 fn stream_bytes(conn: &mut BufConn, r: &Received, n: u64) -> io::Result<()> {
-    let close = if r.keep_alive {
-        ""
-    } else {
-        "Connection: close\r\n"
-    };
-    let head = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {n}\r\nServer: demo\r\n{close}\r\n"
-    );
-    conn.write_all(head.as_bytes())?;
+    let head = Head::new(200)
+        .field("Content-Type", "application/octet-stream")
+        .field("Content-Length", n)
+        .field("Server", "demo")
+        .close(!r.keep_alive);
+    conn.write_all(&head.with_body(b"", true))?;
     if r.method == "HEAD" {
         return Ok(());
     }

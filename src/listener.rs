@@ -513,7 +513,7 @@ where
 /// Answers a client past the cap with `503` (never waiting on it for long), then hands the
 /// socket to the lingering thread, started at the first refusal.
 fn refuse(state: &State, stream: TcpStream, why: &str) {
-    let page = pages::error_response(503, why, true, false);
+    let page = pages::ErrorPage::new(503, why).bytes();
     let _ = stream.set_write_timeout(Some(REFUSAL_WRITE_TIMEOUT));
     let _ = (&stream).write_all(&page);
     let mut lingerer = state.lock_lingerer();

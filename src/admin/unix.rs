@@ -165,7 +165,7 @@ where
         if open.fetch_add(1, Ordering::SeqCst) >= super::MAX_ADMIN_CONNECTIONS {
             open.fetch_sub(1, Ordering::SeqCst);
             let page =
-                crate::http::pages::error_response(503, "too many admin connections", true, false);
+                crate::http::pages::ErrorPage::new(503, "too many admin connections").bytes();
             let _ = stream.write_all(&page);
             continue;
         }

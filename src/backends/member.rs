@@ -32,6 +32,16 @@ pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// small response, and that big bodies stream in few system calls.
 pub const UPSTREAM_BUFFER: usize = 32 * 1024;
 
+/// A connection from [`Backend::connect`], and where it came from.
+#[derive(Debug)]
+pub struct Connected {
+    /// The connection, buffered.
+    pub conn: BufConn,
+    /// Taken from the idle pool rather than opened now: it may have been closed by the
+    /// backend meanwhile, so a failure on it is retried once on a new connection.
+    pub pooled: bool,
+}
+
 /// One backend and everything the balancer knows about it.
 #[derive(Debug)]
 pub struct Backend {
@@ -156,16 +166,20 @@ impl Backend {
         }
     }
 
-    /// A connection to this backend: a pooled one if a fresh-enough one is idle (`true`: it
-    /// was pooled, and the caller checks nothing arrived on it meanwhile), else a new one.
+    /// A connection to this backend: a pooled one if a fresh-enough one is idle (the caller
+    /// then checks nothing arrived on it meanwhile), else a new one.
     ///
     /// # Errors
     /// Connection refused, unreachable, or the connect timeout passed.
-    pub fn connect(&self, timeouts: &Timeouts) -> io::Result<(BufConn, bool)> {
+    pub fn connect(&self, timeouts: &Timeouts) -> io::Result<Connected> {
         if let Some(conn) = self.pooled() {
-            return Ok((conn, true));
+            return Ok(Connected { conn, pooled: true });
         }
-        self.connect_fresh(timeouts).map(|c| (c, false))
+        let conn = self.connect_fresh(timeouts)?;
+        Ok(Connected {
+            conn,
+            pooled: false,
+        })
     }
 
     /// A new connection, never a pooled one, with the limits of `timeouts`.

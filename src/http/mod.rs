@@ -66,7 +66,7 @@ impl Version {
 /// Why a message was refused, and the status code the balancer answers with.
 ///
 /// Parsing functions decide the status (400, 414, 431, 501, 505, ...) where they find the
-/// fault, so the proxy maps errors to answers in one place: [`pages::error_response`].
+/// fault, so the proxy maps errors to answers in one place: [`pages::ErrorPage`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Error {
     /// The status code to answer with.

@@ -55,66 +55,142 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
-/// A complete error response: head and HTML page.
+/// The head of a response written here rather than relayed (the error pages, the admin
+/// listener's answers, the demo backends' pages), built one named step at a time, so that a
+/// call site reads `Head::new(204).field("Cache-Control", "max-age=86400").close(true)`
+/// rather than a status line typed out by hand.
+#[derive(Debug)]
+pub struct Head {
+    text: String,
+}
+
+impl Head {
+    /// A status line with the standard [`reason`] phrase.
+    pub fn new(status: u16) -> Head {
+        Head {
+            text: format!("HTTP/1.1 {status} {}\r\n", reason(status)),
+        }
+    }
+
+    /// Adds `name: value`. The caller makes sure neither holds a line break.
+    pub fn field(mut self, name: &str, value: impl std::fmt::Display) -> Head {
+        use std::fmt::Write as _;
+        let _ = write!(self.text, "{name}: {value}\r\n");
+        self
+    }
+
+    /// `Content-Type` and `Content-Length`: what a body of `length` bytes is.
+    pub fn content(self, content_type: &str, length: usize) -> Head {
+        self.field("Content-Type", content_type)
+            .field("Content-Length", length)
+    }
+
+    /// `Date`, now (RFC 9110 section 6.6.1: an origin server with a clock sends it).
+    pub fn date(self) -> Head {
+        let now = time::http_date(std::time::SystemTime::now());
+        self.field("Date", now)
+    }
+
+    /// `Connection: close` when `close`: the connection ends after this response.
+    pub fn close(self, close: bool) -> Head {
+        if close {
+            return self.field("Connection", "close");
+        }
+        self
+    }
+
+    /// The head's bytes, with the empty line that ends it, followed by `body` unless
+    /// `head_only` (the answer to a `HEAD` request, or a status that has no body).
+    pub fn with_body(self, body: &[u8], head_only: bool) -> Vec<u8> {
+        let mut out = self.text.into_bytes();
+        out.extend_from_slice(b"\r\n");
+        if !head_only {
+            out.extend_from_slice(body);
+        }
+        out
+    }
+}
+
+/// One of the balancer's own error pages: a whole response, head and HTML page, built with
+/// named options.
 ///
-/// `why` is shown on the page (HTML-escaped). With `close`, the head says `Connection: close`.
-/// For a `HEAD` request (`head_only`) the body is left out but `Content-Length` still gives
-/// its size, as RFC 9110 section 9.3.2 allows. A `503` carries `Retry-After`, a `405` `Allow`.
-pub fn error_response(status: u16, why: &str, close: bool, head_only: bool) -> Vec<u8> {
-    error_response_adding(status, why, close, head_only, &[])
+/// `why` is shown on the page (HTML-escaped). The connection closes after it unless
+/// [`keep_alive`](ErrorPage::keep_alive) says otherwise. For a `HEAD` request
+/// ([`head_only`](ErrorPage::head_only)) the body is left out but `Content-Length` still gives
+/// its size, as RFC 9110 section 9.3.2 allows. A `503` carries `Retry-After`, a `405` `Allow`,
+/// unless [`fields_instead`](ErrorPage::fields_instead) replaces them.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorPage<'a> {
+    status: u16,
+    why: &'a str,
+    keep_alive: bool,
+    head_only: bool,
+    fields: &'a [(&'a str, &'a str)],
+    automatic: bool,
 }
 
-/// [`error_response`] with `extra` header fields after the automatic ones (the request's
-/// `X-Request-Id`).
-pub fn error_response_adding(
-    status: u16,
-    why: &str,
-    close: bool,
-    head_only: bool,
-    extra: &[(&str, &str)],
-) -> Vec<u8> {
-    let retry_after = RETRY_AFTER_SECS.to_string();
-    let automatic: &[(&str, &str)] = match status {
-        503 => &[("Retry-After", &retry_after)],
-        405 => &[("Allow", ALLOWED_METHODS)],
-        _ => &[],
-    };
-    let fields: Vec<(&str, &str)> = automatic.iter().chain(extra).copied().collect();
-    error_response_with(status, why, close, head_only, &fields)
-}
+impl<'a> ErrorPage<'a> {
+    /// The page for `status`, saying `why`; it closes the connection.
+    pub fn new(status: u16, why: &'a str) -> ErrorPage<'a> {
+        ErrorPage {
+            status,
+            why,
+            keep_alive: false,
+            head_only: false,
+            fields: &[],
+            automatic: true,
+        }
+    }
 
-/// [`error_response`] with the given header `fields` instead of the automatic `Retry-After`
-/// and `Allow` (the admin listener allows other methods, and its `401` needs
-/// `WWW-Authenticate`).
-pub fn error_response_with(
-    status: u16,
-    why: &str,
-    close: bool,
-    head_only: bool,
-    fields: &[(&str, &str)],
-) -> Vec<u8> {
-    let title = format!("{status} {}", reason(status));
-    let body = format!(
-        "<!DOCTYPE html>\n<html><head><title>{title}</title></head><body>\n\
-         <h1 style='color:gray;'>{title}</h1>\n<p>{}</p>\n<hr><p>load-balancer</p>\n</body></html>\n",
-        escape(why)
-    );
-    let mut out = format!(
-        "HTTP/1.1 {title}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nDate: {}\r\n",
-        body.len(),
-        time::http_date(std::time::SystemTime::now())
-    );
-    for (name, value) in fields {
-        out.push_str(&format!("{name}: {value}\r\n"));
+    /// Whether the connection stays open after the page (no `Connection: close`).
+    pub fn keep_alive(self, keep_alive: bool) -> Self {
+        ErrorPage { keep_alive, ..self }
     }
-    if close {
-        out.push_str("Connection: close\r\n");
+
+    /// Whether the page answers a `HEAD` request: the head without the body.
+    pub fn head_only(self, head_only: bool) -> Self {
+        ErrorPage { head_only, ..self }
     }
-    out.push_str("\r\n");
-    if !head_only {
-        out.push_str(&body);
+
+    /// Header fields added after the automatic ones (the request's `X-Request-Id`).
+    pub fn fields(self, fields: &'a [(&'a str, &'a str)]) -> Self {
+        ErrorPage { fields, ..self }
     }
-    out.into_bytes()
+
+    /// Header fields instead of the automatic `Retry-After` and `Allow` (the admin listener
+    /// allows other methods, and its `401` needs `WWW-Authenticate`).
+    pub fn fields_instead(self, fields: &'a [(&'a str, &'a str)]) -> Self {
+        ErrorPage {
+            fields,
+            automatic: false,
+            ..self
+        }
+    }
+
+    /// The whole response's bytes.
+    pub fn bytes(self) -> Vec<u8> {
+        let title = format!("{} {}", self.status, reason(self.status));
+        let body = format!(
+            "<!DOCTYPE html>\n<html><head><title>{title}</title></head><body>\n\
+             <h1 style='color:gray;'>{title}</h1>\n<p>{}</p>\n<hr><p>load-balancer</p>\n</body></html>\n",
+            escape(self.why)
+        );
+        let mut head = Head::new(self.status)
+            .content("text/html; charset=utf-8", body.len())
+            .date();
+        if self.automatic {
+            head = match self.status {
+                503 => head.field("Retry-After", RETRY_AFTER_SECS),
+                405 => head.field("Allow", ALLOWED_METHODS),
+                _ => head,
+            };
+        }
+        for (name, value) in self.fields {
+            head = head.field(name, value);
+        }
+        head.close(!self.keep_alive)
+            .with_body(body.as_bytes(), self.head_only)
+    }
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -143,7 +219,7 @@ mod tests {
         for status in [
             400, 401, 403, 404, 405, 408, 409, 411, 413, 414, 431, 501, 502, 503, 504, 505,
         ] {
-            let raw = error_response(status, "why <b>", true, false);
+            let raw = ErrorPage::new(status, "why <b>").bytes();
             let Ok(Parse::Complete { head, len }) = response::parse(&raw) else {
                 panic!("{status}")
             };
@@ -163,16 +239,19 @@ mod tests {
                 "close"
             ));
         }
-        let head_only = error_response(502, "x", false, true);
+        let head_only = ErrorPage::new(502, "x")
+            .keep_alive(true)
+            .head_only(true)
+            .bytes();
         assert!(head_only.ends_with(b"\r\n\r\n"));
         assert!(
-            String::from_utf8_lossy(&error_response(503, "", true, false))
+            String::from_utf8_lossy(&ErrorPage::new(503, "").bytes())
                 .contains("Retry-After: 1\r\n")
         );
-        assert!(
-            String::from_utf8_lossy(&error_response(405, "", true, false)).contains("Allow: GET")
-        );
-        let own = error_response_with(405, "", true, false, &[("Allow", "POST")]);
+        assert!(String::from_utf8_lossy(&ErrorPage::new(405, "").bytes()).contains("Allow: GET"));
+        let own = ErrorPage::new(405, "")
+            .fields_instead(&[("Allow", "POST")])
+            .bytes();
         let own = String::from_utf8_lossy(&own);
         assert!(own.contains("\r\nAllow: POST\r\n") && !own.contains("Allow: GET"));
     }

@@ -96,7 +96,8 @@ pub(crate) fn attempt(
         Fault::Backend(Failure::Connect, connect_error(&e))
     };
     let idempotent = crate::http::request::is_idempotent(&x.plan.method);
-    let (mut up, mut reused) = backend.connect(x.timeouts).map_err(connect_failed)?;
+    let connected = backend.connect(x.timeouts).map_err(connect_failed)?;
+    let (mut up, mut reused) = (connected.conn, connected.pooled);
     // A pooled connection is used only if nothing arrived on it while it sat idle: a byte
     // there is the tail of an earlier response (bytes past its Content-Length; a connection
     // that carried a HEAD, 204 or 304 answer is not pooled at all, see `build_reply`) or an

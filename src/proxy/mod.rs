@@ -169,7 +169,7 @@ pub fn serve(conn: Accepted<'_>, ctx: &Shared) {
             Ok(None) => return,
             Err(error) => {
                 // The head could not be trusted: answer, and do not read another request.
-                let page = pages::error_response(error.status, error.why, true, false);
+                let page = pages::ErrorPage::new(error.status, error.why).bytes();
                 let _ = client.conn.write_all(&page);
                 ctx.stats.count_local(error.status);
                 console::error(format_args!(
@@ -446,8 +446,13 @@ fn head_may_be_complete(data: &[u8], scanned: usize) -> bool {
 enum End {
     /// A response went to the client (whole, or broken off after it started).
     Relayed(Outcome),
-    /// The balancer answers with its own page; `keep`: the connection may stay open.
-    Answer(Error, bool),
+    /// The balancer answers with its own page.
+    Answer {
+        /// The page's status and reason.
+        error: Error,
+        /// Whether the connection may stay open after it: no unread body bytes are left.
+        keep_alive: bool,
+    },
     /// The client went away: nothing to answer (logged as nginx's `499`).
     Gone,
 }
@@ -500,7 +505,9 @@ fn route(
     }
     let mut outcome = match end {
         End::Relayed(outcome) => outcome,
-        End::Answer(error, keep) => answer(client, plan, ctx, error, keep && !flags.draining()),
+        End::Answer { error, keep_alive } => {
+            answer(client, plan, ctx, error, keep_alive && !flags.draining())
+        }
         End::Gone => Outcome {
             status: 499,
             bytes: 0,
@@ -573,7 +580,14 @@ fn failover(
         }
     }
     // Unless the body was read to its end, the next bytes on the connection are not a request.
-    (End::Answer(last, x.body.read_to_end()), *candidates.why())
+    let keep_alive = x.body.read_to_end();
+    (
+        End::Answer {
+            error: last,
+            keep_alive,
+        },
+        *candidates.why(),
+    )
 }
 
 /// Each way an attempt can fail, and what follows for the client: here, in one place.
@@ -588,7 +602,8 @@ fn settle(fault: Fault, candidate: &Candidate, x: &Exchange<'_>) -> Next {
                 why,
             };
             if !may_retry(failure, x.body, request::is_idempotent(&plan.method)) {
-                return Next::Stop(End::Answer(error, x.body.read_to_end()));
+                let keep_alive = x.body.read_to_end();
+                return Next::Stop(End::Answer { error, keep_alive });
             }
             candidate.retried();
             Next::Retry(error)
@@ -612,11 +627,15 @@ fn settle(fault: Fault, candidate: &Candidate, x: &Exchange<'_>) -> Next {
                 upstream: None,
             }))
         }
-        Fault::Client(Some(error)) => Next::Stop(End::Answer(error, false)),
+        Fault::Client(Some(error)) => Next::Stop(End::Answer {
+            error,
+            keep_alive: false,
+        }),
         Fault::Client(None) => Next::Stop(End::Gone),
         Fault::Local(error) => {
             report(plan, None, error.why);
-            Next::Stop(End::Answer(error, x.body.read_to_end()))
+            let keep_alive = x.body.read_to_end();
+            Next::Stop(End::Answer { error, keep_alive })
         }
     }
 }
@@ -643,8 +662,11 @@ fn answer(client: &mut Client, plan: &Plan, ctx: &Shared, error: Error, keep: bo
         .as_deref()
         .map(|id| (request_id::HEADER, id));
     let fields: &[(&str, &str)] = id.as_slice();
-    let page =
-        pages::error_response_adding(error.status, error.why, !keep, plan.head_only(), fields);
+    let page = pages::ErrorPage::new(error.status, error.why)
+        .keep_alive(keep)
+        .head_only(plan.head_only())
+        .fields(fields)
+        .bytes();
     let written = client.conn.write_all(&page).is_ok();
     ctx.stats.count_local(error.status);
     let body = page
