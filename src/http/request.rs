@@ -145,22 +145,18 @@ fn parse_request_line(line: &[u8]) -> Result<(&str, &str, Version), Error> {
 /// this side speaks (RFC 9110 section 6.2); a major version of 2 or more gets `505`.
 pub fn parse_version(v: &[u8]) -> Result<Version, Error> {
     match v {
-        b"HTTP/1.1" => Ok(Version::Http11),
         b"HTTP/1.0" => Ok(Version::Http10),
+        // HTTP/1.1, and any later 1.x.
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor] if minor.is_ascii_digit() => {
+            Ok(Version::Http11)
+        }
         [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
             if major.is_ascii_digit() && minor.is_ascii_digit() =>
         {
-            match major {
-                b'0' => Err(Error {
-                    status: 505,
-                    why: "HTTP/0.x is not supported",
-                }),
-                b'1' => Ok(Version::Http11),
-                _ => Err(Error {
-                    status: 505,
-                    why: "only HTTP/1.0 and HTTP/1.1 are supported",
-                }),
-            }
+            Err(Error {
+                status: 505,
+                why: "only HTTP/1.0 and HTTP/1.1 are supported",
+            })
         }
         [b'H', b'T', b'T', b'P', b'/', major] if (b'2'..=b'9').contains(major) => Err(Error {
             status: 505,
@@ -412,6 +408,9 @@ mod tests {
             (b"GET / HTTP/2\r\n\r\n", 505),
             (b"GET / HTTP/3\r\n\r\n", 505),
             (b"GET / HTTP/0.9\r\n\r\n", 505),
+            (b"GET / HTTP/1.x\r\n\r\n", 400),
+            (b"GET / HTTP/a.1\r\n\r\n", 400),
+            (b"GET / HTTP/2.x\r\n\r\n", 400),
             (b"\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\n\r\n", 400),
         ];
         for (raw, want) in cases {
@@ -423,6 +422,29 @@ mod tests {
     fn minor_versions_above_one_read_as_1_1() {
         let (r, _) = complete(b"GET / HTTP/1.7\r\nHost: x\r\n\r\n");
         assert_eq!(r.version, Version::Http11);
+    }
+
+    #[test]
+    fn up_to_eight_bytes_of_empty_lines_are_skipped_and_no_more() {
+        let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let eight = [&b"\r\n\r\n\r\n\r\n"[..], request].concat();
+        assert_eq!(complete(&eight).0.target, "/");
+        let nine = [&b"\r\n\r\n\r\n\r\n\n"[..], request].concat();
+        assert_eq!(status(&nine), 400);
+    }
+
+    #[test]
+    fn an_unfinished_request_line_waits_until_it_is_too_long() {
+        // Exactly MAX_REQUEST_LINE bytes without an end may still end well: wait for more.
+        let mut raw = b"GET /".to_vec();
+        raw.resize(MAX_REQUEST_LINE, b'a');
+        assert!(matches!(parse(&raw), Ok(Parse::Partial)));
+        raw.push(b'a');
+        assert_eq!(status(&raw), 414);
+        // Leading empty lines do not count towards the request line's length.
+        let mut raw = b"\r\n\r\nGET /".to_vec();
+        raw.resize(MAX_REQUEST_LINE + 4, b'a');
+        assert!(matches!(parse(&raw), Ok(Parse::Partial)));
     }
 
     #[test]
