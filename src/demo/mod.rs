@@ -13,19 +13,30 @@
 //! The demo is a user of the library, as `main` is: the balancer's core knows nothing of it.
 //! `main` starts a [`Fleet`] and hands it to the balancer as its [`Drills`] hook, so that the
 //! admin listener and the status page can switch drills (`stop red`, `hang blue`, ...).
+//!
+//! Two files:
+//!
+//! - this one, `src/demo/mod.rs`: what a learner reads first: the colours and [`page`]s, the
+//!   [`Drill`]s and how a request waits under one, a [`DemoBackend`] (start, stop, listen
+//!   again) and the [`Fleet`] the console and the admin listener switch drills on;
+//! - `src/demo/server.rs` (the private module `server`): the small HTTP server each backend
+//!   runs on a connection: reading a request with [`crate::http`], its body, and answering
+//!   it (the page, `/echo`, `/status/NNN`, `/bytes/N`, the [`FAVICON`]) with
+//!   [`crate::http::pages::Head`].
+
+mod server;
+
+pub use server::{BULK_IO, ECHO_MAX_BODY, FAVICON};
 
 use crate::admin::status::DemoRow;
 use crate::admin::{DrillError, Drills};
-use crate::conn::{BufConn, Timeouts};
-use crate::http::chunked::{Decoder, Step};
-use crate::http::framing::{self, Body};
-use crate::http::pages::{Head, PALETTE};
-use crate::http::{Parse, Version, pages, request};
+use crate::conn::Timeouts;
+use crate::http::pages::PALETTE;
 use crate::listener::{Listener, Options};
-use std::io::{self, Read};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Names and CSS colours of the demo backends, in order: the chapter's two first.
@@ -40,12 +51,6 @@ pub const COLOURS: [(&str, &str); 8] = [
     ("Pink", PALETTE[7]),
 ];
 
-/// Size of one read or write when a demo backend moves a long body (`/bytes/N`, a long
-/// request body): large, so that a bandwidth test through the balancer measures the balancer
-/// and not a backend's many small system calls.
-pub const BULK_IO: usize = 256 * 1024;
-/// Most body bytes `/echo` shows; the rest is read and counted.
-pub const ECHO_MAX_BODY: usize = 64 * 1024;
 /// Limit on a demo backend's wait for a client (it is a demo, not a target for slowloris).
 pub const DEMO_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most connections one demo backend serves at once; past it, `503`. High: behind a busy
@@ -178,7 +183,7 @@ impl DemoBackend {
         };
         let shared = Arc::clone(&self.shared);
         let listener = Listener::start(listener, options, move |conn| {
-            let _ = demo_serve(conn.stream, &shared);
+            let _ = server::serve(conn.stream, &shared);
         })?;
         *self.lock_listening() = Some(listener);
         Ok(())
@@ -296,237 +301,6 @@ fn drill_status(shared: &DemoShared) -> Option<u16> {
             }
         }
     }
-}
-
-/// What a demo backend received, kept for `/echo`.
-struct Received {
-    method: String,
-    target: String,
-    version: Version,
-    headers: Vec<(String, Vec<u8>)>,
-    keep_alive: bool,
-    body: Body,
-}
-
-fn demo_serve(stream: Arc<TcpStream>, shared: &DemoShared) -> io::Result<()> {
-    let mut conn = BufConn::new(stream, 8 * 1024, 64 * 1024);
-    loop {
-        let received = loop {
-            match request::parse(conn.data()) {
-                Ok(Parse::Complete { head, len }) => {
-                    let body = framing::request_body(&head);
-                    let received = body.map(|body| Received {
-                        method: head.method.to_string(),
-                        target: head.target.to_string(),
-                        version: head.version,
-                        headers: head
-                            .headers
-                            .iter()
-                            .map(|h| (h.name.to_string(), h.value.to_vec()))
-                            .collect(),
-                        keep_alive: head.keep_alive(),
-                        body,
-                    });
-                    conn.consume(len);
-                    break received;
-                }
-                Ok(Parse::Partial) => {
-                    if conn.fill()? == 0 {
-                        return Ok(());
-                    }
-                }
-                Err(e) => break Err(e),
-            }
-        };
-        let received = match received {
-            Ok(r) => r,
-            Err(e) => {
-                conn.write_all(&pages::ErrorPage::new(e.status, e.why).bytes())?;
-                return Ok(());
-            }
-        };
-        let body = read_body(&mut conn, received.body)?;
-        let Some(status) = drill_status(shared) else {
-            return Ok(());
-        };
-        if received.target.split('?').next() != Some(FAVICON) {
-            shared.requests.fetch_add(1, Ordering::Relaxed);
-        }
-        respond(&mut conn, &received, &body, &shared.page, status)?;
-        if !received.keep_alive {
-            return Ok(());
-        }
-    }
-}
-
-/// Reads a `Content-Length` body of `left` bytes, handing each piece to `keep`: what the
-/// connection has buffered, then reads of up to [`BULK_IO`] bytes (a backend that read 8 KiB
-/// at a time would make a bandwidth test through the balancer measure the backend).
-fn read_length(conn: &mut BufConn, mut left: u64, keep: &mut dyn FnMut(&[u8])) -> io::Result<()> {
-    let mut chunk = Vec::new();
-    while left > 0 {
-        let took = if conn.data().is_empty() {
-            if chunk.is_empty() {
-                chunk = vec![0; left.min(BULK_IO as u64) as usize];
-            }
-            let want = left.min(chunk.len() as u64) as usize;
-            let n = (&*conn.stream).read(&mut chunk[..want])?;
-            if n == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            keep(&chunk[..n]);
-            n
-        } else {
-            let take = left.min(conn.data().len() as u64) as usize;
-            keep(&conn.data()[..take]);
-            conn.consume(take);
-            take
-        };
-        left -= took as u64;
-    }
-    Ok(())
-}
-
-/// Reads a request body, keeping the first [`ECHO_MAX_BODY`] bytes.
-fn read_body(conn: &mut BufConn, body: Body) -> io::Result<Vec<u8>> {
-    let mut kept = Vec::new();
-    let mut keep = |data: &[u8]| {
-        let room = ECHO_MAX_BODY.saturating_sub(kept.len());
-        kept.extend_from_slice(&data[..data.len().min(room)]);
-    };
-    match body {
-        Body::Empty | Body::UntilClose => {}
-        Body::Length(left) => read_length(conn, left, &mut keep)?,
-        Body::Chunked => {
-            let mut decoder = Decoder::new();
-            loop {
-                match decoder
-                    .decode(conn.data())
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
-                {
-                    Step::Data { start, end } => {
-                        keep(&conn.data()[start..end]);
-                        conn.consume(end);
-                    }
-                    Step::NeedMore => {
-                        conn.consume(conn.data().len());
-                        if conn.fill()? == 0 {
-                            return Err(io::ErrorKind::UnexpectedEof.into());
-                        }
-                    }
-                    Step::Done { used } => {
-                        conn.consume(used);
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    Ok(kept)
-}
-
-fn respond(
-    conn: &mut BufConn,
-    r: &Received,
-    body: &[u8],
-    page: &str,
-    drill_status: u16,
-) -> io::Result<()> {
-    let path = r.target.split('?').next().unwrap_or("");
-    let (status, content_type, content): (u16, &str, Vec<u8>) = if drill_status != 200 {
-        (drill_status, "text/html", page.as_bytes().to_vec())
-    } else if path == FAVICON {
-        // As the chapter's server: no icon. The 204 may be cached for a day, so a browser's
-        // reloads do not spend a turn of the rotation on the icon every time.
-        let head = Head::new(204)
-            .field("Cache-Control", "max-age=86400")
-            .field("Server", "demo")
-            .close(!r.keep_alive);
-        return conn.write_all(&head.with_body(b"", true));
-    } else if path == "/echo" {
-        (200, "text/plain; charset=utf-8", echo(r, body))
-    } else if let Some(n) = path
-        .strip_prefix("/bytes/")
-        .and_then(|n| n.parse::<u64>().ok())
-    {
-        return stream_bytes(conn, r, n);
-    } else if let Some(code) = path
-        .strip_prefix("/status/")
-        .and_then(|c| c.parse::<u16>().ok())
-    {
-        let code = if (200..600).contains(&code) {
-            code
-        } else {
-            400
-        };
-        (code, "text/html", page.as_bytes().to_vec())
-    } else {
-        (200, "text/html", page.as_bytes().to_vec())
-    };
-    write_page(conn, r, status, content_type, &content)
-}
-
-/// Writes a whole response with `content` (left out for HEAD, 204 and 304).
-fn write_page(
-    conn: &mut BufConn,
-    r: &Received,
-    status: u16,
-    content_type: &str,
-    content: &[u8],
-) -> io::Result<()> {
-    let mut head = Head::new(status)
-        .content(content_type, content.len())
-        .field("Server", "demo")
-        .close(!r.keep_alive);
-    if r.keep_alive && r.version == Version::Http10 {
-        head = head.field("Connection", "keep-alive");
-    }
-    let no_body = r.method == "HEAD" || status == 204 || status == 304;
-    conn.write_all(&head.with_body(content, no_body))
-}
-
-/// The path browsers ask for an icon; answered `204 No Content` and not counted, as the
-/// chapter's server does.
-pub const FAVICON: &str = "/favicon.ico";
-
-/// The `/echo` page: request line, fields, blank line, body.
-fn echo(r: &Received, body: &[u8]) -> Vec<u8> {
-    let mut out = format!("{} {} {}\n", r.method, r.target, r.version.as_str()).into_bytes();
-    for (name, value) in &r.headers {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.push(b'\n');
-    }
-    out.push(b'\n');
-    out.extend_from_slice(body);
-    out
-}
-
-/// The pattern `/bytes/N` sends, one [`BULK_IO`] write of it at a time: built once, not per
-/// request.
-static BYTES_BLOCK: LazyLock<Vec<u8>> =
-    LazyLock::new(|| (0..BULK_IO).map(|i| b'a' + (i % 26) as u8).collect());
-
-/// `/bytes/N`: `N` bytes of a repeating pattern, in [`BULK_IO`] writes.
-fn stream_bytes(conn: &mut BufConn, r: &Received, n: u64) -> io::Result<()> {
-    let head = Head::new(200)
-        .field("Content-Type", "application/octet-stream")
-        .field("Content-Length", n)
-        .field("Server", "demo")
-        .close(!r.keep_alive);
-    conn.write_all(&head.with_body(b"", true))?;
-    if r.method == "HEAD" {
-        return Ok(());
-    }
-    let block = &*BYTES_BLOCK;
-    let mut left = n;
-    while left > 0 {
-        let take = left.min(block.len() as u64) as usize;
-        conn.write_all(&block[..take])?;
-        left -= take as u64;
-    }
-    Ok(())
 }
 
 /// The demo backends of one run, by name, so drills can be switched by name from the console
