@@ -6,12 +6,15 @@
 //! steps, for every method, and a reader can follow them down the file:
 //!
 //! 1. [`serve`]: the connection loop, one request after another (keep-alive, pipelining).
+//!    Who the client is (its peer, a PROXY header, trusted forwarding fields) is kept in
+//!    [`client`].
 //! 2. `read_request`: the request head, under the idle and header timeouts; `plan` (in
 //!    [`rewrite`]) checks it and writes the head the backend will get.
 //! 3. `route`: the pick is [`crate::backends::Backends::candidates`], the backends to try
 //!    in order (the strategy's choice first); `failover` is a plain `for` over them, one
 //!    `attempt` ([`attempt`]) each, until one answers or
-//!    [`crate::backends::retry::may_retry`] says the request may not go further.
+//!    [`crate::backends::retry::may_retry`] says the request may not go further. The
+//!    set's side of failover, and the whole path, are in [`crate::backends::failover`].
 //! 4. `answer`: the balancer's own page when no backend answered. `serve` then writes the
 //!    request's access-log line (`log`), right where the request ends.
 //!
@@ -19,38 +22,35 @@
 //! bounded size in both directions.
 
 pub mod attempt;
+pub mod client;
 pub mod proxy_protocol;
 pub mod relay;
 pub mod rewrite;
 pub mod trust;
+
+pub use client::{CLIENT_BUFFER, CLIENT_BUFFER_MAX};
 
 use crate::backends::Candidate;
 use crate::backends::member::Backend;
 use crate::backends::retry::{BodyState, may_retry};
 use crate::backends::strategy::Key;
 use crate::backends::strategy::explain::{Why, plain_name};
-use crate::conn::{BufConn, LINGER, is_timeout, linger_close};
+use crate::conn::{LINGER, is_timeout, linger_close};
 use crate::console;
 use crate::context::{Live, Shared};
 use crate::http::framing::Body;
-use crate::http::{Error, MAX_HEAD, MAX_REQUEST_LINE, Parse, head, pages, request};
+use crate::http::{Error, MAX_REQUEST_LINE, Parse, head, pages, request};
 use crate::listener::{Accepted, Flags, TunnelSlot};
 use crate::log::Record;
 use crate::metrics::inc;
 use crate::proxy::attempt::{Exchange, Fault, attempt};
+use crate::proxy::client::{Client, Who, first_byte};
 use crate::proxy::rewrite::{Hop, Plan, plan};
-use crate::proxy::trust::{Claims, is_trusted};
 use crate::request_id;
-use std::fmt::Write as _;
 use std::io;
-use std::net::{IpAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-/// Read buffer of a client connection: most request heads fit in one read.
-pub const CLIENT_BUFFER: usize = 8 * 1024;
-/// The client buffer may grow this far, so that a head up to [`MAX_HEAD`] fits.
-pub const CLIENT_BUFFER_MAX: usize = MAX_HEAD + CLIENT_BUFFER;
 /// The answer when no backend could be tried at all.
 const NO_BACKEND: Error = Error {
     status: 503,
@@ -62,71 +62,6 @@ const NO_TUNNEL_SLOT: Error = Error {
     status: 503,
     why: "too many connections (--max-connections): no room for this tunnel's second thread",
 };
-
-/// A client connection: the socket with its read buffer, and who it is.
-struct Client {
-    conn: BufConn,
-    who: Who,
-    /// The settings of this request, read once as its head starts to arrive ([`Live`]): a
-    /// reload in the middle of it changes the next one.
-    live: Arc<Live>,
-}
-
-/// Who a client is: who connected, and who a request says it is for.
-struct Who {
-    /// Who connected: the TCP peer, or the client its PROXY header names (`--proxy-protocol`).
-    peer: IpAddr,
-    /// `peer` as text, for `X-Forwarded-For`: formatted once per connection, not per request.
-    peer_text: String,
-    /// The connection came over TLS: its PROXY header says so (`send-proxy-v2-ssl`).
-    tls: bool,
-    /// This request's client: `peer`, or the client a trusted `peer` names ([`trust`]).
-    ip: IpAddr,
-    /// `ip` as text when a trusted hop named it (the buffer is kept from one request to
-    /// the next: no allocation per request).
-    named_text: String,
-    /// `named_text` holds this request's client.
-    named: bool,
-    /// This request came over https: the connection's `tls`, or what a trusted hop says.
-    https: bool,
-}
-
-impl Who {
-    fn new(peer: IpAddr, tls: bool) -> Who {
-        Who {
-            peer,
-            peer_text: peer.to_string(),
-            tls,
-            ip: peer,
-            named_text: String::new(),
-            named: false,
-            https: tls,
-        }
-    }
-
-    /// Takes what a trusted hop says about the request (`None`: nothing, or not trusted).
-    fn believe(&mut self, claims: Option<Claims<'_>>) {
-        let Some(claims) = claims else {
-            (self.ip, self.named, self.https) = (self.peer, false, self.tls);
-            return;
-        };
-        if !(self.named && self.ip == claims.client) {
-            self.named_text.clear();
-            let _ = write!(self.named_text, "{}", claims.client);
-        }
-        (self.ip, self.named) = (claims.client, true);
-        self.https = claims.https.unwrap_or(self.tls);
-    }
-
-    /// This request's client as text.
-    fn ip_text(&self) -> &str {
-        if self.named {
-            &self.named_text
-        } else {
-            &self.peer_text
-        }
-    }
-}
 
 /// How a request ended, for the log and for the connection loop.
 struct Outcome {
@@ -196,49 +131,6 @@ pub fn serve(conn: Accepted<'_>, ctx: &Shared) {
                 linger_close(&client.conn.stream, LINGER);
             }
             return;
-        }
-    }
-}
-
-impl Client {
-    /// A new connection from `peer`. With `--proxy-protocol`, its PROXY header is read
-    /// first (by `by`): the client it names (its peer's address for `LOCAL` and `UNKNOWN`),
-    /// and whether that client spoke TLS. `None`: the connection is to be closed unread, as
-    /// it sent no valid header in time, or its peer is not in `--trusted-proxy` when that
-    /// is given.
-    fn open(
-        stream: Arc<TcpStream>,
-        peer: IpAddr,
-        (live, ctx): (Arc<Live>, &Shared),
-        by: Instant,
-    ) -> Option<Client> {
-        if live.timeouts != ctx.accept_timeouts {
-            // A reload changed the limits the listener set on the socket.
-            let _ = live.timeouts.accepted(&stream);
-        }
-        let mut conn = BufConn::new(stream, CLIENT_BUFFER, CLIENT_BUFFER_MAX)
-            .read_timeout_is(live.timeouts.first_byte());
-        if !live.config.proxy_protocol {
-            let who = Who::new(peer, false);
-            return Some(Client { conn, who, live });
-        }
-        let trusted = &live.config.trusted_proxies;
-        let read = if trusted.is_empty() || is_trusted(trusted, peer) {
-            proxy_protocol::read(&mut conn, by)
-        } else {
-            Err("a PROXY header is taken only from --trusted-proxy peers")
-        };
-        match read {
-            Ok(header) => {
-                let who = Who::new(header.source.map_or(peer, |s| s.ip()), header.ssl);
-                Some(Client { conn, who, live })
-            }
-            Err(why) => {
-                console::error(format_args!(
-                    "[LoadBalancer] error: closed a connection from {peer}: {why}"
-                ));
-                None
-            }
         }
     }
 }
@@ -398,35 +290,6 @@ fn plan_request(
         (plan.referer, plan.user_agent) = (field("referer"), field("user-agent"));
     }
     Ok(plan)
-}
-
-/// Waits up to `wait` for the first byte of a request, marked idle meanwhile (a drain may
-/// close the connection then). `false`: none came, the client closed, or the balancer stops.
-///
-/// A socket's read timeout is usually still the shorter one set at accept
-/// ([`crate::conn::Timeouts::first_byte`]): the wait starts with it and is stretched to
-/// `wait` only if nothing came by then. Most clients send their next request, or close,
-/// within it, so most connections never pay a system call to change the timeout.
-fn first_byte(conn: &mut BufConn, wait: std::time::Duration, flags: Flags<'_>) -> bool {
-    flags.set_idle(true);
-    if flags.draining() {
-        return false;
-    }
-    let started = Instant::now();
-    let set = conn.read_timeout().filter(|&t| t <= wait);
-    if set.is_none() {
-        let _ = conn.set_read_timeout(wait);
-    }
-    // No buffer is held while waiting (see `BufConn::fill_idle`).
-    let mut read = conn.fill_idle();
-    if set.is_some_and(|t| t < wait) && matches!(&read, Err(e) if is_timeout(e)) {
-        let rest = wait.saturating_sub(started.elapsed());
-        if !rest.is_zero() && conn.set_read_timeout(rest).is_ok() {
-            read = conn.fill_idle();
-        }
-    }
-    flags.set_idle(false);
-    matches!(read, Ok(1..))
 }
 
 /// Could `data` hold a whole head? Looks for the blank line in the bytes that arrived since
