@@ -448,6 +448,15 @@ mod tests {
     }
 
     #[test]
+    fn a_request_line_of_8_kib_is_accepted_as_nginx_does() {
+        // nginx's default large_client_header_buffers is 8k: links that long exist.
+        let mut raw = b"GET /".to_vec();
+        raw.resize(8 * 1024 - b" HTTP/1.1".len(), b'a');
+        raw.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(complete(&raw).0.target.len(), 8 * 1024 - 13);
+    }
+
+    #[test]
     fn long_request_line_is_414_even_before_it_ends() {
         let mut raw = b"GET /".to_vec();
         raw.resize(MAX_REQUEST_LINE + 10, b'a');
