@@ -82,6 +82,13 @@ struct Queue {
     busy: bool,
 }
 
+impl Queue {
+    /// Is something waiting to be written, or being written?
+    fn pending(&self) -> bool {
+        self.busy || !self.text.is_empty() || self.dropped > 0
+    }
+}
+
 impl Sink {
     const fn new(stream: Stream) -> Sink {
         Sink {
@@ -176,24 +183,16 @@ impl Sink {
         }
     }
 
-    /// Waits until nothing is queued or being written, or until `deadline`.
+    /// Waits until nothing is queued or being written, or until `deadline`; false if
+    /// something still was then. (Lines are queued only once the writer thread runs, so this
+    /// never waits for a writer that is not there.)
     fn wait_written(&self, deadline: Instant) -> bool {
-        let mut queue = self.lock();
-        while queue.busy || !queue.text.is_empty() || queue.dropped > 0 {
-            if self.writer.get() != Some(&true) {
-                return true;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            queue = self
-                .changed
-                .wait_timeout(queue, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        true
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (queue, _) = self
+            .changed
+            .wait_timeout_while(self.lock(), left, |q| q.pending())
+            .unwrap_or_else(|e| e.into_inner());
+        !queue.pending()
     }
 }
 

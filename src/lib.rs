@@ -49,7 +49,8 @@
 //! 9. [`admin`]: the admin listener: `/metrics`, the `/status` page, the backend API;
 //!    [`reload`] applies a changed configuration without a restart.
 //! 10. [`demo`]: the Red and Blue servers, a user of the library like `main`.
-//! 11. [`signal`]: Ctrl-C and `SIGTERM` become a graceful drain; `SIGHUP` reloads.
+//! 11. [`signal`]: Ctrl-C and `SIGTERM` become a graceful drain; `SIGHUP` reloads;
+//!     [`stop`]: how a background thread on a timer is woken and stopped.
 //!
 //! ```no_run
 //! use load_balancer::{config::{BackendSpec, Config}, demo::DemoBackend, server::Balancer};
@@ -86,5 +87,6 @@ pub mod request_id;
 pub mod secret;
 pub mod server;
 pub mod signal;
+pub mod stop;
 pub mod throttle;
 pub mod time;

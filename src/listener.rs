@@ -12,7 +12,7 @@
 //!   socket, and every accepted socket inherits them (see [`Listener::start`]);
 //! - **cap** the connections open at once ([`Options::max_connections`]); a refused client
 //!   gets its `503` and a gentle close on the listener's one lingering thread ([`LINGER`](crate::conn::LINGER), so
-//!   the answer is not lost to a reset);
+//!   the answer is not lost to a reset): that is `listener/cap.rs` and `listener/linger.rs`;
 //! - **no hand-off**: there is no accept thread. The connection threads take turns waiting in
 //!   `accept` themselves (the "leader/follower" pattern): the thread that accepts a
 //!   connection serves it, after making sure another thread waits in `accept` (starting one if
@@ -25,24 +25,32 @@
 //!   thread that waited a whole accept timeout for nothing exits, unless it is the last;
 //! - **drain**: [`Listener::stop`] stops accepting, closes the connections that wait for their
 //!   next request, and lets busy ones finish, up to a deadline; [`Listener::abort`] closes
-//!   them all (a demo backend that is "switched off").
+//!   them all (a demo backend that is "switched off"). How requests in flight get to finish
+//!   on Ctrl-C (the registry of open connections, and the loop that waits for them) is all in
+//!   `listener/drain.rs`; this file accepts, and runs the connection threads.
 //!
 //! What a connection is for is the caller's: [`Listener::start`] takes the function that
 //! serves one connection ([`crate::proxy::serve`] for the balancer).
 
+mod cap;
+mod drain;
 mod linger;
+
+use cap::Refusals;
+pub use cap::TunnelSlot;
+pub use drain::Flags;
+use drain::{Connections, Slot};
 
 use crate::conn::{Timeouts, is_local_failure, is_timeout};
 use crate::console;
-use crate::http::pages;
 use crate::metrics::{ServerStats, inc};
 use crate::throttle::{self, Throttle};
-use std::io::{self, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak, mpsc};
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Stack size of a connection thread. The proxy's buffers live on the heap, so a small stack
 /// suffices; only the pages a thread touches cost memory, which keeps 10,000 idle
@@ -108,10 +116,10 @@ struct State {
     draining: AtomicBool,
     threads: Arc<Threads>,
     connections: Connections,
-    /// Do accepted sockets inherit the listener's options ([`INHERITED`], ...)?
-    inherited: AtomicU8,
-    /// The thread that closes refused connections gently, started at the first refusal.
-    lingerer: Mutex<Option<mpsc::SyncSender<TcpStream>>>,
+    /// Do accepted sockets inherit the listener's options? Known from the first one on.
+    inherited: OnceLock<bool>,
+    /// How a client past the cap is answered, and the thread that closes it gently.
+    refusals: Refusals,
     /// Failed `accept`s are printed at most once a second.
     accept_errors: Throttle,
     /// Most spare threads waiting in `accept`: an eighth of the cap, at most [`SPARE_MAX`].
@@ -158,32 +166,6 @@ pub struct Accepted<'a> {
     pub flags: Flags<'a>,
 }
 
-/// The flags a connection shares with its listener: "I wait for my next request" one way,
-/// "we are stopping" the other.
-#[derive(Debug, Clone, Copy)]
-pub struct Flags<'a> {
-    idle: &'a AtomicBool,
-    draining: &'a AtomicBool,
-}
-
-impl<'a> Flags<'a> {
-    /// Marks the connection as waiting for its next request (a drain may then close it), or
-    /// as busy (a drain lets it finish).
-    pub fn set_idle(self, idle: bool) {
-        self.idle.store(idle, Ordering::SeqCst);
-    }
-
-    /// Is the listener stopping? Then a connection takes no further request.
-    pub fn draining(self) -> bool {
-        self.draining.load(Ordering::SeqCst)
-    }
-
-    /// The flag behind [`Flags::draining`], for code that reads it later.
-    pub fn draining_flag(self) -> &'a AtomicBool {
-        self.draining
-    }
-}
-
 impl Listener {
     /// Serves every connection accepted on `listener` with `serve`, on a thread of its own.
     ///
@@ -204,14 +186,15 @@ impl Listener {
         let addr = listener.local_addr()?;
         let socket = Arc::new(with_options(listener, &options.timeouts));
         let spare_max = linger::spare_max(options.max_connections);
+        let refusals = Refusals::new(options.max_connections);
         let state = Arc::new(State {
             options,
             socket: Arc::downgrade(&socket),
             draining: AtomicBool::new(false),
             threads: Arc::default(),
             connections: Connections::default(),
-            inherited: AtomicU8::new(INHERIT_UNKNOWN),
-            lingerer: Mutex::new(None),
+            inherited: OnceLock::new(),
+            refusals,
             accept_errors: Throttle::new(),
             spare_max,
         });
@@ -238,15 +221,8 @@ impl Listener {
     /// until their request ends, or the process does).
     pub fn stop(mut self, drain: Duration) -> u64 {
         self.halt();
-        let deadline = Instant::now() + drain;
-        loop {
-            self.state.connections.close(false);
-            let open = self.state.options.stats.open.load(Ordering::SeqCst);
-            if open == 0 || Instant::now() >= deadline {
-                return open;
-            }
-            thread::sleep(DRAIN_POLL);
-        }
+        let state = &self.state;
+        drain::drain(&state.connections, &state.options.stats.open, drain)
     }
 
     /// Stops accepting and closes every open connection, busy or not.
@@ -255,31 +231,16 @@ impl Listener {
         self.state.connections.close(true);
     }
 
-    /// Stops accepting: wakes every thread waiting in `accept` (a connection of our own
-    /// each; they see `draining` and leave), then closes the listening socket.
+    /// Stops accepting: wakes every thread waiting in `accept` (they see `draining` and
+    /// leave), then closes the listening socket.
     fn halt(&mut self) {
         self.state.draining.store(true, Ordering::SeqCst);
         let Some(socket) = self.socket.take() else {
             return;
         };
-        let threads = &self.state.threads;
-        let wake = wake_addr(self.addr);
-        let give_up = Instant::now() + WAKE_LIMIT;
-        loop {
-            let waiting = threads.waiting();
-            if waiting == 0 || Instant::now() >= give_up {
-                break;
-            }
-            let _ = TcpStream::connect_timeout(&wake, REFUSAL_WRITE_TIMEOUT);
-            // One at a time: no more wake-up connections queue than there are threads.
-            let until = Instant::now() + DRAIN_POLL;
-            while threads.waiting() >= waiting && Instant::now() < until {
-                thread::yield_now();
-            }
-        }
+        drain::wake_accepting(&self.state.threads, self.addr);
         drop(socket);
-        // The lingering thread ends once nothing lingers and no sender is left.
-        self.state.lock_lingerer().take();
+        self.state.refusals.stop_lingering();
     }
 }
 
@@ -287,18 +248,6 @@ impl Drop for Listener {
     fn drop(&mut self) {
         self.halt();
     }
-}
-
-/// Where to connect to wake our own accept loop: the bound address, or loopback when bound
-/// to all interfaces.
-fn wake_addr(mut addr: SocketAddr) -> SocketAddr {
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    addr
 }
 
 /// Sets the options of [`Timeouts::accepted`] on the listening socket, for the sockets it
@@ -320,35 +269,19 @@ fn with_options(listener: TcpListener, _timeouts: &Timeouts) -> TcpListener {
     listener
 }
 
-/// Accepted sockets inherit the listener's options: not known yet.
-const INHERIT_UNKNOWN: u8 = 0;
-/// Accepted sockets inherit the listener's options: nothing to set.
-const INHERITED: u8 = 1;
-/// Accepted sockets do not inherit the listener's options: set them on each.
-const NOT_INHERITED: u8 = 2;
-
 impl State {
     /// Gives an accepted socket the options of [`Timeouts::accepted`], unless it inherited
     /// them from the listener (looked at on the first socket only: three `getsockopt`s once).
     fn set_up(&self, stream: &TcpStream) -> io::Result<()> {
         let timeouts = &self.options.timeouts;
-        match self.inherited.load(Ordering::Relaxed) {
-            INHERITED => Ok(()),
-            NOT_INHERITED => timeouts.accepted(stream),
-            _ => {
-                if timeouts.accepted_already(stream) {
-                    self.inherited.store(INHERITED, Ordering::Relaxed);
-                    Ok(())
-                } else {
-                    self.inherited.store(NOT_INHERITED, Ordering::Relaxed);
-                    timeouts.accepted(stream)
-                }
-            }
+        if *self
+            .inherited
+            .get_or_init(|| timeouts.accepted_already(stream))
+        {
+            Ok(())
+        } else {
+            timeouts.accepted(stream)
         }
-    }
-
-    fn lock_lingerer(&self) -> MutexGuard<'_, Option<mpsc::SyncSender<TcpStream>>> {
-        self.lingerer.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -412,19 +345,19 @@ where
         match accepted {
             Ok((stream, peer)) => {
                 inc(&stats.accepted);
-                // Connections and tunnel threads share the cap (see `TunnelSlot`).
-                let taken = stats.open.fetch_add(1, Ordering::SeqCst)
-                    + stats.tunnels.load(Ordering::SeqCst);
-                if taken as usize >= options.max_connections {
-                    stats.open.fetch_sub(1, Ordering::SeqCst);
+                if !cap::admit(stats, options.max_connections) {
                     inc(&stats.rejected);
-                    refuse(state, stream, options.refusal);
+                    state
+                        .refusals
+                        .refuse(stream, options.refusal, &state.draining);
                 } else if others == 0 && !start_waiting_thread(state, serve) {
                     // No thread could be started to wait in `accept`: this one goes back to
                     // it, and the client is told to come back.
                     stats.open.fetch_sub(1, Ordering::SeqCst);
                     inc(&stats.rejected);
-                    refuse(state, stream, "out of threads");
+                    state
+                        .refusals
+                        .refuse(stream, "out of threads", &state.draining);
                 } else {
                     serve_one(state, &**serve, &slot.slot, stream, peer);
                 }
@@ -493,16 +426,9 @@ where
     F: Fn(Accepted<'_>),
 {
     let stream = Arc::new(stream);
-    *slot.lock() = Some(Arc::clone(&stream));
-    let _open = OpenGuard {
-        stats: &state.options.stats,
-        slot,
-    };
+    let _open = slot.open(&stream, &state.options.stats);
     if state.set_up(&stream).is_ok() {
-        let flags = Flags {
-            idle: &slot.idle,
-            draining: &state.draining,
-        };
+        let flags = slot.flags(&state.draining);
         serve(Accepted {
             stream,
             peer,
@@ -510,144 +436,12 @@ where
         });
     }
 }
-/// Answers a client past the cap with `503` (never waiting on it for long), then hands the
-/// socket to the lingering thread, started at the first refusal.
-fn refuse(state: &State, stream: TcpStream, why: &str) {
-    let page = pages::ErrorPage::new(503, why).bytes();
-    let _ = stream.set_write_timeout(Some(REFUSAL_WRITE_TIMEOUT));
-    let _ = (&stream).write_all(&page);
-    let mut lingerer = state.lock_lingerer();
-    if lingerer.is_none() && !state.draining.load(Ordering::SeqCst) {
-        *lingerer = linger::spawn_lingerer(linger::linger_max(state.options.max_connections)).ok();
-    }
-    let Some(lingerer) = lingerer.as_ref() else {
-        return linger::close_now(stream);
-    };
-    if let Err(mpsc::TrySendError::Full(s) | mpsc::TrySendError::Disconnected(s)) =
-        lingerer.try_send(stream)
-    {
-        linger::close_now(s);
-    }
-}
-
-/// Keeps a connection counted as open, and in its thread's slot of the registry, until it is
-/// dropped: when the connection ends, and also if its thread panics, so that a bug can never
-/// leak a slot of the cap.
-struct OpenGuard<'a> {
-    stats: &'a ServerStats,
-    slot: &'a Slot,
-}
-
-impl Drop for OpenGuard<'_> {
-    fn drop(&mut self) {
-        self.slot.idle.store(false, Ordering::SeqCst);
-        let stream = self.slot.lock().take();
-        drop(stream); // closed outside the lock
-        self.stats.open.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// The slot of the connection cap that an upgraded tunnel's second thread takes (see
-/// [`crate::proxy::relay`]): a connection and its tunnel thread count two, so `--max-connections`
-/// bounds the threads, as it is meant to. Given back when dropped.
-#[derive(Debug)]
-pub struct TunnelSlot<'a>(&'a ServerStats);
-
-impl TunnelSlot<'_> {
-    /// Takes a slot for a tunnel thread if connections and tunnels together leave one free
-    /// under `max` (the cap `stats` are counted against); `None` at the cap.
-    pub fn take(stats: &ServerStats, max: usize) -> Option<TunnelSlot<'_>> {
-        // An accepting thread adds to `open` and then reads `tunnels`; this does the reverse: of
-        // two racing takers, at least one sees the other (sequentially consistent order).
-        let taken =
-            stats.tunnels.fetch_add(1, Ordering::SeqCst) + stats.open.load(Ordering::SeqCst);
-        if taken as usize >= max {
-            stats.tunnels.fetch_sub(1, Ordering::SeqCst);
-            return None;
-        }
-        Some(TunnelSlot(stats))
-    }
-}
-
-impl Drop for TunnelSlot<'_> {
-    fn drop(&mut self) {
-        self.0.tunnels.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// A connection thread's place in the registry of open connections, for the thread's whole
-/// life: the connection it serves now, if any, and whether that connection waits for its next
-/// request. Only its own thread and a drain lock it, so the lock is not contended; a single
-/// map of all connections was locked twice per connection by every thread.
-#[derive(Debug, Default)]
-struct Slot {
-    /// The connection's socket, shared with the thread serving it (not `dup`ed: one
-    /// descriptor per connection).
-    stream: Mutex<Option<Arc<TcpStream>>>,
-    /// The connection waits for its next request (see [`Flags::set_idle`]).
-    idle: AtomicBool,
-}
-
-impl Slot {
-    fn lock(&self) -> MutexGuard<'_, Option<Arc<TcpStream>>> {
-        self.stream.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// The open connections, so that a drain can close the idle ones: a slot per connection
-/// thread, added when the thread starts and removed when it ends.
-#[derive(Debug, Default)]
-struct Connections {
-    slots: Mutex<Vec<Arc<Slot>>>,
-}
-
-impl Connections {
-    fn lock(&self) -> MutexGuard<'_, Vec<Arc<Slot>>> {
-        self.slots.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A slot for a thread that starts; it leaves the registry when the guard is dropped (when
-    /// the thread ends, also by a panic).
-    fn join(&self) -> SlotGuard<'_> {
-        let slot = Arc::new(Slot::default());
-        self.lock().push(Arc::clone(&slot));
-        SlotGuard {
-            connections: self,
-            slot,
-        }
-    }
-
-    /// Shuts down the connections that wait for a request, or with `busy_too` all of them.
-    fn close(&self, busy_too: bool) {
-        for slot in self.lock().iter() {
-            if (busy_too || slot.idle.load(Ordering::SeqCst))
-                && let Some(stream) = slot.lock().as_ref()
-            {
-                let _ = stream.shutdown(Shutdown::Both);
-            }
-        }
-    }
-}
-
-/// A thread's slot in the registry, for as long as the thread lives.
-struct SlotGuard<'a> {
-    connections: &'a Connections,
-    slot: Arc<Slot>,
-}
-
-impl Drop for SlotGuard<'_> {
-    fn drop(&mut self) {
-        let mut slots = self.connections.lock();
-        if let Some(i) = slots.iter().position(|s| Arc::ptr_eq(s, &self.slot)) {
-            slots.swap_remove(i);
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+    use std::io::{Read, Write};
+    use std::time::Instant;
 
     /// The options of a test listener: this cap and these timeouts, counting into `stats`.
     fn test_options(

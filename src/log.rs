@@ -12,7 +12,7 @@
 //! one that answered; those that failed when the balancer answered itself; `-` when none was),
 //! and the time from the request head to the end of the response. That is the `console`
 //! format; `--access-log-format` also offers nginx's `combined` and JSON Lines ([`mod@format`]).
-//! Lines are collected in memory and written every [`FLUSH_INTERVAL`] by one thread, so a busy
+//! Lines are collected in memory and written every [`FLUSH_INTERVAL`] by one thread ([`Writer`]), so a busy
 //! balancer makes one `write` for many requests, not one per request, and a request never
 //! waits for stdout. Error lines and notices go the same way through [`crate::console`].
 
@@ -21,13 +21,14 @@ pub mod format;
 use crate::backends::strategy::explain::Why;
 pub use format::LogFormat;
 
+use crate::stop::{Stopper, Woke};
 use crate::time;
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::io::Write as _;
+use std::io::{self, Write as _};
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How often collected log lines are written to stdout.
@@ -268,6 +269,44 @@ impl AccessLog {
             let _ = out.write_all(pending.as_bytes());
             let _ = out.flush();
         }
+    }
+}
+
+/// The access log's writer: a thread that writes what the connection threads collected
+/// every [`FLUSH_INTERVAL`], and once more when it is stopped. [`Writer::stop`] (or dropping
+/// it) stops it at once and joins it ([`crate::stop`]).
+#[derive(Debug)]
+pub struct Writer {
+    thread: Stopper,
+}
+
+impl Writer {
+    /// Starts writing the log that `log` finds in `owner`. The balancer's log is a field of its
+    /// [`Shared`](crate::context::Shared), not an `Arc` of its own (a request reaches it with
+    /// no pointer more to follow), so the thread holds the owner.
+    ///
+    /// # Errors
+    /// The thread could not be started.
+    pub fn start<T>(owner: Arc<T>, log: fn(&T) -> &AccessLog) -> io::Result<Writer>
+    where
+        T: Send + Sync + 'static,
+    {
+        let thread = Stopper::spawn("log", move |sleeper| {
+            let log = log(&owner);
+            loop {
+                let woke = sleeper.sleep(FLUSH_INTERVAL);
+                log.flush();
+                if woke == Woke::Stop {
+                    return;
+                }
+            }
+        })?;
+        Ok(Writer { thread })
+    }
+
+    /// Stops the thread, after its last write, and waits for it.
+    pub fn stop(self) {
+        self.thread.stop();
     }
 }
 

@@ -17,14 +17,13 @@ use crate::config::{self, Config};
 use crate::console;
 pub use crate::context::Shared;
 use crate::listener::{Listener, Options, Threads};
-use crate::log::FLUSH_INTERVAL;
+use crate::log;
 use crate::proxy;
 use crate::reload;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::{self, JoinHandle};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// A running balancer.
@@ -32,10 +31,10 @@ use std::time::{Duration, Instant};
 pub struct Balancer {
     shared: Arc<Shared>,
     listener: Option<Listener>,
-    flusher: Option<JoinHandle<()>>,
+    /// The access log's writer thread.
+    log_writer: Option<log::Writer>,
     /// The thread that follows `--backends-file`.
     watcher: Option<Watcher>,
-    stopped: Arc<AtomicBool>,
     admin: Option<Admin>,
 }
 
@@ -107,19 +106,12 @@ impl Balancer {
             let shared = Arc::clone(&shared);
             Listener::start(listener, options, move |conn| proxy::serve(conn, &shared))?
         };
-        let stopped = Arc::new(AtomicBool::new(false));
-        let flusher = {
-            let (shared, stopped) = (Arc::clone(&shared), Arc::clone(&stopped));
-            thread::Builder::new()
-                .name("log".into())
-                .spawn(move || write_log(&shared, &stopped))?
-        };
+        let log_writer = log::Writer::start(Arc::clone(&shared), |shared| &shared.log)?;
         Ok(Balancer {
             shared,
             listener: Some(listener),
-            flusher: Some(flusher),
+            log_writer: Some(log_writer),
             watcher,
-            stopped,
             admin,
         })
     }
@@ -177,10 +169,8 @@ impl Balancer {
         if let Some(watcher) = self.watcher.take() {
             watcher.stop();
         }
-        self.stopped.store(true, Ordering::Relaxed);
-        if let Some(flusher) = self.flusher.take() {
-            flusher.thread().unpark();
-            let _ = flusher.join();
+        if let Some(log_writer) = self.log_writer.take() {
+            log_writer.stop();
         }
         self.shared.log.flush();
         // The admin listener stays up during the drain, so it can be watched.
@@ -229,14 +219,6 @@ fn watch(
         config.backends_file_interval,
     )?;
     Ok(Some(watcher))
-}
-
-/// The access log's writer: what the connection threads collected, every [`FLUSH_INTERVAL`].
-fn write_log(shared: &Shared, stopped: &AtomicBool) {
-    while !stopped.load(Ordering::Relaxed) {
-        thread::park_timeout(FLUSH_INTERVAL);
-        shared.log.flush();
-    }
 }
 
 /// Starts the admin listener of `shared.config`: on its Unix socket, on its TCP address, or

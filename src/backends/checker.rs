@@ -14,8 +14,8 @@
 //! parallel, one short scoped thread per probe: a backend that hangs costs its own probe the
 //! timeout, not the others their turn, and backends added at run time (the admin API's
 //! [`crate::backends::Backends::add`]) are in the next round because each round reads the list
-//! anew. Between rounds the thread waits on a condition variable, so a shutdown wakes it at
-//! once; a round in progress finishes first, which takes at most `--health-timeout`.
+//! anew. Between rounds the thread sleeps on a [`Sleeper`], so a shutdown wakes it at once
+//! ([`crate::stop`]); a round in progress finishes first, which takes at most `--health-timeout`.
 
 use crate::backends::Backends;
 use crate::backends::member::Backend;
@@ -23,11 +23,12 @@ use crate::conn::is_local_failure;
 use crate::console;
 use crate::http::statuses::StatusSet;
 use crate::http::{Parse, response};
+use crate::stop::{Sleeper, Stopper, Woke};
 use crate::throttle::{self, Throttle};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::{self, JoinHandle};
+use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 /// The `User-Agent` of health checks, so backend logs can tell them from client requests.
@@ -56,33 +57,7 @@ pub struct Checks {
 /// A running checker. [`Checker::stop`] (or dropping it) stops and joins its thread.
 #[derive(Debug)]
 pub struct Checker {
-    stop: Arc<Stop>,
-    thread: Option<JoinHandle<()>>,
-}
-
-/// The stop flag, with a condition variable to wake the waiting thread.
-#[derive(Debug, Default)]
-struct Stop {
-    stopped: Mutex<bool>,
-    wake: Condvar,
-}
-
-impl Stop {
-    /// Waits until `deadline` or a stop, whichever comes first; true if stopped.
-    fn wait_until(&self, deadline: Instant) -> bool {
-        let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if *stopped || left.is_zero() {
-                return *stopped;
-            }
-            stopped = self
-                .wake
-                .wait_timeout(stopped, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-    }
+    thread: Stopper,
 }
 
 impl Checker {
@@ -91,41 +66,18 @@ impl Checker {
     /// # Errors
     /// The thread could not be started.
     pub fn start(backends: Arc<Backends>, checks: Checks) -> io::Result<Checker> {
-        let stop = Arc::new(Stop::default());
-        let thread = {
-            let stop = Arc::clone(&stop);
-            thread::Builder::new()
-                .name("health".into())
-                .spawn(move || run(&backends, &checks, &stop))?
-        };
-        Ok(Checker {
-            stop,
-            thread: Some(thread),
-        })
+        let thread = Stopper::spawn("health", move |sleeper| run(&backends, &checks, sleeper))?;
+        Ok(Checker { thread })
     }
 
     /// Stops the checker and waits for its thread (at most one round's `--health-timeout`).
-    pub fn stop(mut self) {
-        self.halt();
-    }
-
-    fn halt(&mut self) {
-        *self.stop.stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        self.stop.wake.notify_all();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for Checker {
-    fn drop(&mut self) {
-        self.halt();
+    pub fn stop(self) {
+        self.thread.stop();
     }
 }
 
 /// One round per `--health-interval`, measured from the start of each round, until stopped.
-fn run(backends: &Backends, checks: &Checks, stop: &Stop) {
+fn run(backends: &Backends, checks: &Checks, sleeper: &Sleeper) {
     loop {
         let started = Instant::now();
         let list = backends.snapshot();
@@ -142,7 +94,7 @@ fn run(backends: &Backends, checks: &Checks, stop: &Stop) {
                 }
             }
         });
-        if stop.wait_until(started + checks.interval) {
+        if sleeper.sleep_until(started + checks.interval) == Woke::Stop {
             return;
         }
     }

@@ -36,13 +36,13 @@ use crate::backends::member::{Backend, hash64};
 use crate::backends::{Backends, Diff};
 use crate::config::{self, BackendSpec, is_own_address};
 use crate::console;
+use crate::stop::{Sleeper, Stopper, Woke};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 /// Largest backends file read, in bytes: about thirty thousand backends. A bigger file is
@@ -293,45 +293,11 @@ impl Stamp {
     }
 }
 
-/// The watcher's wake-up call: stop, or read now.
-#[derive(Debug, Default)]
-struct Wake {
-    /// (stop, read now)
-    flags: Mutex<(bool, bool)>,
-    bell: Condvar,
-}
-
-impl Wake {
-    /// Waits up to `interval` for a stop or a [`Watcher::reload`]; returns (stop, read now)
-    /// and clears "read now".
-    fn wait(&self, interval: Duration) -> (bool, bool) {
-        let flags = self.flags.lock().unwrap_or_else(|e| e.into_inner());
-        let (mut flags, _) = self
-            .bell
-            .wait_timeout_while(flags, interval, |(stop, now)| !*stop && !*now)
-            .unwrap_or_else(|e| e.into_inner());
-        let woke = *flags;
-        flags.1 = false;
-        woke
-    }
-
-    fn ring(&self, stop: bool) {
-        let mut flags = self.flags.lock().unwrap_or_else(|e| e.into_inner());
-        if stop {
-            flags.0 = true;
-        } else {
-            flags.1 = true;
-        }
-        self.bell.notify_all();
-    }
-}
-
 /// The thread that watches the backends file. [`Watcher::stop`] (or dropping it) stops and
 /// joins it.
 #[derive(Debug)]
 pub struct Watcher {
-    wake: Arc<Wake>,
-    thread: Option<JoinHandle<()>>,
+    thread: Stopper,
 }
 
 /// What the watcher thread works with.
@@ -361,7 +327,6 @@ impl Watcher {
         own: Vec<SocketAddr>,
         interval: Duration,
     ) -> io::Result<Watcher> {
-        let wake = Arc::new(Wake::default());
         let mut watch = Watch {
             seen: Stamp::of(&state.path),
             state,
@@ -371,50 +336,30 @@ impl Watcher {
             leaving: Vec::new(),
         };
         watch.read();
-        let thread = {
-            let wake = Arc::clone(&wake);
-            thread::Builder::new()
-                .name("backends-file".into())
-                .spawn(move || watch.run(&wake))?
-        };
-        Ok(Watcher {
-            wake,
-            thread: Some(thread),
-        })
+        let thread = Stopper::spawn("backends-file", move |sleeper| watch.run(sleeper))?;
+        Ok(Watcher { thread })
     }
 
     /// Reads the file now, changed or not (what `SIGHUP` does).
     pub fn reload(&self) {
-        self.wake.ring(false);
+        self.thread.wake();
     }
 
     /// Stops the thread and waits for it.
-    pub fn stop(mut self) {
-        self.halt();
-    }
-
-    fn halt(&mut self) {
-        self.wake.ring(true);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        self.halt();
+    pub fn stop(self) {
+        self.thread.stop();
     }
 }
 
 impl Watch {
     /// Looks at the file every interval, and at once when asked, until stopped.
-    fn run(&mut self, wake: &Wake) {
+    fn run(&mut self, sleeper: &Sleeper) {
         loop {
-            let (stop, now) = wake.wait(self.interval);
-            if stop {
-                return;
-            }
+            let now = match sleeper.sleep(self.interval) {
+                Woke::Stop => return,
+                Woke::Now => true,
+                Woke::Time => false,
+            };
             // Stamp first, then read: a change after the stamp is seen at the next look.
             let stamp = Stamp::of(&self.state.path);
             if now || stamp != self.seen {

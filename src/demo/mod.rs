@@ -272,33 +272,25 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 /// Applies the drill to a request that has been read: returns the status to answer with, or
 /// `None` to close without answering (hanging until the drill changes, or stopped).
 fn drill_status(shared: &DemoShared) -> Option<u16> {
-    let mut drill = shared.drill.lock().unwrap_or_else(|e| e.into_inner());
+    let drill = shared.drill.lock().unwrap_or_else(|e| e.into_inner());
     match *drill {
         Drill::Ok => Some(200),
         Drill::Stop => None,
         Drill::Error(code) => Some(code),
         Drill::Hang => {
-            while *drill == Drill::Hang {
-                drill = shared
-                    .changed
-                    .wait(drill)
-                    .unwrap_or_else(|e| e.into_inner());
-            }
+            let _changed = shared
+                .changed
+                .wait_while(drill, |d| *d == Drill::Hang)
+                .unwrap_or_else(|e| e.into_inner());
             None
         }
         Drill::Slow(delay) => {
-            let until = std::time::Instant::now() + delay;
-            loop {
-                let left = until.saturating_duration_since(std::time::Instant::now());
-                if left.is_zero() || !matches!(*drill, Drill::Slow(_)) {
-                    return Some(200);
-                }
-                drill = shared
-                    .changed
-                    .wait_timeout(drill, left)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-            }
+            // The whole delay, unless the drill changes to one that is not slow.
+            let _waited = shared
+                .changed
+                .wait_timeout_while(drill, delay, |d| matches!(d, Drill::Slow(_)))
+                .unwrap_or_else(|e| e.into_inner());
+            Some(200)
         }
     }
 }
