@@ -116,6 +116,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_error_reads_as_its_status_line_and_why() {
+        let error = Error::bad("malformed request line");
+        assert_eq!(error.to_string(), "400 Bad Request: malformed request line");
+    }
+
+    #[test]
     fn tchar_is_the_rfc_list() {
         // RFC 9110 section 5.6.2: tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-"
         // / "." / "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA
