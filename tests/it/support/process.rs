@@ -265,6 +265,11 @@ impl Running {
         self.address_after("[Admin] Status page at http://")
     }
 
+    /// `http://ADDR` of the balanced listener, plus `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
     /// The lines read so far, in the order they came.
     pub fn seen(&self) -> &[String] {
         &self.seen
