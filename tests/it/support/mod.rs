@@ -265,16 +265,6 @@ pub fn accepted(lb: &Balancer) -> u64 {
     lb.shared().stats.accepted.load(Ordering::SeqCst)
 }
 
-/// Connection threads waiting in `accept` for their next connection.
-pub fn waiting_threads(lb: &Balancer) -> usize {
-    lb.threads().map_or(0, |t| t.waiting())
-}
-
-/// Connection threads started since the balancer started.
-pub fn started_threads(lb: &Balancer) -> u64 {
-    lb.threads().map_or(0, |t| t.started())
-}
-
 /// A probe of the connection threads alive that outlives the balancer's handle, to watch
 /// what a shutdown does with them.
 pub fn threads_probe(lb: &Balancer) -> impl Fn() -> usize + Send + 'static {
