@@ -7,10 +7,12 @@
 //! These tests look at `chapter.rs` as the chapter wrote it, never at the learner's copy: the
 //! exercises at the end of each page are in `exercises.rs`.
 
-use crate::support::DeadPort;
 use crate::support::chapter::*;
 use crate::support::process::url_in;
-use std::io::Write;
+use crate::support::{
+    DeadPort, HungBackend, NoResponse, RawConn, TestBackend, connect, get, get_raw, request,
+    wait_for,
+};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -63,12 +65,12 @@ fn the_chapter_behaves_as_the_chapter() {
     assert!(started[2].starts_with("[LoadBalancer] Running at http://localhost:"));
     let red = url_in(started[0]).to_string();
     let blue = url_in(started[1]).to_string();
-    assert_eq!(get(chapter.addr, "/"), (200, RED.to_string()));
+    assert_eq!(get(&chapter.url("/")), (200, RED.to_string()));
     // The icon is answered by the balancer, and takes no turn.
     let icon = request(chapter.addr, &get_raw("/favicon.ico")).unwrap();
     assert_eq!((icon.status, icon.body.as_str()), (204, ""), "{icon:?}");
-    assert_eq!(get(chapter.addr, "/page"), (200, BLUE.to_string()));
-    assert_eq!(get(chapter.addr, "/"), (200, RED.to_string()));
+    assert_eq!(get(&chapter.url("/page")), (200, BLUE.to_string()));
+    assert_eq!(get(&chapter.url("/")), (200, RED.to_string()));
     chapter.line_with(&format!("[LoadBalancer] Routing path '/' to {red}"));
     chapter.line_with(&format!("[LoadBalancer] Routing path '/page' to {blue}"));
     assert!(
@@ -125,7 +127,7 @@ fn step2_a_cap_on_connections() {
     assert!(fifth.body.contains("--max-connections"), "{fifth:?}");
     // Once one of them leaves, there is room again.
     drop(quiet);
-    crate::support::wait_for(PATIENCE, "room after the quiet clients left", || {
+    wait_for(PATIENCE, "room after the quiet clients left", || {
         request(lb.addr, &get_raw("/")).map(|r| r.status) == Ok(200)
     });
 }
@@ -153,7 +155,7 @@ fn step4_methods_headers_and_bodies() {
     // chapter.rs, with the test's backend in Blue's place (the second turn): the cookie
     // does not reach it, and a POST is not passed on at all.
     let backend = TestBackend::new();
-    let port = backend.addr.port().to_string();
+    let port = backend.port();
     let chapter = the_chapter(&["--blue-down", "--blue", &port]);
     assert_eq!(request(chapter.addr, WITH_COOKIE).unwrap().body, RED);
     assert_eq!(request(chapter.addr, WITH_COOKIE).unwrap().body, "done");
@@ -250,14 +252,14 @@ fn step7_a_hung_backend() {
     // chapter.rs with a hung server in Blue's place: the second request hears nothing (for
     // chapter.rs's TIMEOUT of 10 s; the test watches for one).
     let hung = HungBackend::new();
-    let port = hung.port().to_string();
+    let port = hung.port();
     let chapter = the_chapter(&["--blue-down", "--blue", &port]);
-    assert_eq!(get(chapter.addr, "/"), (200, RED.to_string()));
-    let mut stream = connect(chapter.addr);
-    stream.set_read_timeout(Some(WATCH)).unwrap();
-    stream.write_all(&get_raw("/")).unwrap();
+    assert_eq!(get(&chapter.url("/")), (200, RED.to_string()));
+    let mut c = RawConn::open(chapter.addr);
+    c.stream.set_read_timeout(Some(WATCH)).unwrap();
+    c.send(&get_raw("/"));
     assert_eq!(
-        read_response(&mut stream).unwrap_err(),
+        c.try_response().unwrap_err(),
         NoResponse::Silent,
         "chapter.rs answers nothing, and keeps the connection"
     );
@@ -278,9 +280,9 @@ fn step7_a_hung_backend() {
         "100",
     ]);
     let started = Instant::now();
-    assert_eq!(get(lb.addr, "/").0, 504);
+    assert_eq!(get(&lb.url("/")).0, 504);
     assert!(started.elapsed() >= Duration::from_millis(300));
-    assert_eq!(get(lb.addr, "/"), (200, RED.to_string()));
+    assert_eq!(get(&lb.url("/")), (200, RED.to_string()));
     let post = request(lb.addr, A_POST).unwrap();
     assert_eq!(post.status, 504, "{post:?}");
 }
@@ -294,10 +296,10 @@ fn step8_graceful_shutdown() {
     // test sends SIGTERM: a test run started in the background by a shell inherits SIGINT
     // ignored, and chapter.rs, which installs no handler, would keep that (the crate's own
     // handler replaces it, so the crate's half of the test can send SIGINT).
-    let mut backend = TestBackend::held();
-    let port = backend.addr.port().to_string();
+    let backend = TestBackend::held();
+    let port = backend.port();
     let mut chapter = the_chapter(&["--blue-down", "--blue", &port]);
-    assert_eq!(get(chapter.addr, "/").1, RED);
+    assert_eq!(get(&chapter.url("/")).1, RED);
     let client = request_in_flight(chapter.addr, &backend);
     chapter.signal("TERM");
     assert_eq!(
@@ -313,7 +315,7 @@ fn step8_graceful_shutdown() {
     );
 
     // The crate: it stops taking connections, lets the request finish, says so, exits 0.
-    let mut backend = TestBackend::held();
+    let backend = TestBackend::held();
     let mut lb = the_crate(&["--backend", &backend.url(), "--drain-timeout", "5s"]);
     let client = request_in_flight(lb.addr, &backend);
     lb.signal("INT");

@@ -1,6 +1,6 @@
 //! The drain at shutdown: idle keep-alive clients are closed at once, requests in flight
 //! finish, and `--drain-timeout` bounds the wait: what is still running then is cut, and
-//! counted in the summary.
+//! counted in the summary. Then no connection thread is left.
 
 use crate::support::*;
 use std::sync::Arc;
@@ -26,6 +26,7 @@ fn a_drain_closes_idle_clients_at_once_and_lets_busy_ones_finish() {
     wait_for(Duration::from_secs(10), "the slow request held", || {
         gate.arrived() == 1
     });
+    let alive = threads_probe(&lb);
     let stopping = thread::spawn(move || lb.shutdown());
     // The idle client is closed while the busy one is still waiting for its answer.
     idle.expect_close();
@@ -40,6 +41,13 @@ fn a_drain_closes_idle_clients_at_once_and_lets_busy_ones_finish() {
     assert_eq!(
         (summary.requests, summary.accepted, summary.abandoned),
         (2, 2, 0)
+    );
+    // The shutdown lets every connection thread go, those that served and those that
+    // waited in `accept` for the next connection.
+    wait_for(
+        Duration::from_secs(10),
+        "the connection threads to exit",
+        || alive() == 0,
     );
 }
 

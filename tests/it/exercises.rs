@@ -17,7 +17,11 @@
 //! two) for what should happen, and expects nothing of it before half a second.
 
 use crate::support::chapter::*;
-use crate::support::{DeadPort, wait_for};
+use crate::support::process::Running;
+use crate::support::{
+    Answer, DeadPort, HungBackend, NoResponse, RawConn, Response, SLOW_BODY, TRICKLE, TestBackend,
+    connect, get, get_raw, request, wait_for,
+};
 use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -55,11 +59,14 @@ fn trickling_client(addr: SocketAddr, limit: Duration) -> Option<(Response, Dura
     }
     let at = started.elapsed();
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    read_response(&mut stream).ok().map(|answer| (answer, at))
+    RawConn::wrap(stream)
+        .try_response()
+        .ok()
+        .map(|answer| (answer, at))
 }
 
 /// The learner's balancer with neither demo backend started, over two ports that refuse.
-fn the_exercise_over_refusing(red: &DeadPort, blue: &DeadPort) -> crate::support::process::Running {
+fn the_exercise_over_refusing(red: &DeadPort, blue: &DeadPort) -> Running {
     the_exercise(&[
         "--red-down",
         "--red",
@@ -107,7 +114,7 @@ fn one_more_connection(addr: SocketAddr) -> Response {
         Err(e) => panic!("read: {e}"),
     }
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    read_response(&mut stream).expect("an answer")
+    RawConn::wrap(stream).try_response().expect("an answer")
 }
 
 #[test]
@@ -137,19 +144,19 @@ fn exercise_chapter_caps_connections() {
 #[ignore = "exercise: --max-requests per keep-alive connection"]
 fn exercise_max_requests_per_connection() {
     let lb = the_crate(&["--max-requests", "2"]);
-    let mut stream = connect(lb.addr);
-    stream.write_all(&get_raw("/")).unwrap();
-    let first = read_response(&mut stream).unwrap();
+    let mut c = RawConn::open(lb.addr);
+    c.send(&get_raw("/"));
+    let first = c.try_response().unwrap();
     assert!(!first.closes(), "{first:?}");
-    stream.write_all(&get_raw("/")).unwrap();
-    let second = read_response(&mut stream).unwrap();
+    c.send(&get_raw("/"));
+    let second = c.try_response().unwrap();
     assert_eq!(second.status, 200, "{second:?}");
     assert!(
         second.closes(),
         "the last allowed request says so: {second:?}"
     );
     assert_eq!(
-        read_response(&mut stream).unwrap_err(),
+        c.try_response().unwrap_err(),
         NoResponse::Closed,
         "then the connection closes"
     );
@@ -170,8 +177,8 @@ fn exercise_max_requests_per_connection() {
 fn exercise_chapter_sends_x_forwarded_for() {
     let backend = TestBackend::new();
     let exercise = the_exercise(&["--blue-down", "--blue", &backend.port()]);
-    assert_eq!(get(exercise.addr, "/").1, RED);
-    assert_eq!(get(exercise.addr, "/").1, "done");
+    assert_eq!(get(&exercise.url("/")).1, RED);
+    assert_eq!(get(&exercise.url("/")).1, "done");
     let (head, _) = backend.next_request();
     assert!(
         head.contains("\r\nX-Forwarded-For: 127.0.0.1\r\n"),
@@ -184,7 +191,7 @@ fn exercise_chapter_sends_x_forwarded_for() {
 fn exercise_chapter_relays_a_post_body() {
     let backend = TestBackend::new();
     let exercise = the_exercise(&["--blue-down", "--blue", &backend.port()]);
-    assert_eq!(get(exercise.addr, "/").1, RED);
+    assert_eq!(get(&exercise.url("/")).1, RED);
     let post = request(exercise.addr, A_POST).expect(
         "an answer to the POST within 5 s (the body was sent with the head: is it read \
          through the BufReader that read the head?)",
@@ -232,7 +239,7 @@ fn exercise_chapter_tries_the_next_backend() {
 fn exercise_chapter_tries_the_next_backend_only_when_refused() {
     // Red is the test's backend, Blue one that reads the request and closes without a word.
     let red = TestBackend::new();
-    let blue = TestBackend::replying(Reply::Nothing);
+    let blue = TestBackend::replying(Answer::Nothing);
     let exercise = the_exercise(&[
         "--red-down",
         "--red",
@@ -241,7 +248,7 @@ fn exercise_chapter_tries_the_next_backend_only_when_refused() {
         "--blue",
         &blue.port(),
     ]);
-    assert_eq!(get(exercise.addr, "/").1, "done");
+    assert_eq!(get(&exercise.url("/")).1, "done");
     red.next_request();
     let answer = request(exercise.addr, &get_raw("/sent")).unwrap();
     assert_eq!(
@@ -272,7 +279,7 @@ fn exercise_chapter_tries_the_next_backend_and_502_when_none_answers() {
 #[ignore = "exercise: chapter.rs tries the next backend"]
 fn exercise_chapter_tries_the_next_backend_without_making_clients_wait_in_turn() {
     // Red answers slowly (a byte every 200 ms, until released), Blue at once.
-    let mut red = TestBackend::held_with(Reply::Slowly);
+    let red = TestBackend::held_with(Answer::Slowly);
     let blue = TestBackend::new();
     let exercise = the_exercise(&[
         "--red-down",
@@ -300,13 +307,13 @@ fn exercise_502_page_names_the_backend() {
     let dead = DeadPort::new();
     let url = dead.url();
     let lb = the_crate(&["--backend", &url]);
-    let (status, page) = get(lb.addr, "/");
+    let (status, page) = get(&lb.url("/"));
     assert_eq!(status, 502);
     assert!(page.contains(&url), "the page names {url}: {page}");
 
     // The other way to a 502: a POST sent to a backend that closes without answering is
     // not sent anywhere else (it may have been acted on), so its 502 comes at once.
-    let broken = TestBackend::replying(Reply::Nothing);
+    let broken = TestBackend::replying(Answer::Nothing);
     let url = broken.url();
     let lb = the_crate(&["--backend", &url]);
     let answer = request(lb.addr, A_POST).unwrap();
@@ -327,7 +334,7 @@ fn sixty_random_picks() -> Vec<&'static str> {
             .find(|c| page.contains(&format!("color:{c};")))
             .unwrap_or_else(|| panic!("not a demo page: {page}"))
     };
-    (0..60).map(|_| colour(&get(lb.addr, "/").1)).collect()
+    (0..60).map(|_| colour(&get(&lb.url("/")).1)).collect()
 }
 
 #[test]
@@ -359,8 +366,8 @@ fn exercise_random_strategy() {
 #[ignore = "exercise: chapter.rs answers 504 when a backend is silent"]
 fn exercise_chapter_answers_504_for_a_silent_backend() {
     let hung = HungBackend::new();
-    let exercise = the_exercise(&["--blue-down", "--blue", &hung.port().to_string()]);
-    assert_eq!(get(exercise.addr, "/").0, 200);
+    let exercise = the_exercise(&["--blue-down", "--blue", &hung.port()]);
+    assert_eq!(get(&exercise.url("/")).0, 200);
     let started = Instant::now();
     let answer = request(exercise.addr, &get_raw("/")).expect("an answer within 5 s");
     assert_eq!(answer.status, 504, "{answer:?}");
@@ -388,7 +395,7 @@ fn exercise_chapter_answers_504_for_a_silent_backend_and_still_502_for_a_refusal
 #[test]
 #[ignore = "exercise: /healthz on the admin listener"]
 fn exercise_admin_healthz() {
-    let mut backend = TestBackend::held();
+    let backend = TestBackend::held();
     let mut lb = the_crate(&[
         "--backend",
         &backend.url(),
@@ -398,13 +405,16 @@ fn exercise_admin_healthz() {
         "5s",
     ]);
     let admin = lb.admin();
-    assert_eq!(get(admin, "/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(
+        get(&format!("http://{admin}/healthz")),
+        (200, "ok\n".to_string())
+    );
     // While draining, the balancer tells whoever sends it traffic to stop: the admin has to
     // be told of the drain.
     let client = request_in_flight(lb.addr, &backend);
     lb.signal("TERM");
     lb.line_with("draining");
-    assert_eq!(get(admin, "/healthz").0, 503);
+    assert_eq!(get(&format!("http://{admin}/healthz")).0, 503);
     backend.release();
     assert_finishes(client);
 }

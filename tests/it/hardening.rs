@@ -7,7 +7,6 @@ use crate::support::process::Launch;
 use crate::support::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// What the recording backends answer to every request.
@@ -83,36 +82,20 @@ fn a_backend_that_is_the_balancer_itself_is_refused_at_start() {
         ),
     ] {
         let (listen, backend) = (listen.as_str(), backend.as_str());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_load-balancer"))
-            .args(["--listen", listen, "--backend", backend, "--admin", "off"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // It must exit by itself; one that starts instead is stopped, and the test fails.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break Some(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let mut stderr = String::new();
-        let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+        let mut lb = Launch::balancer()
+            .args(&["--listen", listen, "--backend", backend, "--admin", "off"])
+            .only_stderr()
+            .spawn();
+        // It must exit by itself; one that starts instead fails the test, and is stopped.
+        let status = lb.exit_within(Duration::from_secs(20));
+        let refused = lb.has_line(&format!("--backend {backend}: that is this balancer's own"));
         assert_eq!(
-            status.and_then(|s| s.code()),
+            status.code(),
             Some(2),
-            "{listen} {backend}: {stderr}"
+            "{listen} {backend}: {:?}",
+            lb.seen()
         );
-        assert!(
-            stderr.contains(&format!("--backend {backend}: that is this balancer's own")),
-            "{stderr}"
-        );
+        assert!(refused, "{:?}", lb.seen());
     }
 }
 

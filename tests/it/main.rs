@@ -28,7 +28,6 @@ mod health;
 mod hygiene;
 mod keepalive;
 mod lab;
-mod performance;
 mod rejects;
 #[cfg(unix)]
 mod reload;

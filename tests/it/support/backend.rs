@@ -4,6 +4,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -368,6 +369,17 @@ impl Gate {
         self.opened.notify_all();
     }
 
+    /// Waits up to `limit` for the gate to open, without counting an arrival; whether it is
+    /// open.
+    pub fn open_within(&self, limit: Duration) -> bool {
+        let open = self.open.lock().unwrap();
+        let (open, _) = self
+            .opened
+            .wait_timeout_while(open, limit, |open| !*open)
+            .unwrap();
+        *open
+    }
+
     /// Requests that reached the gate so far.
     pub fn arrived(&self) -> usize {
         self.arrived.load(Ordering::SeqCst)
@@ -397,4 +409,171 @@ pub fn slow_on_request(gate: &Arc<Gate>) -> Recorder {
         }
         Reply::ok(target_of(head))
     })
+}
+
+/// A backend that accepts connections (the system completes them into its backlog) and never
+/// reads or answers: a hung server.
+pub struct HungBackend {
+    listener: TcpListener,
+}
+
+impl HungBackend {
+    pub fn new() -> HungBackend {
+        HungBackend {
+            listener: TcpListener::bind("127.0.0.1:0").unwrap(),
+        }
+    }
+
+    /// The port, as a flag's value.
+    pub fn port(&self) -> String {
+        self.listener.local_addr().unwrap().port().to_string()
+    }
+}
+
+/// What a [`TestBackend`] does once it has read a request.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Answer {
+    /// Answers `200` with the body `done` (once released, while held).
+    Done,
+    /// Closes the connection without a byte of an answer: a backend that broke.
+    Nothing,
+    /// Answers `200` with [`SLOW_BODY`]: the head at once, then the body one byte every
+    /// [`TRICKLE`] until released (or until one byte is left), then the rest. A slow backend
+    /// that is never silent for long.
+    Slowly,
+}
+
+/// How long a [`Answer::Slowly`] backend waits between two bytes of its body while held: a
+/// fifth of the one-second timeouts the guide's exercises ask for, so that it never looks
+/// hung.
+pub const TRICKLE: Duration = Duration::from_millis(200);
+/// The body of a [`Answer::Slowly`] answer: 64 dots (at one every [`TRICKLE`], over twelve
+/// seconds of them).
+pub const SLOW_BODY: &str = "................................................................";
+/// The longest a held [`TestBackend`] holds an answer: it answers then even if not released.
+const HELD_AT_MOST: Duration = Duration::from_secs(10);
+
+/// A backend that stands in for one the test names on a command line (the chapter's Blue, a
+/// `--backend`): it reports every request it reads on `requests`, then answers as its
+/// [`Answer`] says, closing after the answer when the request asked for that (HTTP/1.0, as
+/// the chapter sends, or `Connection: close`). While held, it finishes an answer only once
+/// released (or after [`HELD_AT_MOST`]).
+pub struct TestBackend {
+    pub addr: SocketAddr,
+    /// Every request read, in order.
+    pub requests: Receiver<Message>,
+    gate: Arc<Gate>,
+    _backend: ScriptedBackend,
+}
+
+impl TestBackend {
+    /// Answers `done` at once.
+    pub fn new() -> TestBackend {
+        TestBackend::replying(Answer::Done)
+    }
+
+    /// Answers at once as `answer` says.
+    pub fn replying(answer: Answer) -> TestBackend {
+        let backend = TestBackend::held_with(answer);
+        backend.release();
+        backend
+    }
+
+    /// Answers `done` once [`TestBackend::release`] is called.
+    pub fn held() -> TestBackend {
+        TestBackend::held_with(Answer::Done)
+    }
+
+    /// Answers as `answer` says, finishing an answer once [`TestBackend::release`] is called.
+    pub fn held_with(answer: Answer) -> TestBackend {
+        let (report, requests) = mpsc::channel();
+        let gate = Arc::new(Gate::default());
+        let backend = {
+            let gate = Arc::clone(&gate);
+            ScriptedBackend::start(move |s| answer_requests(s, answer, &report, &gate))
+        };
+        TestBackend {
+            addr: backend.addr,
+            requests,
+            gate,
+            _backend: backend,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The port, as a flag's value.
+    pub fn port(&self) -> String {
+        self.addr.port().to_string()
+    }
+
+    /// Lets held requests (and all later ones) be answered.
+    pub fn release(&self) {
+        self.gate.open();
+    }
+
+    /// The next request the backend read, waiting up to [`BACKEND_WAIT`].
+    pub fn next_request(&self) -> Message {
+        self.requests
+            .recv_timeout(BACKEND_WAIT)
+            .expect("a request reached the test backend")
+    }
+}
+
+impl Drop for TestBackend {
+    /// Releases what is held, so that no connection waits on a test that is over.
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// One connection to a [`TestBackend`]: requests until the peer closes or asks to.
+fn answer_requests(mut s: TcpStream, answer: Answer, report: &Sender<Message>, gate: &Gate) {
+    while let Some(message) = read_message(&mut s) {
+        let close = wants_close(&message.0);
+        let _ = report.send(message);
+        let close_field = if close { "Connection: close\r\n" } else { "" };
+        let answered = match answer {
+            Answer::Nothing => return,
+            Answer::Done => {
+                gate.open_within(HELD_AT_MOST);
+                let answer =
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n{close_field}\r\ndone");
+                s.write_all(answer.as_bytes())
+            }
+            Answer::Slowly => answer_slowly(&mut s, close_field, gate),
+        };
+        if answered.is_err() || close {
+            return;
+        }
+    }
+}
+
+/// Does the request with `head` end its connection (HTTP/1.0, or `Connection: close`)?
+fn wants_close(head: &str) -> bool {
+    let lower = head.to_ascii_lowercase();
+    let http_1_0 = lower
+        .lines()
+        .next()
+        .is_some_and(|l| l.ends_with(" http/1.0"));
+    http_1_0 || super::header(&lower, "connection") == Some("close")
+}
+
+/// [`Answer::Slowly`]: the head at once, the body's bytes one every [`TRICKLE`] until the gate
+/// opens (or one byte is left), then the rest.
+fn answer_slowly(s: &mut TcpStream, close_field: &str, gate: &Gate) -> std::io::Result<()> {
+    let body = SLOW_BODY.as_bytes();
+    write!(
+        s,
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{close_field}\r\n",
+        body.len()
+    )?;
+    let mut sent = 0;
+    while sent + 1 < body.len() && !gate.open_within(TRICKLE) {
+        s.write_all(&body[sent..=sent])?;
+        sent += 1;
+    }
+    s.write_all(&body[sent..])
 }

@@ -153,6 +153,11 @@ fn is_reset(e: &std::io::Error) -> bool {
     e.kind() == ErrorKind::ConnectionReset
 }
 
+/// Does this read error mean the read timeout passed (the connection is still open)?
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
 /// Reads until the peer closes (`Ok(0)` or a reset), appending to `out`; `Err` if a read
 /// times out (the connection is still open) or fails otherwise. Uses the socket's read
 /// timeout.
@@ -190,6 +195,59 @@ pub fn exchange(addr: SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&read_until_closed(&mut s)).into_owned()
 }
 
+/// Why no response came.
+#[derive(Debug, PartialEq)]
+pub enum NoResponse {
+    /// The peer closed the connection (the FIN, a reset, or a write that found it gone)
+    /// before a byte of a response.
+    Closed,
+    /// The connection is still open, and no byte came within the read timeout.
+    Silent,
+}
+
+/// What one read on a client connection came to.
+enum Io {
+    Data,
+    Closed,
+    Silent,
+}
+
+/// A response as read off the wire, by [`RawConn::try_response`].
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    /// Status line and header fields, up to and with the empty line.
+    pub head: String,
+    /// The body as received, lossily as text.
+    pub body: String,
+}
+
+impl Response {
+    /// The value of the first header field `name` (any case), if present.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        field_values(&self.head, name).next()
+    }
+
+    /// Does it say `Connection: close`?
+    pub fn closes(&self) -> bool {
+        self.field("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+    }
+}
+
+/// Sends `raw` on a new connection and reads one response; `Err` if none came (see
+/// [`RawConn::try_response`]), or if the peer closed before `raw` was all sent.
+pub fn request(addr: SocketAddr, raw: &[u8]) -> Result<Response, NoResponse> {
+    let mut c = RawConn::open(addr);
+    c.try_send(raw)?;
+    c.try_response()
+}
+
+/// A GET for `path` with HTTP/1.1 and a Host field, as raw bytes.
+pub fn get_raw(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: lb\r\n\r\n").into_bytes()
+}
+
 /// A raw client connection that keeps bytes read past one response for the next one.
 pub struct RawConn {
     pub stream: TcpStream,
@@ -208,22 +266,57 @@ impl RawConn {
         }
     }
 
+    /// Sends `bytes`; panics if the peer has closed the connection.
     pub fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap();
+        self.try_send(bytes)
+            .unwrap_or_else(|_| panic!("the peer closed the connection before it was sent"));
+    }
+
+    /// Sends `bytes`; `Err(Closed)` if the peer has closed the connection already (the write
+    /// found it gone). Panics on another error.
+    pub fn try_send(&mut self, bytes: &[u8]) -> Result<(), NoResponse> {
+        match self.stream.write_all(bytes) {
+            Ok(()) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::BrokenPipe
+                        | ErrorKind::ConnectionReset
+                        | ErrorKind::ConnectionAborted
+                ) =>
+            {
+                Err(NoResponse::Closed)
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+
+    /// Reads more into `pending`: data, the close, or silence for the socket's read timeout.
+    /// Panics on any other error.
+    fn read_some(&mut self) -> Io {
+        let mut buf = [0u8; 16384];
+        match self.stream.read(&mut buf) {
+            Ok(0) => Io::Closed,
+            Ok(n) => {
+                self.pending.extend_from_slice(&buf[..n]);
+                Io::Data
+            }
+            Err(e) if is_reset(&e) => Io::Closed,
+            Err(e) if is_timeout(&e) => Io::Silent,
+            Err(e) => panic!(
+                "read: {e}; have {:?}",
+                String::from_utf8_lossy(&self.pending)
+            ),
+        }
     }
 
     /// Reads more; `false` when the peer closed. Panics on a timeout or another error.
     fn more(&mut self) -> bool {
-        let mut buf = [0u8; 16384];
-        match self.stream.read(&mut buf) {
-            Ok(0) => false,
-            Ok(n) => {
-                self.pending.extend_from_slice(&buf[..n]);
-                true
-            }
-            Err(e) if is_reset(&e) => false,
-            Err(e) => panic!(
-                "no byte and no close ({e}); have {:?}",
+        match self.read_some() {
+            Io::Data => true,
+            Io::Closed => false,
+            Io::Silent => panic!(
+                "no byte and no close within the read timeout; have {:?}",
                 String::from_utf8_lossy(&self.pending)
             ),
         }
@@ -239,20 +332,53 @@ impl RawConn {
     /// included) and the body as received (still chunk-encoded when chunked). Panics if the
     /// connection closes first.
     pub fn response_to(&mut self, method: &str) -> (String, Vec<u8>) {
+        let head = self
+            .head()
+            .unwrap_or_else(|why| panic!("no response head: {why:?}"));
+        let body = self.body(&head, method);
+        (head, body)
+    }
+
+    /// Reads one response to a request that was not HEAD, as [`RawConn::response`] does, or
+    /// says why none came: the peer closed the connection ([`NoResponse::Closed`]), or the
+    /// read timeout passed ([`NoResponse::Silent`]), before a byte of it. Panics on half a
+    /// response (closed or silent after its first byte).
+    pub fn try_response(&mut self) -> Result<Response, NoResponse> {
+        let head = self.head()?;
+        let body = self.body(&head, "GET");
+        Ok(Response {
+            status: status_of(&head),
+            head,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+
+    /// Reads up to the end of a response head and takes it (blank line included); `Err` if
+    /// not a byte of it came. Panics on half a head.
+    fn head(&mut self) -> Result<String, NoResponse> {
         let head_end = loop {
             if let Some(p) = self.pending.windows(4).position(|w| w == b"\r\n\r\n") {
                 break p + 4;
             }
-            assert!(
-                self.more(),
-                "closed before a response head; got {:?}",
-                String::from_utf8_lossy(&self.pending)
-            );
+            match self.read_some() {
+                Io::Data => {}
+                Io::Closed if self.pending.is_empty() => return Err(NoResponse::Closed),
+                Io::Silent if self.pending.is_empty() => return Err(NoResponse::Silent),
+                Io::Closed | Io::Silent => panic!(
+                    "half a response head: {:?}",
+                    String::from_utf8_lossy(&self.pending)
+                ),
+            }
         };
         let head = String::from_utf8_lossy(&self.pending[..head_end]).into_owned();
         self.pending.drain(..head_end);
+        Ok(head)
+    }
+
+    /// Reads and takes the body of the response with `head` to a request with `method`.
+    fn body(&mut self, head: &str, method: &str) -> Vec<u8> {
         let lower = head.to_ascii_lowercase();
-        let status = status_of(&head);
+        let status = status_of(head);
         let no_body =
             method == "HEAD" || (100..200).contains(&status) || status == 204 || status == 304;
         let body_len = if no_body {
@@ -274,8 +400,7 @@ impl RawConn {
         while self.pending.len() < body_len {
             assert!(self.more(), "closed mid-body");
         }
-        let body = self.pending.drain(..body_len).collect();
-        (head, body)
+        self.pending.drain(..body_len).collect()
     }
 
     /// Reads until the peer closes (panics if it does not); returns what came.
@@ -360,13 +485,15 @@ pub fn header<'a>(lower_head: &'a str, name: &str) -> Option<&'a str> {
 
 /// Every value of field `name` (any case) in a head, in order.
 pub fn fields(head: &str, name: &str) -> Vec<String> {
-    head.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-        })
-        .collect()
+    field_values(head, name).map(str::to_string).collect()
+}
+
+/// The values of field `name` (any case) in a head, in order, trimmed.
+fn field_values<'a>(head: &'a str, name: &str) -> impl Iterator<Item = &'a str> {
+    head.lines().skip(1).filter_map(move |l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
 }
 
 /// The status code of a response (`HTTP/1.1 200 OK...`).

@@ -5,15 +5,17 @@
 //! (configuration, starting, counters, pool sizes), so a rename in `src/` is fixed in one place.
 //!
 //! - [`client`]: the client's side of the wire: raw connections, one strict "read until the
-//!   balancer closed" rule, response parsing, ureq calls, clients under load;
+//!   balancer closed" rule, response parsing (one that tells a closed connection from a
+//!   silent one), ureq calls, clients under load;
 //! - [`backend`]: scripted backends: one record-and-reply backend, one that can be switched
-//!   off without giving up its port, gates that hold requests;
+//!   off without giving up its port, gates that hold requests, one that reports each request
+//!   and answers, breaks, trickles or holds as told, one that never answers;
 //! - [`process`]: the real binaries (`load-balancer` and the chapter's `chapter`), their
 //!   output line by line, signals;
 //! - [`files`]: a directory of a test's own, files written by rename;
 //! - [`fuzz`]: the seeded generator and the panic counter both fuzzers use;
-//! - [`chapter`]: what the guide's step tests and its exercises share: the chapter's programs,
-//!   a client that tells a closed connection from a silent one, backends the tests play.
+//! - [`chapter`]: what the guide's step tests and its exercises share: the chapter's programs
+//!   and the scenarios a step and its exercise both run.
 
 pub mod backend;
 pub mod chapter;
@@ -261,16 +263,6 @@ pub fn open_connections(lb: &Balancer) -> u64 {
 /// Client connections accepted since the start.
 pub fn accepted(lb: &Balancer) -> u64 {
     lb.shared().stats.accepted.load(Ordering::SeqCst)
-}
-
-/// Connection threads waiting in `accept` for their next connection.
-pub fn waiting_threads(lb: &Balancer) -> usize {
-    lb.threads().map_or(0, |t| t.waiting())
-}
-
-/// Connection threads started since the balancer started.
-pub fn started_threads(lb: &Balancer) -> u64 {
-    lb.threads().map_or(0, |t| t.started())
 }
 
 /// A probe of the connection threads alive that outlives the balancer's handle, to watch

@@ -31,6 +31,7 @@ chapter.rs stays as the chapter wrote it, for the step tests.)
 pub struct Launch {
     program: &'static str,
     args: Vec<String>,
+    stdout: bool,
     stderr: bool,
     /// stderr is a pipe that is never read (a stuck log shipper).
     stderr_stuck: bool,
@@ -46,6 +47,7 @@ impl Launch {
         Launch {
             program: env!("CARGO_BIN_EXE_load-balancer"),
             args: Vec::new(),
+            stdout: true,
             stderr: false,
             stderr_stuck: false,
             open_files: None,
@@ -121,6 +123,13 @@ impl Launch {
         self
     }
 
+    /// Reads stderr only; stdout is discarded.
+    pub fn only_stderr(mut self) -> Launch {
+        self.stdout = false;
+        self.stderr = true;
+        self
+    }
+
     /// Makes stderr a pipe that nobody reads, as a stuck log shipper or a full journald: once
     /// its buffer is full, a write to it waits forever.
     pub fn stderr_stuck(mut self) -> Launch {
@@ -143,26 +152,19 @@ impl Launch {
     /// Starts the process (stdin empty; stderr discarded unless [`Launch::and_stderr`]) and
     /// waits for its `[LoadBalancer] Running at http://ADDR` line.
     pub fn start(self) -> Running {
-        let mut command = match self.open_files {
-            Some(n) => {
-                let mut sh = Command::new("sh");
-                sh.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\"")])
-                    .arg(self.program);
-                sh
-            }
-            None => Command::new(self.program),
-        };
-        let mut child = command
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(if self.stderr || self.stderr_stuck {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+        let mut running = self.spawn();
+        running.addr = running.address_after(RUNNING_AT);
+        running
+    }
+
+    /// Starts the process, as [`Launch::start`] does, without waiting for a line: for one that
+    /// should exit by itself (a configuration it refuses). Its `addr` is port 0.
+    pub fn spawn(self) -> Running {
+        let mut child = self
+            .command()
             .spawn()
             .unwrap_or_else(|e| panic!("{}: {e}", self.program));
+        let reaper = Reaper::watch(child.id());
         let (tx, lines) = mpsc::channel();
         let stuck = if self.stderr_stuck {
             child.stderr.take()
@@ -172,17 +174,75 @@ impl Launch {
         if let Some(stderr) = child.stderr.take() {
             forward_lines("stderr-reader", stderr, tx.clone());
         }
-        forward_lines("stdout-reader", child.stdout.take().unwrap(), tx);
-        let mut running = Running {
+        if let Some(stdout) = child.stdout.take() {
+            forward_lines("stdout-reader", stdout, tx);
+        }
+        Running {
             child,
+            reaper: Some(reaper),
             lines,
             seen: Vec::new(),
             _stuck: stuck,
             patience: self.patience,
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        }
+    }
+
+    /// The command that starts it: the program (under `sh` for an open-file limit), its
+    /// flags, stdin empty, stdout and stderr piped or discarded as asked.
+    fn command(&self) -> Command {
+        let mut command = match self.open_files {
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\"")])
+                    .arg(self.program);
+                sh
+            }
+            None => Command::new(self.program),
         };
-        running.addr = running.address_after(RUNNING_AT);
-        running
+        let piped = |read: bool| if read { Stdio::piped() } else { Stdio::null() };
+        command
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(piped(self.stdout))
+            .stderr(piped(self.stderr || self.stderr_stuck));
+        command
+    }
+}
+
+/// A watcher that kills a process started here should this test process end without
+/// stopping it. A [`Running`] kills its process when dropped, also when its test panics, but
+/// when a test fails under libtest's `--fail-fast` (as cargo-mutants runs the tests), the
+/// test binary exits at once, and the processes of the tests still running are never
+/// dropped: without this, they would go on running, for good.
+///
+/// The watcher is a shell that reads its stdin, a pipe whose other end only this process
+/// holds, and kills the process once the pipe closes: when this process ends, however it
+/// ends. Stopping the watcher first, before the process is waited for, keeps it from killing
+/// a process id that has been given to another process since.
+struct Reaper {
+    watcher: Child,
+}
+
+impl Reaper {
+    fn watch(pid: u32) -> Reaper {
+        let script = "while read -r _; do :; done; kill -KILL \"$0\" 2>/dev/null";
+        let watcher = Command::new("sh")
+            .args(["-c", script, &pid.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("sh: {e}"));
+        Reaper { watcher }
+    }
+}
+
+impl Drop for Reaper {
+    /// Kills the watcher (before its stdin closes, so that it never gets to its `kill`).
+    fn drop(&mut self) {
+        let _ = self.watcher.kill();
+        let _ = self.watcher.wait();
     }
 }
 
@@ -204,6 +264,9 @@ fn forward_lines(name: &str, from: impl Read + Send + 'static, to: Sender<String
 /// it behind.
 pub struct Running {
     child: Child,
+    /// Kills the process if this test process ends first; stopped once the process is
+    /// reaped.
+    reaper: Option<Reaper>,
     lines: Receiver<String>,
     seen: Vec<String>,
     /// The read end of a stderr that is never read ([`Launch::stderr_stuck`]).
@@ -265,6 +328,11 @@ impl Running {
         self.address_after("[Admin] Status page at http://")
     }
 
+    /// `http://ADDR` of the balanced listener, plus `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
     /// The lines read so far, in the order they came.
     pub fn seen(&self) -> &[String] {
         &self.seen
@@ -300,19 +368,27 @@ impl Running {
 
     /// Is the process still running (not exited, not killed)?
     pub fn is_running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
+        self.exit_status().is_none()
     }
 
     /// Waits up to `limit` for the process to exit.
     pub fn exit_within(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "still running after {limit:?}");
-            thread::sleep(Duration::from_millis(10));
+        let mut status = None;
+        super::wait_for(limit, "the process to exit", || {
+            status = self.exit_status();
+            status.is_some()
+        });
+        status.unwrap()
+    }
+
+    /// How the process ended, if it has; once it has (and its id is free for another
+    /// process), its [`Reaper`] is stopped.
+    fn exit_status(&mut self) -> Option<ExitStatus> {
+        let status = self.child.try_wait().unwrap();
+        if status.is_some() {
+            self.reaper = None;
         }
+        status
     }
 
     /// How many threads the process has now (Linux: `/proc/PID/status`).
@@ -337,20 +413,15 @@ impl Running {
     /// Waits up to `limit` until the process has at least `n` threads.
     #[cfg(target_os = "linux")]
     pub fn wait_for_threads(&self, n: usize, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while self.threads() < n {
-            assert!(
-                Instant::now() < deadline,
-                "{} threads, not {n}",
-                self.threads()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+        super::wait_for(limit, &format!("{n} threads"), || self.threads() >= n);
     }
 }
 
 impl Drop for Running {
+    /// Kills the process if it is still running, also when its test panicked. The reaper
+    /// goes first: it must not outlive this process's claim on the process id.
     fn drop(&mut self) {
+        self.reaper = None;
         if self.child.try_wait().ok().flatten().is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
