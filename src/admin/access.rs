@@ -26,7 +26,7 @@
 //! The token comes from `--admin-token-file` ([`crate::secret::read_token_file`]): a flag's
 //! value is shown by `ps` to every user, a file's content is not.
 
-use super::Answer;
+use super::answers::Answer;
 use crate::http::head;
 use crate::secret::same_secret;
 

@@ -16,8 +16,9 @@
 //!
 //! The explanations and the page's controls are in [`super::why`].
 
+use super::AdminShared;
+use super::answers::{Answer, percent_decode, with_backend};
 use super::status::Row;
-use super::{AdminShared, Answer, percent_decode, with_backend};
 use crate::config::{MAX_WEIGHT, StrategyKind};
 use crate::console;
 

@@ -1,7 +1,8 @@
 //! Reading one admin request: its head, then the checks that decide whether it is served
 //! (`Host`, the [`super::access`] rule, `Origin`), then its body.
 
-use super::{AdminShared, Answer, MAX_ADMIN_BODY, access};
+use super::answers::Answer;
+use super::{AdminShared, MAX_ADMIN_BODY, access};
 use crate::conn::{BufConn, is_timeout};
 use crate::http::framing::{self, Body};
 use crate::http::{Parse, head, request};
