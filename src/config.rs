@@ -313,8 +313,8 @@ macro_rules! strategy_kinds {
     };
 }
 
-// A new strategy is one row here, its file in `src/backends/strategy/`, and the arm of
-// `strategy::build` that the compiler then asks for.
+// A new strategy is one row here, its file in `src/backends/strategy/` with its `pub mod`
+// line, and the arm of `strategy::build` that the compiler then asks for.
 strategy_kinds! {
     /// Each backend in turn (the chapter's `itertools.cycle`).
     RoundRobin = "round-robin", reads weights: false;
