@@ -3,7 +3,7 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `POST /strategy` | body `name=least-conn` (or `round-robin`, `weighted`, `ip-hash`, `cookie`): the next request is picked so |
+//! | `POST /strategy` | body `name=least-conn` (or any other [`StrategyKind`] name): the next request is picked so |
 //! | `POST /backends/{id}/weight` | body `weight=3`: its share from the next request on |
 //!
 //! Both take the admin's rules as every change does (the token, and no cross-site form), and
@@ -42,23 +42,16 @@ fn set_strategy(shared: &AdminShared, body: &[u8]) -> Answer {
         Ok(form) => form,
         Err(why) => return Answer::page(400, why),
     };
+    let all = |last| StrategyKind::names(|_| true, last);
     let Some(name) = form.value.as_deref() else {
-        return Answer::page(
-            400,
-            "send name=round-robin, weighted, least-conn, ip-hash or cookie",
-        );
+        return Answer::page(400, format!("send name={}", all(" or ")));
     };
-    let Some((kind, _)) = StrategyKind::ALL.iter().find(|(_, n)| *n == name) else {
-        return Answer::page(
-            400,
-            format!(
-                "unknown strategy {name:?} (round-robin, weighted, least-conn, ip-hash, cookie)"
-            ),
-        );
+    let Some(kind) = StrategyKind::parse(name) else {
+        return Answer::page(400, format!("unknown strategy {name:?} ({})", all(", ")));
     };
     let lb = &shared.balancer;
-    let old = lb.backends.set_strategy(*kind);
-    if old != *kind {
+    let old = lb.backends.set_strategy(kind);
+    if old != kind {
         console::notice(format_args!(
             "[Admin] Strategy {} -> {}",
             old.name(),
@@ -114,10 +107,11 @@ fn with_weights_note(mut json: String, shared: &AdminShared) -> String {
     let lb = &shared.balancer;
     let kind = lb.backends.strategy();
     let weighted = lb.backends.snapshot().iter().any(|b| b.weight() != 1);
-    if weighted && matches!(kind, StrategyKind::RoundRobin | StrategyKind::Cookie) {
+    if weighted && !kind.reads_weights() {
         let note = format!(
-            "{} ignores weights: switch to weighted, least-conn or ip-hash for them to count",
-            kind.name()
+            "{} ignores weights: switch to {} for them to count",
+            kind.name(),
+            StrategyKind::names(StrategyKind::reads_weights, " or ")
         );
         console::notice(format_args!("[Admin] Note: {note}"));
         json.insert_str(json.len() - 1, &format!(",\"note\":\"{note}\""));

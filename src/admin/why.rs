@@ -114,7 +114,7 @@ pub fn controls_html(strategy: &str, rows: &[(usize, String, u32)], out: &mut St
          <form method=\"post\" action=\"/strategy\"><label>strategy \
          <select name=\"name\">",
     );
-    for (_, name) in StrategyKind::ALL {
+    for name in StrategyKind::ALL.map(StrategyKind::name) {
         let selected = if name == strategy { " selected" } else { "" };
         let _ = write!(out, "<option{selected}>{name}</option>");
     }

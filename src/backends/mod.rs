@@ -75,7 +75,7 @@ impl Backends {
         Backends {
             next_id: AtomicUsize::new(list.len()),
             list: Mutex::new(Arc::new(list)),
-            strategies: StrategyKind::ALL.map(|(kind, _)| strategy::build(kind)),
+            strategies: StrategyKind::ALL.map(strategy::build),
             current: AtomicUsize::new(position(strategy)),
             max_fails: AtomicU32::new(policy.max_fails),
             fail_timeout_ms: AtomicU64::new(millis(policy.fail_timeout)),
@@ -185,7 +185,7 @@ impl Backends {
 
     /// The strategy that picks now.
     pub fn strategy(&self) -> StrategyKind {
-        StrategyKind::ALL[self.current.load(Ordering::Relaxed) % StrategyKind::ALL.len()].0
+        StrategyKind::ALL[self.current.load(Ordering::Relaxed) % StrategyKind::ALL.len()]
     }
 
     /// Makes `kind` pick from the next request on; returns the one it replaces. Requests
@@ -193,7 +193,7 @@ impl Backends {
     /// and their health stay as they are.
     pub fn set_strategy(&self, kind: StrategyKind) -> StrategyKind {
         let old = self.current.swap(position(kind), Ordering::Relaxed);
-        StrategyKind::ALL[old % StrategyKind::ALL.len()].0
+        StrategyKind::ALL[old % StrategyKind::ALL.len()]
     }
 
     fn algorithm(&self, kind: StrategyKind) -> &dyn Strategy {
@@ -213,10 +213,7 @@ fn millis(d: Duration) -> u64 {
 
 /// Where `kind` is in [`StrategyKind::ALL`].
 fn position(kind: StrategyKind) -> usize {
-    StrategyKind::ALL
-        .iter()
-        .position(|(k, _)| *k == kind)
-        .unwrap_or(0)
+    kind.index()
 }
 
 /// What [`Backends::replace`] changed.

@@ -138,6 +138,7 @@ pub fn merge(file: Vec<Setting>, command_line: Vec<Setting>) -> Vec<Setting> {
 /// `--backends-file` gave.
 pub fn report(config: &Config) -> String {
     let file = config.config_file.as_ref().map(|p| p.display().to_string());
+    let defaults = Config::default();
     let mut out = String::new();
     for flag in FLAGS.iter().filter(|f| f.name != "--check") {
         let name = &flag.name[2..];
@@ -147,7 +148,8 @@ pub fn report(config: &Config) -> String {
             .filter(|s| s.flag == flag.name)
             .collect();
         if given.is_empty() {
-            let _ = writeln!(out, "{name:<24} {:<40} default", flag.default);
+            let shown = flag.default.show(&defaults);
+            let _ = writeln!(out, "{name:<24} {shown:<40} default");
         }
         for s in given {
             let value = if flag.value.is_none() { "on" } else { &s.value };

@@ -131,7 +131,7 @@ fn switching_the_strategy_under_load_fails_no_request() {
     assert!(counts(&fleet).iter().all(|&n| n > 0));
     assert!((0..3).all(|i| backend_up(&lb, i)));
     // Bad requests get a clear answer; the admin's rules apply as to every change.
-    assert_eq!(admin_post(admin, "/strategy", "name=random").0, 400);
+    assert_eq!(admin_post(admin, "/strategy", "name=fastest").0, 400);
     assert_eq!(admin_post(admin, "/strategy", "colour=red").0, 400);
     assert_eq!(admin_post(admin, "/strategy", "").0, 400);
     assert_eq!(get(&format!("http://{admin}/strategy")).0, 405);

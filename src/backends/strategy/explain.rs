@@ -73,6 +73,9 @@ pub enum Reason {
         /// Where the rotation stood, as [`Reason::RoundRobin`].
         after: usize,
     },
+    /// A strategy with no numbers to show, in its own words (`random: a roll of the dice`):
+    /// a new strategy's file can start with this, without a variant of its own here.
+    Plain(&'static str),
 }
 
 /// Why a backend was passed over for a request.
@@ -195,6 +198,7 @@ impl Why {
                 Ok(())
             }
             Reason::IpHash => write!(out, "ip-hash: highest score for {}", self.client),
+            Reason::Plain(words) => write!(out, "{words}"),
             Reason::Pinned { tag } => write!(
                 out,
                 "cookie: pinned by {}={tag:016x}",
@@ -333,6 +337,7 @@ mod tests {
                 0,
                 "cookie: new client, round robin (next after Green)",
             ),
+            (Reason::Plain("dice: a six"), 1, "dice: a six"),
         ];
         for (reason, chosen, text) in cases {
             assert_eq!(why(reason, chosen).reason_text(&name), text);

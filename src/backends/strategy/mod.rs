@@ -10,9 +10,14 @@
 //!
 //! A strategy that needs more than the client's address overrides two methods that do nothing
 //! by default: it may read the request head ([`Strategy::pin`]) and add fields to the response
-//! head ([`Strategy::on_response`]), as the affinity cookie does. A new strategy is one file here
-//! and one row in [`build`]. Each pick says why ([`explain`]): the status page and
-//! `--explain` show it.
+//! head ([`Strategy::on_response`]), as the affinity cookie does. Each pick says why
+//! ([`explain`]): the status page and `--explain` show it.
+//!
+//! A new strategy is one file here, its `pub mod` line below, and one row in the list of
+//! [`StrategyKind`] (in `src/config.rs`), which gives it its `--strategy` name, its place in
+//! `--help` and the admin lab, and says whether it reads weights. The compiler then asks for
+//! its arm in [`build`] (a `match` must cover every variant): the list of names stays in
+//! `config`, which must not depend on the strategies, so `build` is where a name meets its code.
 
 use crate::backends::member::Backend;
 use crate::config::StrategyKind;
@@ -75,7 +80,7 @@ pub trait Strategy: Send + Sync + std::fmt::Debug {
     fn on_response(&self, _backend: &Backend, _key: &Key, _out: &mut Vec<u8>) {}
 }
 
-/// The strategy for a `--strategy` name.
+/// The strategy for a `--strategy` name: one arm per row of [`StrategyKind`].
 pub fn build(kind: StrategyKind) -> Box<dyn Strategy> {
     match kind {
         StrategyKind::RoundRobin => Box::new(round_robin::RoundRobin::default()),

@@ -74,16 +74,9 @@ pub fn named_spec(url: &str, addr: SocketAddr, weight: u32) -> BackendSpec {
     }
 }
 
-/// Sets the strategy of a configuration.
+/// Sets the strategy of a configuration, by its `--strategy` name.
 pub fn set_strategy(c: &mut Config, name: &str) {
-    c.strategy = match name {
-        "round-robin" => StrategyKind::RoundRobin,
-        "weighted" => StrategyKind::Weighted,
-        "least-conn" => StrategyKind::LeastConn,
-        "ip-hash" => StrategyKind::IpHash,
-        "cookie" => StrategyKind::Cookie,
-        _ => panic!("no strategy {name}"),
-    };
+    c.strategy = StrategyKind::parse(name).unwrap_or_else(|| panic!("no strategy {name}"));
 }
 
 /// Asks for the admin listener on a free port.
