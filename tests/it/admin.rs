@@ -328,8 +328,13 @@ fn a_dead_backend_shows_in_metrics_and_status() {
 #[test]
 fn status_pages_show_every_backend_and_the_rotation() {
     let s = admin_setup(3, |_| {});
+    // One keep-alive connection: its thread records each request's decision before it reads
+    // the next request, so the decisions are recorded in the order the requests were sent.
+    // (Over three connections a later request's thread could record first.)
+    let mut c = RawConn::open(s.addr());
     for _ in 0..3 {
-        assert_eq!(get(&s.url("/")).0, 200);
+        c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(status_of(&c.response().0), 200);
     }
     let page = call("GET", &admin(&s, "/status"), "", None);
     assert_eq!(page.status, 200);
