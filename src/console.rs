@@ -13,10 +13,11 @@
 //! Start-up errors (a bad flag, a port in use) are still printed directly by `main`: nothing
 //! is served yet, and the process is about to exit.
 
+use crate::poison::IgnorePoison;
 use std::fmt;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -103,16 +104,12 @@ impl Sink {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn push(&'static self, line: fmt::Arguments<'_>) {
         // Formatted before the lock is taken, so the lock is held only to copy text.
         let mut text = line.to_string();
         text.push('\n');
         let started = *self.writer.get_or_init(|| self.start());
-        let mut queue = self.lock();
+        let mut queue = self.state.lock().ignore_poison();
         if !started {
             // No thread could be started: write inline rather than lose errors silently.
             drop(queue);
@@ -142,12 +139,12 @@ impl Sink {
 
     /// The writer: takes what is queued, writes it outside the lock, and again.
     fn run(&self) {
-        let mut queue = self.lock();
+        let mut queue = self.state.lock().ignore_poison();
         loop {
             if queue.text.is_empty() && queue.dropped == 0 {
                 queue.busy = false;
                 self.changed.notify_all();
-                queue = self.changed.wait(queue).unwrap_or_else(|e| e.into_inner());
+                queue = self.changed.wait(queue).ignore_poison();
                 continue;
             }
             queue.busy = true;
@@ -161,7 +158,7 @@ impl Sink {
                 ));
             }
             self.write(&batch);
-            queue = self.lock();
+            queue = self.state.lock().ignore_poison();
         }
     }
 
@@ -190,8 +187,8 @@ impl Sink {
         let left = deadline.saturating_duration_since(Instant::now());
         let (queue, _) = self
             .changed
-            .wait_timeout_while(self.lock(), left, |q| q.pending())
-            .unwrap_or_else(|e| e.into_inner());
+            .wait_timeout_while(self.state.lock().ignore_poison(), left, |q| q.pending())
+            .ignore_poison();
         !queue.pending()
     }
 }
@@ -204,6 +201,6 @@ mod tests {
     fn lines_are_written_and_flush_waits_for_them() {
         notice(format_args!("[Test] console notice"));
         assert!(flush(Duration::from_secs(5)));
-        assert!(NOTICES.lock().text.is_empty());
+        assert!(NOTICES.state.lock().ignore_poison().text.is_empty());
     }
 }

@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::conn::Timeouts;
 use crate::log::AccessLog;
 use crate::metrics::ServerStats;
+use crate::poison::IgnorePoison;
 use crate::proxy::rewrite::via_entry;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -121,7 +122,7 @@ impl Shared {
 
     /// The settings in force now: one uncontended read lock and a reference count.
     pub fn live(&self) -> Arc<Live> {
-        Arc::clone(&self.live.read().unwrap_or_else(|e| e.into_inner()))
+        Arc::clone(&self.live.read().ignore_poison())
     }
 
     /// `held` if it is still the settings in force (one load of a counter no request
@@ -134,7 +135,7 @@ impl Shared {
 
     /// Puts `live` in force for the requests that start from now.
     pub fn set_live(&self, mut live: Live) {
-        let mut slot = self.live.write().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self.live.write().ignore_poison();
         live.generation = slot.generation + 1;
         let generation = live.generation;
         *slot = Arc::new(live);

@@ -81,6 +81,7 @@ pub mod http;
 pub mod listener;
 pub mod log;
 pub mod metrics;
+pub mod poison;
 pub mod proxy;
 pub mod reload;
 pub mod request_id;

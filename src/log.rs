@@ -19,6 +19,7 @@
 pub mod format;
 
 use crate::backends::strategy::explain::Why;
+use crate::poison::IgnorePoison;
 pub use format::LogFormat;
 
 use crate::stop::{Stopper, Woke};
@@ -181,10 +182,6 @@ impl AccessLog {
         LogFormat::ALL[n % LogFormat::ALL.len()].0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Records one request. The line is formatted into a buffer of this thread's before
     /// the lock is taken, and the oldest decision's strings are reused, so a request costs no
     /// allocation here and holds the lock only to copy text.
@@ -207,7 +204,7 @@ impl AccessLog {
 
     /// Notes the decision among the recent ones; returns the locked log for the line.
     fn decide(&self, r: &Record<'_>, target: &str) -> Locked<'_> {
-        let mut inner = self.lock();
+        let mut inner = self.inner.lock().ignore_poison();
         let mut decision = if inner.recent.len() == RECENT_DECISIONS {
             inner.recent.pop_front()
         } else {
@@ -246,13 +243,19 @@ impl AccessLog {
 
     /// The last [`RECENT_DECISIONS`] decisions, oldest first.
     pub fn recent(&self) -> Vec<Decision> {
-        self.lock().recent.iter().cloned().collect()
+        self.inner
+            .lock()
+            .ignore_poison()
+            .recent
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Writes the collected lines to stdout.
     pub fn flush(&self) {
         let (mut pending, dropped) = {
-            let mut inner = self.lock();
+            let mut inner = self.inner.lock().ignore_poison();
             (
                 std::mem::take(&mut inner.pending),
                 std::mem::take(&mut inner.dropped),

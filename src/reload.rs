@@ -27,6 +27,7 @@ use crate::backends::health::Policy;
 use crate::config::{self, BackendSpec, Command, Config, FLAGS};
 use crate::console;
 use crate::context::{Live, Shared};
+use crate::poison::IgnorePoison;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::SystemTime;
@@ -79,7 +80,7 @@ impl Outcome {
 /// # Errors
 /// Why the files were refused; nothing changed.
 pub fn reload(shared: &Shared, by: &str) -> Result<Outcome, String> {
-    let mut reloads = shared.reloads.lock().unwrap_or_else(|e| e.into_inner());
+    let mut reloads = shared.reloads.lock().ignore_poison();
     let old = shared.live();
     let own = shared.own.get().map_or(&[][..], Vec::as_slice);
     let (new, list) = match read(&old.config, own) {
@@ -284,7 +285,7 @@ fn restart_checks(shared: &Shared, old: &Config, new: &Config) {
     if was == now {
         return;
     }
-    let mut checker = shared.checker.lock().unwrap_or_else(|e| e.into_inner());
+    let mut checker = shared.checker.lock().ignore_poison();
     if let Some(running) = checker.take() {
         running.stop();
     }
@@ -315,11 +316,7 @@ pub fn checks(config: &Config) -> Option<Checks> {
 /// Appends the `lb_config_*` families to `/metrics` (named after Prometheus' own
 /// `prometheus_config_last_reload_successful`).
 pub fn render_metrics(out: &mut String, shared: &Shared) {
-    let r = shared
-        .reloads
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let r = shared.reloads.lock().ignore_poison().clone();
     let families = [
         (
             "lb_config_last_reload_successful",
@@ -351,11 +348,7 @@ pub fn render_metrics(out: &mut String, shared: &Shared) {
 /// `/status.json` with a `"config"` member added: the reloads, and the settings in force
 /// as given (a flag's values, by name without dashes).
 pub fn in_status_json(mut json: String, shared: &Shared) -> String {
-    let r = shared
-        .reloads
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let r = shared.reloads.lock().ignore_poison().clone();
     let live = shared.live();
     let mut out = format!(
         ",\"config\":{{\"reloads\":{},\"reload_errors\":{},\"last_reload_error\":{},\"settings\":{{",

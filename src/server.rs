@@ -18,6 +18,7 @@ use crate::console;
 pub use crate::context::Shared;
 use crate::listener::{Listener, Options, Threads};
 use crate::log;
+use crate::poison::IgnorePoison;
 use crate::proxy;
 use crate::reload;
 use std::io;
@@ -84,7 +85,7 @@ impl Balancer {
         let admin = start_admin(&shared, drills)?;
         if let Some(checks) = reload::checks(config) {
             let checker = Checker::start(Arc::clone(&shared.backends), checks)?;
-            *shared.checker.lock().unwrap_or_else(|e| e.into_inner()) = Some(checker);
+            *shared.checker.lock().ignore_poison() = Some(checker);
         }
         let admin_addr = admin.as_ref().and_then(Admin::addr);
         let _ = shared.own.set(

@@ -30,8 +30,9 @@
 //! either is set or the time is up, whatever spurious wake-ups happen on the way: wake-ups
 //! merge into one, and a stop wins over a wake-up.
 
+use crate::poison::IgnorePoison;
 use std::io;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -62,17 +63,15 @@ struct Flags {
 }
 
 impl Sleeper {
-    fn lock(&self) -> MutexGuard<'_, Flags> {
-        self.flags.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Sleeps up to `interval`, less if the thread is stopped or woken; a wake-up is used up
     /// by the sleep it ends, a stop is not (every later sleep returns [`Woke::Stop`] at once).
     pub fn sleep(&self, interval: Duration) -> Woke {
         let (mut flags, _) = self
             .bell
-            .wait_timeout_while(self.lock(), interval, |f| !f.stop && !f.now)
-            .unwrap_or_else(|e| e.into_inner());
+            .wait_timeout_while(self.flags.lock().ignore_poison(), interval, |f| {
+                !f.stop && !f.now
+            })
+            .ignore_poison();
         if flags.stop {
             Woke::Stop
         } else if std::mem::take(&mut flags.now) {
@@ -89,7 +88,7 @@ impl Sleeper {
 
     /// Sets a flag and rings the bell.
     fn ring(&self, set: impl FnOnce(&mut Flags)) {
-        set(&mut self.lock());
+        set(&mut self.flags.lock().ignore_poison());
         self.bell.notify_all();
     }
 }

@@ -2,6 +2,7 @@
 //! `accept` that fails while the process is out of descriptors, a health check that cannot
 //! be made for a local reason), with a count of the lines left out.
 
+use crate::poison::IgnorePoison;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,7 @@ impl Throttle {
     /// May the message be printed now? `Some(n)`: yes, and `n` were left out since the last
     /// one printed; `None`: not within [`LOG_INTERVAL`] of the last one (it is counted).
     pub fn allow(&self) -> Option<u64> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock().ignore_poison();
         let now = Instant::now();
         if state
             .0

@@ -15,6 +15,7 @@ use crate::context::Shared;
 use crate::http::Error;
 use crate::http::pages::{self, Head};
 use crate::metrics::prometheus;
+use crate::poison::IgnorePoison;
 use crate::reload;
 use std::sync::Arc;
 
@@ -282,7 +283,7 @@ pub(super) fn add(body: &[u8], shared: &AdminShared) -> Answer {
             ),
         );
     }
-    let _changing = shared.changes.lock().unwrap_or_else(|e| e.into_inner());
+    let _changing = shared.changes.lock().ignore_poison();
     if let Some(existing) = lb.backends.snapshot().iter().find(|b| b.addr == spec.addr) {
         return Answer::page(409, "this address is already a backend")
             .with("Location", format!("/backends/{}", existing.id));
@@ -302,7 +303,7 @@ pub(super) fn add(body: &[u8], shared: &AdminShared) -> Answer {
 /// [module map](super)).
 pub(super) fn remove(id: &str, shared: &AdminShared) -> Answer {
     let lb = &shared.balancer;
-    let _changing = shared.changes.lock().unwrap_or_else(|e| e.into_inner());
+    let _changing = shared.changes.lock().ignore_poison();
     with_backend(lb, id, |b| {
         if !b.is_draining() {
             return Answer::page(409, "drain the backend first: POST /backends/ID/drain");

@@ -36,13 +36,14 @@ use crate::backends::member::{Backend, hash64};
 use crate::backends::{Backends, Diff};
 use crate::config::{self, BackendSpec, is_own_address};
 use crate::console;
+use crate::poison::IgnorePoison;
 use crate::stop::{Sleeper, Stopper, Woke};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 /// Largest backends file read, in bytes: about thirty thousand backends. A bigger file is
@@ -229,7 +230,7 @@ impl FileState {
 
     /// What it says now.
     pub fn info(&self) -> FileInfo {
-        let last = self.lock().clone();
+        let last = self.last.lock().ignore_poison().clone();
         FileInfo {
             path: self.path.display().to_string(),
             generation: last.generation,
@@ -242,7 +243,7 @@ impl FileState {
 
     /// Records a read that was taken; `changed`: it changed the list.
     fn taken(&self, changed: bool, list: u64) -> u64 {
-        let mut last = self.lock();
+        let mut last = self.last.lock().ignore_poison();
         last.generation += u64::from(changed);
         last.loaded = SystemTime::now();
         last.error = None;
@@ -252,14 +253,10 @@ impl FileState {
 
     /// Records a read that was refused, for `why`; returns the generation still in force.
     pub fn refused(&self, why: String) -> u64 {
-        let mut last = self.lock();
+        let mut last = self.last.lock().ignore_poison();
         last.error = Some(why);
         last.errors += 1;
         last.generation
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Last> {
-        self.last.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

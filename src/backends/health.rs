@@ -10,6 +10,7 @@
 //! reason.
 
 use crate::console;
+use crate::poison::IgnorePoison;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -78,23 +79,19 @@ impl Health {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Is the backend in rotation?
     pub fn is_up(&self) -> bool {
-        self.lock().up
+        self.state.lock().ignore_poison().up
     }
 
     /// Why it is down (empty when up).
     pub fn reason(&self) -> String {
-        self.lock().reason.clone()
+        self.state.lock().ignore_poison().reason.clone()
     }
 
     /// May a request go there now: up, or down and due a trial?
     pub fn is_eligible(&self, now: Instant) -> bool {
-        let s = self.lock();
+        let s = self.state.lock().ignore_poison();
         s.up || s.retry_at.is_some_and(|t| now >= t)
     }
 
@@ -102,7 +99,7 @@ impl Health {
     /// request, and no other until `fail_timeout` passes again; returns false if another
     /// request took the trial first.
     pub fn claim(&self, now: Instant, fail_timeout: Duration) -> bool {
-        let mut s = self.lock();
+        let mut s = self.state.lock().ignore_poison();
         if s.up {
             return true;
         }
@@ -118,7 +115,7 @@ impl Health {
     /// A request to the backend succeeded: the failure count restarts, and a down backend
     /// (this was its trial) comes back.
     pub fn record_success(&self) -> Option<Change> {
-        let mut s = self.lock();
+        let mut s = self.state.lock().ignore_poison();
         s.fails = 0;
         if s.up || s.down_by_checks {
             return None;
@@ -138,7 +135,7 @@ impl Health {
         max_fails: u32,
         fail_timeout: Duration,
     ) -> Option<Change> {
-        let mut s = self.lock();
+        let mut s = self.state.lock().ignore_poison();
         s.fails = s.fails.saturating_add(1);
         s.checks_passed = 0;
         if !s.up {
@@ -163,7 +160,7 @@ impl Health {
     /// One active check ended: `Ok(())` passed, `Err(why)` failed. `rise` passes in a row bring
     /// the backend back; `fall` failures in a row take it out.
     pub fn record_check(&self, result: Result<(), String>, rise: u32, fall: u32) -> Option<Change> {
-        let mut s = self.lock();
+        let mut s = self.state.lock().ignore_poison();
         match result {
             Ok(()) => {
                 s.checks_failed = 0;

@@ -13,6 +13,7 @@ use crate::config::BackendSpec;
 use crate::conn::{BufConn, Timeouts};
 use crate::digest::hmac_sha256;
 use crate::metrics::BackendStats;
+use crate::poison::IgnorePoison;
 use crate::secret::Secret;
 use std::collections::VecDeque;
 use std::io;
@@ -146,7 +147,7 @@ impl Backend {
             self.stats.history.event_now(state, "");
         }
         if draining {
-            self.lock_pool().clear();
+            self.pool.lock().ignore_poison().clear();
         }
     }
 
@@ -161,7 +162,7 @@ impl Backend {
         };
         self.stats.history.event_now(state, reason);
         if matches!(change, Change::Down(_)) {
-            let idle = std::mem::take(&mut *self.lock_pool());
+            let idle = std::mem::take(&mut *self.pool.lock().ignore_poison());
             drop(idle); // closed outside the lock
         }
     }
@@ -198,7 +199,7 @@ impl Backend {
     /// [`POOL_IDLE_TIMEOUT`] sit at the front (the pool is used last-in, first-out) and are
     /// closed here, so none lingers half-closed by its backend while traffic never pauses.
     fn pooled(&self) -> Option<BufConn> {
-        let mut pool = self.lock_pool();
+        let mut pool = self.pool.lock().ignore_poison();
         let mut stale = Vec::new();
         while pool
             .front()
@@ -216,7 +217,7 @@ impl Backend {
     /// keeps open. Dropped instead when the pool is full or the backend is draining.
     pub fn release(&self, conn: BufConn) {
         if conn.data().is_empty() && !self.is_draining() {
-            let mut pool = self.lock_pool();
+            let mut pool = self.pool.lock().ignore_poison();
             if pool.len() < POOL_MAX_IDLE {
                 pool.push_back((conn, Instant::now()));
             }
@@ -225,12 +226,7 @@ impl Backend {
 
     /// Idle connections in the pool now.
     pub fn pooled_count(&self) -> usize {
-        self.lock_pool().len()
-    }
-
-    fn lock_pool(&self) -> std::sync::MutexGuard<'_, VecDeque<(BufConn, Instant)>> {
-        // A thread that panicked while holding the lock left a valid VecDeque behind: keep using it.
-        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+        self.pool.lock().ignore_poison().len()
     }
 }
 

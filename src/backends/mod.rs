@@ -25,11 +25,12 @@ use crate::backends::member::Backend;
 use crate::backends::strategy::Strategy;
 use crate::config::{BackendSpec, StrategyKind};
 use crate::http::Header;
+use crate::poison::IgnorePoison;
 use crate::secret::Secret;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The backends of a running balancer. Reads take a snapshot (`Arc` of the list), so the
@@ -100,13 +101,13 @@ impl Backends {
 
     /// The current list. Cheap: one lock for a reference-count increment.
     pub fn snapshot(&self) -> Arc<Vec<Arc<Backend>>> {
-        Arc::clone(&self.lock())
+        Arc::clone(&self.list.lock().ignore_poison())
     }
 
     /// Adds a backend; returns it.
     pub fn add(&self, spec: &BackendSpec) -> Arc<Backend> {
         let backend = self.create(spec);
-        let mut list = self.lock();
+        let mut list = self.list.lock().ignore_poison();
         let mut new = Vec::clone(&list);
         new.push(Arc::clone(&backend));
         *list = Arc::new(new);
@@ -115,7 +116,7 @@ impl Backends {
 
     /// Removes the backend with this id; returns it, or `None` if there is none.
     pub fn remove(&self, id: usize) -> Option<Arc<Backend>> {
-        let mut list = self.lock();
+        let mut list = self.list.lock().ignore_poison();
         let at = list.iter().position(|b| b.id == id)?;
         let mut new = Vec::clone(&list);
         let removed = new.remove(at);
@@ -130,7 +131,7 @@ impl Backends {
     /// server's state. The others are added, and the ones not in `specs` leave the list:
     /// the caller drains them (requests in flight on them finish). Returns what changed.
     pub fn replace(&self, specs: &[BackendSpec]) -> Diff {
-        let mut list = self.lock();
+        let mut list = self.list.lock().ignore_poison();
         let mut diff = Diff::default();
         let mut new = Vec::with_capacity(specs.len());
         // Looked up by URL and address, so a long list is matched in one pass, not one scan
@@ -177,10 +178,6 @@ impl Backends {
     /// The backend with this id, if present.
     pub fn get(&self, id: usize) -> Option<Arc<Backend>> {
         self.snapshot().iter().find(|b| b.id == id).cloned()
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Arc<Vec<Arc<Backend>>>> {
-        self.list.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The strategy that picks now.

@@ -33,10 +33,11 @@ use crate::admin::{DrillError, Drills};
 use crate::conn::Timeouts;
 use crate::http::pages::PALETTE;
 use crate::listener::{Listener, Options};
+use crate::poison::IgnorePoison;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// Names and CSS colours of the demo backends, in order: the chapter's two first.
@@ -143,7 +144,7 @@ struct DemoShared {
 
 impl DemoShared {
     fn drill(&self) -> Drill {
-        *self.drill.lock().unwrap_or_else(|e| e.into_inner())
+        *self.drill.lock().ignore_poison()
     }
 }
 
@@ -185,12 +186,8 @@ impl DemoBackend {
         let listener = Listener::start(listener, options, move |conn| {
             let _ = server::serve(conn.stream, &shared);
         })?;
-        *self.lock_listening() = Some(listener);
+        *self.listening.lock().ignore_poison() = Some(listener);
         Ok(())
-    }
-
-    fn lock_listening(&self) -> MutexGuard<'_, Option<Listener>> {
-        self.listening.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The bound address.
@@ -236,10 +233,10 @@ impl DemoBackend {
     pub fn set_drill(&self, drill: Drill) -> io::Result<()> {
         if drill == Drill::Stop {
             self.halt();
-        } else if self.lock_listening().is_none() {
+        } else if self.listening.lock().ignore_poison().is_none() {
             self.listen(bind(self.addr)?)?;
         }
-        *self.shared.drill.lock().unwrap_or_else(|e| e.into_inner()) = drill;
+        *self.shared.drill.lock().ignore_poison() = drill;
         self.shared.changed.notify_all();
         Ok(())
     }
@@ -250,10 +247,10 @@ impl DemoBackend {
     }
 
     fn halt(&self) {
-        if let Some(listener) = self.lock_listening().take() {
+        if let Some(listener) = self.listening.lock().ignore_poison().take() {
             listener.abort();
         }
-        *self.shared.drill.lock().unwrap_or_else(|e| e.into_inner()) = Drill::Stop;
+        *self.shared.drill.lock().ignore_poison() = Drill::Stop;
         self.shared.changed.notify_all();
     }
 }
@@ -272,7 +269,7 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 /// Applies the drill to a request that has been read: returns the status to answer with, or
 /// `None` to close without answering (hanging until the drill changes, or stopped).
 fn drill_status(shared: &DemoShared) -> Option<u16> {
-    let drill = shared.drill.lock().unwrap_or_else(|e| e.into_inner());
+    let drill = shared.drill.lock().ignore_poison();
     match *drill {
         Drill::Ok => Some(200),
         Drill::Stop => None,
@@ -281,7 +278,7 @@ fn drill_status(shared: &DemoShared) -> Option<u16> {
             let _changed = shared
                 .changed
                 .wait_while(drill, |d| *d == Drill::Hang)
-                .unwrap_or_else(|e| e.into_inner());
+                .ignore_poison();
             None
         }
         Drill::Slow(delay) => {
@@ -289,7 +286,7 @@ fn drill_status(shared: &DemoShared) -> Option<u16> {
             let _waited = shared
                 .changed
                 .wait_timeout_while(drill, delay, |d| matches!(d, Drill::Slow(_)))
-                .unwrap_or_else(|e| e.into_inner());
+                .ignore_poison();
             Some(200)
         }
     }

@@ -12,10 +12,11 @@
 use super::{REFUSAL_WRITE_TIMEOUT, linger};
 use crate::http::pages;
 use crate::metrics::ServerStats;
+use crate::poison::IgnorePoison;
 use std::io::Write;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, mpsc};
+use std::sync::{Mutex, mpsc};
 
 /// Takes a place under the cap `max` for a connection just accepted, counted in
 /// `stats.open`; `false`, with nothing taken, when connections and tunnel threads together
@@ -77,10 +78,6 @@ impl Refusals {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<mpsc::SyncSender<TcpStream>>> {
-        self.lingerer.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Answers a client past the cap with `503` (never waiting on it for long), then hands the
     /// socket to the lingering thread, started at the first refusal unless the listener is
     /// `draining`.
@@ -88,7 +85,7 @@ impl Refusals {
         let page = pages::ErrorPage::new(503, why).bytes();
         let _ = stream.set_write_timeout(Some(REFUSAL_WRITE_TIMEOUT));
         let _ = (&stream).write_all(&page);
-        let mut lingerer = self.lock();
+        let mut lingerer = self.lingerer.lock().ignore_poison();
         if lingerer.is_none() && !draining.load(Ordering::SeqCst) {
             *lingerer = linger::spawn_lingerer(self.linger_max).ok();
         }
@@ -104,6 +101,6 @@ impl Refusals {
 
     /// Lets the lingering thread end: it does once nothing lingers and no sender is left.
     pub(super) fn stop_lingering(&self) {
-        self.lock().take();
+        self.lingerer.lock().ignore_poison().take();
     }
 }

@@ -18,9 +18,10 @@
 
 use super::{DRAIN_POLL, REFUSAL_WRITE_TIMEOUT, Threads, WAKE_LIMIT};
 use crate::metrics::ServerStats;
+use crate::poison::IgnorePoison;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -108,7 +109,7 @@ pub(super) struct OpenGuard<'a> {
 impl Drop for OpenGuard<'_> {
     fn drop(&mut self) {
         self.slot.idle.store(false, Ordering::SeqCst);
-        let stream = self.slot.lock().take();
+        let stream = self.slot.stream.lock().ignore_poison().take();
         drop(stream); // closed outside the lock
         self.stats.open.fetch_sub(1, Ordering::SeqCst);
     }
@@ -128,10 +129,6 @@ pub(super) struct Slot {
 }
 
 impl Slot {
-    fn lock(&self) -> MutexGuard<'_, Option<Arc<TcpStream>>> {
-        self.stream.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Puts `stream`, already counted in `stats.open`, in this slot for a drain to find; the
     /// guard takes it out and counts it closed.
     pub(super) fn open<'a>(
@@ -139,7 +136,7 @@ impl Slot {
         stream: &Arc<TcpStream>,
         stats: &'a ServerStats,
     ) -> OpenGuard<'a> {
-        *self.lock() = Some(Arc::clone(stream));
+        *self.stream.lock().ignore_poison() = Some(Arc::clone(stream));
         OpenGuard { stats, slot: self }
     }
 
@@ -160,15 +157,11 @@ pub(super) struct Connections {
 }
 
 impl Connections {
-    fn lock(&self) -> MutexGuard<'_, Vec<Arc<Slot>>> {
-        self.slots.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// A slot for a thread that starts; it leaves the registry when the guard is dropped (when
     /// the thread ends, also by a panic).
     pub(super) fn join(&self) -> SlotGuard<'_> {
         let slot = Arc::new(Slot::default());
-        self.lock().push(Arc::clone(&slot));
+        self.slots.lock().ignore_poison().push(Arc::clone(&slot));
         SlotGuard {
             connections: self,
             slot,
@@ -177,9 +170,9 @@ impl Connections {
 
     /// Shuts down the connections that wait for a request, or with `busy_too` all of them.
     pub(super) fn close(&self, busy_too: bool) {
-        for slot in self.lock().iter() {
+        for slot in self.slots.lock().ignore_poison().iter() {
             if (busy_too || slot.idle.load(Ordering::SeqCst))
-                && let Some(stream) = slot.lock().as_ref()
+                && let Some(stream) = slot.stream.lock().ignore_poison().as_ref()
             {
                 let _ = stream.shutdown(Shutdown::Both);
             }
@@ -196,7 +189,7 @@ pub(super) struct SlotGuard<'a> {
 
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
-        let mut slots = self.connections.lock();
+        let mut slots = self.connections.slots.lock().ignore_poison();
         if let Some(i) = slots.iter().position(|s| Arc::ptr_eq(s, &self.slot)) {
             slots.swap_remove(i);
         }

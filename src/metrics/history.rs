@@ -45,6 +45,7 @@
 //! ([`Histogram::quantile`](super::Histogram::quantile)).
 
 use super::{DURATION_BUCKETS, bucket_quantile};
+use crate::poison::IgnorePoison;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex, OnceLock};
@@ -250,7 +251,7 @@ impl History {
 
     /// Records a change of state at `time` (since the [`Epoch`]).
     pub fn event(&self, time: Duration, state: &'static str, reason: &str) {
-        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let mut events = self.events.lock().ignore_poison();
         if events.len() == MAX_EVENTS {
             events.pop_front();
         }
@@ -264,7 +265,7 @@ impl History {
     /// When the last `state` change kept here happened, on the wall clock (`None` if none
     /// is kept): "DOWN since" in a routing decision's explanation.
     pub fn last_event_time(&self, state: &str) -> Option<SystemTime> {
-        let events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let events = self.events.lock().ignore_poison();
         let e = events.iter().rev().find(|e| e.state == state)?;
         let epoch = EPOCH.unix.saturating_sub(LEAD);
         Some(UNIX_EPOCH + epoch + Duration::from_millis(e.time_ms))
@@ -297,7 +298,7 @@ impl History {
         s.events = self
             .events
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .ignore_poison()
             .iter()
             .filter(|e| (from_ms..until_ms).contains(&e.time_ms))
             .cloned()

@@ -15,6 +15,7 @@
 use super::explain::{Choice, MAX_COMPARED, Reason};
 use super::{Key, Strategy};
 use crate::backends::member::Backend;
+use crate::poison::IgnorePoison;
 use std::sync::{Arc, Mutex};
 
 /// Fewest requests in flight (relative to weight), ties in turn.
@@ -32,7 +33,7 @@ impl Strategy for LeastConn {
         usable: &dyn Fn(&Backend) -> bool,
     ) -> Option<Choice> {
         let n = backends.len();
-        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = self.next.lock().ignore_poison();
         let mut best: Option<(usize, u64, u64)> = None;
         // Every usable backend's count, for the reason: the winner's and some others'.
         let mut seen = [(0usize, 0u32); MAX_COMPARED + 1];

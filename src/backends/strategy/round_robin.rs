@@ -8,6 +8,7 @@
 use super::explain::{Choice, Reason};
 use super::{Key, Strategy};
 use crate::backends::member::Backend;
+use crate::poison::IgnorePoison;
 use std::sync::{Arc, Mutex};
 
 /// Round robin over the usable backends.
@@ -39,7 +40,7 @@ impl RoundRobin {
         usable: &dyn Fn(&Backend) -> bool,
     ) -> Option<(usize, usize)> {
         let n = backends.len();
-        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = self.next.lock().ignore_poison();
         // Start where the last pick stopped; skip unusable backends, so that with B down the
         // rotation is A C A C, not A C C A C C.
         let found = (0..n)

@@ -15,6 +15,7 @@
 use super::explain::{Choice, Reason};
 use super::{Key, Strategy};
 use crate::backends::member::Backend;
+use crate::poison::IgnorePoison;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -32,7 +33,7 @@ impl Strategy for Weighted {
         _key: &Key,
         usable: &dyn Fn(&Backend) -> bool,
     ) -> Option<Choice> {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let mut current = self.current.lock().ignore_poison();
         if current.len() > backends.len() {
             // A backend was removed: forget its state. Ids are never reused, so a key that
             // is not in the list belongs to a removed backend.
