@@ -14,7 +14,7 @@
 //! ([`explain`]): the status page and `--explain` show it.
 //!
 //! A new strategy is one file here, its `pub mod` line below, and one row in the list of
-//! [`StrategyKind`] (in `src/config.rs`), which gives it its `--strategy` name, its place in
+//! [`StrategyKind`] (in `src/config/mod.rs`), which gives it its `--strategy` name, its place in
 //! `--help` and the admin lab, and says whether it reads weights. The compiler then asks for
 //! its arm in [`build`] (a `match` must cover every variant): the list of names stays in
 //! `config`, which must not depend on the strategies, so `build` is where a name meets its code.
