@@ -25,7 +25,6 @@ pub const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS,
 /// `508` is RFC 5842 section 7.2).
 pub fn reason(status: u16) -> &'static str {
     match status {
-        100 => "Continue",
         200 => "OK",
         201 => "Created",
         204 => "No Content",
