@@ -28,6 +28,7 @@ mod health;
 mod hygiene;
 mod keepalive;
 mod lab;
+mod maps;
 mod rejects;
 #[cfg(unix)]
 mod reload;
