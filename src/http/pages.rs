@@ -22,7 +22,7 @@ pub const PALETTE: [&str; 8] = [
 pub const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE";
 
 /// The standard reason phrase for the status codes the balancer itself sends (RFC 9110 section 15;
-/// `508` is RFC 5842 section 7.2).
+/// `431` is RFC 6585 section 5, `508` RFC 5842 section 7.2).
 pub fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
@@ -212,6 +212,45 @@ pub fn escape(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::http::{Parse, response};
+
+    #[test]
+    fn every_status_sent_here_has_its_rfc_reason_phrase() {
+        // RFC 9110 section 15, by subsection; 508 from RFC 5842 section 7.2. The phrases
+        // changed names over the years (413 was "Payload Too Large" in RFC 7231): these
+        // are the current ones.
+        let rfc: &[(u16, &str, &str)] = &[
+            (200, "OK", "15.3.1"),
+            (201, "Created", "15.3.2"),
+            (204, "No Content", "15.3.5"),
+            (303, "See Other", "15.4.4"),
+            (304, "Not Modified", "15.4.5"),
+            (400, "Bad Request", "15.5.1"),
+            (401, "Unauthorized", "15.5.2"),
+            (403, "Forbidden", "15.5.4"),
+            (404, "Not Found", "15.5.5"),
+            (405, "Method Not Allowed", "15.5.6"),
+            (408, "Request Timeout", "15.5.9"),
+            (409, "Conflict", "15.5.10"),
+            (411, "Length Required", "15.5.12"),
+            (413, "Content Too Large", "15.5.14"),
+            (414, "URI Too Long", "15.5.15"),
+            (417, "Expectation Failed", "15.5.18"),
+            (421, "Misdirected Request", "15.5.20"),
+            (431, "Request Header Fields Too Large", "RFC 6585 section 5"),
+            (500, "Internal Server Error", "15.6.1"),
+            (501, "Not Implemented", "15.6.2"),
+            (502, "Bad Gateway", "15.6.3"),
+            (503, "Service Unavailable", "15.6.4"),
+            (504, "Gateway Timeout", "15.6.5"),
+            (505, "HTTP Version Not Supported", "15.6.6"),
+            (508, "Loop Detected", "RFC 5842 section 7.2"),
+        ];
+        for (status, phrase, section) in rfc {
+            assert_eq!(reason(*status), *phrase, "{status}: see {section}");
+            let head = String::from_utf8(Head::new(*status).with_body(b"", true)).unwrap();
+            assert_eq!(head, format!("HTTP/1.1 {status} {phrase}\r\n\r\n"));
+        }
+    }
 
     #[test]
     fn pages_are_well_framed() {
