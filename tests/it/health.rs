@@ -181,6 +181,55 @@ fn a_silent_backend_fails_its_checks_by_timeout() {
 }
 
 #[test]
+fn a_backend_that_resets_the_check_is_down_for_that_reason_not_for_silence() {
+    // Closing a socket with unread bytes in it sends a reset instead of a FIN: the checker's
+    // read fails at once, and that failure is named as such, not as a timeout.
+    let backend = ScriptedBackend::start(|s| {
+        s.set_read_timeout(Some(BACKEND_WAIT)).unwrap();
+        let _ = s.peek(&mut [0; 1]); // the check has arrived, unread
+    });
+    let mut c = config(&[backend.url()]);
+    checked(&mut c);
+    c.health_timeout = Duration::from_secs(5);
+    let lb = start(c);
+    let b = crate::support::backend(&lb, 0);
+    wait_for(Duration::from_secs(20), "down on resets", || {
+        !b.health.is_up()
+    });
+    let reason = b.health.reason();
+    assert!(
+        reason.starts_with("reading the answer failed: ") && !reason.contains("no answer"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn checks_come_once_per_interval_not_back_to_back() {
+    let probes = Arc::new(AtomicU16::new(0));
+    let backend = {
+        let probes = Arc::clone(&probes);
+        ScriptedBackend::start(move |mut s| {
+            if read_head(&mut s).is_some() {
+                probes.fetch_add(1, Ordering::SeqCst);
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            }
+        })
+    };
+    let mut c = config(&[backend.url()]);
+    checked(&mut c);
+    let started = Instant::now();
+    let _lb = start(c);
+    wait_for(Duration::from_secs(10), "three checks", || {
+        probes.load(Ordering::SeqCst) >= 3
+    });
+    // A round starts every INTERVAL (the first at once): by now at most this many can
+    // have started, whatever the machine's load (a slow machine only makes fewer).
+    let rounds = started.elapsed().as_millis() / INTERVAL.as_millis() + 1;
+    let seen = u128::from(probes.load(Ordering::SeqCst));
+    assert!(seen <= rounds + 1, "{seen} checks in {rounds} intervals");
+}
+
+#[test]
 fn a_backend_added_at_run_time_is_checked_too() {
     let s = Setup::new(1, checked);
     let dead = DeadPort::new();
