@@ -2,8 +2,8 @@
 //!
 //! The chapter's handler reads a GET, picks the next backend, fetches the whole answer with
 //! `http.client`, and copies it back. `chapter.rs` names those steps `serve`, `read_request`,
-//! `pick`, `attempt` and `answer`; this module has functions of the same names for the same
-//! steps, for every method, and a reader can follow them down the file:
+//! `pick`, `attempt` and `answer`; this module does the same steps for every method, under
+//! the same names (the pick is a call, in `route`), and a reader can follow them down the file:
 //!
 //! 1. [`serve`]: the connection loop, one request after another (keep-alive, pipelining).
 //!    Who the client is (its peer, a PROXY header, trusted forwarding fields) is kept in
@@ -11,7 +11,7 @@
 //! 2. `read_request`: the request head, under the idle and header timeouts; `plan` (in
 //!    [`rewrite`]) checks it and writes the head the backend will get.
 //! 3. `route`: the pick is [`crate::backends::Backends::candidates`], the backends to try
-//!    in order (the strategy's choice first); `failover` is a plain `for` over them, one
+//!    in order (the strategy's choice first); `failover` is a plain loop over them, one
 //!    `attempt` ([`attempt`]) each, until one answers or
 //!    [`crate::backends::retry::may_retry`] says the request may not go further. The
 //!    set's side of failover, and the whole path, are in [`crate::backends::failover`].
