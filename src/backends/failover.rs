@@ -269,7 +269,6 @@ impl Tried {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backends::position;
     use crate::backends::strategy::explain::{Choice, Reason};
     use crate::backends::tests::{key, set};
     use crate::config::{BackendSpec, StrategyKind};
@@ -316,7 +315,7 @@ mod tests {
         let (done, result) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut set = set(3);
-            set.strategies[position(StrategyKind::RoundRobin)] = Box::new(AlwaysFirst);
+            set.strategies[StrategyKind::RoundRobin.index()] = Box::new(AlwaysFirst);
             let first = ids(&set);
             set.snapshot()[0].set_draining(true);
             let _ = done.send((first, ids(&set)));
