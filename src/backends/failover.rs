@@ -19,12 +19,12 @@
 //! back only by them, but serves in the meantime). A request gets `503` only when no
 //! backend is left to try at all: none configured, or all draining.
 
-use crate::backends::Backends;
-use crate::backends::health::Policy;
-use crate::backends::member::{ActiveGuard, Backend};
-use crate::backends::retry::Failure;
-use crate::backends::strategy::explain::{SkipCode, Why};
-use crate::backends::strategy::{Key, Strategy};
+use super::Backends;
+use super::health::Policy;
+use super::member::{ActiveGuard, Backend};
+use super::retry::Failure;
+use super::strategy::explain::{SkipCode, Why};
+use super::strategy::{Key, Strategy};
 use crate::metrics::inc;
 use std::cell::Cell;
 use std::sync::Arc;

@@ -20,9 +20,10 @@ pub mod strategy;
 
 pub use failover::{Candidate, Candidates};
 
-use crate::backends::health::Policy;
-use crate::backends::member::Backend;
-use crate::backends::strategy::Strategy;
+use health::Policy;
+use member::Backend;
+use strategy::Strategy;
+
 use crate::config::{BackendSpec, StrategyKind};
 use crate::http::Header;
 use crate::poison::IgnorePoison;

@@ -30,6 +30,10 @@ pub mod trust;
 
 pub use client::{CLIENT_BUFFER, CLIENT_BUFFER_MAX};
 
+use attempt::{Exchange, Fault, attempt};
+use client::{Client, Who, first_byte};
+use rewrite::{Hop, Plan, plan};
+
 use crate::backends::Candidate;
 use crate::backends::member::Backend;
 use crate::backends::retry::{BodyState, may_retry};
@@ -43,9 +47,6 @@ use crate::http::{Error, MAX_REQUEST_LINE, Parse, head, pages, request};
 use crate::listener::{Accepted, Flags, TunnelSlot};
 use crate::log::Record;
 use crate::metrics::inc;
-use crate::proxy::attempt::{Exchange, Fault, attempt};
-use crate::proxy::client::{Client, Who, first_byte};
-use crate::proxy::rewrite::{Hop, Plan, plan};
 use crate::request_id;
 use std::io;
 use std::sync::Arc;
