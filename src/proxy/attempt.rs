@@ -13,7 +13,7 @@ use crate::backends::member::Backend;
 use crate::backends::retry::{BodyState, Failure, may_retry_fresh};
 use crate::conn::{BufConn, Timeouts, is_local_failure, is_timeout};
 use crate::http::framing::Body;
-use crate::http::{Error, Parse, response};
+use crate::http::{Error, Parse, pages, response};
 use crate::metrics::Held;
 use std::io::{self, Write};
 use std::net::TcpStream;
@@ -157,7 +157,7 @@ fn send_request(x: &mut Exchange<'_>, up: &mut BufConn, backend: &Backend) -> Re
         .map_err(|e| send_failed(&e, false))?;
     if x.plan.expect_continue && !x.continue_sent {
         x.client
-            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .write_all(pages::CONTINUE)
             .map_err(|_| Fault::Client(None))?;
         x.continue_sent = true;
     }
