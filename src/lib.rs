@@ -26,7 +26,7 @@
 //! 1. [`config`]: flags and defaults (the chapter's hard-coded ports, made flags).
 //! 2. [`server`]: starts and stops a balancer; [`context`]: what its threads share.
 //! 3. [`listener`]: accept, a thread per connection, the cap, spare threads, the drain
-//!    (the same for the balancer, the admin listener and the demo backends).
+//!    (the same for the balancer, the admin listener on TCP and the demo backends).
 //! 4. [`proxy`]: one connection, top to bottom, with the chapter's verbs: `serve`,
 //!    `read_request`, the pick, `attempt`, `answer`.
 //!    - [`proxy::rewrite`] writes the heads each side gets;
