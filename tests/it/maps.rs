@@ -105,7 +105,7 @@ fn every_source_path_in_the_module_docs_exists() {
         }
         let text = std::fs::read_to_string(&file).unwrap();
         let comments = text.lines().filter(|l| l.trim_start().starts_with("//"));
-        for path in comments.flat_map(|line| relative_paths(line)) {
+        for path in comments.flat_map(relative_paths) {
             named += 1;
             let under = if path.starts_with("src/") || path.starts_with("tests/") {
                 root.join(&path)
