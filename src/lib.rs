@@ -50,7 +50,8 @@
 //!    [`reload`] applies a changed configuration without a restart.
 //! 10. [`demo`]: the Red and Blue servers, a user of the library like `main`.
 //! 11. [`signal`]: Ctrl-C and `SIGTERM` become a graceful drain; `SIGHUP` reloads;
-//!     [`stop`]: how a background thread on a timer is woken and stopped.
+//!     [`stop`]: how a background thread on a timer is woken and stopped; [`poison`]: how
+//!     every lock is taken.
 //!
 //! ```no_run
 //! use load_balancer::{config::{BackendSpec, Config}, demo::DemoBackend, server::Balancer};
