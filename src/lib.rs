@@ -26,7 +26,7 @@
 //! 1. [`config`]: flags and defaults (the chapter's hard-coded ports, made flags).
 //! 2. [`server`]: starts and stops a balancer; [`context`]: what its threads share.
 //! 3. [`listener`]: accept, a thread per connection, the cap, spare threads, the drain
-//!    (the same for the balancer, the admin listener and the demo backends).
+//!    (the same for the balancer, the admin listener on TCP and the demo backends).
 //! 4. [`proxy`]: one connection, top to bottom, with the chapter's verbs: `serve`,
 //!    `read_request`, the pick, `attempt`, `answer`.
 //!    - [`proxy::rewrite`] writes the heads each side gets;
@@ -50,7 +50,8 @@
 //!    [`reload`] applies a changed configuration without a restart.
 //! 10. [`demo`]: the Red and Blue servers, a user of the library like `main`.
 //! 11. [`signal`]: Ctrl-C and `SIGTERM` become a graceful drain; `SIGHUP` reloads;
-//!     [`stop`]: how a background thread on a timer is woken and stopped.
+//!     [`stop`]: how a background thread on a timer is woken and stopped; [`poison`]: how
+//!     every lock is taken.
 //!
 //! ```no_run
 //! use load_balancer::{config::{BackendSpec, Config}, demo::DemoBackend, server::Balancer};

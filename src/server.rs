@@ -15,7 +15,7 @@ use crate::backends::checker::Checker;
 use crate::backends::file::Watcher;
 use crate::config::{self, Config};
 use crate::console;
-pub use crate::context::Shared;
+use crate::context::Shared;
 use crate::listener::{Listener, Options, Threads};
 use crate::log;
 use crate::poison::IgnorePoison;

@@ -4,8 +4,9 @@
 //! whatever it was relaying. Here `SIGINT` (Ctrl-C) and `SIGTERM` (what `kill`, systemd and
 //! Kubernetes send) start a graceful drain, and a second signal ends the process at once.
 //! `SIGHUP`, the Unix convention for "read your configuration again" (nginx, HAProxy's
-//! master, sshd), re-reads `--backends-file` at once ([`hangups`]); without that flag it is
-//! only noted, and never ends the process as its default action would.
+//! master, sshd), has `main` reload at once ([`hangups`]): [`crate::reload`] reads the command
+//! line, `--config` and `--backends-file` again and applies what changed. It never ends the
+//! process, as its default action would.
 //!
 //! The standard library has no signal API, so this file holds the crate's only `unsafe`: the
 //! declaration of C's `signal` function (libc is linked by `std` already) and its one call,
@@ -35,7 +36,7 @@ pub fn received() -> usize {
     RECEIVED.load(Ordering::SeqCst)
 }
 
-/// SIGHUPs that arrived so far: `main` re-reads the backends file when this grows.
+/// SIGHUPs that arrived so far: `main` reloads the configuration when this grows.
 pub fn hangups() -> usize {
     HANGUPS.load(Ordering::SeqCst)
 }

@@ -327,7 +327,7 @@ pub(super) fn remove(id: &str, shared: &AdminShared) -> Answer {
 ///
 /// # Errors
 /// A message saying what is wrong, for the `400` answer.
-pub fn parse_new_backend(body: &[u8]) -> Result<BackendSpec, String> {
+fn parse_new_backend(body: &[u8]) -> Result<BackendSpec, String> {
     let text = std::str::from_utf8(body)
         .map_err(|_| "the body is not UTF-8".to_string())?
         .trim();

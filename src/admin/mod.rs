@@ -60,8 +60,6 @@ pub mod status;
 pub mod unix;
 pub mod why;
 
-pub use answers::parse_new_backend;
-
 use crate::conn::{BufConn, LINGER, Timeouts, linger_close};
 use crate::context::Shared;
 use crate::http::MAX_HEAD;

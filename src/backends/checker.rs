@@ -1,7 +1,7 @@
 //! The active health checker: a thread that asks every backend "are you well?" on a timer,
 //! the chapter's "Health Checks" from "Production Considerations".
 //!
-//! Passive checks ([`crate::backends::health`]) only learn about a backend from real requests: a dead
+//! Passive checks ([`super::health`]) only learn about a backend from real requests: a dead
 //! backend costs a client a retry before it is taken out, and a backend that is out comes back
 //! only when a trial request happens to go there. With `--health-check PATH`, this thread
 //! sends `GET PATH` to every backend each `--health-interval`; any `2xx` or `3xx` answer within
@@ -17,8 +17,8 @@
 //! anew. Between rounds the thread sleeps on a [`Sleeper`], so a shutdown wakes it at once
 //! ([`crate::stop`]); a round in progress finishes first, which takes at most `--health-timeout`.
 
-use crate::backends::Backends;
-use crate::backends::member::Backend;
+use super::Backends;
+use super::member::Backend;
 use crate::conn::is_local_failure;
 use crate::console;
 use crate::http::statuses::StatusSet;

@@ -19,12 +19,12 @@
 //! back only by them, but serves in the meantime). A request gets `503` only when no
 //! backend is left to try at all: none configured, or all draining.
 
-use crate::backends::Backends;
-use crate::backends::health::Policy;
-use crate::backends::member::{ActiveGuard, Backend};
-use crate::backends::retry::Failure;
-use crate::backends::strategy::explain::{SkipCode, Why};
-use crate::backends::strategy::{Key, Strategy};
+use super::Backends;
+use super::health::Policy;
+use super::member::{ActiveGuard, Backend};
+use super::retry::Failure;
+use super::strategy::explain::{SkipCode, Why};
+use super::strategy::{Key, Strategy};
 use crate::metrics::inc;
 use std::cell::Cell;
 use std::sync::Arc;
@@ -269,7 +269,6 @@ impl Tried {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backends::position;
     use crate::backends::strategy::explain::{Choice, Reason};
     use crate::backends::tests::{key, set};
     use crate::config::{BackendSpec, StrategyKind};
@@ -316,7 +315,7 @@ mod tests {
         let (done, result) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut set = set(3);
-            set.strategies[position(StrategyKind::RoundRobin)] = Box::new(AlwaysFirst);
+            set.strategies[StrategyKind::RoundRobin.index()] = Box::new(AlwaysFirst);
             let first = ids(&set);
             set.snapshot()[0].set_draining(true);
             let _ = done.send((first, ids(&set)));

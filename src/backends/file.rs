@@ -28,12 +28,12 @@
 //! reload fails no request.
 //!
 //! Identity across copies: each backend is named by its URL as written in the file. The
-//! affinity strategies hash that URL ([`crate::backends::strategy::ip_hash`], the cookie's
-//! [`crate::backends::member::Backend::tag`]), never a number given out at run time, so every copy
-//! that reads the same file sends a client to the same backend.
+//! affinity strategies hash that URL ([`super::strategy::ip_hash`], the cookie's
+//! [`Backend::tag`]), never a number given out at run time, so every copy that reads the same
+//! file sends a client to the same backend.
 
-use crate::backends::member::{Backend, hash64};
-use crate::backends::{Backends, Diff};
+use super::member::{Backend, hash64};
+use super::{Backends, Diff};
 use crate::config::{self, BackendSpec, is_own_address};
 use crate::console;
 use crate::poison::IgnorePoison;

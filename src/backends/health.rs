@@ -4,10 +4,10 @@
 //! sending every second request to a dead server. Here a backend leaves the rotation after
 //! `--max-fails` consecutive failures (nginx's `max_fails`, default 1) for `--fail-timeout`
 //! (default 10 s), then gets a single trial request; success brings it back. With
-//! `--health-check PATH`, a checker thread ([`crate::backends::checker`]) also probes every backend each
-//! `--health-interval`: `--fall` failed probes in a row take it out, `--rise` passed ones bring
-//! it back (HAProxy's `inter 2s rise 2 fall 3`). Every change of state is printed, with the
-//! reason.
+//! `--health-check PATH`, a checker thread ([`super::checker`]) also probes every backend
+//! each `--health-interval`: `--fall` failed probes in a row take it out, `--rise` passed ones
+//! bring it back (HAProxy's `inter 2s rise 2 fall 3`). Every change of state is printed, with
+//! the reason.
 
 use crate::console;
 use crate::poison::IgnorePoison;

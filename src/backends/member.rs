@@ -3,12 +3,12 @@
 //!
 //! The chapter's `BACKENDS` list holds `(host, port)` pairs and `http.client` opens a new
 //! connection for every request. A [`Backend`] adds the state a real balancer keeps per
-//! server: health ([`crate::backends::health::Health`]), counters ([`crate::metrics::BackendStats`]),
-//! requests in flight (for least-connections), a draining flag (for runtime removal), and a
-//! pool of idle keep-alive connections so most requests skip the TCP handshake. The set of
-//! backends, and which of them a request tries, is [`crate::backends`].
+//! server: health ([`Health`]), counters ([`BackendStats`]), requests in flight (for
+//! least-connections), a draining flag (for runtime removal), and a pool of idle keep-alive
+//! connections so most requests skip the TCP handshake. The set of backends, and which of
+//! them a request tries, is [`crate::backends`].
 
-use crate::backends::health::{Change, Health};
+use super::health::{self, Change, Health};
 use crate::config::BackendSpec;
 use crate::conn::{BufConn, Timeouts};
 use crate::digest::hmac_sha256;
@@ -151,11 +151,12 @@ impl Backend {
         }
     }
 
-    /// Prints a change of health, marks it on the status page's time axis, and, when the backend went down, closes its idle pooled
-    /// connections: they are suspect, and would otherwise wait in the pool (nobody checks
-    /// them out while the backend is down) holding the backend's resources.
+    /// Prints a change of health, marks it on the status page's time axis, and, when the
+    /// backend went down, closes its idle pooled connections: they are suspect, and would
+    /// otherwise wait in the pool (nobody checks them out while the backend is down) holding
+    /// the backend's resources.
     pub fn health_changed(&self, change: &Change) {
-        crate::backends::health::announce(&self.url, change);
+        health::announce(&self.url, change);
         let (state, reason) = match change {
             Change::Down(why) => ("DOWN", why),
             Change::Up(why) => ("UP", why),

@@ -20,9 +20,10 @@ pub mod strategy;
 
 pub use failover::{Candidate, Candidates};
 
-use crate::backends::health::Policy;
-use crate::backends::member::Backend;
-use crate::backends::strategy::Strategy;
+use health::Policy;
+use member::Backend;
+use strategy::Strategy;
+
 use crate::config::{BackendSpec, StrategyKind};
 use crate::http::Header;
 use crate::poison::IgnorePoison;
@@ -77,7 +78,7 @@ impl Backends {
             next_id: AtomicUsize::new(list.len()),
             list: Mutex::new(Arc::new(list)),
             strategies: StrategyKind::ALL.map(strategy::build),
-            current: AtomicUsize::new(position(strategy)),
+            current: AtomicUsize::new(strategy.index()),
             max_fails: AtomicU32::new(policy.max_fails),
             fail_timeout_ms: AtomicU64::new(millis(policy.fail_timeout)),
             tag_key,
@@ -189,12 +190,12 @@ impl Backends {
     /// being routed finish with the strategy they started with; the backends, their pools
     /// and their health stay as they are.
     pub fn set_strategy(&self, kind: StrategyKind) -> StrategyKind {
-        let old = self.current.swap(position(kind), Ordering::Relaxed);
+        let old = self.current.swap(kind.index(), Ordering::Relaxed);
         StrategyKind::ALL[old % StrategyKind::ALL.len()]
     }
 
     fn algorithm(&self, kind: StrategyKind) -> &dyn Strategy {
-        self.strategies[position(kind)].as_ref()
+        self.strategies[kind.index()].as_ref()
     }
 
     /// What the strategy reads from a request head for [`Key::pin`](strategy::Key::pin)
@@ -206,11 +207,6 @@ impl Backends {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Where `kind` is in [`StrategyKind::ALL`].
-fn position(kind: StrategyKind) -> usize {
-    kind.index()
 }
 
 /// What [`Backends::replace`] changed.

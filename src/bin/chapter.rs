@@ -128,8 +128,6 @@ fn run(options: Options) -> io::Result<()> {
     // return the error to the caller now (a `raise` that the signature declares).
     let red = start_backend(options.red, options.red_down, "Red", 1)?;
     let blue = start_backend(options.blue, options.blue_down, "Blue", 2)?;
-    // The chapter's `BACKENDS` list. An array of two addresses can be copied, so every
-    // client thread gets a copy of its own.
     let listener = bind(options.port)?;
     let port = listener.local_addr()?.port();
     println!("[LoadBalancer] Running at http://localhost:{port}");
@@ -138,7 +136,9 @@ fn run(options: Options) -> io::Result<()> {
     let next = Arc::new(Mutex::new(0));
     serve_forever(listener, |client| {
         let next = Arc::clone(&next);
-        // A thread per connection; `move` hands `client`, `next` and a copy of `backends` to it.
+        // A thread per connection; `move` hands it `client` and `next`. `[red, blue]` is the
+        // chapter's `BACKENDS` list: an array of two addresses can be copied, so every client
+        // thread gets a copy of its own.
         let spawned = thread::Builder::new()
             .name("client".into())
             .spawn(move || serve(client, [red, blue], &next));

@@ -7,9 +7,9 @@ pub const DEFAULT_MAX_CONNECTIONS_CEILING: usize = 16_384;
 pub const DEFAULT_MAX_CONNECTIONS_FLOOR: usize = 16;
 /// File descriptors kept back from the connection cap (at most half the open-file limit):
 /// listeners and admin connections (about 40), idle pooled upstream connections beyond
-/// those of the clients open now ([`crate::backends::member::POOL_MAX_IDLE`], 256), and health checks
-/// (one connection per backend per round; with more than about 200 backends and
-/// `--health-check`, set `--max-connections` by hand).
+/// those of the clients open now ([`POOL_MAX_IDLE`](crate::backends::member::POOL_MAX_IDLE),
+/// 256), and health checks (one connection per backend per round; with more than about 200
+/// backends and `--health-check`, set `--max-connections` by hand).
 pub const FD_RESERVE: usize = 512;
 /// Descriptors one proxied client connection holds: its own, and its backend's.
 pub const FDS_PER_CONNECTION: usize = 2;

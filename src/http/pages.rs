@@ -21,6 +21,12 @@ pub const PALETTE: [&str; 8] = [
 /// Everything is relayed except `CONNECT`; the list names the registered methods that are.
 pub const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE";
 
+/// The interim answer to `Expect: 100-continue` (RFC 9110 section 10.1.1), sent before the
+/// balancer streams a body to the backend: a status line and the empty line, nothing else.
+/// A constant, not a [`Head`], because it is written on the request path, where a head
+/// built each time would cost an allocation.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
 /// The standard reason phrase for the status codes the balancer itself sends (RFC 9110 section 15;
 /// `431` is RFC 6585 section 5, `508` RFC 5842 section 7.2).
 pub fn reason(status: u16) -> &'static str {
@@ -250,6 +256,14 @@ mod tests {
             let head = String::from_utf8(Head::new(*status).with_body(b"", true)).unwrap();
             assert_eq!(head, format!("HTTP/1.1 {status} {phrase}\r\n\r\n"));
         }
+    }
+
+    #[test]
+    fn continue_is_a_whole_interim_head() {
+        let Ok(Parse::Complete { head, len }) = response::parse(CONTINUE) else {
+            panic!("100 Continue does not parse")
+        };
+        assert_eq!((head.status, len), (100, CONTINUE.len()));
     }
 
     #[test]

@@ -4,10 +4,10 @@
 //! Connections and the second threads of upgraded tunnels share the cap ([`admit`],
 //! [`TunnelSlot`]), so that it bounds threads. A client past it gets `503` and `Retry-After`
 //! instead of a thread, and its connection is closed gently, so that the page is not lost to
-//! a reset ([`Refusals`]): the refusing thread (one that waits in `accept`) writes the page, never waiting long for
-//! the client, and hands the socket to the listener's one lingering thread
-//! ([`linger::spawn_lingerer`], started at the first refusal); when that thread has as many
-//! as it may hold, or cannot start, the socket is closed at once ([`linger::close_now`]).
+//! a reset ([`Refusals`]): the refusing thread (one that waits in `accept`) writes the page,
+//! never waiting long for the client, and hands the socket to the listener's one lingering
+//! thread ([`linger::spawn_lingerer`], started at the first refusal); when that thread has as
+//! many as it may hold, or cannot start, the socket is closed at once ([`linger::close_now`]).
 
 use super::{REFUSAL_WRITE_TIMEOUT, linger};
 use crate::http::pages;

@@ -1,5 +1,6 @@
 //! One accept loop for every port the crate listens on: the balancer's, the admin listener's
-//! and each demo backend's.
+//! and each demo backend's. (The admin listener on a Unix socket, `--admin unix:PATH`, has a
+//! small loop of its own in [`crate::admin::unix`]: a `Listener` takes TCP sockets only.)
 //!
 //! The chapter runs `HTTPServer(...).serve_forever()`: one request at a time, so one slow
 //! client stops everybody. A [`Listener`] gives every connection its own thread (the Rust

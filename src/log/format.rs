@@ -25,7 +25,6 @@
 //! none was tried.
 
 use super::{Record, TextCache, push_number};
-pub use crate::config::LogFormat;
 use crate::time;
 use std::time::Duration;
 

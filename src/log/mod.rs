@@ -19,8 +19,8 @@
 pub mod format;
 
 use crate::backends::strategy::explain::Why;
+use crate::config::LogFormat;
 use crate::poison::IgnorePoison;
-pub use format::LogFormat;
 
 use crate::stop::{Stopper, Woke};
 use crate::time;

@@ -4,17 +4,17 @@
 //! `attempt` connects (or takes a pooled connection), sends the request head and body
 //! (`send_request`), reads the response head (`read_reply`), and streams the response to
 //! the client (`relay_response`). When it fails it says where, as a `Fault`; whether the
-//! request may then go to another backend is [`crate::backends::retry::may_retry`]'s to say, and the
-//! proxy's to act on.
+//! request may then go to another backend is
+//! [`may_retry`](crate::backends::retry::may_retry)'s to say, and the proxy's to act on.
 
+use super::relay::{CopyError, copy_chunked, copy_exact, copy_until_close, tunnel};
+use super::rewrite::{Plan, Reply, build_reply};
 use crate::backends::member::Backend;
 use crate::backends::retry::{BodyState, Failure, may_retry_fresh};
 use crate::conn::{BufConn, Timeouts, is_local_failure, is_timeout};
 use crate::http::framing::Body;
-use crate::http::{Error, Parse, response};
+use crate::http::{Error, Parse, pages, response};
 use crate::metrics::Held;
-use crate::proxy::relay::{CopyError, copy_chunked, copy_exact, copy_until_close, tunnel};
-use crate::proxy::rewrite::{Plan, Reply, build_reply};
 use std::io::{self, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -157,7 +157,7 @@ fn send_request(x: &mut Exchange<'_>, up: &mut BufConn, backend: &Backend) -> Re
         .map_err(|e| send_failed(&e, false))?;
     if x.plan.expect_continue && !x.continue_sent {
         x.client
-            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .write_all(pages::CONTINUE)
             .map_err(|_| Fault::Client(None))?;
         x.continue_sent = true;
     }

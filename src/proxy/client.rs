@@ -8,13 +8,13 @@
 //! `https`, the text for `X-Forwarded-For`). Between requests, `first_byte` waits for the
 //! next one with the connection marked idle, so that a drain may close it.
 
+use super::proxy_protocol;
+use super::trust::{Claims, is_trusted};
 use crate::conn::{BufConn, is_timeout};
 use crate::console;
 use crate::context::{Live, Shared};
 use crate::http::MAX_HEAD;
 use crate::listener::Flags;
-use crate::proxy::proxy_protocol;
-use crate::proxy::trust::{Claims, is_trusted};
 use std::fmt::Write as _;
 use std::net::{IpAddr, TcpStream};
 use std::sync::Arc;

@@ -2,8 +2,8 @@
 //!
 //! The chapter's handler reads a GET, picks the next backend, fetches the whole answer with
 //! `http.client`, and copies it back. `chapter.rs` names those steps `serve`, `read_request`,
-//! `pick`, `attempt` and `answer`; this module has functions of the same names for the same
-//! steps, for every method, and a reader can follow them down the file:
+//! `pick`, `attempt` and `answer`; this module does the same steps for every method, under
+//! the same names (the pick is a call, in `route`), and a reader can follow them down the file:
 //!
 //! 1. [`serve`]: the connection loop, one request after another (keep-alive, pipelining).
 //!    Who the client is (its peer, a PROXY header, trusted forwarding fields) is kept in
@@ -11,7 +11,7 @@
 //! 2. `read_request`: the request head, under the idle and header timeouts; `plan` (in
 //!    [`rewrite`]) checks it and writes the head the backend will get.
 //! 3. `route`: the pick is [`crate::backends::Backends::candidates`], the backends to try
-//!    in order (the strategy's choice first); `failover` is a plain `for` over them, one
+//!    in order (the strategy's choice first); `failover` is a plain loop over them, one
 //!    `attempt` ([`attempt`]) each, until one answers or
 //!    [`crate::backends::retry::may_retry`] says the request may not go further. The
 //!    set's side of failover, and the whole path, are in [`crate::backends::failover`].
@@ -30,6 +30,10 @@ pub mod trust;
 
 pub use client::{CLIENT_BUFFER, CLIENT_BUFFER_MAX};
 
+use attempt::{Exchange, Fault, attempt};
+use client::{Client, Who, first_byte};
+use rewrite::{Hop, Plan, plan};
+
 use crate::backends::Candidate;
 use crate::backends::member::Backend;
 use crate::backends::retry::{BodyState, may_retry};
@@ -43,9 +47,6 @@ use crate::http::{Error, MAX_REQUEST_LINE, Parse, head, pages, request};
 use crate::listener::{Accepted, Flags, TunnelSlot};
 use crate::log::Record;
 use crate::metrics::inc;
-use crate::proxy::attempt::{Exchange, Fault, attempt};
-use crate::proxy::client::{Client, Who, first_byte};
-use crate::proxy::rewrite::{Hop, Plan, plan};
 use crate::request_id;
 use std::io;
 use std::sync::Arc;

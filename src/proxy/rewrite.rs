@@ -343,8 +343,8 @@ pub(crate) struct Reply {
 
 /// The head the client gets: the backend's status line and fields, minus hop-by-hop fields,
 /// with framing and connection fields for this client, and the lines `add` writes (the
-/// strategy's, see [`crate::backends::strategy::Strategy::on_response`]). `draining`: the balancer is
-/// stopping, so the client connection closes after this response.
+/// strategy's, see [`Strategy::on_response`](crate::backends::strategy::Strategy::on_response)).
+/// `draining`: the balancer is stopping, so the client connection closes after this response.
 pub(crate) fn build_reply(
     head: &Response<'_>,
     plan: &Plan,

@@ -3,12 +3,17 @@
 
 use std::path::Path;
 
-/// Every `src/...` path written in backquotes in `text`.
+/// Every `src/...` path written in backquotes in `text` (but `src/...` itself, which stands
+/// for any).
 fn src_paths(text: &str) -> Vec<String> {
     text.split('`')
         .skip(1)
         .step_by(2)
-        .filter(|quoted| quoted.starts_with("src/") && !quoted.contains(char::is_whitespace))
+        .filter(|quoted| {
+            quoted.starts_with("src/")
+                && !quoted.contains(char::is_whitespace)
+                && !quoted.ends_with("...")
+        })
         .map(|quoted| quoted.trim_end_matches(':').to_string())
         .collect()
 }
@@ -85,4 +90,56 @@ fn every_path(dir: &Path) -> Vec<std::path::PathBuf> {
         out.push(path);
     }
     out
+}
+
+/// The modules' own maps: a path such as `listener/cap.rs` or `src/demo/server.rs` written in
+/// backquotes in a comment of any file under `src/` exists (under `src/`, or at the root for
+/// `src/...` and `tests/...`).
+#[test]
+fn every_source_path_in_the_module_docs_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut named = 0;
+    for file in every_path(&root.join("src")) {
+        if file.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        let comments = text.lines().filter(|l| l.trim_start().starts_with("//"));
+        for path in comments.flat_map(relative_paths) {
+            named += 1;
+            let under = if path.starts_with("src/") || path.starts_with("tests/") {
+                root.join(&path)
+            } else {
+                root.join("src").join(&path)
+            };
+            if path == "src/bin/exercise.rs" || path.ends_with("strategy/random.rs") {
+                continue; // made by the learner in an exercise
+            }
+            assert!(under.exists(), "{} names {path}", file.display());
+        }
+    }
+    assert!(
+        named > 10,
+        "only {named} paths found: is the pattern still right?"
+    );
+}
+
+/// Every `folder/file.ext` written in backquotes in `line` (a source file's path, not a URL
+/// or an absolute path).
+fn relative_paths(line: &str) -> Vec<String> {
+    line.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|quoted| {
+            quoted.contains('/')
+                && quoted.starts_with(|c: char| c.is_ascii_lowercase())
+                && [".rs", ".js", ".css", ".md"]
+                    .iter()
+                    .any(|e| quoted.ends_with(e))
+                && quoted
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_./".contains(c))
+        })
+        .map(str::to_string)
+        .collect()
 }

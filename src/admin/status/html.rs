@@ -1,7 +1,7 @@
 //! The status page as HTML: [`Status::html`] writes the routing strip, the tables of
 //! backends, demo drills and recent decisions, and the lab's controls, from the model in
-//! `status/mod.rs`. The page's script (`admin/status.js`) draws the charts and keeps the page
-//! live from the JSON that `status/json.rs` writes.
+//! `admin/status/mod.rs`. The page's script (`admin/status.js`) draws the charts and keeps the
+//! page live from the JSON that `admin/status/json.rs` writes.
 
 use super::{Row, State, Status};
 use crate::admin::csp::{STATUS_SCRIPT, STATUS_STYLE};

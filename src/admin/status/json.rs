@@ -1,7 +1,7 @@
 //! The status as JSON: `/status.json` ([`Status::json`]), a backend for the backend API
 //! ([`Row::json`]), and [`json_string`], which the admin's error answers and the
-//! explanations of [`crate::admin::why`] use too. The model is in `status/mod.rs`, the page
-//! in `status/html.rs`; the page's script reads this JSON.
+//! explanations of [`crate::admin::why`] use too. The model is in `admin/status/mod.rs`, the
+//! page in `admin/status/html.rs`; the page's script reads this JSON.
 
 use super::{Row, State, Status};
 use crate::metrics::history::{HISTORY_SECONDS, Series};

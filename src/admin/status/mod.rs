@@ -18,8 +18,8 @@
 //!
 //! The folder: this file is the model, a [`Status`] read from the balancer at one moment
 //! (a [`Row`] per backend, the [`Counts`] by state, a [`DemoRow`] per demo backend);
-//! `status/html.rs` writes the page ([`Status::html`]) and `status/json.rs` the JSON
-//! ([`Status::json`], [`Row::json`], [`json_string`]). The page's script and style are
+//! `admin/status/html.rs` writes the page ([`Status::html`]) and `admin/status/json.rs` the
+//! JSON ([`Status::json`], [`Row::json`], [`json_string`]). The page's script and style are
 //! `admin/status.js` and `admin/status.css`; `admin/answers.rs` serves the page and the JSON.
 
 mod html;
