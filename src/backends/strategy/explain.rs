@@ -364,6 +364,21 @@ mod tests {
             w.skip(id, SkipCode::Draining);
         }
         assert_eq!((w.skipped().len(), w.more()), (MAX_SKIPS, 2));
+        let line = w.line(&backends(&[1, 1, 1]), &name);
+        assert!(line.ends_with("; and 2 more skipped"), "{line}");
+    }
+
+    #[test]
+    fn a_backend_picked_after_all_leaves_the_skipped_in_their_order() {
+        let mut w = why(Reason::RoundRobin { after: 0 }, 1);
+        for id in [0, 1, 2] {
+            w.skip(id, SkipCode::Down);
+        }
+        w.unskip(0); // panic mode: every backend was down, and Red was tried after all
+        let ids: Vec<usize> = w.skipped().iter().map(|s| s.id).collect();
+        assert_eq!(ids, [1, 2]);
+        w.unskip(7); // never skipped: nothing changes
+        assert_eq!(w.skipped().len(), 2);
     }
 
     #[test]
