@@ -14,7 +14,7 @@
 //! `main` reads it once at start ([`load`]; a bad file stops the start with exit status 2 and
 //! names the line). Then a [`Watcher`] thread looks at the file's modification time, size
 //! and inode every `--backends-file-interval` (1 s) and reads it again when one of them
-//! changed; [`Watcher::reload`] (`SIGHUP`) reads it at once. Writers replace the file by
+//! changed; `SIGHUP` reads it at once ([`crate::reload`]). Writers replace the file by
 //! renaming a new one over it, so a half-written file is never read; a file that does not
 //! parse anyway is ignored whole: the list stays as it was, one error line names the file
 //! and the line, and the counters in [`FileState`] count it (`/metrics`, `/status`).
@@ -337,11 +337,6 @@ impl Watcher {
         Ok(Watcher { thread })
     }
 
-    /// Reads the file now, changed or not (what `SIGHUP` does).
-    pub fn reload(&self) {
-        self.thread.wake();
-    }
-
     /// Stops the thread and waits for it.
     pub fn stop(self) {
         self.thread.stop();
@@ -349,17 +344,15 @@ impl Watcher {
 }
 
 impl Watch {
-    /// Looks at the file every interval, and at once when asked, until stopped.
+    /// Looks at the file every interval until stopped.
     fn run(&mut self, sleeper: &Sleeper) {
         loop {
-            let now = match sleeper.sleep(self.interval) {
-                Woke::Stop => return,
-                Woke::Now => true,
-                Woke::Time => false,
-            };
+            if sleeper.sleep(self.interval) == Woke::Stop {
+                return;
+            }
             // Stamp first, then read: a change after the stamp is seen at the next look.
             let stamp = Stamp::of(&self.state.path);
-            if now || stamp != self.seen {
+            if stamp != self.seen {
                 self.seen = stamp;
                 self.read();
             }
