@@ -507,6 +507,14 @@ mod tests {
         .unwrap();
         let e = load(&big, &[listen()]).unwrap_err();
         assert!(e.contains("big.txt") && e.contains("larger than"), "{e}");
+        // The limit itself is allowed: one backend, then comments up to exactly the limit.
+        let mut exact = String::from("http://127.0.0.1:8001\n");
+        exact.push('#');
+        exact.push_str(&"x".repeat(MAX_FILE_BYTES as usize - exact.len() - 1));
+        exact.push('\n');
+        assert_eq!(exact.len() as u64, MAX_FILE_BYTES);
+        std::fs::write(&big, &exact).unwrap();
+        assert_eq!(load(&big, &[listen()]).unwrap().len(), 1);
         let e = load(&dir.join("missing.txt"), &[listen()]).unwrap_err();
         assert!(e.contains("missing.txt"), "{e}");
         std::fs::write(&big, [0xff, b'\n']).unwrap();
