@@ -298,6 +298,26 @@ fn start_binary(args: &[&str]) -> Running {
         .start()
 }
 
+#[test]
+fn a_backend_removed_while_idle_is_dropped_and_said_so() {
+    let demos = demos(2);
+    let dir = Dir::new("drop");
+    dir.write(&listing(&urls(&demos)));
+    let file = dir.file();
+    let mut lb = start_binary(&[
+        "--admin",
+        "off",
+        "--backends-file",
+        file.to_str().unwrap(),
+        "--backends-file-interval",
+        "100ms",
+    ]);
+    dir.write(&listing(&urls(&demos[..1])));
+    // No request is in flight at the removed backend: it goes at the watcher's next look.
+    let line = lb.line_with("dropped: no request left in flight");
+    assert!(line.contains(&demos[1].url()), "{line}");
+}
+
 #[cfg(unix)]
 #[test]
 fn sighup_reads_the_file_at_once() {
