@@ -62,7 +62,8 @@ pub(crate) fn copy_exact(
 ) -> Result<(), CopyError> {
     let mut left = n;
     let first = left.min(src.data().len() as u64) as usize;
-    if !prefix.is_empty() || first > 0 {
+    // Without a head to send, the loop below sends the buffered bytes the same way.
+    if !prefix.is_empty() {
         prefix.extend_from_slice(&src.data()[..first]);
         dst.write_all(&prefix).map_err(CopyError::Dest)?;
         src.consume(first);

@@ -104,6 +104,24 @@ fn json_lines_carry_every_field_and_the_request_id_goes_round() {
 }
 
 #[test]
+fn a_long_body_is_counted_to_its_last_byte() {
+    // 300 000 bytes, sent with the head in one write: the balancer's first read takes the
+    // head and the body's start, and the rest streams after them. All of it is counted.
+    let mut response = b"HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n".to_vec();
+    response.resize(response.len() + 300_000, b'x');
+    let backend = Recorder::fixed(response.leak());
+    let mut lb = Launch::over(&backend.url())
+        .args(&["--access-log-format", "json"])
+        .start();
+    let mut c = RawConn::open(lb.addr);
+    c.send(b"GET /long HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let (head, body) = c.response();
+    assert_eq!((status_of(&head), body.len()), (200, 300_000), "{head}");
+    let line = lb.line_with("/long");
+    assert!(line.contains("\"status\":200,\"bytes\":300000,"), "{line}");
+}
+
+#[test]
 fn a_sane_client_id_is_kept_and_any_other_replaced() {
     let backend = Recorder::fixed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
     let s = Setup::new(0, |c| c.backends = vec![spec(&backend.url())]);
