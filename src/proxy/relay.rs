@@ -88,8 +88,8 @@ pub(crate) fn copy_exact(
             dst.write_all(&chunk[..n]).map_err(CopyError::Dest)?;
             left -= n as u64;
             *sent += n as u64;
-            if n == chunk.len() && chunk.len() < STREAM_CHUNK_MAX && left > 2 * n as u64 {
-                chunk.resize(2 * n, 0);
+            if let Some(size) = grown(chunk.len(), n, left) {
+                chunk.resize(size, 0);
             }
             continue;
         }
@@ -104,6 +104,13 @@ pub(crate) fn copy_exact(
         *sent += take as u64;
     }
     Ok(())
+}
+
+/// The long-body buffer's next size, if it should grow: double, while reads fill it (the
+/// sender is ahead) and more than twice its size is still to come, up to
+/// [`STREAM_CHUNK_MAX`]. Only the number of system calls depends on it, never the bytes.
+fn grown(size: usize, read: usize, left: u64) -> Option<usize> {
+    (read == size && size < STREAM_CHUNK_MAX && left > 2 * read as u64).then_some(2 * read)
 }
 
 /// Copies a chunked body from `src` to `dst` after `prefix`, decoding it and, with
