@@ -52,6 +52,18 @@ fn a_drain_closes_idle_clients_at_once_and_lets_busy_ones_finish() {
 }
 
 #[test]
+fn an_idle_balancer_stops_without_waiting_out_the_wake_limit() {
+    // Its threads waiting in `accept` are woken one connection each; once none waits, the
+    // stop goes on at once (WAKE_LIMIT only bounds a wake-up that does not work).
+    let s = Setup::new(2, |_| {});
+    assert_eq!(get(&s.url("/")).0, 200);
+    let started = Instant::now();
+    drop(s);
+    let took = started.elapsed();
+    assert!(took < load_balancer::listener::WAKE_LIMIT, "{took:?}");
+}
+
+#[test]
 fn a_drain_timeout_that_runs_out_counts_what_it_leaves() {
     const DRAIN: Duration = Duration::from_millis(300);
     let gate = Arc::new(Gate::default());
