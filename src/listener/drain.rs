@@ -195,3 +195,28 @@ impl Drop for SlotGuard<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_that_ends_leaves_the_registry() {
+        // Threads come and go for as long as the balancer runs: their slots must go with
+        // them, or the registry (and each drain's walk over it) grows without end.
+        let connections = Connections::default();
+        let count = || connections.slots.lock().ignore_poison().len();
+        let first = connections.join();
+        let second = connections.join();
+        assert_eq!(count(), 2);
+        drop(first);
+        assert_eq!(count(), 1);
+        let left = connections.slots.lock().ignore_poison()[0].clone();
+        assert!(
+            Arc::ptr_eq(&left, &second.slot),
+            "the other thread's slot stays"
+        );
+        drop(second);
+        assert_eq!(count(), 0);
+    }
+}
