@@ -122,6 +122,24 @@ fn a_long_body_is_counted_to_its_last_byte() {
 }
 
 #[test]
+fn a_body_that_ends_with_the_close_is_counted_too() {
+    // No length: the body is read until the backend closes, and relayed chunked.
+    let mut response = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec();
+    response.resize(response.len() + 100_000, b'y');
+    let backend = Recorder::start(move |_, _| Reply::then_close(&response));
+    let mut lb = Launch::over(&backend.url())
+        .args(&["--access-log-format", "json"])
+        .start();
+    let mut c = RawConn::open(lb.addr);
+    c.send(b"GET /until-close HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let (head, body) = c.response();
+    assert_eq!(status_of(&head), 200, "{head}");
+    assert_eq!(decode_chunked(&body).0.len(), 100_000, "{head}");
+    let line = lb.line_with("/until-close");
+    assert!(line.contains("\"status\":200,\"bytes\":100000,"), "{line}");
+}
+
+#[test]
 fn a_sane_client_id_is_kept_and_any_other_replaced() {
     let backend = Recorder::fixed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
     let s = Setup::new(0, |c| c.backends = vec![spec(&backend.url())]);
