@@ -199,6 +199,52 @@ impl Drop for SlotGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conn::{Timeouts, is_timeout};
+    use crate::listener::{Accepted, Listener, Options};
+    use std::io::Read;
+    use std::net::TcpListener;
+
+    #[test]
+    fn abort_closes_busy_connections_and_a_dropped_listener_stops() {
+        let stats = Arc::new(ServerStats::default());
+        let options = Options {
+            name: "test-accept".into(),
+            worker: "test-conn",
+            max_connections: 16,
+            refusal: "full",
+            // Longer than the client waits below: only the listener can close it in time.
+            timeouts: Timeouts::uniform(Duration::from_secs(30)),
+            stats: Arc::clone(&stats),
+        };
+        // Busy until its client closes or the listener closes it.
+        let serve = |conn: Accepted<'_>| while let Ok(1..) = (&*conn.stream).read(&mut [0; 1]) {};
+        let bind = || TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = Listener::start(bind(), options.clone(), serve).unwrap();
+        let mut client = TcpStream::connect(listener.addr()).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while stats.open.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "never served");
+            thread::yield_now();
+        }
+        listener.abort();
+        match client.read(&mut [0; 1]) {
+            Ok(0) => {}
+            other => assert!(other.as_ref().is_err_and(|e| !is_timeout(e)), "{other:?}"),
+        }
+        // Dropped without stop or abort: it stops accepting all the same, and its threads go.
+        let listener = Listener::start(bind(), options, serve).unwrap();
+        let (threads, addr) = (Arc::clone(listener.threads()), listener.addr());
+        drop(listener);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while threads.alive() > 0 {
+            assert!(Instant::now() < deadline, "threads still running");
+            thread::yield_now();
+        }
+        assert!(TcpStream::connect(addr).is_err(), "still listening");
+    }
 
     #[test]
     fn a_thread_that_ends_leaves_the_registry() {
