@@ -151,15 +151,19 @@ pub fn probe(backend: &Backend, checks: &Checks) -> Result<(), Failed> {
     let stream = match TcpStream::connect_timeout(&backend.addr, timeout) {
         Ok(stream) => stream,
         Err(e) if is_local_failure(&e) => return Err(Failed::Local(format!("{e}"))),
-        Err(e) => {
-            return Err(Failed::Backend(match e.kind() {
-                io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
-                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => late(),
-                _ => format!("cannot connect: {e}"),
-            }));
-        }
+        Err(e) => return Err(Failed::Backend(connect_failed(&e, late))),
     };
     ask(backend, stream, checks, deadline, late).map_err(Failed::Backend)
+}
+
+/// Why a check could not connect, in the words of the other failures: a refusal, silence past
+/// `--health-timeout` (`late`), or the system's own words.
+fn connect_failed(e: &io::Error, late: impl Fn() -> String) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => late(),
+        _ => format!("cannot connect: {e}"),
+    }
 }
 
 /// Sends the check's request on `stream` and reads the answer's head by `deadline`.
@@ -209,5 +213,27 @@ fn ask(
             Err(e) if crate::conn::is_timeout(&e) => return Err(late()),
             Err(e) => return Err(format!("reading the answer failed: {e}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connect_that_times_out_says_so_as_a_silent_answer_does() {
+        // A connect timeout needs a host that drops SYNs, which loopback never does: the
+        // words are checked here, on the error the system gives.
+        let late = || "no answer within 2s (--health-timeout)".to_string();
+        for kind in [io::ErrorKind::TimedOut, io::ErrorKind::WouldBlock] {
+            assert_eq!(connect_failed(&kind.into(), late), late());
+        }
+        let refused = io::ErrorKind::ConnectionRefused.into();
+        assert_eq!(connect_failed(&refused, late), "connection refused");
+        let other = io::Error::other("no route to host");
+        assert_eq!(
+            connect_failed(&other, late),
+            "cannot connect: no route to host"
+        );
     }
 }
