@@ -319,6 +319,17 @@ mod tests {
         }
     }
 
+    /// One `fill` that must bring bytes: a close, an error or a wait past 5 s fails the test
+    /// (a loop of `fill` calls that got nothing would otherwise spin for ever).
+    fn more(conn: &mut BufConn) -> usize {
+        conn.stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let n = conn.fill().unwrap();
+        assert!(n > 0, "the writer closed");
+        n
+    }
+
     #[test]
     fn an_idle_connection_holds_no_buffer() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -332,7 +343,7 @@ mod tests {
         // More bytes (a body, the rest of a long head) get the full buffer.
         writer.write_all(&[b'x'; 3000]).unwrap();
         while conn.data().len() < 18 + 3000 {
-            conn.fill().unwrap();
+            more(&mut conn);
         }
         assert_eq!(conn.buf.len(), 4096);
         conn.consume(18 + 3000);
@@ -356,14 +367,14 @@ mod tests {
         writer.write_all(b"abcdefghij").unwrap();
         let mut got = 0;
         while got < 8 {
-            got += conn.fill().unwrap();
+            got += more(&mut conn);
         }
         assert_eq!(conn.data(), b"abcdefgh");
         assert_eq!(conn.fill().unwrap_err().kind(), io::ErrorKind::InvalidData);
         conn.consume(6);
         assert_eq!(conn.data(), b"gh");
         while conn.data().len() < 4 {
-            conn.fill().unwrap();
+            more(&mut conn);
         }
         assert_eq!(conn.data(), b"ghij");
         conn.consume(4);
