@@ -304,6 +304,30 @@ fn expect_100_continue_gets_an_interim_answer_and_the_body_arrives() {
 }
 
 #[test]
+fn after_a_streamed_body_the_idle_wait_is_the_idle_timeout_not_the_client_timeout() {
+    // The body is read with --client-timeout (30 s here) as the socket's read timeout; the
+    // wait for the next request must set --idle-timeout again, though it is the shorter.
+    let s = Setup::new(1, |c| {
+        c.idle_timeout = Duration::from_millis(300);
+        c.client_timeout = Duration::from_secs(30);
+    });
+    let mut c = connect(s.addr());
+    // Expect: 100-continue holds the body back, so it is streamed after the head.
+    c.write_all(
+        b"PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let mut interim = [0; b"HTTP/1.1 100 Continue\r\n\r\n".len()];
+    c.read_exact(&mut interim).unwrap();
+    c.write_all(b"hi").unwrap();
+    let (head, _) = read_response(&mut c);
+    assert_eq!(status_line(&head), "HTTP/1.1 200 OK", "{head}");
+    // Closed within CLIENT_WAIT (5 s), the read timeout: long before the client timeout.
+    let read = c.read(&mut [0; 1]);
+    assert!(matches!(read, Ok(0)), "{read:?}");
+}
+
+#[test]
 fn past_max_connections_a_client_gets_503_and_a_close() {
     let s = Setup::new(1, |c| c.max_connections = 2);
     // Two held connections, each proven accepted and served.
