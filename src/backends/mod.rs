@@ -329,5 +329,10 @@ mod tests {
                 crate::backends::strategy::explain::Reason::LeastConn { .. }
             ))
         ));
+        // Each switch answers with the one it replaced (the lab says "from ... to ...").
+        assert_eq!(
+            set.set_strategy(StrategyKind::IpHash),
+            StrategyKind::LeastConn
+        );
     }
 }
