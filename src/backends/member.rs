@@ -272,6 +272,25 @@ mod tests {
     use super::hash64;
 
     #[test]
+    fn the_pool_keeps_at_most_pool_max_idle_connections() {
+        use super::{Backend, POOL_MAX_IDLE};
+        use crate::config::BackendSpec;
+        use crate::conn::BufConn;
+        use std::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let backend = Backend::new(0, &BackendSpec::parse(&url).unwrap());
+        let mut accepted = Vec::new();
+        for _ in 0..=POOL_MAX_IDLE {
+            let conn = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            accepted.push(listener.accept().unwrap().0);
+            backend.release(BufConn::new(conn, 16, 16));
+        }
+        // One more than the pool holds was given back: the last one was closed instead.
+        assert_eq!(backend.pooled_count(), POOL_MAX_IDLE);
+    }
+
+    #[test]
     fn similar_inputs_hash_apart() {
         assert_ne!(hash64(b"127.0.0.1"), hash64(b"127.0.0.2"));
     }
