@@ -298,3 +298,33 @@ fn a_reload_never_makes_the_balancer_its_own_backend() {
         (200, demos[0].page().to_string())
     );
 }
+
+#[test]
+fn a_reload_brings_new_passive_health_limits_to_the_backends() {
+    let demos = demos(1);
+    let dir = Dir::new("reload-policy");
+    let text = |fails: u32| {
+        format!(
+            "listen 127.0.0.1:0\nadmin 127.0.0.1:0\nadmin-token {ADMIN_TOKEN}\nquiet\n\
+             backend {}\nmax-fails {fails}\nfail-timeout 7s\n",
+            demos[0].url()
+        )
+    };
+    dir.write_as("lb.conf", &text(2));
+    let path = dir.path("lb.conf");
+    let args = ["--config".to_string(), path.to_str().unwrap().to_string()];
+    let load_balancer::config::Command::Run(c) = load_balancer::config::parse_args(args).unwrap()
+    else {
+        panic!("not a run")
+    };
+    let lb = crate::support::start(*c);
+    assert_eq!(lb.shared().backends.policy().max_fails, 2);
+    dir.write_as("lb.conf", &text(5));
+    let (status, _, body) = admin_post(admin_addr(&lb), "/reload", "");
+    assert_eq!(status, 200, "{body}");
+    let policy = lb.shared().backends.policy();
+    assert_eq!(
+        (policy.max_fails, policy.fail_timeout),
+        (5, Duration::from_secs(7))
+    );
+}
