@@ -200,22 +200,16 @@ impl Drop for SlotGuard<'_> {
 mod tests {
     use super::*;
     use crate::conn::{Timeouts, is_timeout};
-    use crate::listener::{Accepted, Listener, Options};
+    use crate::listener::{Accepted, Listener};
     use std::io::Read;
     use std::net::TcpListener;
 
     #[test]
     fn abort_closes_busy_connections_and_a_dropped_listener_stops() {
         let stats = Arc::new(ServerStats::default());
-        let options = Options {
-            name: "test-accept".into(),
-            worker: "test-conn",
-            max_connections: 16,
-            refusal: "full",
-            // Longer than the client waits below: only the listener can close it in time.
-            timeouts: Timeouts::uniform(Duration::from_secs(30)),
-            stats: Arc::clone(&stats),
-        };
+        // Timeouts longer than the client waits below: only the listener can close it in time.
+        let timeouts = Timeouts::uniform(Duration::from_secs(30));
+        let options = super::super::tests::test_options(16, timeouts, &stats);
         // Busy until its client closes or the listener closes it.
         let serve = |conn: Accepted<'_>| while let Ok(1..) = (&*conn.stream).read(&mut [0; 1]) {};
         let bind = || TcpListener::bind("127.0.0.1:0").unwrap();

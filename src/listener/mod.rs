@@ -445,7 +445,7 @@ mod tests {
     use std::time::Instant;
 
     /// The options of a test listener: this cap and these timeouts, counting into `stats`.
-    fn test_options(
+    pub(super) fn test_options(
         max_connections: usize,
         timeouts: Timeouts,
         stats: &Arc<ServerStats>,

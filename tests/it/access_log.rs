@@ -103,21 +103,26 @@ fn json_lines_carry_every_field_and_the_request_id_goes_round() {
     );
 }
 
+/// Asks the real binary, logging JSON, for `path` from `backend`; returns the answer's head
+/// and body and its log line.
+fn logged(backend: &Recorder, path: &str) -> (String, Vec<u8>, String) {
+    let mut lb = Launch::over(&backend.url())
+        .args(&["--access-log-format", "json"])
+        .start();
+    let mut c = RawConn::open(lb.addr);
+    c.send(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes());
+    let (head, body) = c.response();
+    (head, body, lb.line_with(path))
+}
+
 #[test]
 fn a_long_body_is_counted_to_its_last_byte() {
     // 300 000 bytes, sent with the head in one write: the balancer's first read takes the
     // head and the body's start, and the rest streams after them. All of it is counted.
     let mut response = b"HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n".to_vec();
     response.resize(response.len() + 300_000, b'x');
-    let backend = Recorder::fixed(response.leak());
-    let mut lb = Launch::over(&backend.url())
-        .args(&["--access-log-format", "json"])
-        .start();
-    let mut c = RawConn::open(lb.addr);
-    c.send(b"GET /long HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let (head, body) = c.response();
+    let (head, body, line) = logged(&Recorder::fixed(response.leak()), "/long");
     assert_eq!((status_of(&head), body.len()), (200, 300_000), "{head}");
-    let line = lb.line_with("/long");
     assert!(line.contains("\"status\":200,\"bytes\":300000,"), "{line}");
 }
 
@@ -127,15 +132,9 @@ fn a_body_that_ends_with_the_close_is_counted_too() {
     let mut response = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec();
     response.resize(response.len() + 100_000, b'y');
     let backend = Recorder::start(move |_, _| Reply::then_close(&response));
-    let mut lb = Launch::over(&backend.url())
-        .args(&["--access-log-format", "json"])
-        .start();
-    let mut c = RawConn::open(lb.addr);
-    c.send(b"GET /until-close HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let (head, body) = c.response();
+    let (head, body, line) = logged(&backend, "/until-close");
     assert_eq!(status_of(&head), 200, "{head}");
     assert_eq!(decode_chunked(&body).0.len(), 100_000, "{head}");
-    let line = lb.line_with("/until-close");
     assert!(line.contains("\"status\":200,\"bytes\":100000,"), "{line}");
 }
 
